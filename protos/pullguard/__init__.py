@@ -1,0 +1,1 @@
+"""pullguard: an image firewall for container registries."""

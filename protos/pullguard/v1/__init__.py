@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC code for pullguard.v1 (see `make protos`)."""

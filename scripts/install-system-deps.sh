@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs the real tools the tests use: Debian's docker-registry (CNCF
+# distribution) and skopeo from apt, and cosign 2.5 (Debian 13's package; on
+# Debian 12 its .deb is unpacked into a private folder without touching
+# /etc/apt). Idempotent: does nothing when everything is already there.
+set -euo pipefail
+tools_dir="${1:-.tools/bin}"
+mkdir -p "$tools_dir"
+tools_dir="$(cd "$tools_dir" && pwd)"
+
+need_apt=()
+command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)
+command -v skopeo >/dev/null 2>&1 || need_apt+=(skopeo)
+
+sudo_cmd=()
+if [ "$(id -u)" != 0 ]; then sudo_cmd=(sudo); fi
+
+codename="$(. /etc/os-release && echo "${VERSION_CODENAME:-}")"
+have_cosign() { command -v cosign >/dev/null 2>&1 || [ -x "$tools_dir/cosign" ]; }
+
+if ! have_cosign && [ "$codename" != "bookworm" ]; then
+  need_apt+=(cosign)
+fi
+
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  echo "installing apt packages: ${need_apt[*]}"
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! have_cosign; then
+  # Debian 12 has no cosign package; trixie's needs only libc >= 2.34.
+  echo "fetching cosign from Debian 13 into $tools_dir"
+  work="$(mktemp -d)"
+  trap 'rm -rf "$work"' EXIT
+  mkdir -p "$work/lists/partial" "$work/cache/archives/partial"
+  echo "deb http://deb.debian.org/debian trixie main" > "$work/sources.list"
+  apt_opts=(-o "Dir::Etc::SourceList=$work/sources.list" -o "Dir::Etc::SourceParts=/dev/null"
+            -o "Dir::State::Lists=$work/lists" -o "Dir::Cache=$work/cache"
+            -o "APT::Sandbox::User=root")
+  apt-get -qq "${apt_opts[@]}" update
+  (cd "$work" && apt-get -qq "${apt_opts[@]}" download cosign)
+  dpkg -x "$work"/cosign_*.deb "$work/root"
+  install -m 0755 "$work/root/usr/bin/cosign" "$tools_dir/cosign"
+fi
+
+command -v docker-registry >/dev/null
+command -v skopeo >/dev/null
+if command -v cosign >/dev/null 2>&1; then cosign version 2>/dev/null | grep -m1 GitVersion || true
+else "$tools_dir/cosign" version 2>/dev/null | grep -m1 GitVersion || true; fi

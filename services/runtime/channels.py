@@ -1,0 +1,36 @@
+"""Client channels between pullguard services, carrying the trace context."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from pullguard.services.runtime.server import GRPC_OPTIONS
+from pullguard.services.runtime.telemetry import inject_metadata
+
+
+class _TraceClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        metadata = list(client_call_details.metadata or ())
+        metadata.extend(inject_metadata())
+        details = grpc.aio.ClientCallDetails(
+            client_call_details.method,
+            client_call_details.timeout,
+            grpc.aio.Metadata(*metadata),
+            client_call_details.credentials,
+            client_call_details.wait_for_ready,
+        )
+        return await continuation(details, request)
+
+
+def open_channel(address: str) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(
+        address, options=GRPC_OPTIONS, interceptors=[_TraceClientInterceptor()]
+    )

@@ -1,0 +1,572 @@
+"""pullguard's configuration: YAML in, validated frozen dataclasses out.
+
+Every error names the file, the key (as a dotted path such as
+``policy.rules[1].signature.keys[0]``) and what is wrong, and is raised as
+:class:`ConfigError` before any service starts. Relative paths in a file
+resolve against that file's folder; in the built-in default configuration,
+against the current directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from pullguard.services.runtime.digests import DigestSyntaxError, parse_digest
+from pullguard.services.runtime.errors import ConfigError
+
+LAYERS = ("analysis", "fetcher", "format", "hashverify", "source", "signature")
+SERVICES = (*LAYERS, "gateway")
+
+_ALIAS_RE = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]{1,5})?")
+_HOSTPORT_RE = re.compile(r"(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(?P<port>[0-9]{1,5})")
+_TAG_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
+
+#: Hosts the real public registries legitimately redirect blobs and token
+#: requests to; applied when an upstream's URL names one of these registries.
+WELL_KNOWN_UPSTREAMS: dict[str, dict[str, tuple[str, ...]]] = {
+    "registry-1.docker.io": {
+        "redirect_hosts": ("production.cloudflare.docker.com", "*.cloudflare.docker.com"),
+        "realm_hosts": ("auth.docker.io",),
+        "canonical_host": ("docker.io",),
+    },
+    "ghcr.io": {
+        "redirect_hosts": ("pkg-containers.githubusercontent.com",),
+        "realm_hosts": ("ghcr.io",),
+        "canonical_host": ("ghcr.io",),
+    },
+    "quay.io": {
+        "redirect_hosts": ("cdn.quay.io", "cdn01.quay.io", "cdn02.quay.io", "cdn03.quay.io"),
+        "realm_hosts": ("quay.io",),
+        "canonical_host": ("quay.io",),
+    },
+    "registry.k8s.io": {
+        "redirect_hosts": ("*.pkg.dev", "*.amazonaws.com"),
+        "realm_hosts": ("registry.k8s.io",),
+        "canonical_host": ("registry.k8s.io",),
+    },
+}
+
+
+@dataclass(frozen=True)
+class Upstream:
+    alias: str
+    url: str
+    scheme: str
+    host: str
+    port: int
+    insecure: bool
+    username: str | None
+    password: str | None = field(repr=False)
+    redirect_hosts: tuple[str, ...]
+    realm_hosts: tuple[str, ...]
+    canonical_host: str
+
+    @property
+    def netloc(self) -> str:
+        default = 443 if self.scheme == "https" else 80
+        return self.host if self.port == default else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class SignatureRule:
+    mode: str  # "none", "enforce" or "warn"
+    keys: tuple[tuple[str, str], ...] = ()  # (file name, PEM text)
+    threshold: int = 1
+
+
+@dataclass(frozen=True)
+class Rule:
+    index: int
+    match: str
+    pattern: re.Pattern[str]
+    signature: SignatureRule
+    pins: Mapping[str, str]
+    foreign_url_hosts: tuple[str, ...]
+    layer_media_types: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Policy:
+    rules: tuple[Rule, ...]
+    deny: tuple[tuple[str, re.Pattern[str]], ...]
+    deny_digests: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Every read is bounded; the defaults follow THREATS.md's table."""
+
+    manifest_bytes: int = 4 * 1024 * 1024
+    config_bytes: int = 4 * 1024 * 1024
+    blob_bytes: int = 16 * 1024 * 1024 * 1024
+    token_bytes: int = 1024 * 1024
+    error_body_bytes: int = 1024 * 1024
+    signature_bytes: int = 4 * 1024 * 1024
+    signatures: int = 100
+    layers: int = 1000
+    index_entries: int = 10000
+    redirects: int = 5
+    connect_timeout: float = 10.0
+    idle_timeout: float = 30.0
+    manifest_deadline: float = 60.0
+    blob_deadline: float = 3600.0
+    min_bytes_per_second: int = 16 * 1024
+    layer_timeout: float = 120.0
+    retries: int = 2
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    exporter: str = "none"  # none, console or otlp
+    endpoint: str = ""
+    service_namespace: str = "pullguard"
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str = "embedded"
+    url: str = ""
+    insecure: bool = False
+    prefix: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    base_dir: Path
+    listen: str
+    grpc_listen: str
+    state_dir: Path
+    upstreams: Mapping[str, Upstream]
+    default_upstream: str
+    target: Target
+    policy: Policy
+    limits: Limits
+    telemetry: Telemetry
+    services: Mapping[str, str]
+    policy_version: str
+
+    def with_services(self, services: Mapping[str, str]) -> Config:
+        merged = dict(self.services)
+        merged.update(services)
+        return _replace(self, services=merged)
+
+
+def _replace(config: Config, **changes: Any) -> Config:
+    from dataclasses import replace
+
+    return replace(config, **changes)
+
+
+class _Reader:
+    """Typed access to a YAML mapping that reports the key path on error."""
+
+    def __init__(self, source: str, base_dir: Path) -> None:
+        self.source = source
+        self.base_dir = base_dir
+
+    def fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(self.source, key, problem)
+
+    def mapping(self, value: Any, key: str) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(key, f"must be a mapping, got {_kind(value)}")
+        for name in value:
+            if not isinstance(name, str):
+                raise self.fail(key, f"keys must be strings, got {name!r}")
+        return value
+
+    def known(self, value: dict[str, Any], key: str, allowed: set[str]) -> None:
+        for name in value:
+            if name not in allowed:
+                where = f"{key}.{name}" if key else name
+                raise self.fail(where, f"unknown key (known: {', '.join(sorted(allowed))})")
+
+    def string(self, value: Any, key: str) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(key, f"must be a non-empty string, got {_kind(value)}")
+        return value
+
+    def boolean(self, value: Any, key: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(key, f"must be true or false, got {_kind(value)}")
+        return value
+
+    def number(self, value: Any, key: str, minimum: float) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+            raise self.fail(key, f"must be a number >= {minimum}, got {value!r}")
+        return float(value)
+
+    def integer(self, value: Any, key: str, minimum: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.fail(key, f"must be an integer >= {minimum}, got {value!r}")
+        return value
+
+    def strings(self, value: Any, key: str) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise self.fail(key, f"must be a list, got {_kind(value)}")
+        return tuple(self.string(item, f"{key}[{i}]") for i, item in enumerate(value))
+
+    def path(self, value: Any, key: str) -> Path:
+        text = self.string(value, key)
+        path = Path(text)
+        return path if path.is_absolute() else self.base_dir / path
+
+    def read_file(self, value: Any, key: str, limit: int = 1024 * 1024) -> tuple[Path, str]:
+        path = self.path(value, key)
+        try:
+            with path.open("rb") as handle:
+                data = handle.read(limit + 1)
+        except OSError as exc:
+            raise self.fail(key, f"cannot read {path}: {exc.strerror or exc}") from None
+        if len(data) > limit:
+            raise self.fail(key, f"{path} is larger than {limit} bytes")
+        try:
+            return path, data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise self.fail(key, f"{path} is not UTF-8 text") from None
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return f"boolean {value}"
+    if isinstance(value, str):
+        return f"string {value[:60]!r}"
+    return type(value).__name__
+
+
+def glob_to_regex(glob: str) -> re.Pattern[str]:
+    """Compile a repository glob: ``*`` stays within one path segment,
+    ``**`` spans segments (``a/**`` matches ``a/b/c``; ``**/x/**`` matches ``x/y``)."""
+    out: list[str] = []
+    i = 0
+    while i < len(glob):
+        if glob.startswith("**/", i):
+            out.append("(?:[^/]+/)*")
+            i += 3
+        elif glob.startswith("/**", i) and i + 3 == len(glob):
+            out.append("(?:/[^/]+)*")
+            i += 3
+        elif glob.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif glob[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif glob[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(glob[i]))
+            i += 1
+    return re.compile("".join(out))
+
+
+def host_matches(host: str, patterns: tuple[str, ...]) -> bool:
+    """Exact, case-sensitive host glob match; ``*`` matches one or more labels' worth
+    of characters but never a dot-less empty label."""
+    for pattern in patterns:
+        if pattern.startswith("*."):
+            suffix = pattern[1:]
+            if host.endswith(suffix) and len(host) > len(suffix):
+                return True
+        elif "*" in pattern:
+            if re.fullmatch(re.escape(pattern).replace(r"\*", "[a-z0-9-]*"), host):
+                return True
+        elif host == pattern:
+            return True
+    return False
+
+
+def _hostport(reader: _Reader, value: Any, key: str) -> str:
+    text = reader.string(value, key)
+    match = _HOSTPORT_RE.fullmatch(text)
+    if match is None or not 0 <= int(match.group("port")) <= 65535:
+        raise reader.fail(key, f"must be HOST:PORT, got {text!r}")
+    return text
+
+
+def _upstream(reader: _Reader, alias: str, raw: Any) -> Upstream:
+    key = f"upstreams.{alias}"
+    if not _ALIAS_RE.fullmatch(alias):
+        raise reader.fail(key, "alias must be a lowercase registry-style name")
+    data = reader.mapping(raw, key)
+    reader.known(
+        data,
+        key,
+        {"url", "insecure", "username", "password", "password_file", "redirect_hosts",
+         "realm_hosts", "canonical_host"},
+    )
+    url = reader.string(data.get("url"), f"{key}.url").rstrip("/")
+    parts = urlsplit(url)
+    insecure = reader.boolean(data.get("insecure", False), f"{key}.insecure")
+    if parts.scheme not in ("https", "http"):
+        raise reader.fail(f"{key}.url", f"scheme must be https (or http with insecure), got {url!r}")
+    if parts.scheme == "http" and not insecure:
+        raise reader.fail(f"{key}.url", "plain http needs insecure: true")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise reader.fail(f"{key}.url", "must not carry credentials, a query or a fragment")
+    if parts.path not in ("", "/"):
+        raise reader.fail(f"{key}.url", "must not carry a path")
+    host = parts.hostname
+    if not host:
+        raise reader.fail(f"{key}.url", "has no host")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise reader.fail(f"{key}.url", "has an invalid port") from None
+    username = data.get("username")
+    password = data.get("password")
+    if username is not None:
+        username = reader.string(username, f"{key}.username")
+    if "password_file" in data:
+        if password is not None:
+            raise reader.fail(f"{key}.password_file", "give password or password_file, not both")
+        _, text = reader.read_file(data["password_file"], f"{key}.password_file")
+        password = text.strip()
+    elif password is not None:
+        password = reader.string(password, f"{key}.password")
+    if (username is None) != (password is None):
+        raise reader.fail(key, "username and password come together")
+    known = WELL_KNOWN_UPSTREAMS.get(host, {})
+    redirect_hosts = reader.strings(data.get("redirect_hosts"), f"{key}.redirect_hosts")
+    realm_hosts = reader.strings(data.get("realm_hosts"), f"{key}.realm_hosts")
+    canonical = data.get("canonical_host")
+    return Upstream(
+        alias=alias,
+        url=f"{parts.scheme}://{parts.netloc}",
+        scheme=parts.scheme,
+        host=host,
+        port=port,
+        insecure=insecure,
+        username=username,
+        password=password,
+        redirect_hosts=redirect_hosts or known.get("redirect_hosts", ()),
+        realm_hosts=realm_hosts or known.get("realm_hosts", ()),
+        canonical_host=(
+            reader.string(canonical, f"{key}.canonical_host")
+            if canonical is not None
+            else (known.get("canonical_host") or (alias,))[0]
+        ),
+    )
+
+
+def _signature(reader: _Reader, raw: Any, key: str) -> SignatureRule:
+    if raw is None or raw == "none":
+        return SignatureRule(mode="none")
+    if isinstance(raw, str):
+        raise reader.fail(key, f"must be none or a mapping with keys, got {raw!r}")
+    data = reader.mapping(raw, key)
+    reader.known(data, key, {"keys", "threshold", "mode"})
+    mode = data.get("mode", "enforce")
+    if mode not in ("enforce", "warn"):
+        raise reader.fail(f"{key}.mode", f"must be enforce or warn, got {mode!r}")
+    keys: list[tuple[str, str]] = []
+    for i, item in enumerate(reader.strings(data.get("keys"), f"{key}.keys")):
+        path, pem = reader.read_file(item, f"{key}.keys[{i}]")
+        if "-----BEGIN PUBLIC KEY-----" not in pem:
+            raise reader.fail(f"{key}.keys[{i}]", f"{path} is not a PEM public key")
+        keys.append((path.name, pem))
+    if not keys:
+        raise reader.fail(f"{key}.keys", "at least one key is required")
+    threshold = reader.integer(data.get("threshold", 1), f"{key}.threshold", 1)
+    if threshold > len(keys):
+        raise reader.fail(f"{key}.threshold", f"{threshold} is more than the {len(keys)} keys given")
+    return SignatureRule(mode=mode, keys=tuple(keys), threshold=threshold)
+
+
+def _pins(reader: _Reader, raw: Any, key: str) -> dict[str, str]:
+    if raw is None:
+        return {}
+    path, text = reader.read_file(raw, key, limit=64 * 1024 * 1024)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise reader.fail(key, f"{path} is not valid YAML: {exc}") from None
+    pins = reader.mapping(data, f"{key} ({path})")
+    out: dict[str, str] = {}
+    for tag, digest in pins.items():
+        if not _TAG_RE.fullmatch(tag):
+            raise reader.fail(f"{key} ({path}).{tag}", "is not a valid tag")
+        try:
+            parse_digest(digest if isinstance(digest, str) else "")
+        except DigestSyntaxError as exc:
+            raise reader.fail(f"{key} ({path}).{tag}", str(exc)) from None
+        out[tag] = digest
+    return out
+
+
+def _policy(reader: _Reader, raw: Any) -> Policy:
+    data = reader.mapping(raw, "policy")
+    reader.known(data, "policy", {"rules", "deny", "deny_digests"})
+    rules_raw = data.get("rules")
+    if rules_raw is None:
+        rules_raw = []
+    if not isinstance(rules_raw, list):
+        raise reader.fail("policy.rules", f"must be a list, got {_kind(rules_raw)}")
+    rules: list[Rule] = []
+    for i, item in enumerate(rules_raw):
+        key = f"policy.rules[{i}]"
+        rule = reader.mapping(item, key)
+        reader.known(rule, key, {"match", "signature", "pins", "foreign_urls", "layer_media_types"})
+        match = reader.string(rule.get("match"), f"{key}.match")
+        rules.append(
+            Rule(
+                index=i,
+                match=match,
+                pattern=glob_to_regex(match),
+                signature=_signature(reader, rule.get("signature"), f"{key}.signature"),
+                pins=_pins(reader, rule.get("pins"), f"{key}.pins"),
+                foreign_url_hosts=reader.strings(rule.get("foreign_urls"), f"{key}.foreign_urls"),
+                layer_media_types=reader.strings(
+                    rule.get("layer_media_types"), f"{key}.layer_media_types"
+                ),
+            )
+        )
+    deny = reader.strings(data.get("deny"), "policy.deny")
+    deny_digests = reader.strings(data.get("deny_digests"), "policy.deny_digests")
+    for i, digest in enumerate(deny_digests):
+        try:
+            parse_digest(digest)
+        except DigestSyntaxError as exc:
+            raise reader.fail(f"policy.deny_digests[{i}]", str(exc)) from None
+    return Policy(
+        rules=tuple(rules),
+        deny=tuple((glob, glob_to_regex(glob)) for glob in deny),
+        deny_digests=frozenset(deny_digests),
+    )
+
+
+def _limits(reader: _Reader, raw: Any) -> Limits:
+    data = reader.mapping(raw, "limits")
+    defaults = Limits()
+    fields = {name: getattr(defaults, name) for name in defaults.__dataclass_fields__}
+    reader.known(data, "limits", set(fields))
+    values: dict[str, Any] = {}
+    for name, default in fields.items():
+        if name not in data:
+            continue
+        if isinstance(default, int):
+            values[name] = reader.integer(data[name], f"limits.{name}", 0)
+        else:
+            values[name] = reader.number(data[name], f"limits.{name}", 0.001)
+    return Limits(**values)
+
+
+def _policy_version(config_text: str, policy: Policy, upstreams: Mapping[str, Upstream]) -> str:
+    """Hash of everything a verdict depends on: the policy, the key and pin
+    contents it loaded, and the non-secret upstream settings."""
+    material = {
+        "rules": [
+            {
+                "match": r.match,
+                "signature": [r.signature.mode, list(r.signature.keys), r.signature.threshold],
+                "pins": dict(sorted(r.pins.items())),
+                "foreign": list(r.foreign_url_hosts),
+                "layers": list(r.layer_media_types),
+            }
+            for r in policy.rules
+        ],
+        "deny": [glob for glob, _ in policy.deny],
+        "deny_digests": sorted(policy.deny_digests),
+        "upstreams": {
+            a: [u.url, u.insecure, list(u.redirect_hosts), list(u.realm_hosts), u.canonical_host]
+            for a, u in sorted(upstreams.items())
+        },
+    }
+    blob = json.dumps(material, sort_keys=True).encode()
+    return "sha256:" + hashlib.sha256(blob).hexdigest()[:16]
+
+
+def parse_config(text: str, source: str, base_dir: Path) -> Config:
+    reader = _Reader(source, base_dir)
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, "", f"not valid YAML: {exc}") from None
+    data = reader.mapping(raw, "(top level)")
+    reader.known(
+        data,
+        "",
+        {"listen", "grpc_listen", "state_dir", "upstreams", "default_upstream", "target",
+         "policy", "limits", "telemetry", "services"},
+    )
+    listen = _hostport(reader, data.get("listen", "127.0.0.1:5000"), "listen")
+    grpc_listen = _hostport(reader, data.get("grpc_listen", "127.0.0.1:5050"), "grpc_listen")
+    state_dir = reader.path(data.get("state_dir", ".pullguard"), "state_dir")
+    upstreams_raw = reader.mapping(data.get("upstreams"), "upstreams")
+    if not upstreams_raw:
+        raise reader.fail("upstreams", "at least one upstream is required")
+    upstreams = {alias: _upstream(reader, alias, raw) for alias, raw in upstreams_raw.items()}
+    default_upstream = reader.string(
+        data.get("default_upstream", next(iter(upstreams))), "default_upstream"
+    )
+    if default_upstream not in upstreams:
+        raise reader.fail("default_upstream", f"{default_upstream!r} is not an upstream alias")
+    target_raw = reader.mapping(data.get("target"), "target")
+    reader.known(target_raw, "target", {"kind", "url", "insecure", "prefix"})
+    kind = target_raw.get("kind", "embedded")
+    if kind != "embedded":
+        raise reader.fail("target.kind", f"only 'embedded' is supported so far, got {kind!r}")
+    target = Target(kind=kind)
+    policy = _policy(reader, data.get("policy"))
+    limits = _limits(reader, data.get("limits"))
+    telemetry_raw = reader.mapping(data.get("telemetry"), "telemetry")
+    reader.known(telemetry_raw, "telemetry", {"exporter", "endpoint"})
+    exporter = telemetry_raw.get("exporter", "none")
+    if exporter not in ("none", "console", "otlp"):
+        raise reader.fail("telemetry.exporter", f"must be none, console or otlp, got {exporter!r}")
+    endpoint = telemetry_raw.get("endpoint", "")
+    if exporter == "otlp":
+        endpoint = reader.string(endpoint, "telemetry.endpoint")
+    services_raw = reader.mapping(data.get("services"), "services")
+    reader.known(services_raw, "services", set(LAYERS))
+    services = {name: _hostport(reader, v, f"services.{name}") for name, v in services_raw.items()}
+    return Config(
+        source=source,
+        base_dir=base_dir,
+        listen=listen,
+        grpc_listen=grpc_listen,
+        state_dir=state_dir,
+        upstreams=upstreams,
+        default_upstream=default_upstream,
+        target=target,
+        policy=policy,
+        limits=limits,
+        telemetry=Telemetry(exporter=exporter, endpoint=endpoint),
+        services=services,
+        policy_version=_policy_version(text, policy, upstreams),
+    )
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Load a configuration file, or the built-in default when ``path`` is None."""
+    if path is None:
+        text = resources.files("pullguard.gateway").joinpath("default-config.yaml").read_text()
+        return parse_config(text, "<built-in default configuration>", Path.cwd())
+    file = Path(path)
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(file), "", f"cannot read: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(str(file), "", "is not UTF-8 text") from None
+    return parse_config(text, str(file), file.resolve().parent)

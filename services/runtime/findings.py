@@ -1,0 +1,91 @@
+"""Transport-free verdicts and findings that domain code returns.
+
+Domain modules build :class:`Finding` and :class:`Verdict` values; servicers
+turn them into protobuf messages with :func:`pullguard.services.runtime.protoconv`.
+A verdict whose findings include an ERROR is a DENY: there is no way to build
+an ALLOW that carries a denying finding.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+#: Longest message or evidence value kept in a finding; attacker-controlled
+#: strings end up here, so they are bounded and stripped of control characters.
+MAX_TEXT = 512
+
+
+class Severity(enum.IntEnum):
+    INFO = 1
+    WARNING = 2
+    ERROR = 3
+
+
+def sanitize(text: str, limit: int = MAX_TEXT) -> str:
+    """Make an untrusted string safe for reports and logs.
+
+    Control characters (ANSI escapes, CR/LF, NUL) are shown escaped, and the
+    result is truncated to ``limit`` characters with a marker.
+    """
+    out: list[str] = []
+    for ch in text:
+        if ch.isprintable() or ch == " ":
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+    joined = "".join(out)
+    if len(joined) > limit:
+        return joined[: limit - 15] + "...[truncated]"
+    return joined
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One observation, with a stable code such as ``hash.mismatch``."""
+
+    code: str
+    severity: Severity
+    message: str
+    evidence: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def error(cls, code: str, message: str, **evidence: object) -> Finding:
+        return cls(code, Severity.ERROR, sanitize(message), _evidence(evidence))
+
+    @classmethod
+    def warning(cls, code: str, message: str, **evidence: object) -> Finding:
+        return cls(code, Severity.WARNING, sanitize(message), _evidence(evidence))
+
+    @classmethod
+    def info(cls, code: str, message: str, **evidence: object) -> Finding:
+        return cls(code, Severity.INFO, sanitize(message), _evidence(evidence))
+
+
+def _evidence(values: Mapping[str, object]) -> dict[str, str]:
+    return {key: sanitize(str(value)) for key, value in values.items()}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A layer's result. ``allowed`` is derived, never set by hand."""
+
+    layer: str
+    findings: tuple[Finding, ...] = ()
+
+    @property
+    def allowed(self) -> bool:
+        return not any(f.severity is Severity.ERROR for f in self.findings)
+
+    @property
+    def reason(self) -> str:
+        """The first denying finding's message, for the denial's message."""
+        for finding in self.findings:
+            if finding.severity is Severity.ERROR:
+                return finding.message
+        return ""
+
+    @classmethod
+    def of(cls, layer: str, findings: Iterable[Finding]) -> Verdict:
+        return cls(layer, tuple(findings))

@@ -1,0 +1,51 @@
+"""The shared main of every service process: settings, servicer, serve."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+import grpc
+
+from pullguard.services.runtime.config import Config, load_config
+from pullguard.services.runtime.errors import ConfigError
+from pullguard.services.runtime.server import serve_forever
+from pullguard.services.runtime.telemetry import setup_telemetry, shutdown_telemetry
+
+Register = Callable[[grpc.aio.Server, Config], Sequence[str]]
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def run_service(name: str, register: Register, config: Config, listen: str) -> int:
+    """Serve one layer until SIGINT/SIGTERM. Returns the process exit code."""
+    setup_telemetry(config.telemetry, name)
+    try:
+        asyncio.run(serve_forever(name, listen, lambda server: register(server, config)))
+    finally:
+        shutdown_telemetry()
+    return 0
+
+
+def service_main(name: str, register: Register, argv: Sequence[str] | None = None) -> int:
+    """``python -m pullguard.services.<name> --listen HOST:PORT [--config FILE]``."""
+    parser = argparse.ArgumentParser(prog=f"pullguard-{name}")
+    parser.add_argument("--listen", required=True)
+    parser.add_argument("--config")
+    args = parser.parse_args(argv)
+    configure_logging()
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"pullguard: {exc}", file=sys.stderr)
+        return 2
+    return run_service(name, register, config, args.listen)

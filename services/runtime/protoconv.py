@@ -1,0 +1,40 @@
+"""Translation between transport-free domain values and protobuf messages."""
+
+from __future__ import annotations
+
+from pullguard.services.runtime.findings import Finding, Severity, Verdict
+from pullguard.v1 import common_pb2
+
+
+def finding_to_proto(finding: Finding) -> common_pb2.Finding:
+    return common_pb2.Finding(
+        code=finding.code,
+        severity=int(finding.severity),
+        message=finding.message,
+        evidence=dict(finding.evidence),
+    )
+
+
+def verdict_to_proto(verdict: Verdict) -> common_pb2.Verdict:
+    return common_pb2.Verdict(
+        decision=common_pb2.ALLOW if verdict.allowed else common_pb2.DENY,
+        layer=verdict.layer,
+        findings=[finding_to_proto(f) for f in verdict.findings],
+    )
+
+
+def finding_from_proto(message: common_pb2.Finding) -> Finding:
+    try:
+        severity = Severity(message.severity)
+    except ValueError:
+        # An unknown severity is treated as the strictest one.
+        severity = Severity.ERROR
+    return Finding(message.code, severity, message.message, dict(message.evidence))
+
+
+def verdict_allows(message: common_pb2.Verdict) -> bool:
+    """True only for an explicit ALLOW with no denying finding; unset is DENY."""
+    if message.decision != common_pb2.ALLOW:
+        return False
+    return not any(f.severity in (common_pb2.ERROR, common_pb2.SEVERITY_UNSPECIFIED)
+                   for f in message.findings)

@@ -1,0 +1,134 @@
+"""How every pullguard process serves gRPC.
+
+:func:`serve` gives a service the standard health service, reflection, the
+error/tracing interceptor and a graceful shutdown on SIGINT/SIGTERM. The
+interceptor is the one place where errors become gRPC statuses: a
+:class:`PullguardError` keeps its declared code, anything else becomes
+INTERNAL with the exception's type and no traceback on the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry import context as otel_context
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from pullguard.services.runtime.errors import PullguardError
+from pullguard.services.runtime.telemetry import extract_context, tracer
+
+log = logging.getLogger("pullguard.server")
+
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+]
+
+
+class ServiceInterceptor(grpc.aio.ServerInterceptor):
+    """Maps errors to statuses and joins each call to the caller's trace."""
+
+    def __init__(self, service: str) -> None:
+        self._service = service
+        self._tracer = tracer(service)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = handler_call_details.method
+        if method.startswith("/grpc.health") or method.startswith("/grpc.reflection"):
+            return handler
+        inner = handler.unary_unary
+        service = self._service
+        span_tracer = self._tracer
+        metadata = handler_call_details.invocation_metadata
+
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            token = otel_context.attach(extract_context(metadata))  # type: ignore[arg-type]
+            try:
+                with span_tracer.start_as_current_span(method, kind=SpanKind.SERVER) as span:
+                    try:
+                        return await inner(request, context)
+                    except PullguardError as exc:
+                        span.set_status(Status(StatusCode.ERROR, exc.message))
+                        await context.abort(exc.grpc_code, f"{service}: {exc.message}")
+                    except (grpc.aio.AbortError, asyncio.CancelledError):
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - the one place errors become statuses
+                        log.exception("%s: unhandled error in %s", service, method)
+                        span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                        await context.abort(
+                            grpc.StatusCode.INTERNAL,
+                            f"{service}: internal error ({type(exc).__name__})",
+                        )
+            finally:
+                otel_context.detach(token)
+
+        return grpc.unary_unary_rpc_method_handler(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+Registrar = Callable[[grpc.aio.Server], Sequence[str]]
+
+
+async def start_server(
+    name: str, listen: str, register: Registrar
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
+    """Build and start a server; ``register`` adds servicers and returns their full names."""
+    server = grpc.aio.server(interceptors=[ServiceInterceptor(name)], options=GRPC_OPTIONS)
+    service_names = list(register(server))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME],
+        server,
+    )
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise PullguardError(f"{name}: cannot listen on {listen}")
+    await server.start()
+    for service_name in ("", *service_names):
+        await health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
+    return server, health_servicer, port
+
+
+async def serve_forever(
+    name: str,
+    listen: str,
+    register: Registrar,
+    grace: float = 5.0,
+    on_started: Callable[[int], None] | None = None,
+    on_stopping: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Serve until SIGINT or SIGTERM, then drain: NOT_SERVING first, then stop with grace."""
+    server, health_servicer, port = await start_server(name, listen, register)
+    log.info("%s listening on %s (port %d)", name, listen, port)
+    if on_started is not None:
+        on_started(port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("%s shutting down", name)
+    await health_servicer.enter_graceful_shutdown()
+    if on_stopping is not None:
+        await on_stopping()
+    await server.stop(grace)

@@ -1,0 +1,112 @@
+"""The staging content store shared by the fetcher and the checks.
+
+Layout: ``<root>/<session>/<algorithm>/<hex>``. A session is one pull's
+scratch space (normally the decision id). Content is written to a temporary
+file and renamed into place on commit, so a reader never sees half a blob.
+Keys are digests validated by :mod:`digests`, so no key can name a path
+outside the store. The key says what the content was fetched *as*; it is a
+claim that hashverify checks by reading the bytes itself.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
+
+from pullguard.services.runtime.digests import parse_digest
+from pullguard.services.runtime.errors import StagingError
+
+_SESSION_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+
+
+class StagedWriter:
+    """A temporary file that becomes visible under a key only on commit."""
+
+    def __init__(self, store: StagingStore, session: str) -> None:
+        self._store = store
+        self._session = session
+        session_dir = store.session_dir(session)
+        session_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".partial-", dir=session_dir)
+        self._file: BinaryIO = os.fdopen(fd, "wb")
+        self._temp = Path(name)
+        self._committed = False
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+        self.size += len(data)
+
+    def commit(self, key: str) -> Path:
+        """Flush, fsync and rename into place under ``key``."""
+        target = self._store.path(self._session, key)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self._temp, target)
+        self._committed = True
+        return target
+
+    def abort(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        self._temp.unlink(missing_ok=True)
+
+    def __enter__(self) -> StagedWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._committed:
+            self.abort()
+
+
+class StagingStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def session_dir(self, session: str) -> Path:
+        if not _SESSION_RE.fullmatch(session):
+            raise StagingError(f"invalid staging session {session[:80]!r}")
+        return self.root / session
+
+    def path(self, session: str, key: str) -> Path:
+        try:
+            algorithm, encoded = parse_digest(key)
+        except ValueError as exc:
+            raise StagingError(f"invalid staging key: {exc}") from None
+        return self.session_dir(session) / algorithm / encoded
+
+    def writer(self, session: str) -> StagedWriter:
+        return StagedWriter(self, session)
+
+    def exists(self, session: str, key: str) -> bool:
+        return self.path(session, key).is_file()
+
+    def open(self, session: str, key: str) -> BinaryIO:
+        path = self.path(session, key)
+        try:
+            return path.open("rb")
+        except FileNotFoundError:
+            raise StagingError(f"{key} is not staged in session {session}") from None
+
+    def read(self, session: str, key: str, limit: int) -> bytes:
+        """Read a staged object of at most ``limit`` bytes."""
+        with self.open(session, key) as handle:
+            data = handle.read(limit + 1)
+        if len(data) > limit:
+            raise StagingError(f"{key} is larger than {limit} bytes")
+        return data
+
+    def discard(self, session: str) -> None:
+        shutil.rmtree(self.session_dir(session), ignore_errors=True)
