@@ -1,1 +1,1 @@
-"""services/analysis."""
+"""services/analysis: request analysis (grammar, upstream, deny globs, rule, pins)."""
