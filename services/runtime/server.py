@@ -64,6 +64,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                         return await inner(request, context)
                     except PullguardError as exc:
                         span.set_status(Status(StatusCode.ERROR, exc.message))
+                        context.set_trailing_metadata(error_metadata(exc))
                         await context.abort(exc.grpc_code, f"{service}: {exc.message}")
                     except (grpc.aio.AbortError, asyncio.CancelledError):
                         raise
@@ -82,6 +83,20 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+ERROR_CLASS_KEY = "pullguard-error-class"
+ERROR_HTTP_KEY = "pullguard-http-status"
+ERROR_OCI_KEY = "pullguard-oci-code"
+
+
+def error_metadata(exc: PullguardError) -> tuple[tuple[str, str], ...]:
+    """Trailing metadata that lets a caller rebuild the error's class and mapping."""
+    return (
+        (ERROR_CLASS_KEY, type(exc).__name__),
+        (ERROR_HTTP_KEY, str(exc.http_status)),
+        (ERROR_OCI_KEY, exc.oci_code),
+    )
 
 
 Registrar = Callable[[grpc.aio.Server], Sequence[str]]

@@ -1,0 +1,65 @@
+"""The gateway process: HTTP front door plus the gRPC Gateway service."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from aiohttp import web
+
+from pullguard.gateway.clients import LayerClients
+from pullguard.gateway.decisions import DecisionLog
+from pullguard.gateway.frontdoor import FrontDoor
+from pullguard.gateway.grpc_api import GatewayServicer, register
+from pullguard.gateway.pipeline import Pipeline
+from pullguard.gateway.stores import AdmittedStore, Quarantine
+from pullguard.services.runtime.config import Config
+from pullguard.services.runtime.server import start_server
+from pullguard.services.runtime.staging import StagingStore
+
+log = logging.getLogger("pullguard.gateway")
+
+
+def split_hostport(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def build_pipeline(config: Config) -> tuple[Pipeline, DecisionLog, AdmittedStore, Quarantine]:
+    state: Path = config.state_dir
+    decisions = DecisionLog(state)
+    admitted = AdmittedStore(state / "admitted")
+    quarantine = Quarantine(state / "quarantine")
+    staging = StagingStore(state / "staging")
+    clients = LayerClients(config.services, config.limits.layer_timeout)
+    pipeline = Pipeline(config, clients, decisions, admitted, quarantine, staging)
+    return pipeline, decisions, admitted, quarantine
+
+
+async def serve_gateway(config: Config) -> None:
+    """Serve until SIGINT/SIGTERM, then drain both servers."""
+    pipeline, decisions, admitted, quarantine = build_pipeline(config)
+    front = FrontDoor(pipeline, decisions, admitted)
+    runner = web.AppRunner(front.app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    host, port = split_hostport(config.listen)
+    site = web.TCPSite(runner, host, port, shutdown_timeout=5.0)
+    await site.start()
+    servicer = GatewayServicer(pipeline, decisions, quarantine)
+    grpc_server, health, grpc_port = await start_server(
+        "gateway", config.grpc_listen, lambda server: register(server, servicer)
+    )
+    log.info("gateway: front door on http://%s, gRPC on %s", config.listen, config.grpc_listen)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("gateway shutting down")
+    await health.enter_graceful_shutdown()
+    await runner.cleanup()
+    await grpc_server.stop(5.0)
+    await pipeline.clients.close()
+    decisions.close()

@@ -1,0 +1,218 @@
+"""The ``pullguard`` command.
+
+Exit codes: 0 allowed / success, 1 denied, 2 error (bad configuration, bad
+arguments, a service that could not be reached).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+
+from pullguard.services.runtime.config import LAYERS, SERVICES, Config, load_config
+from pullguard.services.runtime.errors import ConfigError, PullguardError
+from pullguard.services.runtime.main import configure_logging, run_service
+
+EXIT_OK, EXIT_DENIED, EXIT_ERROR = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pullguard", description="An image firewall for container registries.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="start every service and the gateway; Ctrl-C stops them")
+    up.add_argument("--config")
+
+    serve = sub.add_parser("serve", help="run one service alone")
+    serve.add_argument("service", choices=SERVICES)
+    serve.add_argument("--listen", required=True, metavar="HOST:PORT")
+    serve.add_argument("--config")
+    serve.add_argument("--grpc-listen", metavar="HOST:PORT", help="gateway only: its gRPC address")
+    serve.add_argument("--service", action="append", default=[], dest="services",
+                       metavar="LAYER=HOST:PORT", help="gateway only: where a layer listens")
+
+    for name, text in (("check", "run every layer on REF without admitting it"),
+                       ("admit", "run every layer on REF and admit it when it passes")):
+        command = sub.add_parser(name, help=text)
+        command.add_argument("ref", metavar="REF", help="<alias>/<repository>[:tag|@digest]")
+        command.add_argument("--config")
+        command.add_argument("--json", action="store_true")
+
+    decisions = sub.add_parser("decisions", help="list recorded decisions, newest first")
+    decisions.add_argument("--config")
+    decisions.add_argument("--json", action="store_true")
+    decisions.add_argument("--limit", type=int, default=50)
+
+    quarantine = sub.add_parser("quarantine", help="inspect the quarantine")
+    quarantine.add_argument("action", choices=("list", "show", "delete"))
+    quarantine.add_argument("id", nargs="?")
+    quarantine.add_argument("--config")
+    quarantine.add_argument("--json", action="store_true")
+
+    policy = sub.add_parser("policy", help="policy tools")
+    policy.add_argument("action", choices=("validate",))
+    policy.add_argument("file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        print(f"pullguard: configuration error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except PullguardError as exc:
+        print(f"pullguard: {exc.message}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_ERROR
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "policy":
+        config = load_config(args.file)
+        print(f"{args.file}: valid ({len(config.policy.rules)} rules, policy {config.policy_version})")
+        return EXIT_OK
+    config = load_config(args.config)
+    if args.command == "up":
+        from pullguard.gateway.supervisor import run_up
+
+        configure_logging()
+        return run_up(config, args.config)
+    if args.command == "serve":
+        return _serve(args, config)
+    if args.command in ("check", "admit"):
+        return _check(args, config)
+    if args.command == "decisions":
+        return _decisions(args, config)
+    return _quarantine(args, config)
+
+
+def _serve(args: argparse.Namespace, config: Config) -> int:
+    configure_logging()
+    if args.service == "gateway":
+        from dataclasses import replace
+
+        from pullguard.gateway.app import serve_gateway
+
+        services = {}
+        for item in args.services:
+            layer, _, address = item.partition("=")
+            if layer not in LAYERS or not address:
+                raise PullguardError(f"--service wants LAYER=HOST:PORT, got {item!r}")
+            services[layer] = address
+        config = replace(config.with_services(services), listen=args.listen,
+                         grpc_listen=args.grpc_listen or config.grpc_listen)
+        from pullguard.services.runtime.telemetry import setup_telemetry
+
+        setup_telemetry(config.telemetry, "gateway")
+        asyncio.run(serve_gateway(config))
+        return EXIT_OK
+    import importlib
+
+    servicer = importlib.import_module(f"pullguard.services.{args.service}.servicer")
+    return run_service(args.service, servicer.register, config, args.listen)
+
+
+def _check(args: argparse.Namespace, config: Config) -> int:
+    from pullguard.gateway.supervisor import ephemeral_stack, grpc_healthy
+    from pullguard.v1 import gateway_pb2, gateway_pb2_grpc
+
+    stack = None
+    address = config.grpc_listen
+    if not grpc_healthy(address, timeout=1.0):
+        stack = ephemeral_stack(config, args.config)
+        address = stack.grpc_listen
+    try:
+        with grpc.insecure_channel(address) as channel:
+            stub = gateway_pb2_grpc.GatewayStub(channel)
+            method = stub.Admit if args.command == "admit" else stub.Check
+            try:
+                report = method(gateway_pb2.CheckRequest(reference=args.ref),
+                                timeout=config.limits.blob_deadline + 60)
+            except grpc.RpcError as exc:
+                raise PullguardError(f"gateway: {exc.details()}") from None  # type: ignore[attr-defined]
+    finally:
+        if stack is not None:
+            stack.stop()
+    data = json.loads(report.report_json)
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        _print_report(data)
+    if data.get("transient"):
+        return EXIT_ERROR
+    return EXIT_OK if data["decision"] == "ALLOW" else EXIT_DENIED
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    print(f"{report['reference']}: {report['decision']}"
+          + (f" by {report['denied_by']}: {report['reason']}" if report["decision"] != "ALLOW" else ""))
+    print(f"  decision  {report['decision_id']}   policy {report['policy_version']}")
+    if report.get("digest"):
+        print(f"  digest    {report['digest']}")
+    if report.get("cached"):
+        print("  (admitted earlier under this policy; not verified again)")
+    for step in report["layers"]:
+        print(f"  {step['layer']:<10} {step['step']:<14} {step['decision']:<5} {step['duration_ms']:>8.1f} ms"
+              + (f"  {step['error']}" if step["error"] else ""))
+        for finding in step["findings"]:
+            print(f"      {finding['severity']:<7} {finding['code']}: {finding['message']}")
+    for sig in report.get("signatures", []):
+        state = "accepted" if sig["accepted"] else "rejected"
+        print(f"  signature {sig['location']}: {state}; signer {sig['signer'] or '-'}; {sig['reason']}")
+
+
+def _decisions(args: argparse.Namespace, config: Config) -> int:
+    from pullguard.gateway.decisions import DecisionLog
+
+    log = DecisionLog(config.state_dir)
+    try:
+        rows = log.list_decisions(max(1, min(args.limit, 10000)))
+    finally:
+        log.close()
+    if args.json:
+        print(json.dumps(rows, indent=2, sort_keys=True))
+        return EXIT_OK
+    for row in rows:
+        outcome = row["decision"] + (f" by {row['denied_by']}" if row["decision"] != "ALLOW" else "")
+        print(f"{row['time']}  {row['decision_id']}  {outcome:<20} {row['reference']}  {row.get('digest', '')}")
+    return EXIT_OK
+
+
+def _quarantine(args: argparse.Namespace, config: Config) -> int:
+    from pullguard.gateway.decisions import DecisionLog
+    from pullguard.gateway.stores import Quarantine
+
+    log = DecisionLog(config.state_dir)
+    quarantine = Quarantine(config.state_dir / "quarantine")
+    try:
+        if args.action == "list":
+            entries = log.list_quarantine()
+            if args.json:
+                print(json.dumps(entries, indent=2))
+            for entry in entries if not args.json else ():
+                print(f"{entry['time']}  {entry['id']}  {entry['reference']}  {entry['reason']}")
+            return EXIT_OK
+        if not args.id:
+            raise PullguardError(f"quarantine {args.action} needs an ID")
+        if args.action == "show":
+            print(quarantine.report(args.id))
+            return EXIT_OK
+        quarantine.delete(args.id)
+        log.forget_quarantine(args.id)
+        print(f"deleted quarantine entry {args.id}")
+        return EXIT_OK
+    finally:
+        log.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,221 @@
+"""The decision database (SQLite under state_dir) and the append-only audit log.
+
+Every pull's decision is recorded with each layer's verdict. Admissions are
+recorded per (repository, digest, policy version): the next pull of the same
+digest under the same policy is served without verifying again, and a policy
+change (new keys, pins, rules) makes every image verify again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS decisions (
+    id TEXT PRIMARY KEY,
+    time TEXT NOT NULL,
+    reference TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    denied_by TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    policy_version TEXT NOT NULL,
+    transient INTEGER NOT NULL,
+    report TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_time ON decisions(time);
+CREATE TABLE IF NOT EXISTS admitted (
+    repository TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    policy_version TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    decision_id TEXT NOT NULL,
+    PRIMARY KEY (repository, digest, policy_version)
+);
+CREATE TABLE IF NOT EXISTS admitted_blobs (
+    repository TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (repository, digest)
+);
+CREATE TABLE IF NOT EXISTS index_children (
+    repository TEXT NOT NULL,
+    index_digest TEXT NOT NULL,
+    child_digest TEXT NOT NULL,
+    policy_version TEXT NOT NULL,
+    PRIMARY KEY (repository, index_digest, child_digest, policy_version)
+);
+CREATE TABLE IF NOT EXISTS names (
+    client_name TEXT PRIMARY KEY,
+    repository TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id TEXT PRIMARY KEY,
+    time TEXT NOT NULL,
+    reference TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Admission:
+    repository: str
+    digest: str
+    media_type: str
+    size: int
+    decision_id: str
+
+
+class DecisionLog:
+    """SQLite database plus a JSON-lines audit log, both under ``state_dir``.
+
+    The gateway is the only writer. Calls are short and synchronous; a lock
+    serialises them across the threads the gateway may use.
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(state_dir / "decisions.sqlite3", check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+        self._audit_path = state_dir / "audit.jsonl"
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def record(self, report: Mapping[str, Any]) -> None:
+        """Write one decision: the database row and an audit line, fsynced."""
+        line = json.dumps(report, sort_keys=True, ensure_ascii=True)
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO decisions VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    report["decision_id"],
+                    report["time"],
+                    report["reference"],
+                    report["repository"],
+                    report.get("digest", ""),
+                    report["decision"],
+                    report.get("denied_by", ""),
+                    report.get("reason", ""),
+                    report["policy_version"],
+                    int(bool(report.get("transient"))),
+                    line,
+                ),
+            )
+            self._db.commit()
+            fd = os.open(self._audit_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line.encode() + b"\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def admit(
+        self,
+        admission: Admission,
+        policy_version: str,
+        blobs: Iterable[str],
+        children: Iterable[str] = (),
+    ) -> None:
+        with self._lock:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO admitted_blobs VALUES (?,?)",
+                [(admission.repository, digest) for digest in blobs],
+            )
+            self._db.executemany(
+                "INSERT OR IGNORE INTO index_children VALUES (?,?,?,?)",
+                [(admission.repository, admission.digest, c, policy_version) for c in children],
+            )
+            # The manifest row goes last: it is what makes the image servable.
+            self._db.execute(
+                "INSERT OR REPLACE INTO admitted VALUES (?,?,?,?,?,?)",
+                (
+                    admission.repository,
+                    admission.digest,
+                    policy_version,
+                    admission.media_type,
+                    admission.size,
+                    admission.decision_id,
+                ),
+            )
+            self._db.commit()
+
+    def link_name(self, client_name: str, repository: str) -> None:
+        """Remember which repository a client's name resolved to, for blob requests."""
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO names VALUES (?,?)", (client_name, repository))
+            self._db.commit()
+
+    def repository_for(self, client_name: str) -> str | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT repository FROM names WHERE client_name=?", (client_name,)
+            ).fetchone()
+        return row[0] if row else None
+
+    def admitted(self, repository: str, digest: str, policy_version: str) -> Admission | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT repository, digest, media_type, size, decision_id FROM admitted"
+                " WHERE repository=? AND digest=? AND policy_version=?",
+                (repository, digest, policy_version),
+            ).fetchone()
+        return Admission(*row) if row else None
+
+    def blob_admitted(self, repository: str, digest: str) -> bool:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM admitted_blobs WHERE repository=? AND digest=?",
+                (repository, digest),
+            ).fetchone()
+        return row is not None
+
+    def parent_indexes(self, repository: str, child: str, policy_version: str) -> list[str]:
+        """Admitted indexes of this repository that list ``child``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT index_digest FROM index_children"
+                " WHERE repository=? AND child_digest=? AND policy_version=?",
+                (repository, child, policy_version),
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def quarantined(self, entry_id: str, time: str, reference: str, digest: str, reason: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO quarantine VALUES (?,?,?,?,?)",
+                (entry_id, time, reference, digest, reason),
+            )
+            self._db.commit()
+
+    def list_quarantine(self) -> list[dict[str, str]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, time, reference, digest, reason FROM quarantine ORDER BY time DESC"
+            ).fetchall()
+        return [dict(zip(("id", "time", "reference", "digest", "reason"), r, strict=True))
+                for r in rows]
+
+    def forget_quarantine(self, entry_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM quarantine WHERE id=?", (entry_id,))
+            self._db.commit()
+
+    def list_decisions(self, limit: int) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT report FROM decisions ORDER BY time DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [json.loads(row[0]) for row in rows]

@@ -1,0 +1,96 @@
+"""The gateway's gRPC service for programs and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+
+from pullguard.gateway.decisions import DecisionLog
+from pullguard.gateway.pipeline import Pipeline, PullResult
+from pullguard.gateway.refs import split_reference
+from pullguard.gateway.stores import Quarantine
+from pullguard.services.runtime.errors import NotFound, StagingError
+from pullguard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+
+_DECISIONS = {"ALLOW": common_pb2.ALLOW, "DENY": common_pb2.DENY}
+_SEVERITIES = {"INFO": common_pb2.INFO, "WARNING": common_pb2.WARNING, "ERROR": common_pb2.ERROR}
+
+
+def report_to_proto(report: dict[str, object]) -> gateway_pb2.DecisionReport:
+    layers = []
+    for step in report.get("layers", []):  # type: ignore[union-attr]
+        findings = [
+            common_pb2.Finding(code=f["code"], severity=_SEVERITIES.get(f["severity"], 0),
+                               message=f["message"], evidence=f["evidence"])
+            for f in step["findings"]
+        ]
+        layers.append(gateway_pb2.LayerResult(
+            layer=step["layer"],
+            verdict=common_pb2.Verdict(decision=_DECISIONS.get(step["decision"], 0),
+                                       layer=step["layer"], findings=findings),
+            duration_ms=step["duration_ms"],
+            error=step["error"],
+        ))
+    return gateway_pb2.DecisionReport(
+        decision_id=str(report["decision_id"]),
+        reference=str(report["reference"]),
+        digest=str(report.get("digest", "")),
+        decision=_DECISIONS.get(str(report["decision"]), common_pb2.DECISION_UNSPECIFIED),
+        layers=layers,
+        policy_version=str(report["policy_version"]),
+        denied_by=str(report.get("denied_by", "")),
+        reason=str(report.get("reason", "")),
+        admitted=bool(report.get("admitted")),
+        transient=bool(report.get("transient")),
+        time=str(report["time"]),
+        report_json=json.dumps(report, sort_keys=True),
+    )
+
+
+def result_to_proto(result: PullResult) -> gateway_pb2.DecisionReport:
+    return report_to_proto(result.report.as_json())
+
+
+class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
+    def __init__(self, pipeline: Pipeline, decisions: DecisionLog, quarantine: Quarantine) -> None:
+        self.pipeline = pipeline
+        self.decisions = decisions
+        self.quarantine = quarantine
+
+    async def Check(self, request: gateway_pb2.CheckRequest,  # noqa: N802
+                    context: grpc.aio.ServicerContext) -> gateway_pb2.DecisionReport:
+        name, reference = split_reference(request.reference)
+        return result_to_proto(await self.pipeline.pull(name, reference, admit=False))
+
+    async def Admit(self, request: gateway_pb2.CheckRequest,  # noqa: N802
+                    context: grpc.aio.ServicerContext) -> gateway_pb2.DecisionReport:
+        name, reference = split_reference(request.reference)
+        return result_to_proto(await self.pipeline.pull(name, reference, admit=True))
+
+    async def ListDecisions(self, request: gateway_pb2.ListDecisionsRequest,  # noqa: N802
+                            context: grpc.aio.ServicerContext) -> gateway_pb2.ListDecisionsResponse:
+        limit = request.limit if 0 < request.limit <= 10000 else 100
+        return gateway_pb2.ListDecisionsResponse(
+            decisions=[report_to_proto(r) for r in self.decisions.list_decisions(limit)]
+        )
+
+    async def ListQuarantine(self, request: gateway_pb2.ListQuarantineRequest,  # noqa: N802
+                             context: grpc.aio.ServicerContext) -> gateway_pb2.ListQuarantineResponse:
+        return gateway_pb2.ListQuarantineResponse(
+            entries=[gateway_pb2.QuarantineEntry(**entry) for entry in self.decisions.list_quarantine()]
+        )
+
+    async def ShowQuarantine(self, request: gateway_pb2.ShowQuarantineRequest,  # noqa: N802
+                             context: grpc.aio.ServicerContext) -> gateway_pb2.ShowQuarantineResponse:
+        try:
+            text = self.quarantine.report(request.id)
+        except StagingError as exc:
+            raise NotFound(exc.message, oci_code="NOT_FOUND") from None
+        json.loads(text)
+        return gateway_pb2.ShowQuarantineResponse(report_json=text)
+
+
+def register(server: grpc.aio.Server, servicer: GatewayServicer) -> list[str]:
+    gateway_pb2_grpc.add_GatewayServicer_to_server(servicer, server)
+    return [gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name]

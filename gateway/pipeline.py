@@ -1,0 +1,408 @@
+"""One pull through the six layers.
+
+Order matters for cost and for safety:
+
+1. analysis makes a plan, or refuses before any upstream traffic;
+2. fetcher stages the manifest (a tag is resolved exactly once);
+3. a manifest already admitted under this policy is served without
+   verifying again;
+4. format and hashverify judge the manifest bytes; then source and
+   signature, which need format's parse and hashverify's digest. All of this
+   happens before any blob is downloaded, so a bad image costs no layer traffic;
+5. fetcher stages the blobs; hashverify and format re-read them;
+6. only when every step allowed are the staged objects moved into the
+   admitted store, manifest and index.json last. Otherwise the staging
+   session goes to quarantine with its report.
+
+Any exception, timeout or missing service ends in a refusal (fail closed).
+Upstream outages are reported as such (retryable), never as a verdict, and
+never cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.trace import SpanKind
+
+from pullguard.gateway.clients import LayerClients, LayerFailure
+from pullguard.gateway.decisions import Admission, DecisionLog
+from pullguard.gateway.report import Report
+from pullguard.gateway.stores import AdmittedStore, Quarantine
+from pullguard.services.runtime.config import Config
+from pullguard.services.runtime.errors import NotFound, PullguardError, UpstreamError
+from pullguard.services.runtime.protoconv import verdict_allows
+from pullguard.services.runtime.staging import StagingStore
+from pullguard.services.runtime.telemetry import tracer
+from pullguard.v1 import (
+    analysis_pb2,
+    common_pb2,
+    fetcher_pb2,
+    format_pb2,
+    hashverify_pb2,
+    signature_pb2,
+    source_pb2,
+)
+
+log = logging.getLogger("pullguard.gateway")
+
+
+@dataclass
+class PullResult:
+    """The outcome of one pull. ``manifest`` is set only when allowed."""
+
+    report: Report
+    manifest: bytes | None = None
+    error: PullguardError | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.report.decision == "ALLOW" and self.error is None
+
+
+class _Denied(Exception):
+    """Internal control flow: a step refused; the report says which."""
+
+
+class Pipeline:
+    def __init__(
+        self,
+        config: Config,
+        clients: LayerClients,
+        decisions: DecisionLog,
+        admitted: AdmittedStore,
+        quarantine: Quarantine,
+        staging: StagingStore,
+    ) -> None:
+        self.config = config
+        self.clients = clients
+        self.decisions = decisions
+        self.admitted = admitted
+        self.quarantine = quarantine
+        self.staging = staging
+        self._tracer = tracer("gateway")
+        self._inflight: dict[tuple[str, str, bool], asyncio.Task[PullResult]] = {}
+
+    async def pull(self, name: str, reference: str, *, admit: bool = True) -> PullResult:
+        """Run (or join) the pipeline for ``name`` at ``reference``.
+
+        Concurrent pulls of the same reference share one run, so a stampede
+        costs the upstream one fetch.
+        """
+        key = (name, reference, admit)
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.create_task(self._run(name, reference, admit))
+            self._inflight[key] = task
+            task.add_done_callback(lambda _t: self._inflight.pop(key, None))
+        return await asyncio.shield(task)
+
+    async def _run(self, name: str, reference: str, admit: bool) -> PullResult:
+        report = Report(decision_id=uuid.uuid4().hex, client_name=name, reference=reference)
+        report.policy_version = self.config.policy_version
+        with self._tracer.start_as_current_span(
+            "pull", kind=SpanKind.INTERNAL,
+            attributes={"pullguard.name": name, "pullguard.reference": reference,
+                        "pullguard.decision_id": report.decision_id},
+        ) as span:
+            result = await self._guarded(report, admit)
+            span.set_attribute("pullguard.decision", report.decision)
+            if report.denied_by:
+                span.set_attribute("pullguard.denied_by", report.denied_by)
+            return result
+
+    async def _guarded(self, report: Report, admit: bool) -> PullResult:
+        fetched = False
+        try:
+            return await self._evaluate(report, admit)
+        except _Denied:
+            fetched = True
+            result = PullResult(report)
+        except (UpstreamError, NotFound) as exc:
+            report.transient = True
+            report.denied_by = report.denied_by or "fetcher"
+            report.reason = exc.message
+            self.staging.discard(report.decision_id)
+            self._record(report)
+            return PullResult(report, error=exc)
+        except LayerFailure as exc:
+            fetched = True
+            report.add_error(exc.layer, "call", exc.message, 0.0)
+            result = PullResult(report)
+        except Exception as exc:  # noqa: BLE001 - fail closed on anything unforeseen
+            log.exception("pull %s failed inside the gateway", report.decision_id)
+            fetched = True
+            report.add_error("gateway", "internal", f"gateway: internal error ({type(exc).__name__})", 0.0)
+            result = PullResult(report)
+        report.decision = "DENY"
+        report.admitted = False
+        if admit and fetched and self.staging.session_dir(report.decision_id).exists():
+            self.quarantine.put(self.staging, report.decision_id, report.as_json())
+            self.decisions.quarantined(
+                report.decision_id, report.time, report.reference_text, report.digest, report.reason
+            )
+        else:
+            self.staging.discard(report.decision_id)
+        self._record(report)
+        return result
+
+    def _record(self, report: Report) -> None:
+        self.decisions.record(report.as_json())
+
+    async def _call(self, report: Report, layer: str, method: str, request: Any,
+                    timeout: float | None = None) -> tuple[Any, float]:
+        started = time.monotonic()
+        try:
+            response = await self.clients.call(layer, method, request, timeout=timeout)
+        except LayerFailure as exc:
+            report.add_error(layer, method, exc.message, (time.monotonic() - started) * 1000)
+            raise _Denied from None
+        return response, (time.monotonic() - started) * 1000
+
+    def _require(self, report: Report, layer: str, step: str, verdict: common_pb2.Verdict,
+                 duration_ms: float) -> None:
+        if not report.add(layer, step, verdict, duration_ms):
+            raise _Denied
+
+    async def _evaluate(self, report: Report, admit: bool) -> PullResult:
+        session = report.decision_id
+        limits = self.config.limits
+
+        planned, ms = await self._call(
+            report, "analysis", "Plan",
+            analysis_pb2.PlanRequest(name=report.client_name, reference=report.reference),
+        )
+        if not report.add("analysis", "plan", planned.verdict, ms):
+            # Refused before any upstream traffic: nothing to quarantine.
+            report.decision = "DENY"
+            self._record(report)
+            return PullResult(report)
+        plan: common_pb2.Plan = planned.plan
+        report.repository = f"{plan.ref.upstream_alias}/{plan.ref.repository}"
+        report.policy_version = plan.policy_version
+
+        fetched, ms = await self._call(
+            report, "fetcher", "FetchManifest",
+            fetcher_pb2.FetchManifestRequest(session=session, plan=plan),
+            timeout=limits.manifest_deadline + 5,
+        )
+        self._provenance(report, fetched.provenance)
+        self._require(report, "fetcher", "manifest", fetched.verdict, ms)
+        staged: common_pb2.StagedManifest = fetched.manifest
+
+        # The gateway hashes the staged manifest itself for the cache lookup:
+        # a cached image is only ever served as the bytes that were verified.
+        algorithm = plan.ref.digest.split(":", 1)[0] if plan.ref.digest else "sha256"
+        data = self.staging.read(session, staged.staged_key, limits.manifest_bytes)
+        local_digest = f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+        cached = self._cached(report, plan, local_digest)
+        if cached is not None:
+            return cached
+
+        fmt, hv = await asyncio.gather(
+            self._call(report, "format", "CheckManifest",
+                       format_pb2.CheckManifestRequest(session=session, plan=plan, manifest=staged)),
+            self._call(report, "hashverify", "VerifyManifest",
+                       hashverify_pb2.VerifyManifestRequest(session=session, plan=plan,
+                                                            manifest=staged)),
+        )
+        format_ok = report.add("format", "manifest", fmt[0].verdict, fmt[1])
+        hash_ok = report.add("hashverify", "manifest", hv[0].verdict, hv[1])
+        if not (format_ok and hash_ok):
+            report.digest = hv[0].digest or local_digest
+            raise _Denied
+        digest: str = hv[0].digest
+        if digest != local_digest:
+            report.add_error("hashverify", "manifest",
+                             f"hashverify: digest {digest} disagrees with the gateway's {local_digest}", 0.0)
+            raise _Denied
+        report.digest = digest
+        summary: format_pb2.ManifestSummary = fmt[0].summary
+        report.media_type = summary.media_type
+
+        descriptors = [d for d in (summary.config, *summary.layers, *summary.manifests, summary.subject)
+                       if d.digest]
+        (src, src_ms), (sig, sig_ms) = await asyncio.gather(
+            self._call(report, "source", "CheckSource",
+                       source_pb2.CheckSourceRequest(plan=plan, provenance=fetched.provenance,
+                                                     descriptors=descriptors,
+                                                     annotations=dict(summary.annotations))),
+            self._signatures(report, plan, digest),
+        )
+        source_ok = report.add("source", "source", src.verdict, src_ms)
+        signature_ok = report.add("signature", "signatures", sig, sig_ms)
+        if not (source_ok and signature_ok):
+            raise _Denied
+
+        blob_keys: list[str] = []
+        if summary.kind == format_pb2.IMAGE_MANIFEST:
+            blobs = [summary.config, *summary.layers]
+            got, ms = await self._call(
+                report, "fetcher", "FetchBlobs",
+                fetcher_pb2.FetchBlobsRequest(session=session, plan=plan, blobs=blobs),
+                timeout=limits.blob_deadline + 5,
+            )
+            self._provenance(report, got.provenance)
+            self._require(report, "fetcher", "blobs", got.verdict, ms)
+            (vb, vb_ms), (cfg, cfg_ms) = await asyncio.gather(
+                self._call(report, "hashverify", "VerifyBlobs",
+                           hashverify_pb2.VerifyBlobsRequest(session=session, plan=plan, blobs=blobs),
+                           timeout=limits.blob_deadline),
+                self._call(report, "format", "CheckConfig",
+                           format_pb2.CheckConfigRequest(session=session, plan=plan, summary=summary)),
+            )
+            blobs_ok = report.add("hashverify", "blobs", vb.verdict, vb_ms)
+            config_ok = report.add("format", "config", cfg.verdict, cfg_ms)
+            if not (blobs_ok and config_ok):
+                raise _Denied
+            blob_keys = [b.digest for b in blobs]
+        elif summary.kind != format_pb2.IMAGE_INDEX:
+            report.add_error("format", "manifest", "format: manifest kind not stated", 0.0)
+            raise _Denied
+
+        report.decision = "ALLOW"
+        if admit:
+            self._admit(report, plan, staged, summary, blob_keys)
+        self.staging.discard(session)
+        self._record(report)
+        return PullResult(report, manifest=data)
+
+    async def list_tags(self, name: str, n: int, last: str) -> list[str]:
+        """Tags of a repository upstream, after analysis allowed the repository itself."""
+        report = Report(decision_id=uuid.uuid4().hex, client_name=name, reference="")
+        planned = await self.clients.call(
+            "analysis", "Plan",
+            analysis_pb2.PlanRequest(name=name, reference="", repository_only=True),
+        )
+        if not verdict_allows(planned.verdict):
+            report.add("analysis", "plan", planned.verdict, 0.0)
+            raise LayerFailure("analysis", f"analysis: {report.reason}")
+        listed = await self.clients.call(
+            "fetcher", "ListTags", fetcher_pb2.ListTagsRequest(plan=planned.plan, n=n, last=last)
+        )
+        return list(listed.tags)
+
+    def _cached(self, report: Report, plan: common_pb2.Plan, digest: str) -> PullResult | None:
+        if plan.ref.digest and plan.ref.digest != digest:
+            return None
+        if plan.rule.pinned_digest and plan.rule.pinned_digest != digest:
+            return None
+        admission = self.decisions.admitted(report.repository, digest, plan.policy_version)
+        if admission is None or not self.admitted.has(digest):
+            return None
+        data = self.admitted.read_manifest(digest, self.config.limits.manifest_bytes)
+        if hashlib.new(digest.split(":")[0], data).hexdigest() != digest.split(":", 1)[1]:
+            log.error("admitted store object %s does not match its digest", digest)
+            return None
+        self.staging.discard(report.decision_id)
+        report.digest = digest
+        report.media_type = admission.media_type
+        report.decision = "ALLOW"
+        report.cached = True
+        report.admitted = True
+        self.decisions.link_name(report.client_name, report.repository)
+        if plan.ref.tag:
+            self.admitted.add_reference(digest, admission.media_type, admission.size,
+                                        [f"{report.repository}:{plan.ref.tag}"])
+        self._record(report)
+        return PullResult(report, manifest=data)
+
+    async def _signatures(self, report: Report, plan: common_pb2.Plan,
+                          digest: str) -> tuple[common_pb2.Verdict, float]:
+        started = time.monotonic()
+        verdict, results = await self._verify_signatures(report, plan, digest)
+        if (not verdict_allows(verdict)
+                and plan.rule.signature.mode != common_pb2.SignaturePolicy.NONE):
+            covered = await self._covered_by_index(report, plan, digest)
+            if covered is not None:
+                verdict, results = covered
+        report.signatures.extend(results)
+        return verdict, (time.monotonic() - started) * 1000
+
+    async def _verify_signatures(
+        self, report: Report, plan: common_pb2.Plan, digest: str
+    ) -> tuple[common_pb2.Verdict, list[dict[str, Any]]]:
+        artifacts: list[signature_pb2.SignatureArtifact] = []
+        if plan.rule.signature.mode != common_pb2.SignaturePolicy.NONE:
+            tag = digest.replace(":", "-") + ".sig"
+            limits = self.config.limits
+            found, ms = await self._call(
+                report, "fetcher", "FetchArtifact",
+                fetcher_pb2.FetchArtifactRequest(
+                    session=report.decision_id, plan=plan, tag=tag,
+                    max_blob_size=limits.signature_bytes, max_blobs=limits.signatures,
+                ),
+                timeout=limits.manifest_deadline + 5,
+            )
+            self._provenance(report, found.provenance)
+            if found.found:
+                self._require(report, "fetcher", f"artifact {tag}", found.verdict, ms)
+                artifacts.append(signature_pb2.SignatureArtifact(
+                    location=f"tag:{tag}", manifest=found.manifest, blobs=found.blobs))
+        response, _ms = await self._call(
+            report, "signature", "VerifySignatures",
+            signature_pb2.VerifySignaturesRequest(
+                session=report.decision_id, plan=plan, digest=digest, artifacts=artifacts),
+        )
+        results = [
+            {"location": r.location, "accepted": r.accepted, "signer": r.signer,
+             "reason": r.reason, "digest": digest}
+            for r in response.signatures
+        ]
+        return response.verdict, results
+
+    async def _covered_by_index(
+        self, report: Report, plan: common_pb2.Plan, digest: str
+    ) -> tuple[common_pb2.Verdict, list[dict[str, Any]]] | None:
+        """A signature on an admitted index covers the manifests it lists."""
+        for parent in self.decisions.parent_indexes(report.repository, digest, plan.policy_version)[:4]:
+            verdict, results = await self._verify_signatures(report, plan, parent)
+            if verdict_allows(verdict):
+                verdict.findings.append(common_pb2.Finding(
+                    code="signature.covered_by_index", severity=common_pb2.INFO,
+                    message=f"signed index {parent} lists this manifest",
+                    evidence={"index": parent},
+                ))
+                return verdict, results
+        return None
+
+    def _admit(self, report: Report, plan: common_pb2.Plan, staged: common_pb2.StagedManifest,
+               summary: format_pb2.ManifestSummary, blob_keys: list[str]) -> None:
+        session = report.decision_id
+        if staged.staged_key != report.digest:
+            raise PullguardError("staged manifest key differs from the verified digest")
+        for key in blob_keys:
+            self.admitted.take_from_staging(self.staging, session, key)
+        self.admitted.take_from_staging(self.staging, session, staged.staged_key)
+        size = self.admitted.blob_path(report.digest).stat().st_size
+        ref_names = [f"{report.repository}@{report.digest}"]
+        if plan.ref.tag:
+            ref_names.append(f"{report.repository}:{plan.ref.tag}")
+        self.admitted.add_reference(report.digest, summary.media_type, size, ref_names)
+        self.decisions.admit(
+            Admission(report.repository, report.digest, summary.media_type, size, session),
+            plan.policy_version,
+            blobs=blob_keys,
+            children=[m.digest for m in summary.manifests],
+        )
+        self.decisions.link_name(report.client_name, report.repository)
+        report.admitted = True
+
+    @staticmethod
+    def _provenance(report: Report, provenance: common_pb2.Provenance) -> None:
+        for exchange in provenance.exchanges:
+            report.provenance.append({
+                "method": exchange.method, "url": exchange.url, "status": exchange.status,
+                "location": exchange.location, "purpose": exchange.purpose,
+                "digest": exchange.digest, "headers": dict(exchange.headers),
+            })
+
+
+Runner = Callable[[str, str], Awaitable[PullResult]]

@@ -1,0 +1,134 @@
+"""A decision report under construction: each layer step's verdict, timing and error.
+
+The report is plain JSON data: it goes to the decision database, the audit
+log, quarantine's report.json, the CLI and the denial's ``detail``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from pullguard.services.runtime.protoconv import verdict_allows
+from pullguard.v1 import common_pb2
+
+_SEVERITY = {0: "UNSPECIFIED", 1: "INFO", 2: "WARNING", 3: "ERROR"}
+
+
+def findings_to_json(verdict: common_pb2.Verdict) -> list[dict[str, Any]]:
+    return [
+        {
+            "code": f.code,
+            "severity": _SEVERITY.get(f.severity, "UNSPECIFIED"),
+            "message": f.message,
+            "evidence": dict(f.evidence),
+        }
+        for f in verdict.findings
+    ]
+
+
+def first_error(verdict: common_pb2.Verdict) -> str:
+    for finding in verdict.findings:
+        if finding.severity in (common_pb2.ERROR, common_pb2.SEVERITY_UNSPECIFIED):
+            return finding.message or finding.code
+    if verdict.decision != common_pb2.ALLOW:
+        return "denied without a finding"
+    return ""
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class Step:
+    layer: str
+    step: str
+    decision: str
+    findings: list[dict[str, Any]]
+    duration_ms: float
+    error: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "step": self.step,
+            "decision": self.decision,
+            "findings": self.findings,
+            "duration_ms": round(self.duration_ms, 2),
+            "error": self.error,
+        }
+
+
+@dataclass
+class Report:
+    decision_id: str
+    client_name: str
+    reference: str
+    time: str = field(default_factory=now)
+    repository: str = ""
+    digest: str = ""
+    policy_version: str = ""
+    steps: list[Step] = field(default_factory=list)
+    provenance: list[dict[str, Any]] = field(default_factory=list)
+    signatures: list[dict[str, Any]] = field(default_factory=list)
+    decision: str = "DENY"
+    denied_by: str = ""
+    reason: str = ""
+    transient: bool = False
+    cached: bool = False
+    admitted: bool = False
+    media_type: str = ""
+
+    def add(self, layer: str, step: str, verdict: common_pb2.Verdict, duration_ms: float) -> bool:
+        """Record a verdict; return whether it allows. The first refusal names the layer."""
+        allowed = verdict_allows(verdict)
+        self.steps.append(
+            Step(layer, step, "ALLOW" if allowed else "DENY", findings_to_json(verdict), duration_ms)
+        )
+        if not allowed and not self.denied_by:
+            self.denied_by = layer
+            self.reason = first_error(verdict)
+        return allowed
+
+    def add_error(self, layer: str, step: str, message: str, duration_ms: float) -> None:
+        self.steps.append(Step(layer, step, "ERROR", [], duration_ms, message))
+        if not self.denied_by:
+            self.denied_by = layer
+            self.reason = message
+
+    def denial_findings(self) -> list[dict[str, Any]]:
+        for step in self.steps:
+            if step.layer == self.denied_by and step.decision != "ALLOW":
+                if step.error:
+                    return [{"code": f"{step.layer}.unavailable", "severity": "ERROR",
+                             "message": step.error, "evidence": {}}]
+                return [f for f in step.findings if f["severity"] in ("ERROR", "UNSPECIFIED")]
+        return []
+
+    @property
+    def reference_text(self) -> str:
+        separator = "@" if ":" in self.reference and self.reference.startswith("sha") else ":"
+        return f"{self.client_name}{separator}{self.reference}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "decision_id": self.decision_id,
+            "time": self.time,
+            "reference": self.reference_text,
+            "client_name": self.client_name,
+            "repository": self.repository,
+            "digest": self.digest,
+            "media_type": self.media_type,
+            "decision": self.decision,
+            "denied_by": self.denied_by,
+            "reason": self.reason,
+            "policy_version": self.policy_version,
+            "transient": self.transient,
+            "cached": self.cached,
+            "admitted": self.admitted,
+            "layers": [s.as_json() for s in self.steps],
+            "signatures": self.signatures,
+            "provenance": self.provenance,
+        }

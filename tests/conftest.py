@@ -1,0 +1,13 @@
+"""Test tiers: tests/unit (pure domain), tests/service (a real grpc.aio server
+on port 0 with a real stub), tests/gateway, tests/e2e (real registries,
+skopeo and cosign, marked ``e2e``)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/tests/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)

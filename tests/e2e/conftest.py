@@ -1,0 +1,46 @@
+"""Real parts for end-to-end tests: Debian's docker-registry processes on
+127.0.0.1, the real skopeo, and pullguard started with ``pullguard up``."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.registry_process import RegistryProcess
+from tests.support.stack import Pullguard, write_config
+
+
+def _require(binary: str) -> None:
+    if shutil.which(binary) is None:
+        pytest.fail(f"{binary} is not installed: run `make system-deps` (the Makefile's test target does)")
+
+
+@pytest.fixture
+def upstream(tmp_path: Path) -> Iterator[RegistryProcess]:
+    _require("docker-registry")
+    _require("skopeo")
+    registry = RegistryProcess(tmp_path / "upstream")
+    registry.start()
+    try:
+        yield registry
+    finally:
+        registry.stop()
+
+
+@pytest.fixture
+def pullguard_factory(tmp_path: Path) -> Iterator[object]:
+    started: list[Pullguard] = []
+
+    def start(upstream_url: str, **extra: object) -> Pullguard:
+        path, config = write_config(tmp_path, upstream_url, **extra)
+        instance = Pullguard(path, config)
+        started.append(instance)
+        instance.start()
+        return instance
+
+    yield start
+    for instance in started:
+        instance.stop()

@@ -1,0 +1,225 @@
+"""Issue 2's end-to-end pull path, on real parts only: Debian's docker-registry
+as upstream (and as a pull-through cache), the real skopeo as the client,
+pullguard started with ``pullguard up``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pullguard.gateway.supervisor import grpc_healthy
+from tests.support.images import BuiltImage, build_image, layout_manifest_digest, pull, push, random_layers
+from tests.support.registry_process import RegistryProcess
+from tests.support.stack import Pullguard, pullguard_command
+
+StartPullguard = Callable[..., Pullguard]
+
+
+def _image(tmp_path: Path, name: str, tag: str = "v1", seed: int = 0) -> BuiltImage:
+    return build_image(tmp_path / f"src-{name}", tag, random_layers(2, 64 * 1024, seed=seed))
+
+
+def _hex(digest: str) -> str:
+    return digest.split(":", 1)[1]
+
+
+def _assert_same_bytes(layout: Path, image: BuiltImage) -> None:
+    assert layout_manifest_digest(layout, image.tag) == image.digest
+    for digest in (image.digest, *image.blob_digests):
+        data = (layout / "blobs" / "sha256" / _hex(digest)).read_bytes()
+        assert "sha256:" + hashlib.sha256(data).hexdigest() == digest
+
+
+def _denial(pg: Pullguard, path: str) -> dict[str, object]:
+    response = pg.get(path)
+    assert response.status_code == 403, response.text
+    errors = response.json()["errors"]
+    assert errors[0]["code"] == "DENIED"
+    return errors[0]
+
+
+def _tamper(upstream: RegistryProcess, digest: str) -> None:
+    path = upstream.blob_file(digest)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_good_image_passes_byte_for_byte(
+    upstream: RegistryProcess, pullguard_factory: StartPullguard, tmp_path: Path
+) -> None:
+    image = _image(tmp_path, "good")
+    push(image, upstream.address, "team/app")
+    pg = pullguard_factory(upstream.url)
+
+    result = pull(f"{pg.address}/lab/team/app:v1", tmp_path / "out", "v1")
+
+    assert result.returncode == 0, result.stderr + pg.log()
+    _assert_same_bytes(tmp_path / "out", image)
+    # The admitted store is an OCI layout skopeo reads as it is.
+    again = subprocess.run(
+        ["skopeo", "--insecure-policy", "copy", f"oci:{pg.state_dir / 'admitted'}:lab/team/app:v1",
+         f"oci:{tmp_path / 'from-store'}:v1"], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    _assert_same_bytes(tmp_path / "from-store", image)
+    check = subprocess.run([*pullguard_command(), "check", "lab/team/app:v1", "--config",
+                            str(pg.config_path), "--json"], capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stderr
+    report = json.loads(check.stdout)
+    assert report["decision"] == "ALLOW" and report["digest"] == image.digest
+    assert {step["layer"] for step in report["layers"]} >= {
+        "analysis", "fetcher", "format", "hashverify", "source", "signature"}
+
+
+def test_tampered_blob_is_denied_by_hashverify_and_quarantined(
+    upstream: RegistryProcess, pullguard_factory: StartPullguard, tmp_path: Path
+) -> None:
+    image = _image(tmp_path, "bad")
+    push(image, upstream.address, "team/bad")
+    _tamper(upstream, image.blob_digests[1])
+    pg = pullguard_factory(upstream.url)
+
+    result = pull(f"{pg.address}/lab/team/bad:v1", tmp_path / "out", "v1")
+
+    assert result.returncode != 0
+    assert "hashverify" in result.stderr
+    error = _denial(pg, "/v2/lab/team/bad/manifests/v1")
+    assert str(error["message"]).startswith("hashverify: ")
+    detail = error["detail"]
+    assert isinstance(detail, dict) and detail["layer"] == "hashverify"
+    assert any(f["code"] == "hash.blob_mismatch" for f in detail["findings"])
+    entry = pg.state_dir / "quarantine" / str(detail["decision"])
+    report = json.loads((entry / "report.json").read_text())
+    assert report["denied_by"] == "hashverify" and report["digest"] == image.digest
+    assert (entry / "content").is_dir()
+    admitted = pg.state_dir / "admitted" / "blobs" / "sha256"
+    for digest in (image.digest, *image.blob_digests):
+        assert not (admitted / _hex(digest)).exists(), f"{digest} reached the admitted store"
+    index = json.loads((pg.state_dir / "admitted" / "index.json").read_text())
+    assert all(m["digest"] != image.digest for m in index["manifests"])
+
+
+def test_deny_glob_refused_by_analysis_without_upstream_traffic(
+    upstream: RegistryProcess, pullguard_factory: StartPullguard, tmp_path: Path
+) -> None:
+    image = _image(tmp_path, "evil")
+    push(image, upstream.address, "team/evil/app")
+    pg = pullguard_factory(upstream.url)
+    seen_before = len(upstream.requests())
+
+    result = pull(f"{pg.address}/lab/team/evil/app:v1", tmp_path / "out", "v1")
+
+    assert result.returncode != 0
+    error = _denial(pg, "/v2/lab/team/evil/app/manifests/v1")
+    assert str(error["message"]).startswith("analysis: ")
+    assert "**/evil/**" in str(error["message"])
+    assert upstream.requests()[seen_before:] == []
+
+
+def test_malformed_references_refused_with_clear_message(
+    upstream: RegistryProcess, pullguard_factory: StartPullguard
+) -> None:
+    pg = pullguard_factory(upstream.url)
+    seen_before = len(upstream.requests())
+    cases = {
+        "/v2/lab/Team/App/manifests/v1": "name",
+        "/v2/lab/team/../../admin/manifests/v1": "name",
+        "/v2/lab/team/app/manifests/-bad": "tag",
+        "/v2/lab/team/app/manifests/sha256:abc": "digest",
+        "/v2/lab/team/app/manifests/sha256:" + "A" * 64: "digest",
+    }
+    for path, what in cases.items():
+        error = _denial(pg, path)
+        message = str(error["message"])
+        assert message.startswith("analysis: "), (path, message)
+        assert what in message.lower(), (path, message)
+    check = subprocess.run([*pullguard_command(), "check", "lab/team/app:bad tag", "--config",
+                            str(pg.config_path)], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert "analysis" in check.stdout
+    assert upstream.requests()[seen_before:] == []
+
+
+def test_stopped_layer_denies_then_recovers(
+    upstream: RegistryProcess, pullguard_factory: StartPullguard, tmp_path: Path
+) -> None:
+    image = _image(tmp_path, "app")
+    push(image, upstream.address, "team/app")
+    pg = pullguard_factory(upstream.url)
+    pid = int(pg.services["format"]["pid"])
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while grpc_healthy(pg.config["services"]["format"], timeout=0.5) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+    denied = pull(f"{pg.address}/lab/team/app:v1", tmp_path / "out1", "v1")
+
+    assert denied.returncode != 0
+    error = _denial(pg, "/v2/lab/team/app/manifests/v1")
+    assert error["message"] == "format: service unavailable"
+    assert not (pg.state_dir / "admitted" / "blobs" / "sha256" / _hex(image.digest)).exists()
+
+    replacement = pg.serve("format")
+    try:
+        deadline = time.monotonic() + 30
+        while not grpc_healthy(pg.config["services"]["format"], timeout=0.5):
+            assert time.monotonic() < deadline, pg.log()
+            time.sleep(0.1)
+        passed = pull(f"{pg.address}/lab/team/app:v1", tmp_path / "out2", "v1")
+        assert passed.returncode == 0, passed.stderr + pg.log()
+        _assert_same_bytes(tmp_path / "out2", image)
+    finally:
+        replacement.send_signal(signal.SIGTERM)
+        replacement.wait(15)
+
+
+def test_second_pull_fetches_no_blob_again(
+    upstream: RegistryProcess, pullguard_factory: StartPullguard, tmp_path: Path
+) -> None:
+    image = _image(tmp_path, "app")
+    push(image, upstream.address, "team/app")
+    pg = pullguard_factory(upstream.url)
+    assert pull(f"{pg.address}/lab/team/app:v1", tmp_path / "out1", "v1").returncode == 0
+    first = upstream.requests()
+
+    second = pull(f"{pg.address}/lab/team/app:v1", tmp_path / "out2", "v1")
+
+    assert second.returncode == 0, second.stderr
+    _assert_same_bytes(tmp_path / "out2", image)
+    new = upstream.requests()[len(first):]
+    assert [r for r in new if "/blobs/" in r] == []
+    # The tag is resolved upstream again (it may have moved), once.
+    assert [r for r in new if "/manifests/" in r] == ["GET /v2/team/app/manifests/v1"]
+    assert sum(1 for r in first if "/blobs/" in r) == len(image.blob_digests)
+
+
+def test_private_registry_pull_through_cache(
+    upstream: RegistryProcess, pullguard_factory: StartPullguard, tmp_path: Path
+) -> None:
+    good = _image(tmp_path, "good", seed=1)
+    bad = _image(tmp_path, "bad", seed=2)
+    push(good, upstream.address, "team/good")
+    push(bad, upstream.address, "team/bad")
+    _tamper(upstream, bad.blob_digests[2])
+    pg = pullguard_factory(upstream.url)
+    private = RegistryProcess(tmp_path / "private", proxy_remote=f"http://{pg.address}")
+    private.start()
+    try:
+        ok = pull(f"{private.address}/lab/team/good:v1", tmp_path / "good-out", "v1")
+        assert ok.returncode == 0, ok.stderr + private.log_text()[-2000:]
+        _assert_same_bytes(tmp_path / "good-out", good)
+
+        refused = pull(f"{private.address}/lab/team/bad:v1", tmp_path / "bad-out", "v1")
+        assert refused.returncode != 0
+        for digest in (bad.digest, *bad.blob_digests):
+            assert not private.has_blob(digest), f"private registry stored {digest}"
+        repositories = private.data / "docker/registry/v2/repositories/lab/team"
+        assert not (repositories / "bad").exists()
+    finally:
+        private.stop()

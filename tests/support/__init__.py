@@ -1,0 +1,1 @@
+"""Shared test helpers: real servers on port 0, config builders, registries."""

@@ -1,0 +1,111 @@
+"""Run pullguard as a user would: ``pullguard up --config FILE``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+LAYERS = ("analysis", "fetcher", "format", "hashverify", "source", "signature")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def pullguard_command() -> list[str]:
+    """The installed entry point next to the test interpreter (.venv/bin/pullguard)."""
+    candidate = Path(sys.executable).parent / "pullguard"
+    return [str(candidate)] if candidate.exists() else [sys.executable, "-m", "pullguard.gateway.cli"]
+
+
+@dataclass
+class Pullguard:
+    config_path: Path
+    config: dict[str, Any]
+    process: subprocess.Popen[bytes] | None = None
+    output: Path | None = None
+    services: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        return str(self.config["listen"])
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.config["state_dir"])
+
+    def start(self, timeout: float = 60) -> None:
+        self.output = self.config_path.with_suffix(".log")
+        with self.output.open("ab") as log:
+            self.process = subprocess.Popen(
+                [*pullguard_command(), "up", "--config", str(self.config_path)],
+                stdout=log, stderr=log, start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"pullguard up exited: {self.log()}")
+            up = self.state_dir / "up.json"
+            if up.exists():
+                self.services = json.loads(up.read_text())
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"pullguard up not ready in {timeout}s: {self.log()}")
+
+    def log(self) -> str:
+        return self.output.read_text(errors="replace") if self.output and self.output.exists() else ""
+
+    def stop(self) -> int:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            return self.process.wait()
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.get(f"http://{self.address}{path}", timeout=60, **kwargs)
+
+    def serve(self, layer: str) -> subprocess.Popen[bytes]:
+        """Start one layer alone on its configured address, as an operator would."""
+        assert self.output is not None
+        with self.output.open("ab") as log:
+            return subprocess.Popen(
+                [*pullguard_command(), "serve", layer, "--listen", self.config["services"][layer],
+                 "--config", str(self.config_path)],
+                stdout=log, stderr=log, start_new_session=True,
+            )
+
+
+def write_config(tmp_path: Path, upstream: str, **extra: Any) -> tuple[Path, dict[str, Any]]:
+    """A config with upstream alias 'lab' at ``upstream`` and every address on a free port."""
+    config: dict[str, Any] = {
+        "listen": f"127.0.0.1:{free_port()}",
+        "grpc_listen": f"127.0.0.1:{free_port()}",
+        "state_dir": str(tmp_path / "state"),
+        "upstreams": {"lab": {"url": upstream, "insecure": True}},
+        "default_upstream": "lab",
+        "services": {layer: f"127.0.0.1:{free_port()}" for layer in LAYERS},
+        "limits": {"layer_timeout": 20.0},
+        "policy": {"rules": [{"match": "lab/**", "signature": "none"}], "deny": ["**/evil/**"]},
+    }
+    for key, value in extra.items():
+        config[key] = value
+    path = tmp_path / "pullguard.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, config
