@@ -1,0 +1,112 @@
+"""gRPC servicer of the format layer: proto in, domain checks, proto out."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from pullguard.services.format.config_check import check_staged_config
+from pullguard.services.format.descriptors import Descriptor
+from pullguard.services.format.manifest import ManifestSummary, check_staged_manifest
+from pullguard.services.runtime.config import Config
+from pullguard.services.runtime.errors import InvalidRequest
+from pullguard.services.runtime.protoconv import verdict_to_proto
+from pullguard.services.runtime.staging import StagingStore
+from pullguard.v1 import common_pb2, format_pb2, format_pb2_grpc
+
+_KINDS = {"image": format_pb2.IMAGE_MANIFEST, "index": format_pb2.IMAGE_INDEX}
+
+
+def descriptor_to_proto(descriptor: Descriptor) -> common_pb2.Descriptor:
+    """Domain descriptor to its protobuf message."""
+    return common_pb2.Descriptor(
+        media_type=descriptor.media_type,
+        digest=descriptor.digest,
+        size=descriptor.size,
+        urls=list(descriptor.urls),
+        annotations=dict(descriptor.annotations),
+        artifact_type=descriptor.artifact_type,
+        platform=descriptor.platform,
+    )
+
+
+def descriptor_from_proto(message: common_pb2.Descriptor) -> Descriptor:
+    """Protobuf descriptor to the domain value (its fields stay claims)."""
+    return Descriptor(
+        media_type=message.media_type,
+        digest=message.digest,
+        size=message.size,
+        urls=tuple(message.urls),
+        annotations=dict(message.annotations),
+        artifact_type=message.artifact_type,
+        platform=message.platform,
+    )
+
+
+def summary_to_proto(summary: ManifestSummary) -> format_pb2.ManifestSummary:
+    """Domain summary to the message the gateway reads blobs from."""
+    message = format_pb2.ManifestSummary(
+        kind=_KINDS[summary.kind],
+        media_type=summary.media_type,
+        layers=[descriptor_to_proto(d) for d in summary.layers],
+        manifests=[descriptor_to_proto(d) for d in summary.manifests],
+        artifact_type=summary.artifact_type,
+        annotations=dict(summary.annotations),
+    )
+    if summary.config is not None:
+        message.config.CopyFrom(descriptor_to_proto(summary.config))
+    if summary.subject is not None:
+        message.subject.CopyFrom(descriptor_to_proto(summary.subject))
+    return message
+
+
+class FormatServicer(format_pb2_grpc.FormatServicer):  # type: ignore[misc]
+    """Checks staged manifests and configs; reads the staging store itself."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._staging_store = StagingStore(config.state_dir / "staging")
+
+    async def CheckManifest(  # noqa: N802 - gRPC method name
+        self, request: format_pb2.CheckManifestRequest, context: grpc.aio.ServicerContext
+    ) -> format_pb2.CheckManifestResponse:
+        if not request.session or not request.manifest.staged_key:
+            raise InvalidRequest("CheckManifest needs a session and a staged manifest key")
+        # Reading and parsing up to 4 MiB is kept off the event loop.
+        result = await asyncio.to_thread(
+            check_staged_manifest,
+            self._staging_store,
+            request.session,
+            request.manifest.staged_key,
+            request.manifest.content_type,
+            self._config.limits,
+            tuple(request.plan.rule.layer_media_types),
+        )
+        response = format_pb2.CheckManifestResponse(verdict=verdict_to_proto(result.verdict))
+        if result.summary is not None and result.verdict.allowed:
+            response.summary.CopyFrom(summary_to_proto(result.summary))
+        return response
+
+    async def CheckConfig(  # noqa: N802 - gRPC method name
+        self, request: format_pb2.CheckConfigRequest, context: grpc.aio.ServicerContext
+    ) -> format_pb2.CheckConfigResponse:
+        summary = request.summary
+        if not request.session or not summary.HasField("config") or not summary.config.digest:
+            raise InvalidRequest("CheckConfig needs a session and a summary with a config")
+        if summary.kind != format_pb2.IMAGE_MANIFEST:
+            raise InvalidRequest("CheckConfig applies to image manifests only")
+        verdict = await asyncio.to_thread(
+            check_staged_config,
+            self._staging_store,
+            request.session,
+            descriptor_from_proto(summary.config),
+            len(summary.layers),
+            self._config.limits,
+        )
+        return format_pb2.CheckConfigResponse(verdict=verdict_to_proto(verdict))
+
+
+def register(server: grpc.aio.Server, config: Config) -> list[str]:
+    """Add the Format servicer to ``server``; returns its full service name."""
+    format_pb2_grpc.add_FormatServicer_to_server(FormatServicer(config), server)  # type: ignore[no-untyped-call]
+    return [format_pb2.DESCRIPTOR.services_by_name["Format"].full_name]

@@ -1,0 +1,74 @@
+"""gRPC servicer of the hashverify layer: proto in, domain checks, proto out."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from pullguard.services.hashverify.verify import (
+    BlobClaim,
+    ManifestClaims,
+    verify_blobs,
+    verify_manifest,
+)
+from pullguard.services.runtime.config import Config
+from pullguard.services.runtime.errors import InvalidRequest
+from pullguard.services.runtime.protoconv import verdict_to_proto
+from pullguard.services.runtime.staging import StagingStore
+from pullguard.v1 import hashverify_pb2, hashverify_pb2_grpc
+
+
+class HashVerifyServicer(hashverify_pb2_grpc.HashVerifyServicer):  # type: ignore[misc]
+    """Recomputes digests from the staging store; trusts no claim in the request."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._staging_store = StagingStore(config.state_dir / "staging")
+
+    async def VerifyManifest(  # noqa: N802 - gRPC method name
+        self, request: hashverify_pb2.VerifyManifestRequest, context: grpc.aio.ServicerContext
+    ) -> hashverify_pb2.VerifyManifestResponse:
+        manifest = request.manifest
+        if not request.session or not manifest.staged_key:
+            raise InvalidRequest("VerifyManifest needs a session and a staged manifest key")
+        claims = ManifestClaims(
+            staged_key=manifest.staged_key,
+            fetcher_digest=manifest.computed_digest,
+            size=manifest.size,
+            docker_content_digest=manifest.docker_content_digest,
+            requested_digest=request.plan.ref.digest,
+            tag=request.plan.ref.tag,
+            pinned_digest=request.plan.rule.pinned_digest,
+        )
+        check = await asyncio.to_thread(
+            verify_manifest,
+            self._staging_store,
+            request.session,
+            claims,
+            tuple(request.plan.deny_digests),
+        )
+        return hashverify_pb2.VerifyManifestResponse(
+            verdict=verdict_to_proto(check.verdict), digest=check.digest
+        )
+
+    async def VerifyBlobs(  # noqa: N802 - gRPC method name
+        self, request: hashverify_pb2.VerifyBlobsRequest, context: grpc.aio.ServicerContext
+    ) -> hashverify_pb2.VerifyBlobsResponse:
+        if not request.session or not request.blobs:
+            raise InvalidRequest("VerifyBlobs needs a session and at least one blob")
+        verdict = await verify_blobs(
+            self._staging_store,
+            request.session,
+            [BlobClaim(b.digest, b.size, b.media_type) for b in request.blobs],
+            tuple(request.plan.deny_digests),
+            max_blobs=self._config.limits.layers + 1,
+        )
+        return hashverify_pb2.VerifyBlobsResponse(verdict=verdict_to_proto(verdict))
+
+
+def register(server: grpc.aio.Server, config: Config) -> list[str]:
+    """Add the HashVerify servicer to ``server``; returns its full service name."""
+    hashverify_pb2_grpc.add_HashVerifyServicer_to_server(  # type: ignore[no-untyped-call]
+        HashVerifyServicer(config), server
+    )
+    return [hashverify_pb2.DESCRIPTOR.services_by_name["HashVerify"].full_name]
