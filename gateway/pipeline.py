@@ -251,16 +251,21 @@ class Pipeline:
             )
             self._provenance(report, got.provenance)
             self._require(report, "fetcher", "blobs", got.verdict, ms)
-            (vb, vb_ms), (cfg, cfg_ms) = await asyncio.gather(
+            # Blob downloads have their own redirects (CDNs): source judges them too.
+            (vb, vb_ms), (cfg, cfg_ms), (bsrc, bsrc_ms) = await asyncio.gather(
                 self._call(report, "hashverify", "VerifyBlobs",
                            hashverify_pb2.VerifyBlobsRequest(session=session, plan=plan, blobs=blobs),
                            timeout=limits.blob_deadline),
                 self._call(report, "format", "CheckConfig",
                            format_pb2.CheckConfigRequest(session=session, plan=plan, summary=summary)),
+                self._call(report, "source", "CheckSource",
+                           source_pb2.CheckSourceRequest(plan=plan, provenance=got.provenance,
+                                                         descriptors=blobs)),
             )
             blobs_ok = report.add("hashverify", "blobs", vb.verdict, vb_ms)
             config_ok = report.add("format", "config", cfg.verdict, cfg_ms)
-            if not (blobs_ok and config_ok):
+            blob_source_ok = report.add("source", "blob source", bsrc.verdict, bsrc_ms)
+            if not (blobs_ok and config_ok and blob_source_ok):
                 raise _Denied
             blob_keys = [b.digest for b in blobs]
         elif summary.kind != format_pb2.IMAGE_INDEX:
