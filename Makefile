@@ -51,8 +51,16 @@ lint: install
 	$(BIN)/ruff check services gateway tests
 	$(BIN)/ruff format --check services gateway tests
 
+# mypy cannot follow setuptools' editable finder, so it reads the pullguard.*
+# namespace from a tree of symlinks to the agreed top-level folders.
 typecheck: install
-	$(BIN)/mypy services gateway
+	rm -rf build/typecheck && mkdir -p build/typecheck/pullguard
+	ln -s ../../../protos/pullguard/__init__.py build/typecheck/pullguard/__init__.py
+	ln -s ../../../protos/pullguard/v1 build/typecheck/pullguard/v1
+	ln -s ../../../services build/typecheck/pullguard/services
+	ln -s ../../../gateway build/typecheck/pullguard/gateway
+	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml \
+		-p pullguard.services -p pullguard.gateway
 
 bench: install system-deps
 	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(BIN)/python tests/bench/pull_bench.py

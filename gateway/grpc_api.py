@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import grpc
 
@@ -13,21 +14,24 @@ from pullguard.gateway.stores import Quarantine
 from pullguard.services.runtime.errors import NotFound, StagingError
 from pullguard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
-_DECISIONS = {"ALLOW": common_pb2.ALLOW, "DENY": common_pb2.DENY}
-_SEVERITIES = {"INFO": common_pb2.INFO, "WARNING": common_pb2.WARNING, "ERROR": common_pb2.ERROR}
+_DECISIONS: dict[str, Any] = {"ALLOW": common_pb2.ALLOW, "DENY": common_pb2.DENY}
+_SEVERITIES: dict[str, Any] = {
+    "INFO": common_pb2.INFO, "WARNING": common_pb2.WARNING, "ERROR": common_pb2.ERROR,
+}
 
 
-def report_to_proto(report: dict[str, object]) -> gateway_pb2.DecisionReport:
+def report_to_proto(report: dict[str, Any]) -> gateway_pb2.DecisionReport:
     layers = []
-    for step in report.get("layers", []):  # type: ignore[union-attr]
+    for step in report.get("layers", []):
         findings = [
-            common_pb2.Finding(code=f["code"], severity=_SEVERITIES.get(f["severity"], 0),
+            common_pb2.Finding(code=f["code"],
+                               severity=_SEVERITIES.get(f["severity"], common_pb2.ERROR),
                                message=f["message"], evidence=f["evidence"])
             for f in step["findings"]
         ]
         layers.append(gateway_pb2.LayerResult(
             layer=step["layer"],
-            verdict=common_pb2.Verdict(decision=_DECISIONS.get(step["decision"], 0),
+            verdict=common_pb2.Verdict(decision=_DECISIONS.get(step["decision"], common_pb2.DENY),
                                        layer=step["layer"], findings=findings),
             duration_ms=step["duration_ms"],
             error=step["error"],

@@ -31,7 +31,7 @@ def findings_to_json(verdict: common_pb2.Verdict) -> list[dict[str, Any]]:
 def first_error(verdict: common_pb2.Verdict) -> str:
     for finding in verdict.findings:
         if finding.severity in (common_pb2.ERROR, common_pb2.SEVERITY_UNSPECIFIED):
-            return finding.message or finding.code
+            return str(finding.message or finding.code)
     if verdict.decision != common_pb2.ALLOW:
         return "denied without a finding"
     return ""

@@ -6,10 +6,17 @@ from pullguard.services.runtime.findings import Finding, Severity, Verdict
 from pullguard.v1 import common_pb2
 
 
+_SEVERITY_TO_PROTO = {
+    Severity.INFO: common_pb2.INFO,
+    Severity.WARNING: common_pb2.WARNING,
+    Severity.ERROR: common_pb2.ERROR,
+}
+
+
 def finding_to_proto(finding: Finding) -> common_pb2.Finding:
     return common_pb2.Finding(
         code=finding.code,
-        severity=int(finding.severity),
+        severity=_SEVERITY_TO_PROTO[finding.severity],
         message=finding.message,
         evidence=dict(finding.evidence),
     )

@@ -33,7 +33,7 @@ GRPC_OPTIONS = [
 ]
 
 
-class ServiceInterceptor(grpc.aio.ServerInterceptor):
+class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Maps errors to statuses and joins each call to the caller's trace."""
 
     def __init__(self, service: str) -> None:
