@@ -1,0 +1,96 @@
+"""Transport-free values the fetcher's domain code passes around.
+
+These mirror the protobuf messages in ``fetcher.proto`` and ``common.proto``
+without importing them, so the domain modules stay testable without gRPC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from pullguard.services.runtime.findings import Finding, Verdict
+
+#: Layer name on every verdict the fetcher returns.
+LAYER = "fetcher"
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    """An OCI descriptor exactly as a manifest (or a caller) states it: a claim."""
+
+    media_type: str
+    digest: str
+    size: int
+    urls: tuple[str, ...] = ()
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    artifact_type: str = ""
+    platform: str = ""
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One HTTP request and its response head, as recorded for provenance."""
+
+    method: str
+    url: str  # query values redacted
+    status: int
+    purpose: str
+    location: str = ""  # redacted, for redirects
+    headers: Mapping[str, str] = field(default_factory=dict)
+    digest: str = ""
+
+
+@dataclass(frozen=True)
+class StagedManifest:
+    staged_key: str
+    computed_digest: str
+    size: int
+    content_type: str
+    docker_content_digest: str
+
+
+@dataclass(frozen=True)
+class StagedBlob:
+    digest: str  # descriptor digest; also the staging key
+    size: int  # bytes received
+    computed_digest: str
+
+
+@dataclass
+class ManifestResult:
+    verdict: Verdict
+    manifest: StagedManifest | None
+    exchanges: list[Exchange]
+
+
+@dataclass
+class BlobsResult:
+    verdict: Verdict
+    blobs: list[StagedBlob]
+    exchanges: list[Exchange]
+
+
+@dataclass
+class ArtifactResult:
+    found: bool
+    verdict: Verdict
+    manifest: StagedManifest | None
+    blobs: list[Descriptor]
+    exchanges: list[Exchange]
+
+
+class FetchDenied(Exception):
+    """A fetch broke a limit or a transport rule; becomes a DENY finding.
+
+    Raised inside the fetcher only and turned into a :class:`Verdict` at the
+    operation boundary: a denial is data, not an RPC error.
+    """
+
+    def __init__(self, finding: Finding) -> None:
+        super().__init__(finding.message)
+        self.finding = finding
+
+    @classmethod
+    def of(cls, code: str, message: str, **evidence: object) -> FetchDenied:
+        return cls(Finding.error(code, message, **evidence))

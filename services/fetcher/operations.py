@@ -1,0 +1,362 @@
+"""The fetcher's operations: what each RPC does, without gRPC.
+
+:class:`Fetcher` owns one :class:`RegistryClient` per configured upstream.
+Upstream settings and credentials come from the service's own configuration,
+looked up by alias; a request can name an upstream but never supply its URL
+or credentials. A limit broken while fetching is a DENY verdict (data); an
+upstream that fails is an :class:`UpstreamError` (the check could not run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Awaitable, Iterable, Sequence
+from typing import Any
+
+from pullguard.services.fetcher.client import RegistryClient
+from pullguard.services.fetcher.models import (
+    LAYER,
+    ArtifactResult,
+    BlobsResult,
+    Descriptor,
+    Exchange,
+    FetchDenied,
+    ManifestResult,
+    StagedBlob,
+    StagedManifest,
+)
+from pullguard.services.runtime.config import Config
+from pullguard.services.runtime.digests import DigestSyntaxError, is_digest, parse_digest
+from pullguard.services.runtime.errors import InvalidRequest, NotFound, StagingError, UpstreamError
+from pullguard.services.runtime.findings import Finding, Verdict
+from pullguard.services.runtime.staging import StagingStore
+
+#: The distribution spec's repository name grammar.
+_NAME_RE = re.compile(
+    r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*"
+)
+_TAG_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
+MAX_NAME = 255
+#: Blobs fetched at once per FetchBlobs call.
+BLOB_CONCURRENCY = 4
+
+
+class Fetcher:
+    """Fetches manifests, blobs, artifacts and tag lists into staging."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        blob_concurrency: int = BLOB_CONCURRENCY,
+        client_options: dict[str, Any] | None = None,
+    ) -> None:
+        self._config = config
+        self._limits = config.limits
+        self.staging = StagingStore(config.state_dir / "staging")
+        self._blob_concurrency = max(1, blob_concurrency)
+        self._client_options = client_options or {}
+        self._clients: dict[str, RegistryClient] = {}
+
+    def client(self, alias: str) -> RegistryClient:
+        """The client of a configured upstream; InvalidRequest for an unknown alias."""
+        upstream = self._config.upstreams.get(alias)
+        if upstream is None:
+            raise InvalidRequest(f"unknown upstream alias {alias[:100]!r}")
+        client = self._clients.get(alias)
+        if client is None:
+            client = RegistryClient(upstream, self._limits, self.staging, **self._client_options)
+            self._clients[alias] = client
+        return client
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
+    # -- operations ---------------------------------------------------------
+
+    async def fetch_manifest(
+        self, session: str, alias: str, repository: str, reference: str
+    ) -> ManifestResult:
+        """Fetch one manifest by tag or digest (a tag is resolved by exactly one GET)."""
+        self._check_session(session)
+        _check_repository(repository)
+        _check_reference(reference)
+        client = self.client(alias)
+        exchanges: list[Exchange] = []
+        try:
+            manifest = await client.fetch_manifest(session, repository, reference, exchanges)
+        except FetchDenied as denied:
+            return ManifestResult(_deny(denied.finding), None, exchanges)
+        return ManifestResult(Verdict(LAYER), manifest, exchanges)
+
+    async def fetch_blobs(
+        self, session: str, alias: str, repository: str, descriptors: Sequence[Descriptor]
+    ) -> BlobsResult:
+        """Stream each blob into staging, bounded by its descriptor size."""
+        self._check_session(session)
+        _check_repository(repository)
+        client = self.client(alias)
+        exchanges: list[Exchange] = []
+        blobs, findings = await self._fetch_blobs(
+            client, session, repository, descriptors, exchanges, "blob"
+        )
+        return BlobsResult(Verdict.of(LAYER, findings), blobs, exchanges)
+
+    async def fetch_artifact(
+        self,
+        session: str,
+        alias: str,
+        repository: str,
+        tag: str,
+        max_blob_size: int,
+        max_blobs: int,
+    ) -> ArtifactResult:
+        """Fetch a small artifact (a manifest by tag, then the blobs it lists).
+
+        Absent (404) is an answer: ``found`` is false. Any other failure is
+        an error. Unset bounds (0) fall back to the signature limits.
+        """
+        self._check_session(session)
+        _check_repository(repository)
+        if not _TAG_RE.fullmatch(tag):
+            raise InvalidRequest(f"invalid artifact tag {tag[:140]!r}", oci_code="TAG_INVALID")
+        blob_limit = max_blob_size if max_blob_size > 0 else self._limits.signature_bytes
+        count_limit = max_blobs if max_blobs > 0 else self._limits.layers
+        client = self.client(alias)
+        exchanges: list[Exchange] = []
+        try:
+            manifest = await client.fetch_manifest(
+                session, repository, tag, exchanges, purpose="artifact"
+            )
+        except NotFound:
+            absent = Finding.info("fetch.artifact_not_found", f"no artifact tagged {tag}")
+            return ArtifactResult(False, Verdict.of(LAYER, [absent]), None, [], exchanges)
+        except FetchDenied as denied:
+            return ArtifactResult(True, _deny(denied.finding), None, [], exchanges)
+        try:
+            descriptors = self._artifact_descriptors(session, manifest, blob_limit, count_limit)
+        except FetchDenied as denied:
+            return ArtifactResult(True, _deny(denied.finding), manifest, [], exchanges)
+        _, findings = await self._fetch_blobs(
+            client, session, repository, descriptors, exchanges, "artifact-blob"
+        )
+        return ArtifactResult(True, Verdict.of(LAYER, findings), manifest, descriptors, exchanges)
+
+    async def list_tags(
+        self, alias: str, repository: str, n: int, last: str
+    ) -> tuple[list[str], list[Exchange]]:
+        """One page of the upstream's tag list."""
+        _check_repository(repository)
+        if n < 0:
+            raise InvalidRequest(
+                f"n must not be negative, got {n}", oci_code="PAGINATION_NUMBER_INVALID"
+            )
+        if last and not _TAG_RE.fullmatch(last):
+            raise InvalidRequest(f"invalid tag {last[:140]!r} in last", oci_code="TAG_INVALID")
+        client = self.client(alias)
+        exchanges: list[Exchange] = []
+        body = await client.list_tags(repository, n, last, exchanges)
+        where = f"upstream: {client.upstream.alias}: tag list of {repository}"
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError):
+            raise UpstreamError(f"{where} is not JSON") from None
+        tags = data.get("tags") if isinstance(data, dict) else None
+        if tags is None and isinstance(data, dict):
+            tags = []
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise UpstreamError(f"{where} has no list of tags")
+        return tags, exchanges
+
+    # -- helpers ------------------------------------------------------------
+
+    def _check_session(self, session: str) -> None:
+        try:
+            self.staging.session_dir(session)
+        except StagingError as exc:
+            raise InvalidRequest(exc.message) from None
+
+    async def _fetch_blobs(
+        self,
+        client: RegistryClient,
+        session: str,
+        repository: str,
+        descriptors: Sequence[Descriptor],
+        exchanges: list[Exchange],
+        purpose: str,
+    ) -> tuple[list[StagedBlob], list[Finding]]:
+        findings: list[Finding] = []
+        if len(descriptors) > self._limits.layers + 1:
+            findings.append(
+                Finding.error(
+                    "fetch.too_many_blobs",
+                    f"got {len(descriptors)} blobs, expected at most {self._limits.layers + 1}",
+                )
+            )
+            return [], findings
+        wanted: dict[str, Descriptor] = {}
+        for descriptor in descriptors:
+            problem = self._blob_problem(descriptor)
+            if problem is not None:
+                findings.append(problem)
+            elif descriptor.digest not in wanted:
+                wanted[descriptor.digest] = descriptor
+        staged: dict[str, StagedBlob] = {}
+        slots = asyncio.Semaphore(self._blob_concurrency)
+
+        async def fetch_one(descriptor: Descriptor) -> None:
+            async with slots:
+                try:
+                    staged[descriptor.digest] = await client.fetch_blob(
+                        session, repository, descriptor, exchanges, purpose
+                    )
+                except FetchDenied as denied:
+                    findings.append(denied.finding)
+
+        await _run_all(fetch_one(d) for d in wanted.values())
+        return [staged[d] for d in wanted if d in staged], findings
+
+    def _blob_problem(self, descriptor: Descriptor) -> Finding | None:
+        try:
+            parse_digest(descriptor.digest)
+        except DigestSyntaxError as exc:
+            return Finding.error(
+                "fetch.invalid_digest",
+                f"got {exc}, expected sha256 or sha512 hex",
+                digest=descriptor.digest[:140],
+            )
+        if descriptor.size < 0:
+            return Finding.error(
+                "fetch.invalid_size",
+                f"got size {descriptor.size}, expected 0 or more",
+                digest=descriptor.digest,
+            )
+        if descriptor.size > self._limits.blob_bytes:
+            return Finding.error(
+                "fetch.blob_too_large",
+                f"got a descriptor size of {descriptor.size}, expected at most"
+                f" {self._limits.blob_bytes}",
+                digest=descriptor.digest,
+            )
+        return None
+
+    def _artifact_descriptors(
+        self, session: str, manifest: StagedManifest, blob_limit: int, count_limit: int
+    ) -> list[Descriptor]:
+        body = self.staging.read(session, manifest.staged_key, self._limits.manifest_bytes)
+        descriptors = parse_artifact_manifest(body)
+        if len(descriptors) > count_limit:
+            raise FetchDenied.of(
+                "fetch.too_many_blobs",
+                f"got {len(descriptors)} blobs in the artifact, expected at most {count_limit}",
+            )
+        for descriptor in descriptors:
+            if descriptor.size > blob_limit:
+                raise FetchDenied.of(
+                    "fetch.blob_too_large",
+                    f"got an artifact blob of {descriptor.size} bytes, expected at most"
+                    f" {blob_limit}",
+                    digest=descriptor.digest[:140],
+                )
+        return descriptors
+
+
+def parse_artifact_manifest(body: bytes) -> list[Descriptor]:
+    """The config and layer descriptors of an image manifest, as stated.
+
+    Minimal on purpose (format does the full check): a JSON object with a
+    ``config`` descriptor and a ``layers`` list. Duplicate keys are refused,
+    since two readers could otherwise see two different manifests.
+    """
+    try:
+        data = json.loads(body, object_pairs_hook=_no_duplicates)
+    except (ValueError, RecursionError) as exc:
+        raise FetchDenied.of(
+            "fetch.artifact_malformed", f"got an artifact manifest that is not JSON ({exc})"
+        ) from None
+    if not isinstance(data, dict):
+        raise FetchDenied.of(
+            "fetch.artifact_malformed", "got an artifact manifest that is not a JSON object"
+        )
+    layers = data.get("layers")
+    if not isinstance(data.get("config"), dict) or not isinstance(layers, list):
+        raise FetchDenied.of(
+            "fetch.artifact_malformed", "got an artifact manifest without config and layers"
+        )
+    return [
+        _descriptor(item, where)
+        for item, where in [
+            (data["config"], "config"),
+            *((layer, f"layers[{i}]") for i, layer in enumerate(layers)),
+        ]
+    ]
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key[:60]!r}")
+        result[key] = value
+    return result
+
+
+def _descriptor(item: Any, where: str) -> Descriptor:
+    def bad(problem: str) -> FetchDenied:
+        return FetchDenied.of("fetch.artifact_malformed", f"got {where} {problem}")
+
+    if not isinstance(item, dict):
+        raise bad("that is not an object")
+    media_type, digest, size = item.get("mediaType"), item.get("digest"), item.get("size")
+    if not isinstance(media_type, str) or not isinstance(digest, str):
+        raise bad("without a mediaType or digest string")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise bad("without a non-negative integer size")
+    if not is_digest(digest):
+        raise bad(f"with invalid digest {digest[:140]!r}")
+    urls = item.get("urls", [])
+    annotations = item.get("annotations", {})
+    artifact_type = item.get("artifactType", "")
+    if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+        raise bad("with urls that are not a list of strings")
+    if not isinstance(annotations, dict) or not all(
+        isinstance(v, str) for v in annotations.values()
+    ):
+        raise bad("with annotations that are not a map of strings")
+    if not isinstance(artifact_type, str):
+        raise bad("with an artifactType that is not a string")
+    return Descriptor(media_type, digest, size, tuple(urls), dict(annotations), artifact_type)
+
+
+def _check_repository(repository: str) -> None:
+    if len(repository) > MAX_NAME or not _NAME_RE.fullmatch(repository):
+        raise InvalidRequest(f"invalid repository name {repository[:140]!r}")
+
+
+def _check_reference(reference: str) -> None:
+    if ":" in reference:
+        try:
+            parse_digest(reference)
+        except DigestSyntaxError as exc:
+            raise InvalidRequest(str(exc), oci_code="DIGEST_INVALID") from None
+    elif not _TAG_RE.fullmatch(reference):
+        raise InvalidRequest(f"invalid tag {reference[:140]!r}", oci_code="TAG_INVALID")
+
+
+def _deny(finding: Finding) -> Verdict:
+    return Verdict(LAYER, (finding,))
+
+
+async def _run_all(jobs: Iterable[Awaitable[None]]) -> None:
+    """Await every job; on the first error cancel the rest, wait for them, re-raise."""
+    tasks = [asyncio.ensure_future(job) for job in jobs]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
