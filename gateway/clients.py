@@ -10,6 +10,7 @@ Every call has a deadline. A call that does not complete becomes one of:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -42,6 +43,16 @@ _STUBS: dict[str, Callable[[grpc.aio.Channel], Any]] = {
     "source": source_pb2_grpc.SourceStub,
     "signature": signature_pb2_grpc.SignatureStub,
 }
+
+
+#: How long a call waits for an unreachable layer to come back before refusing.
+RECONNECT_WAIT = 2.0
+
+
+def _unreachable(exc: grpc.aio.AioRpcError) -> bool:
+    """UNAVAILABLE raised by the channel itself, not by the service."""
+    trailing = dict(exc.trailing_metadata() or ())
+    return exc.code() is grpc.StatusCode.UNAVAILABLE and ERROR_CLASS_KEY not in trailing
 
 
 class LayerFailure(PullguardError):
@@ -89,6 +100,17 @@ class LayerClients:
         started = time.monotonic()
         with self._tracer.start_as_current_span(f"{layer}.{method}", kind=SpanKind.CLIENT):
             try:
+                try:
+                    return await rpc(request, timeout=timeout or self.default_timeout)
+                except grpc.aio.AioRpcError as exc:
+                    if not _unreachable(exc):
+                        raise
+                # Every layer RPC is idempotent, so one more try that waits briefly
+                # for the connection lets a restarted layer serve the next pull.
+                try:
+                    await asyncio.wait_for(self._channels[layer].channel_ready(), RECONNECT_WAIT)
+                except TimeoutError:
+                    raise LayerFailure(layer, f"{layer}: service unavailable") from None
                 return await rpc(request, timeout=timeout or self.default_timeout)
             except grpc.aio.AioRpcError as exc:
                 raise _translate(layer, exc) from None

@@ -202,7 +202,8 @@ class Pipeline:
         algorithm = plan.ref.digest.split(":", 1)[0] if plan.ref.digest else "sha256"
         data = self.staging.read(session, staged.staged_key, limits.manifest_bytes)
         local_digest = f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
-        cached = self._cached(report, plan, local_digest)
+        # `check` always runs every layer; pulls and `admit` reuse an admission.
+        cached = self._cached(report, plan, local_digest) if admit else None
         if cached is not None:
             return cached
 

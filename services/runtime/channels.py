@@ -7,7 +7,7 @@ from typing import Any
 
 import grpc
 
-from pullguard.services.runtime.server import GRPC_OPTIONS
+from pullguard.services.runtime.server import CHANNEL_OPTIONS
 from pullguard.services.runtime.telemetry import inject_metadata
 
 
@@ -32,5 +32,5 @@ class _TraceClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ig
 
 def open_channel(address: str) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(
-        address, options=GRPC_OPTIONS, interceptors=[_TraceClientInterceptor()]
+        address, options=CHANNEL_OPTIONS, interceptors=[_TraceClientInterceptor()]
     )
