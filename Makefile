@@ -63,7 +63,7 @@ typecheck: install
 		-p pullguard.services -p pullguard.gateway
 
 bench: install system-deps
-	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(BIN)/python tests/bench/pull_bench.py
+	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(BIN)/python tests/bench/pull_bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .tools build *.egg-info
