@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import grpc
-
 from pullguard.services.runtime.config import LAYERS, SERVICES, Config, load_config
 from pullguard.services.runtime.errors import ConfigError, PullguardError
 from pullguard.services.runtime.main import configure_logging, run_service
@@ -23,7 +22,9 @@ EXIT_OK, EXIT_DENIED, EXIT_ERROR = 0, 1, 2
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pullguard", description="An image firewall for container registries.")
+    parser = argparse.ArgumentParser(
+        prog="pullguard", description="An image firewall for container registries."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = sub.add_parser("up", help="start every service and the gateway; Ctrl-C stops them")
@@ -34,11 +35,19 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", required=True, metavar="HOST:PORT")
     serve.add_argument("--config")
     serve.add_argument("--grpc-listen", metavar="HOST:PORT", help="gateway only: its gRPC address")
-    serve.add_argument("--service", action="append", default=[], dest="services",
-                       metavar="LAYER=HOST:PORT", help="gateway only: where a layer listens")
+    serve.add_argument(
+        "--service",
+        action="append",
+        default=[],
+        dest="services",
+        metavar="LAYER=HOST:PORT",
+        help="gateway only: where a layer listens",
+    )
 
-    for name, text in (("check", "run every layer on REF without admitting it"),
-                       ("admit", "run every layer on REF and admit it when it passes")):
+    for name, text in (
+        ("check", "run every layer on REF without admitting it"),
+        ("admit", "run every layer on REF and admit it when it passes"),
+    ):
         command = sub.add_parser(name, help=text)
         command.add_argument("ref", metavar="REF", help="<alias>/<repository>[:tag|@digest]")
         command.add_argument("--config")
@@ -78,7 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "policy":
         config = load_config(args.file)
-        print(f"{args.file}: valid ({len(config.policy.rules)} rules, policy {config.policy_version})")
+        print(
+            f"{args.file}: valid ({len(config.policy.rules)} rules, policy {config.policy_version})"
+        )
         return EXIT_OK
     config = load_config(args.config)
     if args.command == "up":
@@ -108,8 +119,11 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
             if layer not in LAYERS or not address:
                 raise PullguardError(f"--service wants LAYER=HOST:PORT, got {item!r}")
             services[layer] = address
-        config = replace(config.with_services(services), listen=args.listen,
-                         grpc_listen=args.grpc_listen or config.grpc_listen)
+        config = replace(
+            config.with_services(services),
+            listen=args.listen,
+            grpc_listen=args.grpc_listen or config.grpc_listen,
+        )
         from pullguard.services.runtime.telemetry import setup_telemetry
 
         setup_telemetry(config.telemetry, "gateway")
@@ -135,8 +149,10 @@ def _check(args: argparse.Namespace, config: Config) -> int:
             stub = gateway_pb2_grpc.GatewayStub(channel)
             method = stub.Admit if args.command == "admit" else stub.Check
             try:
-                report = method(gateway_pb2.CheckRequest(reference=args.ref),
-                                timeout=config.limits.blob_deadline + 60)
+                report = method(
+                    gateway_pb2.CheckRequest(reference=args.ref),
+                    timeout=config.limits.blob_deadline + 60,
+                )
             except grpc.RpcError as exc:
                 raise PullguardError(f"gateway: {exc.details()}") from None  # type: ignore[attr-defined]
     finally:
@@ -153,21 +169,29 @@ def _check(args: argparse.Namespace, config: Config) -> int:
 
 
 def _print_report(report: dict[str, Any]) -> None:
-    print(f"{report['reference']}: {report['decision']}"
-          + (f" by {report['denied_by']}: {report['reason']}" if report["decision"] != "ALLOW" else ""))
+    print(
+        f"{report['reference']}: {report['decision']}"
+        + (
+            f" by {report['denied_by']}: {report['reason']}"
+            if report["decision"] != "ALLOW"
+            else ""
+        )
+    )
     print(f"  decision  {report['decision_id']}   policy {report['policy_version']}")
     if report.get("digest"):
         print(f"  digest    {report['digest']}")
     if report.get("cached"):
         print("  (admitted earlier under this policy; not verified again)")
     for step in report["layers"]:
-        print(f"  {step['layer']:<10} {step['step']:<14} {step['decision']:<5} {step['duration_ms']:>8.1f} ms"
-              + (f"  {step['error']}" if step["error"] else ""))
+        timing = f"{step['duration_ms']:>8.1f} ms"
+        error = f"  {step['error']}" if step["error"] else ""
+        print(f"  {step['layer']:<10} {step['step']:<14} {step['decision']:<5} {timing}{error}")
         for finding in step["findings"]:
             print(f"      {finding['severity']:<7} {finding['code']}: {finding['message']}")
     for sig in report.get("signatures", []):
         state = "accepted" if sig["accepted"] else "rejected"
-        print(f"  signature {sig['location']}: {state}; signer {sig['signer'] or '-'}; {sig['reason']}")
+        signer = sig["signer"] or "-"
+        print(f"  signature {sig['location']}: {state}; signer {signer}; {sig['reason']}")
 
 
 def _decisions(args: argparse.Namespace, config: Config) -> int:
@@ -182,8 +206,11 @@ def _decisions(args: argparse.Namespace, config: Config) -> int:
         print(json.dumps(rows, indent=2, sort_keys=True))
         return EXIT_OK
     for row in rows:
-        outcome = row["decision"] + (f" by {row['denied_by']}" if row["decision"] != "ALLOW" else "")
-        print(f"{row['time']}  {row['decision_id']}  {outcome:<20} {row['reference']}  {row.get('digest', '')}")
+        outcome = row["decision"] + (
+            f" by {row['denied_by']}" if row["decision"] != "ALLOW" else ""
+        )
+        digest = row.get("digest", "")
+        print(f"{row['time']}  {row['decision_id']}  {outcome:<20} {row['reference']}  {digest}")
     return EXIT_OK
 
 

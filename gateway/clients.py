@@ -18,10 +18,14 @@ from typing import Any, TypeVar
 
 import grpc
 from opentelemetry.trace import SpanKind
-
 from pullguard.services.runtime.channels import open_channel
 from pullguard.services.runtime.config import LAYERS
-from pullguard.services.runtime.errors import NotFound, PullguardError, UpstreamError, UpstreamTimeout
+from pullguard.services.runtime.errors import (
+    NotFound,
+    PullguardError,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from pullguard.services.runtime.server import ERROR_CLASS_KEY, ERROR_HTTP_KEY, ERROR_OCI_KEY
 from pullguard.services.runtime.telemetry import tracer
 from pullguard.v1 import (

@@ -192,7 +192,9 @@ class DecisionLog:
             ).fetchall()
         return [row[0] for row in rows]
 
-    def quarantined(self, entry_id: str, time: str, reference: str, digest: str, reason: str) -> None:
+    def quarantined(
+        self, entry_id: str, time: str, reference: str, digest: str, reason: str
+    ) -> None:
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO quarantine VALUES (?,?,?,?,?)",
@@ -205,8 +207,9 @@ class DecisionLog:
             rows = self._db.execute(
                 "SELECT id, time, reference, digest, reason FROM quarantine ORDER BY time DESC"
             ).fetchall()
-        return [dict(zip(("id", "time", "reference", "digest", "reason"), r, strict=True))
-                for r in rows]
+        return [
+            dict(zip(("id", "time", "reference", "digest", "reason"), r, strict=True)) for r in rows
+        ]
 
     def forget_quarantine(self, entry_id: str) -> None:
         with self._lock:

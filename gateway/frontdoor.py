@@ -15,7 +15,6 @@ from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
-
 from pullguard.gateway.decisions import DecisionLog
 from pullguard.gateway.pipeline import Pipeline, PullResult
 from pullguard.gateway.stores import AdmittedStore
@@ -31,8 +30,9 @@ _TAGS_RE = re.compile(r"/v2/(?P<name>.+)/tags/list")
 MAX_PATH = 2048
 
 
-def oci_error(status: int, code: str, message: str, detail: Any = None,
-              headers: dict[str, str] | None = None) -> web.Response:
+def oci_error(
+    status: int, code: str, message: str, detail: Any = None, headers: dict[str, str] | None = None
+) -> web.Response:
     error: dict[str, Any] = {"code": code, "message": message}
     if detail is not None:
         error["detail"] = detail
@@ -125,12 +125,18 @@ class FrontDoor:
         except DigestSyntaxError as exc:
             return oci_error(400, "DIGEST_INVALID", str(exc))
         repository = self.decisions.repository_for(name)
-        if repository is None or not self.decisions.blob_admitted(repository, digest) \
-                or not self.admitted.has(digest):
+        if (
+            repository is None
+            or not self.decisions.blob_admitted(repository, digest)
+            or not self.admitted.has(digest)
+        ):
             return oci_error(404, "BLOB_UNKNOWN", f"{digest} is not admitted for {name}")
         path = self.admitted.blob_path(digest)
-        headers = {**API_HEADERS, "Docker-Content-Digest": digest,
-                   "Content-Type": "application/octet-stream"}
+        headers = {
+            **API_HEADERS,
+            "Docker-Content-Digest": digest,
+            "Content-Type": "application/octet-stream",
+        }
         if request.method == "HEAD":
             headers["Content-Length"] = str(path.stat().st_size)
             return web.Response(status=200, headers=headers)
@@ -142,7 +148,9 @@ class FrontDoor:
         except ValueError:
             return oci_error(400, "PAGINATION_NUMBER_INVALID", "n must be an integer")
         try:
-            tags = await self.pipeline.list_tags(name, max(0, min(n, 10000)), request.query.get("last", ""))
+            tags = await self.pipeline.list_tags(
+                name, max(0, min(n, 10000)), request.query.get("last", "")
+            )
         except PullguardError as exc:
             return error_response(exc)
         return web.Response(

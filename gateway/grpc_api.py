@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import grpc
-
 from pullguard.gateway.decisions import DecisionLog
 from pullguard.gateway.pipeline import Pipeline, PullResult
 from pullguard.gateway.refs import split_reference
@@ -16,7 +15,9 @@ from pullguard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 _DECISIONS: dict[str, Any] = {"ALLOW": common_pb2.ALLOW, "DENY": common_pb2.DENY}
 _SEVERITIES: dict[str, Any] = {
-    "INFO": common_pb2.INFO, "WARNING": common_pb2.WARNING, "ERROR": common_pb2.ERROR,
+    "INFO": common_pb2.INFO,
+    "WARNING": common_pb2.WARNING,
+    "ERROR": common_pb2.ERROR,
 }
 
 
@@ -24,18 +25,26 @@ def report_to_proto(report: dict[str, Any]) -> gateway_pb2.DecisionReport:
     layers = []
     for step in report.get("layers", []):
         findings = [
-            common_pb2.Finding(code=f["code"],
-                               severity=_SEVERITIES.get(f["severity"], common_pb2.ERROR),
-                               message=f["message"], evidence=f["evidence"])
+            common_pb2.Finding(
+                code=f["code"],
+                severity=_SEVERITIES.get(f["severity"], common_pb2.ERROR),
+                message=f["message"],
+                evidence=f["evidence"],
+            )
             for f in step["findings"]
         ]
-        layers.append(gateway_pb2.LayerResult(
-            layer=step["layer"],
-            verdict=common_pb2.Verdict(decision=_DECISIONS.get(step["decision"], common_pb2.DENY),
-                                       layer=step["layer"], findings=findings),
-            duration_ms=step["duration_ms"],
-            error=step["error"],
-        ))
+        layers.append(
+            gateway_pb2.LayerResult(
+                layer=step["layer"],
+                verdict=common_pb2.Verdict(
+                    decision=_DECISIONS.get(step["decision"], common_pb2.DENY),
+                    layer=step["layer"],
+                    findings=findings,
+                ),
+                duration_ms=step["duration_ms"],
+                error=step["error"],
+            )
+        )
     return gateway_pb2.DecisionReport(
         decision_id=str(report["decision_id"]),
         reference=str(report["reference"]),
@@ -62,31 +71,48 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self.decisions = decisions
         self.quarantine = quarantine
 
-    async def Check(self, request: gateway_pb2.CheckRequest,  # noqa: N802
-                    context: grpc.aio.ServicerContext) -> gateway_pb2.DecisionReport:
+    async def Check(
+        self,
+        request: gateway_pb2.CheckRequest,  # noqa: N802
+        context: grpc.aio.ServicerContext,
+    ) -> gateway_pb2.DecisionReport:
         name, reference = split_reference(request.reference)
         return result_to_proto(await self.pipeline.pull(name, reference, admit=False))
 
-    async def Admit(self, request: gateway_pb2.CheckRequest,  # noqa: N802
-                    context: grpc.aio.ServicerContext) -> gateway_pb2.DecisionReport:
+    async def Admit(
+        self,
+        request: gateway_pb2.CheckRequest,  # noqa: N802
+        context: grpc.aio.ServicerContext,
+    ) -> gateway_pb2.DecisionReport:
         name, reference = split_reference(request.reference)
         return result_to_proto(await self.pipeline.pull(name, reference, admit=True))
 
-    async def ListDecisions(self, request: gateway_pb2.ListDecisionsRequest,  # noqa: N802
-                            context: grpc.aio.ServicerContext) -> gateway_pb2.ListDecisionsResponse:
+    async def ListDecisions(
+        self,
+        request: gateway_pb2.ListDecisionsRequest,  # noqa: N802
+        context: grpc.aio.ServicerContext,
+    ) -> gateway_pb2.ListDecisionsResponse:
         limit = request.limit if 0 < request.limit <= 10000 else 100
         return gateway_pb2.ListDecisionsResponse(
             decisions=[report_to_proto(r) for r in self.decisions.list_decisions(limit)]
         )
 
-    async def ListQuarantine(self, request: gateway_pb2.ListQuarantineRequest,  # noqa: N802
-                             context: grpc.aio.ServicerContext) -> gateway_pb2.ListQuarantineResponse:
+    async def ListQuarantine(
+        self,
+        request: gateway_pb2.ListQuarantineRequest,  # noqa: N802
+        context: grpc.aio.ServicerContext,
+    ) -> gateway_pb2.ListQuarantineResponse:
         return gateway_pb2.ListQuarantineResponse(
-            entries=[gateway_pb2.QuarantineEntry(**entry) for entry in self.decisions.list_quarantine()]
+            entries=[
+                gateway_pb2.QuarantineEntry(**entry) for entry in self.decisions.list_quarantine()
+            ]
         )
 
-    async def ShowQuarantine(self, request: gateway_pb2.ShowQuarantineRequest,  # noqa: N802
-                             context: grpc.aio.ServicerContext) -> gateway_pb2.ShowQuarantineResponse:
+    async def ShowQuarantine(
+        self,
+        request: gateway_pb2.ShowQuarantineRequest,  # noqa: N802
+        context: grpc.aio.ServicerContext,
+    ) -> gateway_pb2.ShowQuarantineResponse:
         try:
             text = self.quarantine.report(request.id)
         except StagingError as exc:

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.trace import SpanKind
-
 from pullguard.gateway.clients import LayerClients, LayerFailure
 from pullguard.gateway.decisions import Admission, DecisionLog
 from pullguard.gateway.report import Report
@@ -108,9 +107,13 @@ class Pipeline:
         report = Report(decision_id=uuid.uuid4().hex, client_name=name, reference=reference)
         report.policy_version = self.config.policy_version
         with self._tracer.start_as_current_span(
-            "pull", kind=SpanKind.INTERNAL,
-            attributes={"pullguard.name": name, "pullguard.reference": reference,
-                        "pullguard.decision_id": report.decision_id},
+            "pull",
+            kind=SpanKind.INTERNAL,
+            attributes={
+                "pullguard.name": name,
+                "pullguard.reference": reference,
+                "pullguard.decision_id": report.decision_id,
+            },
         ) as span:
             result = await self._guarded(report, admit)
             span.set_attribute("pullguard.decision", report.decision)
@@ -139,7 +142,9 @@ class Pipeline:
         except Exception as exc:  # noqa: BLE001 - fail closed on anything unforeseen
             log.exception("pull %s failed inside the gateway", report.decision_id)
             fetched = True
-            report.add_error("gateway", "internal", f"gateway: internal error ({type(exc).__name__})", 0.0)
+            report.add_error(
+                "gateway", "internal", f"gateway: internal error ({type(exc).__name__})", 0.0
+            )
             result = PullResult(report)
         report.decision = "DENY"
         report.admitted = False
@@ -156,8 +161,9 @@ class Pipeline:
     def _record(self, report: Report) -> None:
         self.decisions.record(report.as_json())
 
-    async def _call(self, report: Report, layer: str, method: str, request: Any,
-                    timeout: float | None = None) -> tuple[Any, float]:
+    async def _call(
+        self, report: Report, layer: str, method: str, request: Any, timeout: float | None = None
+    ) -> tuple[Any, float]:
         started = time.monotonic()
         try:
             response = await self.clients.call(layer, method, request, timeout=timeout)
@@ -166,8 +172,9 @@ class Pipeline:
             raise _Denied from None
         return response, (time.monotonic() - started) * 1000
 
-    def _require(self, report: Report, layer: str, step: str, verdict: common_pb2.Verdict,
-                 duration_ms: float) -> None:
+    def _require(
+        self, report: Report, layer: str, step: str, verdict: common_pb2.Verdict, duration_ms: float
+    ) -> None:
         if not report.add(layer, step, verdict, duration_ms):
             raise _Denied
 
@@ -176,7 +183,9 @@ class Pipeline:
         limits = self.config.limits
 
         planned, ms = await self._call(
-            report, "analysis", "Plan",
+            report,
+            "analysis",
+            "Plan",
             analysis_pb2.PlanRequest(name=report.client_name, reference=report.reference),
         )
         if not report.add("analysis", "plan", planned.verdict, ms):
@@ -189,7 +198,9 @@ class Pipeline:
         report.policy_version = plan.policy_version
 
         fetched, ms = await self._call(
-            report, "fetcher", "FetchManifest",
+            report,
+            "fetcher",
+            "FetchManifest",
             fetcher_pb2.FetchManifestRequest(session=session, plan=plan),
             timeout=limits.manifest_deadline + 5,
         )
@@ -208,11 +219,18 @@ class Pipeline:
             return cached
 
         fmt, hv = await asyncio.gather(
-            self._call(report, "format", "CheckManifest",
-                       format_pb2.CheckManifestRequest(session=session, plan=plan, manifest=staged)),
-            self._call(report, "hashverify", "VerifyManifest",
-                       hashverify_pb2.VerifyManifestRequest(session=session, plan=plan,
-                                                            manifest=staged)),
+            self._call(
+                report,
+                "format",
+                "CheckManifest",
+                format_pb2.CheckManifestRequest(session=session, plan=plan, manifest=staged),
+            ),
+            self._call(
+                report,
+                "hashverify",
+                "VerifyManifest",
+                hashverify_pb2.VerifyManifestRequest(session=session, plan=plan, manifest=staged),
+            ),
         )
         format_ok = report.add("format", "manifest", fmt[0].verdict, fmt[1])
         hash_ok = report.add("hashverify", "manifest", hv[0].verdict, hv[1])
@@ -221,20 +239,34 @@ class Pipeline:
             raise _Denied
         digest: str = hv[0].digest
         if digest != local_digest:
-            report.add_error("hashverify", "manifest",
-                             f"hashverify: digest {digest} disagrees with the gateway's {local_digest}", 0.0)
+            report.add_error(
+                "hashverify",
+                "manifest",
+                f"hashverify: digest {digest} disagrees with the gateway's {local_digest}",
+                0.0,
+            )
             raise _Denied
         report.digest = digest
         summary: format_pb2.ManifestSummary = fmt[0].summary
         report.media_type = summary.media_type
 
-        descriptors = [d for d in (summary.config, *summary.layers, *summary.manifests, summary.subject)
-                       if d.digest]
+        descriptors = [
+            d
+            for d in (summary.config, *summary.layers, *summary.manifests, summary.subject)
+            if d.digest
+        ]
         (src, src_ms), (sig, sig_ms) = await asyncio.gather(
-            self._call(report, "source", "CheckSource",
-                       source_pb2.CheckSourceRequest(plan=plan, provenance=fetched.provenance,
-                                                     descriptors=descriptors,
-                                                     annotations=dict(summary.annotations))),
+            self._call(
+                report,
+                "source",
+                "CheckSource",
+                source_pb2.CheckSourceRequest(
+                    plan=plan,
+                    provenance=fetched.provenance,
+                    descriptors=descriptors,
+                    annotations=dict(summary.annotations),
+                ),
+            ),
             self._signatures(report, plan, digest),
         )
         source_ok = report.add("source", "source", src.verdict, src_ms)
@@ -246,7 +278,9 @@ class Pipeline:
         if summary.kind == format_pb2.IMAGE_MANIFEST:
             blobs = [summary.config, *summary.layers]
             got, ms = await self._call(
-                report, "fetcher", "FetchBlobs",
+                report,
+                "fetcher",
+                "FetchBlobs",
                 fetcher_pb2.FetchBlobsRequest(session=session, plan=plan, blobs=blobs),
                 timeout=limits.blob_deadline + 5,
             )
@@ -254,14 +288,27 @@ class Pipeline:
             self._require(report, "fetcher", "blobs", got.verdict, ms)
             # Blob downloads have their own redirects (CDNs): source judges them too.
             (vb, vb_ms), (cfg, cfg_ms), (bsrc, bsrc_ms) = await asyncio.gather(
-                self._call(report, "hashverify", "VerifyBlobs",
-                           hashverify_pb2.VerifyBlobsRequest(session=session, plan=plan, blobs=blobs),
-                           timeout=limits.blob_deadline),
-                self._call(report, "format", "CheckConfig",
-                           format_pb2.CheckConfigRequest(session=session, plan=plan, summary=summary)),
-                self._call(report, "source", "CheckSource",
-                           source_pb2.CheckSourceRequest(plan=plan, provenance=got.provenance,
-                                                         descriptors=blobs)),
+                self._call(
+                    report,
+                    "hashverify",
+                    "VerifyBlobs",
+                    hashverify_pb2.VerifyBlobsRequest(session=session, plan=plan, blobs=blobs),
+                    timeout=limits.blob_deadline,
+                ),
+                self._call(
+                    report,
+                    "format",
+                    "CheckConfig",
+                    format_pb2.CheckConfigRequest(session=session, plan=plan, summary=summary),
+                ),
+                self._call(
+                    report,
+                    "source",
+                    "CheckSource",
+                    source_pb2.CheckSourceRequest(
+                        plan=plan, provenance=got.provenance, descriptors=blobs
+                    ),
+                ),
             )
             blobs_ok = report.add("hashverify", "blobs", vb.verdict, vb_ms)
             config_ok = report.add("format", "config", cfg.verdict, cfg_ms)
@@ -284,7 +331,8 @@ class Pipeline:
         """Tags of a repository upstream, after analysis allowed the repository itself."""
         report = Report(decision_id=uuid.uuid4().hex, client_name=name, reference="")
         planned = await self.clients.call(
-            "analysis", "Plan",
+            "analysis",
+            "Plan",
             analysis_pb2.PlanRequest(name=name, reference="", repository_only=True),
         )
         if not verdict_allows(planned.verdict):
@@ -315,17 +363,24 @@ class Pipeline:
         report.admitted = True
         self.decisions.link_name(report.client_name, report.repository)
         if plan.ref.tag:
-            self.admitted.add_reference(digest, admission.media_type, admission.size,
-                                        [f"{report.repository}:{plan.ref.tag}"])
+            self.admitted.add_reference(
+                digest,
+                admission.media_type,
+                admission.size,
+                [f"{report.repository}:{plan.ref.tag}"],
+            )
         self._record(report)
         return PullResult(report, manifest=data)
 
-    async def _signatures(self, report: Report, plan: common_pb2.Plan,
-                          digest: str) -> tuple[common_pb2.Verdict, float]:
+    async def _signatures(
+        self, report: Report, plan: common_pb2.Plan, digest: str
+    ) -> tuple[common_pb2.Verdict, float]:
         started = time.monotonic()
         verdict, results = await self._verify_signatures(report, plan, digest)
-        if (not verdict_allows(verdict)
-                and plan.rule.signature.mode != common_pb2.SignaturePolicy.NONE):
+        if (
+            not verdict_allows(verdict)
+            and plan.rule.signature.mode != common_pb2.SignaturePolicy.NONE
+        ):
             covered = await self._covered_by_index(report, plan, digest)
             if covered is not None:
                 verdict, results = covered
@@ -340,26 +395,42 @@ class Pipeline:
             tag = digest.replace(":", "-") + ".sig"
             limits = self.config.limits
             found, ms = await self._call(
-                report, "fetcher", "FetchArtifact",
+                report,
+                "fetcher",
+                "FetchArtifact",
                 fetcher_pb2.FetchArtifactRequest(
-                    session=report.decision_id, plan=plan, tag=tag,
-                    max_blob_size=limits.signature_bytes, max_blobs=limits.signatures,
+                    session=report.decision_id,
+                    plan=plan,
+                    tag=tag,
+                    max_blob_size=limits.signature_bytes,
+                    max_blobs=limits.signatures,
                 ),
                 timeout=limits.manifest_deadline + 5,
             )
             self._provenance(report, found.provenance)
             if found.found:
                 self._require(report, "fetcher", f"artifact {tag}", found.verdict, ms)
-                artifacts.append(signature_pb2.SignatureArtifact(
-                    location=f"tag:{tag}", manifest=found.manifest, blobs=found.blobs))
+                artifacts.append(
+                    signature_pb2.SignatureArtifact(
+                        location=f"tag:{tag}", manifest=found.manifest, blobs=found.blobs
+                    )
+                )
         response, _ms = await self._call(
-            report, "signature", "VerifySignatures",
+            report,
+            "signature",
+            "VerifySignatures",
             signature_pb2.VerifySignaturesRequest(
-                session=report.decision_id, plan=plan, digest=digest, artifacts=artifacts),
+                session=report.decision_id, plan=plan, digest=digest, artifacts=artifacts
+            ),
         )
         results = [
-            {"location": r.location, "accepted": r.accepted, "signer": r.signer,
-             "reason": r.reason, "digest": digest}
+            {
+                "location": r.location,
+                "accepted": r.accepted,
+                "signer": r.signer,
+                "reason": r.reason,
+                "digest": digest,
+            }
             for r in response.signatures
         ]
         return response.verdict, results
@@ -368,19 +439,30 @@ class Pipeline:
         self, report: Report, plan: common_pb2.Plan, digest: str
     ) -> tuple[common_pb2.Verdict, list[dict[str, Any]]] | None:
         """A signature on an admitted index covers the manifests it lists."""
-        for parent in self.decisions.parent_indexes(report.repository, digest, plan.policy_version)[:4]:
+        for parent in self.decisions.parent_indexes(report.repository, digest, plan.policy_version)[
+            :4
+        ]:
             verdict, results = await self._verify_signatures(report, plan, parent)
             if verdict_allows(verdict):
-                verdict.findings.append(common_pb2.Finding(
-                    code="signature.covered_by_index", severity=common_pb2.INFO,
-                    message=f"signed index {parent} lists this manifest",
-                    evidence={"index": parent},
-                ))
+                verdict.findings.append(
+                    common_pb2.Finding(
+                        code="signature.covered_by_index",
+                        severity=common_pb2.INFO,
+                        message=f"signed index {parent} lists this manifest",
+                        evidence={"index": parent},
+                    )
+                )
                 return verdict, results
         return None
 
-    def _admit(self, report: Report, plan: common_pb2.Plan, staged: common_pb2.StagedManifest,
-               summary: format_pb2.ManifestSummary, blob_keys: list[str]) -> None:
+    def _admit(
+        self,
+        report: Report,
+        plan: common_pb2.Plan,
+        staged: common_pb2.StagedManifest,
+        summary: format_pb2.ManifestSummary,
+        blob_keys: list[str],
+    ) -> None:
         session = report.decision_id
         if staged.staged_key != report.digest:
             raise PullguardError("staged manifest key differs from the verified digest")
@@ -404,11 +486,17 @@ class Pipeline:
     @staticmethod
     def _provenance(report: Report, provenance: common_pb2.Provenance) -> None:
         for exchange in provenance.exchanges:
-            report.provenance.append({
-                "method": exchange.method, "url": exchange.url, "status": exchange.status,
-                "location": exchange.location, "purpose": exchange.purpose,
-                "digest": exchange.digest, "headers": dict(exchange.headers),
-            })
+            report.provenance.append(
+                {
+                    "method": exchange.method,
+                    "url": exchange.url,
+                    "status": exchange.status,
+                    "location": exchange.location,
+                    "purpose": exchange.purpose,
+                    "digest": exchange.digest,
+                    "headers": dict(exchange.headers),
+                }
+            )
 
 
 Runner = Callable[[str, str], Awaitable[PullResult]]

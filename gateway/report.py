@@ -85,7 +85,9 @@ class Report:
         """Record a verdict; return whether it allows. The first refusal names the layer."""
         allowed = verdict_allows(verdict)
         self.steps.append(
-            Step(layer, step, "ALLOW" if allowed else "DENY", findings_to_json(verdict), duration_ms)
+            Step(
+                layer, step, "ALLOW" if allowed else "DENY", findings_to_json(verdict), duration_ms
+            )
         )
         if not allowed and not self.denied_by:
             self.denied_by = layer
@@ -102,8 +104,14 @@ class Report:
         for step in self.steps:
             if step.layer == self.denied_by and step.decision != "ALLOW":
                 if step.error:
-                    return [{"code": f"{step.layer}.unavailable", "severity": "ERROR",
-                             "message": step.error, "evidence": {}}]
+                    return [
+                        {
+                            "code": f"{step.layer}.unavailable",
+                            "severity": "ERROR",
+                            "message": step.error,
+                            "evidence": {},
+                        }
+                    ]
                 return [f for f in step.findings if f["severity"] in ("ERROR", "UNSPECIFIED")]
         return []
 

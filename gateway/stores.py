@@ -81,14 +81,17 @@ class AdmittedStore:
             raise StagingError(f"admitted manifest {digest} is larger than {limit} bytes")
         return data
 
-    def add_reference(self, digest: str, media_type: str, size: int, ref_names: Iterable[str]) -> None:
+    def add_reference(
+        self, digest: str, media_type: str, size: int, ref_names: Iterable[str]
+    ) -> None:
         """Record the manifest in index.json, once per reference name (written last)."""
         with self._lock:
             index = json.loads((self.root / "index.json").read_bytes())
             manifests: list[dict[str, Any]] = index["manifests"]
             for name in ref_names:
                 manifests[:] = [
-                    m for m in manifests
+                    m
+                    for m in manifests
                     if m.get("annotations", {}).get("org.opencontainers.image.ref.name") != name
                 ]
                 manifests.append(

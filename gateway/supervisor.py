@@ -22,7 +22,6 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from pullguard.services.runtime.config import LAYERS, Config
 from pullguard.services.runtime.errors import PullguardError
 
@@ -80,7 +79,15 @@ class Stack:
         return cls(config, config_path, listen, grpc_listen, addresses)
 
     def _command(self, service: str, listen: str) -> list[str]:
-        command = [sys.executable, "-m", "pullguard.gateway.cli", "serve", service, "--listen", listen]
+        command = [
+            sys.executable,
+            "-m",
+            "pullguard.gateway.cli",
+            "serve",
+            service,
+            "--listen",
+            listen,
+        ]
         if self.config_path:
             command += ["--config", self.config_path]
         return command
@@ -97,13 +104,17 @@ class Stack:
         try:
             for layer in LAYERS:
                 self._spawn(layer, self._command(layer, self.addresses[layer]))
-            self._wait("layer services", lambda: all(
-                grpc_healthy(self.addresses[layer]) for layer in LAYERS))
+            self._wait(
+                "layer services",
+                lambda: all(grpc_healthy(self.addresses[layer]) for layer in LAYERS),
+            )
             command = self._command("gateway", self.listen) + ["--grpc-listen", self.grpc_listen]
             for layer in LAYERS:
                 command += ["--service", f"{layer}={self.addresses[layer]}"]
             self._spawn("gateway", command)
-            self._wait("gateway", lambda: http_ready(self.listen) and grpc_healthy(self.grpc_listen))
+            self._wait(
+                "gateway", lambda: http_ready(self.listen) and grpc_healthy(self.grpc_listen)
+            )
         except BaseException:
             self.stop()
             raise
@@ -114,7 +125,9 @@ class Stack:
         while time.monotonic() < deadline:
             for name, process in self.processes.items():
                 if process.poll() is not None:
-                    raise PullguardError(f"{name} exited with code {process.returncode} while starting")
+                    raise PullguardError(
+                        f"{name} exited with code {process.returncode} while starting"
+                    )
             if ready():  # type: ignore[operator]
                 return
             time.sleep(0.1)
@@ -123,8 +136,10 @@ class Stack:
     def _write_state(self) -> None:
         state: Path = self.config.state_dir
         state.mkdir(parents=True, exist_ok=True)
-        entries = {name: {"pid": p.pid, "address": self.addresses.get(name, self.listen)}
-                   for name, p in self.processes.items()}
+        entries = {
+            name: {"pid": p.pid, "address": self.addresses.get(name, self.listen)}
+            for name, p in self.processes.items()
+        }
         entries["gateway"]["grpc"] = self.grpc_listen
         (state / "up.json").write_text(json.dumps(entries, indent=2))
 
@@ -167,9 +182,13 @@ def run_up(config: Config, config_path: str | None) -> int:
     except PullguardError as exc:
         print(f"pullguard: {exc}", file=sys.stderr)
         return 2
-    print(f"pullguard is up: front door http://{stack.listen} (gRPC {stack.grpc_listen})", flush=True)
+    print(
+        f"pullguard is up: front door http://{stack.listen} (gRPC {stack.grpc_listen})", flush=True
+    )
     for layer in LAYERS:
-        print(f"  {layer:<10} {stack.addresses[layer]}  pid {stack.processes[layer].pid}", flush=True)
+        print(
+            f"  {layer:<10} {stack.addresses[layer]}  pid {stack.processes[layer].pid}", flush=True
+        )
     print("press Ctrl-C to stop", flush=True)
     code = 0
     reported: set[str] = set()
@@ -177,8 +196,12 @@ def run_up(config: Config, config_path: str | None) -> int:
         for name, returncode in stack.exited():
             if name not in reported:
                 reported.add(name)
-                print(f"pullguard: {name} exited with code {returncode}; pulls that need it are"
-                      " refused", file=sys.stderr, flush=True)
+                print(
+                    f"pullguard: {name} exited with code {returncode}; pulls that need it are"
+                    " refused",
+                    file=sys.stderr,
+                    flush=True,
+                )
         if "gateway" in reported:
             code = 1
             break

@@ -20,7 +20,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
-
 from pullguard.services.runtime.digests import DigestSyntaxError, parse_digest
 from pullguard.services.runtime.errors import ConfigError
 
@@ -310,14 +309,24 @@ def _upstream(reader: _Reader, alias: str, raw: Any) -> Upstream:
     reader.known(
         data,
         key,
-        {"url", "insecure", "username", "password", "password_file", "redirect_hosts",
-         "realm_hosts", "canonical_host"},
+        {
+            "url",
+            "insecure",
+            "username",
+            "password",
+            "password_file",
+            "redirect_hosts",
+            "realm_hosts",
+            "canonical_host",
+        },
     )
     url = reader.string(data.get("url"), f"{key}.url").rstrip("/")
     parts = urlsplit(url)
     insecure = reader.boolean(data.get("insecure", False), f"{key}.insecure")
     if parts.scheme not in ("https", "http"):
-        raise reader.fail(f"{key}.url", f"scheme must be https (or http with insecure), got {url!r}")
+        raise reader.fail(
+            f"{key}.url", f"scheme must be https (or http with insecure), got {url!r}"
+        )
     if parts.scheme == "http" and not insecure:
         raise reader.fail(f"{key}.url", "plain http needs insecure: true")
     if parts.username or parts.password or parts.query or parts.fragment:
@@ -387,7 +396,9 @@ def _signature(reader: _Reader, raw: Any, key: str) -> SignatureRule:
         raise reader.fail(f"{key}.keys", "at least one key is required")
     threshold = reader.integer(data.get("threshold", 1), f"{key}.threshold", 1)
     if threshold > len(keys):
-        raise reader.fail(f"{key}.threshold", f"{threshold} is more than the {len(keys)} keys given")
+        raise reader.fail(
+            f"{key}.threshold", f"{threshold} is more than the {len(keys)} keys given"
+        )
     return SignatureRule(mode=mode, keys=tuple(keys), threshold=threshold)
 
 
@@ -504,8 +515,18 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
     reader.known(
         data,
         "",
-        {"listen", "grpc_listen", "state_dir", "upstreams", "default_upstream", "target",
-         "policy", "limits", "telemetry", "services"},
+        {
+            "listen",
+            "grpc_listen",
+            "state_dir",
+            "upstreams",
+            "default_upstream",
+            "target",
+            "policy",
+            "limits",
+            "telemetry",
+            "services",
+        },
     )
     listen = _hostport(reader, data.get("listen", "127.0.0.1:5000"), "listen")
     grpc_listen = _hostport(reader, data.get("grpc_listen", "127.0.0.1:5050"), "grpc_listen")

@@ -4,9 +4,9 @@
 
     PullguardError                  (INTERNAL, 500, UNKNOWN)
      ├── ConfigError                (FAILED_PRECONDITION)  a configuration file is wrong
-     ├── InvalidRequest             (INVALID_ARGUMENT, 400, NAME_INVALID ...)  a request we cannot parse
+     ├── InvalidRequest             (INVALID_ARGUMENT, 400, NAME_INVALID ...)  unparseable request
      ├── NotFound                   (NOT_FOUND, 404, MANIFEST_UNKNOWN / BLOB_UNKNOWN)
-     ├── UpstreamError              (UNAVAILABLE, 502/503/504, UNAVAILABLE)  the upstream failed; retryable
+     ├── UpstreamError              (UNAVAILABLE, 502/503/504, UNAVAILABLE)  upstream failed; retry
      │    └── UpstreamTimeout       (DEADLINE_EXCEEDED, 504)
      ├── StagingError               (INTERNAL)  staged content missing or unreadable
      └── LayerUnavailable           (UNAVAILABLE)  a security layer could not run

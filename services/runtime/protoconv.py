@@ -5,7 +5,6 @@ from __future__ import annotations
 from pullguard.services.runtime.findings import Finding, Severity, Verdict
 from pullguard.v1 import common_pb2
 
-
 _SEVERITY_TO_PROTO = {
     Severity.INFO: common_pb2.INFO,
     Severity.WARNING: common_pb2.WARNING,
@@ -43,5 +42,6 @@ def verdict_allows(message: common_pb2.Verdict) -> bool:
     """True only for an explicit ALLOW with no denying finding; unset is DENY."""
     if message.decision != common_pb2.ALLOW:
         return False
-    return not any(f.severity in (common_pb2.ERROR, common_pb2.SEVERITY_UNSPECIFIED)
-                   for f in message.findings)
+    return not any(
+        f.severity in (common_pb2.ERROR, common_pb2.SEVERITY_UNSPECIFIED) for f in message.findings
+    )

@@ -63,10 +63,15 @@ def main() -> None:
                 warm.append(timed_pull(f"{pg.address}/lab/bench/app:v1", root / "warm"))
             finally:
                 pg.stop()
-        for name, values in (("direct skopeo copy", direct), ("cold via pullguard", cold),
-                             ("warm via pullguard", warm)):
-            print(f"{name:<20} median {statistics.median(values):6.2f} s   runs "
-                  + " ".join(f"{v:.2f}" for v in values))
+        for name, values in (
+            ("direct skopeo copy", direct),
+            ("cold via pullguard", cold),
+            ("warm via pullguard", warm),
+        ):
+            print(
+                f"{name:<20} median {statistics.median(values):6.2f} s   runs "
+                + " ".join(f"{v:.2f}" for v in values)
+            )
     finally:
         upstream.stop()
         shutil.rmtree(root, ignore_errors=True)

@@ -15,7 +15,9 @@ from tests.support.stack import Pullguard, write_config
 
 def _require(binary: str) -> None:
     if shutil.which(binary) is None:
-        pytest.fail(f"{binary} is not installed: run `make system-deps` (the Makefile's test target does)")
+        pytest.fail(
+            f"{binary} is not installed: run `make system-deps` (the Makefile's test target does)"
+        )
 
 
 @pytest.fixture

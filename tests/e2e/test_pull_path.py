@@ -15,7 +15,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pullguard.gateway.supervisor import grpc_healthy
-from tests.support.images import BuiltImage, build_image, layout_manifest_digest, pull, push, random_layers
+
+from tests.support.images import (
+    BuiltImage,
+    build_image,
+    layout_manifest_digest,
+    pull,
+    push,
+    random_layers,
+)
 from tests.support.registry_process import RegistryProcess
 from tests.support.stack import Pullguard, pullguard_command
 
@@ -49,7 +57,9 @@ def _raw_get(pg: Pullguard, path: str) -> tuple[int, dict[str, object]]:
     """Send the path byte for byte: HTTP client libraries normalise dot segments."""
     host, port = pg.address.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {pg.address}\r\nConnection: close\r\n\r\n".encode())
+        sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: {pg.address}\r\nConnection: close\r\n\r\n".encode()
+        )
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
@@ -77,17 +87,43 @@ def test_good_image_passes_byte_for_byte(
     _assert_same_bytes(tmp_path / "out", image)
     # The admitted store is an OCI layout skopeo reads as it is.
     again = subprocess.run(
-        ["skopeo", "--insecure-policy", "copy", f"oci:{pg.state_dir / 'admitted'}:lab/team/app:v1",
-         f"oci:{tmp_path / 'from-store'}:v1"], capture_output=True, text=True, timeout=120)
+        [
+            "skopeo",
+            "--insecure-policy",
+            "copy",
+            f"oci:{pg.state_dir / 'admitted'}:lab/team/app:v1",
+            f"oci:{tmp_path / 'from-store'}:v1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert again.returncode == 0, again.stderr
     _assert_same_bytes(tmp_path / "from-store", image)
-    check = subprocess.run([*pullguard_command(), "check", "lab/team/app:v1", "--config",
-                            str(pg.config_path), "--json"], capture_output=True, text=True, timeout=120)
+    check = subprocess.run(
+        [
+            *pullguard_command(),
+            "check",
+            "lab/team/app:v1",
+            "--config",
+            str(pg.config_path),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert check.returncode == 0, check.stderr
     report = json.loads(check.stdout)
     assert report["decision"] == "ALLOW" and report["digest"] == image.digest
     assert {step["layer"] for step in report["layers"]} >= {
-        "analysis", "fetcher", "format", "hashverify", "source", "signature"}
+        "analysis",
+        "fetcher",
+        "format",
+        "hashverify",
+        "source",
+        "signature",
+    }
 
 
 def test_tampered_blob_is_denied_by_hashverify_and_quarantined(
@@ -151,14 +187,21 @@ def test_malformed_references_refused_with_clear_message(
         message = str(error["message"])
         assert message.startswith("analysis: "), (path, message)
         assert what in message.lower(), (path, message)
-    for raw in ("/v2/lab/team/../../admin/manifests/v1", "/v2/lab/team%2F..%2F..%2Fadmin/manifests/v1",
-                "/v2/lab/team/app%00/manifests/v1"):
+    for raw in (
+        "/v2/lab/team/../../admin/manifests/v1",
+        "/v2/lab/team%2F..%2F..%2Fadmin/manifests/v1",
+        "/v2/lab/team/app%00/manifests/v1",
+    ):
         status, body = _raw_get(pg, raw)
         assert status == 403, (raw, body)
         message = body["errors"][0]["message"]  # type: ignore[index]
         assert message.startswith("analysis: ") and "name" in message, (raw, message)
-    check = subprocess.run([*pullguard_command(), "check", "lab/team/app:bad tag", "--config",
-                            str(pg.config_path)], capture_output=True, text=True, timeout=60)
+    check = subprocess.run(
+        [*pullguard_command(), "check", "lab/team/app:bad tag", "--config", str(pg.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert check.returncode == 1, check.stdout + check.stderr
     assert "analysis" in check.stdout
     assert upstream.requests()[seen_before:] == []
@@ -173,7 +216,9 @@ def test_stopped_layer_denies_then_recovers(
     pid = int(pg.services["format"]["pid"])
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 15
-    while grpc_healthy(pg.config["services"]["format"], timeout=0.5) and time.monotonic() < deadline:
+    while (
+        grpc_healthy(pg.config["services"]["format"], timeout=0.5) and time.monotonic() < deadline
+    ):
         time.sleep(0.1)
 
     denied = pull(f"{pg.address}/lab/team/app:v1", tmp_path / "out1", "v1")
@@ -211,7 +256,7 @@ def test_second_pull_fetches_no_blob_again(
 
     assert second.returncode == 0, second.stderr
     _assert_same_bytes(tmp_path / "out2", image)
-    new = upstream.requests()[len(first):]
+    new = upstream.requests()[len(first) :]
     assert [r for r in new if "/blobs/" in r] == []
     # The tag is resolved upstream again (it may have moved), once.
     assert [r for r in new if "/manifests/" in r] == ["GET /v2/team/app/manifests/v1"]

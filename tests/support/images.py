@@ -66,25 +66,35 @@ def _write_blob(layout: Path, data: bytes) -> str:
     return digest
 
 
-def build_image(layout: Path, tag: str, layer_files: list[dict[str, bytes]],
-                annotations: dict[str, str] | None = None) -> BuiltImage:
+def build_image(
+    layout: Path,
+    tag: str,
+    layer_files: list[dict[str, bytes]],
+    annotations: dict[str, str] | None = None,
+) -> BuiltImage:
     """Write an OCI layout with one image under ``tag``."""
     layers, diff_ids = [], []
     for files in layer_files:
         blob, diff_id = make_layer(files)
         layers.append(blob)
         diff_ids.append(diff_id)
-    config = json.dumps({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Env": ["PATH=/usr/bin"], "Cmd": ["/bin/true"]},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        "history": [{"created_by": f"layer {i}"} for i in range(len(layers))],
-    }, sort_keys=True).encode()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Env": ["PATH=/usr/bin"], "Cmd": ["/bin/true"]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            "history": [{"created_by": f"layer {i}"} for i in range(len(layers))],
+        },
+        sort_keys=True,
+    ).encode()
     manifest_doc: dict[str, object] = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": {"mediaType": OCI_CONFIG, "digest": sha256(config), "size": len(config)},
-        "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": sha256(b), "size": len(b)} for b in layers],
+        "layers": [
+            {"mediaType": OCI_LAYER_GZIP, "digest": sha256(b), "size": len(b)} for b in layers
+        ],
     }
     if annotations:
         manifest_doc["annotations"] = annotations
@@ -96,8 +106,14 @@ def build_image(layout: Path, tag: str, layer_files: list[dict[str, bytes]],
     index = {
         "schemaVersion": 2,
         "mediaType": OCI_INDEX,
-        "manifests": [{"mediaType": OCI_MANIFEST, "digest": sha256(manifest), "size": len(manifest),
-                       "annotations": {"org.opencontainers.image.ref.name": tag}}],
+        "manifests": [
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": sha256(manifest),
+                "size": len(manifest),
+                "annotations": {"org.opencontainers.image.ref.name": tag},
+            }
+        ],
     }
     (layout / "index.json").write_text(json.dumps(index))
     return BuiltImage(layout, tag, manifest, config, layers)
@@ -112,25 +128,36 @@ def random_layers(count: int, size: int, seed: int = 0) -> list[dict[str, bytes]
     return out
 
 
-def skopeo(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def skopeo(
+    *args: str, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["skopeo", "--insecure-policy", *args],
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
     )
 
 
 def push(image: BuiltImage, registry: str, repository: str) -> None:
     """Push an OCI layout with skopeo, byte for byte (no conversion)."""
-    result = skopeo("copy", "--dest-tls-verify=false", "--preserve-digests",
-                    f"oci:{image.layout}:{image.tag}", f"docker://{registry}/{repository}:{image.tag}")
+    result = skopeo(
+        "copy",
+        "--dest-tls-verify=false",
+        "--preserve-digests",
+        f"oci:{image.layout}:{image.tag}",
+        f"docker://{registry}/{repository}:{image.tag}",
+    )
     assert result.returncode == 0, result.stderr
 
 
 def pull(source: str, destination: Path, tag: str) -> subprocess.CompletedProcess[str]:
     """``skopeo copy docker://<source> oci:<destination>:<tag>`` over plain http."""
     destination.parent.mkdir(parents=True, exist_ok=True)
-    return skopeo("copy", "--src-tls-verify=false", f"docker://{source}", f"oci:{destination}:{tag}")
+    return skopeo(
+        "copy", "--src-tls-verify=false", f"docker://{source}", f"oci:{destination}:{tag}"
+    )
 
 
 def layout_manifest_digest(layout: Path, tag: str) -> str:

@@ -41,7 +41,10 @@ class RegistryProcess:
         config = {
             "version": 0.1,
             "log": {"level": "info", "formatter": "json", "accesslog": {"disabled": False}},
-            "storage": {"filesystem": {"rootdirectory": str(self.data)}, "delete": {"enabled": True}},
+            "storage": {
+                "filesystem": {"rootdirectory": str(self.data)},
+                "delete": {"enabled": True},
+            },
             "http": {"addr": self.address},
         }
         if self.proxy_remote:
@@ -51,7 +54,9 @@ class RegistryProcess:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 ["docker-registry", "serve", str(config_path)],
-                stdout=log, stderr=log, start_new_session=True,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -90,7 +95,7 @@ class RegistryProcess:
 
     def blob_file(self, digest: str) -> Path:
         algorithm, encoded = digest.split(":", 1)
-        return (self.data / "docker/registry/v2/blobs" / algorithm / encoded[:2] / encoded / "data")
+        return self.data / "docker/registry/v2/blobs" / algorithm / encoded[:2] / encoded / "data"
 
     def has_blob(self, digest: str) -> bool:
         return self.blob_file(digest).exists()

@@ -28,7 +28,9 @@ def free_port() -> int:
 def pullguard_command() -> list[str]:
     """The installed entry point next to the test interpreter (.venv/bin/pullguard)."""
     candidate = Path(sys.executable).parent / "pullguard"
-    return [str(candidate)] if candidate.exists() else [sys.executable, "-m", "pullguard.gateway.cli"]
+    return (
+        [str(candidate)] if candidate.exists() else [sys.executable, "-m", "pullguard.gateway.cli"]
+    )
 
 
 @dataclass
@@ -52,7 +54,9 @@ class Pullguard:
         with self.output.open("ab") as log:
             self.process = subprocess.Popen(
                 [*pullguard_command(), "up", "--config", str(self.config_path)],
-                stdout=log, stderr=log, start_new_session=True,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -66,7 +70,9 @@ class Pullguard:
         raise AssertionError(f"pullguard up not ready in {timeout}s: {self.log()}")
 
     def log(self) -> str:
-        return self.output.read_text(errors="replace") if self.output and self.output.exists() else ""
+        return (
+            self.output.read_text(errors="replace") if self.output and self.output.exists() else ""
+        )
 
     def stop(self) -> int:
         if self.process is None or self.process.poll() is not None:
@@ -86,9 +92,18 @@ class Pullguard:
         assert self.output is not None
         with self.output.open("ab") as log:
             return subprocess.Popen(
-                [*pullguard_command(), "serve", layer, "--listen", self.config["services"][layer],
-                 "--config", str(self.config_path)],
-                stdout=log, stderr=log, start_new_session=True,
+                [
+                    *pullguard_command(),
+                    "serve",
+                    layer,
+                    "--listen",
+                    self.config["services"][layer],
+                    "--config",
+                    str(self.config_path),
+                ],
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
             )
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from pullguard.services.runtime.config import glob_to_regex, load_config, parse_config
 from pullguard.services.runtime.errors import ConfigError
 
@@ -39,11 +38,16 @@ def test_globs(glob: str, name: str, matches: bool) -> None:
         ("upstreams: {lab: {url: 'http://x:1'}}", "upstreams.lab.url", "insecure"),
         ("upstreams: {lab: {url: 'https://x', bogus: 1}}", "upstreams.lab.bogus", "unknown key"),
         (
-            "upstreams: {lab: {url: 'https://x'}}\npolicy: {rules: [{match: a, signature: {keys: [nope.pub]}}]}",
+            "upstreams: {lab: {url: 'https://x'}}\n"
+            "policy: {rules: [{match: a, signature: {keys: [nope.pub]}}]}",
             "policy.rules[0].signature.keys[0]",
             "cannot read",
         ),
-        ("upstreams: {lab: {url: 'https://x'}}\ndefault_upstream: other", "default_upstream", "not an upstream"),
+        (
+            "upstreams: {lab: {url: 'https://x'}}\ndefault_upstream: other",
+            "default_upstream",
+            "not an upstream",
+        ),
         ("upstreams: {lab: {url: 'https://x'}}\nlisten: nowhere", "listen", "HOST:PORT"),
         ("upstreams: [", "", "not valid YAML"),
     ],
