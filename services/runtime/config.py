@@ -72,8 +72,7 @@ class Upstream:
 
     @property
     def netloc(self) -> str:
-        default = 443 if self.scheme == "https" else 80
-        return self.host if self.port == default else f"{self.host}:{self.port}"
+        return _netloc(self.scheme, self.host, self.port)
 
 
 @dataclass(frozen=True)
@@ -371,9 +370,15 @@ def _upstream(reader: _Reader, alias: str, raw: Any) -> Upstream:
         canonical_host=(
             reader.string(canonical, f"{key}.canonical_host")
             if canonical is not None
-            else (known.get("canonical_host") or (alias,))[0]
+            else (known.get("canonical_host") or (_netloc(parts.scheme, host, port),))[0]
         ),
     )
+
+
+def _netloc(scheme: str, host: str, port: int) -> str:
+    """The registry name clients (and signers such as cosign) use: host[:port]."""
+    default = 443 if scheme == "https" else 80
+    return host if port == default else f"{host}:{port}"
 
 
 def _signature(reader: _Reader, raw: Any, key: str) -> SignatureRule:

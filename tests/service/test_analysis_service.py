@@ -91,7 +91,7 @@ async def test_allow_returns_the_full_plan(
     assert p.upstream.url == "http://127.0.0.1:5001"
     assert p.upstream.insecure is True
     assert list(p.upstream.redirect_hosts) == ["*.cdn.example.com"]
-    assert p.upstream.canonical_host == "lab"
+    assert p.upstream.canonical_host == "127.0.0.1:5001"
     assert p.rule.index == 1
     assert p.rule.match == "lab/signed/*"
     assert p.rule.signature.mode == common_pb2.SignaturePolicy.ENFORCE

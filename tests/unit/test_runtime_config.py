@@ -69,3 +69,16 @@ def test_policy_version_changes_with_pins(tmp_path: Path) -> None:
     first = parse_config(text, "c.yaml", tmp_path).policy_version
     pins.write_text("v1: sha256:" + "b" * 64 + "\n")
     assert parse_config(text, "c.yaml", tmp_path).policy_version != first
+
+
+def test_canonical_host_defaults_to_the_registry_name_signers_use(tmp_path: Path) -> None:
+    text = (
+        "upstreams:\n"
+        "  lab: {url: 'http://127.0.0.1:5001', insecure: true}\n"
+        "  hub: {url: 'https://registry-1.docker.io'}\n"
+        "  own: {url: 'https://registry.example.com', canonical_host: example.com}\n"
+    )
+    upstreams = parse_config(text, "c.yaml", tmp_path).upstreams
+    assert upstreams["lab"].canonical_host == "127.0.0.1:5001"
+    assert upstreams["hub"].canonical_host == "docker.io"
+    assert upstreams["own"].canonical_host == "example.com"

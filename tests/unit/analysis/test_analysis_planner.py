@@ -370,7 +370,7 @@ def test_plan_carries_the_rule_and_upstream(planner: Planner, config: Config) ->
     assert rule.pinned_digest == ""
     assert plan.upstream.url == "http://127.0.0.1:5001"
     assert plan.upstream.insecure is True
-    assert plan.upstream.canonical_host == "lab"
+    assert plan.upstream.canonical_host == "127.0.0.1:5001"
     assert plan.policy_version == config.policy_version
     assert plan.deny_digests == tuple(sorted([BAD, PIN_724]))
 
