@@ -7,8 +7,6 @@ copied into the repository). Each ``signature-N`` becomes one layer of a
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from pullguard.services.signature import policy
 from pullguard.services.signature.keys import KeyTrust, load_trusted_keys
@@ -29,9 +27,15 @@ from tests.support.cosign import (
     sha256,
     signature_manifest,
 )
+from tests.support.shared import conformance, shared_dir
 
-FIXTURES = Path(__file__).resolve().parents[3].parent / "shared/conformance/cosign-simplesigning"
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"{FIXTURES} is absent")
+FIXTURES = shared_dir() / "conformance" / "cosign-simplesigning"
+
+
+@pytest.fixture(autouse=True)
+def _fixtures_present() -> None:
+    conformance("cosign-simplesigning")
+
 
 #: The docker-reference the containers/image fixtures were signed for.
 REFERENCE = "192.168.64.2:5000/cosign-signed-single-sample"
