@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 
 from aiohttp import web
+
 from pullguard.gateway.clients import LayerClients
 from pullguard.gateway.decisions import DecisionLog
 from pullguard.gateway.frontdoor import FrontDoor

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import grpc
+
 from pullguard.services.runtime.config import LAYERS, SERVICES, Config, load_config
 from pullguard.services.runtime.errors import ConfigError, PullguardError
 from pullguard.services.runtime.main import configure_logging, run_service

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import grpc
 from opentelemetry.trace import SpanKind
+
 from pullguard.services.runtime.channels import open_channel
 from pullguard.services.runtime.config import LAYERS
 from pullguard.services.runtime.errors import (

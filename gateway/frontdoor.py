@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
+
 from pullguard.gateway.decisions import DecisionLog
 from pullguard.gateway.pipeline import Pipeline, PullResult
 from pullguard.gateway.stores import AdmittedStore

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import grpc
+
 from pullguard.gateway.decisions import DecisionLog
 from pullguard.gateway.pipeline import Pipeline, PullResult
 from pullguard.gateway.refs import split_reference

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.trace import SpanKind
+
 from pullguard.gateway.clients import LayerClients, LayerFailure
 from pullguard.gateway.decisions import Admission, DecisionLog
 from pullguard.gateway.report import Report

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from pullguard.services.runtime.config import LAYERS, Config
 from pullguard.services.runtime.errors import PullguardError
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+
 from pullguard.services.analysis.planner import PlanData, Planner
 from pullguard.services.runtime.config import Config
 from pullguard.services.runtime.errors import PullguardError

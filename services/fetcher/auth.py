@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
+
 from pullguard.services.fetcher.urls import is_loopback_host, is_non_global_host
 from pullguard.services.runtime.config import Upstream, host_matches
 

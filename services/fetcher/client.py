@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import httpx
+
 from pullguard.services.fetcher import auth
 from pullguard.services.fetcher.models import (
     Descriptor,

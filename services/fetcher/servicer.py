@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import grpc
+
 from pullguard.services.fetcher.models import Descriptor, Exchange, StagedManifest
 from pullguard.services.fetcher.operations import Fetcher
 from pullguard.services.runtime.config import Config

@@ -13,6 +13,7 @@ import ipaddress
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+
 from pullguard.services.fetcher.models import FetchDenied
 from pullguard.services.runtime.config import Upstream
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+
 from pullguard.services.format.config_check import check_staged_config
 from pullguard.services.format.descriptors import Descriptor
 from pullguard.services.format.manifest import ManifestSummary, check_staged_manifest

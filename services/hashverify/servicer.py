@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+
 from pullguard.services.hashverify.verify import (
     BlobClaim,
     ManifestClaims,

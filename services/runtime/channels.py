@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+
 from pullguard.services.runtime.server import CHANNEL_OPTIONS
 from pullguard.services.runtime.telemetry import inject_metadata
 

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
+
 from pullguard.services.runtime.digests import DigestSyntaxError, parse_digest
 from pullguard.services.runtime.errors import ConfigError
 
@@ -57,6 +58,12 @@ WELL_KNOWN_UPSTREAMS: dict[str, dict[str, tuple[str, ...]]] = {
 
 
 @dataclass(frozen=True)
+class TlsRule:
+    ca_file: str = ""  # path of a PEM bundle replacing the system trust store
+    spki_sha256: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Upstream:
     alias: str
     url: str
@@ -69,6 +76,7 @@ class Upstream:
     redirect_hosts: tuple[str, ...]
     realm_hosts: tuple[str, ...]
     canonical_host: str
+    tls: TlsRule = TlsRule()
 
     @property
     def netloc(self) -> str:
@@ -76,10 +84,48 @@ class Upstream:
 
 
 @dataclass(frozen=True)
+class KeylessIdentity:
+    issuer: str
+    subject: str = ""
+    subject_regex: str = ""
+
+
+@dataclass(frozen=True)
 class SignatureRule:
     mode: str  # "none", "enforce" or "warn"
     keys: tuple[tuple[str, str], ...] = ()  # (file name, PEM text)
     threshold: int = 1
+    keyless: tuple[KeylessIdentity, ...] = ()
+    trusted_root: str = ""  # trusted_root.json text; "" = sigstore's production root
+    rekor: str = "optional"  # "required" or "optional"
+    repository: str = ""  # where signatures live, on the same upstream
+    identity: str = ""  # "<host>/<repository>" signatures must name, when remapped
+
+
+@dataclass(frozen=True)
+class TagRule:
+    deny: tuple[str, ...] = ()
+    allow: tuple[str, ...] = ()  # anchored regular expressions
+    require_digest: bool = False
+    digest_pulls: str = "allow"  # "allow", "pinned" or "deny"
+
+
+@dataclass(frozen=True)
+class LayerRule:
+    inspect: bool = True
+    setuid: str = "report"  # "report" or "deny"
+    devices: str = "deny"
+    max_uncompressed_bytes: int = 8 * 1024 * 1024 * 1024
+    max_entries: int = 1_000_000
+    max_ratio: int = 1000
+
+
+@dataclass(frozen=True)
+class ProvenanceRule:
+    required: bool = False
+    builder_ids: tuple[str, ...] = ()
+    source_repositories: tuple[str, ...] = ()
+    signers: SignatureRule = SignatureRule(mode="none")
 
 
 @dataclass(frozen=True)
@@ -91,6 +137,12 @@ class Rule:
     pins: Mapping[str, str]
     foreign_url_hosts: tuple[str, ...]
     layer_media_types: tuple[str, ...]
+    tags: TagRule = TagRule()
+    layers: LayerRule = LayerRule()
+    approved_sources: tuple[str, ...] = ()
+    require_source_annotation: bool = False
+    provenance: ProvenanceRule = ProvenanceRule()
+    artifact_types: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,6 +150,9 @@ class Policy:
     rules: tuple[Rule, ...]
     deny: tuple[tuple[str, re.Pattern[str]], ...]
     deny_digests: frozenset[str]
+    #: A file of known-bad digests, one per line (# comments allowed), that
+    #: may be large; hashverify and analysis reload it when it changes.
+    deny_digests_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -356,6 +411,7 @@ def _upstream(reader: _Reader, alias: str, raw: Any) -> Upstream:
     redirect_hosts = reader.strings(data.get("redirect_hosts"), f"{key}.redirect_hosts")
     realm_hosts = reader.strings(data.get("realm_hosts"), f"{key}.realm_hosts")
     canonical = data.get("canonical_host")
+    tls = _tls(reader, data.get("tls"), f"{key}.tls", parts.scheme)
     return Upstream(
         alias=alias,
         url=f"{parts.scheme}://{parts.netloc}",
@@ -372,7 +428,31 @@ def _upstream(reader: _Reader, alias: str, raw: Any) -> Upstream:
             if canonical is not None
             else (known.get("canonical_host") or (_netloc(parts.scheme, host, port),))[0]
         ),
+        tls=tls,
     )
+
+
+_SPKI_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def _tls(reader: _Reader, raw: Any, key: str, scheme: str) -> TlsRule:
+    if raw is None:
+        return TlsRule()
+    data = reader.mapping(raw, key)
+    reader.known(data, key, {"ca_file", "spki_sha256"})
+    if scheme != "https":
+        raise reader.fail(key, "TLS settings need an https upstream")
+    ca_file = ""
+    if "ca_file" in data:
+        path, pem = reader.read_file(data["ca_file"], f"{key}.ca_file")
+        if "-----BEGIN CERTIFICATE-----" not in pem:
+            raise reader.fail(f"{key}.ca_file", f"{path} holds no PEM certificate")
+        ca_file = str(path)
+    pins = reader.strings(data.get("spki_sha256"), f"{key}.spki_sha256")
+    for i, pin in enumerate(pins):
+        if not _SPKI_RE.fullmatch(pin):
+            raise reader.fail(f"{key}.spki_sha256[{i}]", "must be 64 lowercase hex characters")
+    return TlsRule(ca_file=ca_file, spki_sha256=pins)
 
 
 def _netloc(scheme: str, host: str, port: int) -> str:
@@ -381,30 +461,169 @@ def _netloc(scheme: str, host: str, port: int) -> str:
     return host if port == default else f"{host}:{port}"
 
 
-def _signature(reader: _Reader, raw: Any, key: str) -> SignatureRule:
-    if raw is None or raw == "none":
+def anchored_regex(reader: _Reader, value: Any, key: str) -> str:
+    """A regular expression that must be anchored at both ends and compile."""
+    text = reader.string(value, key)
+    if not (text.startswith("^") and text.endswith("$")) or text.endswith("\\$"):
+        raise reader.fail(key, f"regular expressions must be anchored (^...$), got {text!r}")
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise reader.fail(key, f"invalid regular expression: {exc}") from None
+    return text
+
+
+def _keyless(reader: _Reader, raw: Any, key: str) -> tuple[KeylessIdentity, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise reader.fail(key, f"must be a list, got {_kind(raw)}")
+    out = []
+    for i, item in enumerate(raw):
+        where = f"{key}[{i}]"
+        data = reader.mapping(item, where)
+        reader.known(data, where, {"issuer", "subject", "subject_regex"})
+        issuer = reader.string(data.get("issuer"), f"{where}.issuer")
+        if ("subject" in data) == ("subject_regex" in data):
+            raise reader.fail(where, "give exactly one of subject or subject_regex")
+        if "subject" in data:
+            out.append(
+                KeylessIdentity(issuer, subject=reader.string(data["subject"], f"{where}.subject"))
+            )
+        else:
+            regex = anchored_regex(reader, data["subject_regex"], f"{where}.subject_regex")
+            out.append(KeylessIdentity(issuer, subject_regex=regex))
+    return tuple(out)
+
+
+def _keys(reader: _Reader, raw: Any, key: str) -> tuple[tuple[str, str], ...]:
+    keys: list[tuple[str, str]] = []
+    for i, item in enumerate(reader.strings(raw, key)):
+        path, pem = reader.read_file(item, f"{key}[{i}]")
+        if "-----BEGIN PUBLIC KEY-----" not in pem:
+            raise reader.fail(f"{key}[{i}]", f"{path} is not a PEM public key")
+        keys.append((path.name, pem))
+    return tuple(keys)
+
+
+def _signature(reader: _Reader, raw: Any, key: str, allow_none: bool = True) -> SignatureRule:
+    if raw is None or (raw == "none" and allow_none):
         return SignatureRule(mode="none")
     if isinstance(raw, str):
-        raise reader.fail(key, f"must be none or a mapping with keys, got {raw!r}")
+        raise reader.fail(key, f"must be none or a mapping with keys or keyless, got {raw!r}")
     data = reader.mapping(raw, key)
-    reader.known(data, key, {"keys", "threshold", "mode"})
+    reader.known(
+        data,
+        key,
+        {"keys", "keyless", "threshold", "mode", "trusted_root", "rekor", "repository", "identity"},
+    )
     mode = data.get("mode", "enforce")
     if mode not in ("enforce", "warn"):
         raise reader.fail(f"{key}.mode", f"must be enforce or warn, got {mode!r}")
-    keys: list[tuple[str, str]] = []
-    for i, item in enumerate(reader.strings(data.get("keys"), f"{key}.keys")):
-        path, pem = reader.read_file(item, f"{key}.keys[{i}]")
-        if "-----BEGIN PUBLIC KEY-----" not in pem:
-            raise reader.fail(f"{key}.keys[{i}]", f"{path} is not a PEM public key")
-        keys.append((path.name, pem))
-    if not keys:
-        raise reader.fail(f"{key}.keys", "at least one key is required")
+    keys = _keys(reader, data.get("keys"), f"{key}.keys")
+    keyless = _keyless(reader, data.get("keyless"), f"{key}.keyless")
+    if not keys and not keyless:
+        raise reader.fail(key, "at least one of keys or keyless is required")
     threshold = reader.integer(data.get("threshold", 1), f"{key}.threshold", 1)
-    if threshold > len(keys):
+    if threshold > len(keys) + len(keyless):
         raise reader.fail(
-            f"{key}.threshold", f"{threshold} is more than the {len(keys)} keys given"
+            f"{key}.threshold",
+            f"{threshold} is more than the {len(keys) + len(keyless)} signers given",
         )
-    return SignatureRule(mode=mode, keys=tuple(keys), threshold=threshold)
+    trusted_root = ""
+    if "trusted_root" in data:
+        _, trusted_root = reader.read_file(
+            data["trusted_root"], f"{key}.trusted_root", limit=16 * 1024 * 1024
+        )
+    rekor = data.get("rekor", "optional")
+    if rekor not in ("required", "optional"):
+        raise reader.fail(f"{key}.rekor", f"must be required or optional, got {rekor!r}")
+    repository = ""
+    if "repository" in data:
+        repository = reader.string(data["repository"], f"{key}.repository")
+        if not _REPOSITORY_RE.fullmatch(repository):
+            raise reader.fail(f"{key}.repository", f"{repository!r} is not a repository path")
+    identity = ""
+    if "identity" in data:
+        identity = reader.string(data["identity"], f"{key}.identity")
+        if not _IDENTITY_RE.fullmatch(identity):
+            raise reader.fail(f"{key}.identity", f"must be <host>/<repository>, got {identity!r}")
+    return SignatureRule(
+        mode=mode,
+        keys=keys,
+        threshold=threshold,
+        keyless=keyless,
+        trusted_root=trusted_root,
+        rekor=rekor,
+        repository=repository,
+        identity=identity,
+    )
+
+
+_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+_REPOSITORY_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+_IDENTITY_RE = re.compile(rf"[a-z0-9.-]+(?::[0-9]{{1,5}})?/{_COMPONENT}(?:/{_COMPONENT})*")
+
+
+def _tags(reader: _Reader, raw: Any, key: str) -> TagRule:
+    if raw is None:
+        return TagRule()
+    data = reader.mapping(raw, key)
+    reader.known(data, key, {"deny", "allow", "require_digest", "digest_pulls"})
+    deny = reader.strings(data.get("deny"), f"{key}.deny")
+    allow_raw = data.get("allow")
+    if allow_raw is not None and not isinstance(allow_raw, list):
+        raise reader.fail(f"{key}.allow", f"must be a list, got {_kind(allow_raw)}")
+    allow = tuple(
+        anchored_regex(reader, item, f"{key}.allow[{i}]") for i, item in enumerate(allow_raw or [])
+    )
+    digest_pulls = data.get("digest_pulls", "allow")
+    if digest_pulls not in ("allow", "pinned", "deny"):
+        raise reader.fail(
+            f"{key}.digest_pulls", f"must be allow, pinned or deny, got {digest_pulls!r}"
+        )
+    return TagRule(
+        deny=deny,
+        allow=allow,
+        require_digest=reader.boolean(data.get("require_digest", False), f"{key}.require_digest"),
+        digest_pulls=digest_pulls,
+    )
+
+
+def _layers(reader: _Reader, raw: Any, key: str) -> LayerRule:
+    if raw is None:
+        return LayerRule()
+    data = reader.mapping(raw, key)
+    defaults = LayerRule()
+    reader.known(data, key, set(defaults.__dataclass_fields__))
+    values: dict[str, Any] = {}
+    if "inspect" in data:
+        values["inspect"] = reader.boolean(data["inspect"], f"{key}.inspect")
+    for name in ("setuid", "devices"):
+        if name in data:
+            if data[name] not in ("report", "deny"):
+                raise reader.fail(f"{key}.{name}", f"must be report or deny, got {data[name]!r}")
+            values[name] = data[name]
+    for name in ("max_uncompressed_bytes", "max_entries", "max_ratio"):
+        if name in data:
+            values[name] = reader.integer(data[name], f"{key}.{name}", 1)
+    return LayerRule(**values)
+
+
+def _provenance(reader: _Reader, raw: Any, key: str) -> ProvenanceRule:
+    if raw is None:
+        return ProvenanceRule()
+    data = reader.mapping(raw, key)
+    reader.known(data, key, {"required", "builder_ids", "source_repositories", "signers"})
+    signers = _signature(reader, data.get("signers"), f"{key}.signers", allow_none=False)
+    return ProvenanceRule(
+        required=reader.boolean(data.get("required", True), f"{key}.required"),
+        builder_ids=reader.strings(data.get("builder_ids"), f"{key}.builder_ids"),
+        source_repositories=reader.strings(
+            data.get("source_repositories"), f"{key}.source_repositories"
+        ),
+        signers=signers,
+    )
 
 
 def _pins(reader: _Reader, raw: Any, key: str) -> dict[str, str]:
@@ -430,7 +649,7 @@ def _pins(reader: _Reader, raw: Any, key: str) -> dict[str, str]:
 
 def _policy(reader: _Reader, raw: Any) -> Policy:
     data = reader.mapping(raw, "policy")
-    reader.known(data, "policy", {"rules", "deny", "deny_digests"})
+    reader.known(data, "policy", {"rules", "deny", "deny_digests", "deny_digests_file"})
     rules_raw = data.get("rules")
     if rules_raw is None:
         rules_raw = []
@@ -440,7 +659,23 @@ def _policy(reader: _Reader, raw: Any) -> Policy:
     for i, item in enumerate(rules_raw):
         key = f"policy.rules[{i}]"
         rule = reader.mapping(item, key)
-        reader.known(rule, key, {"match", "signature", "pins", "foreign_urls", "layer_media_types"})
+        reader.known(
+            rule,
+            key,
+            {
+                "match",
+                "signature",
+                "pins",
+                "foreign_urls",
+                "layer_media_types",
+                "tags",
+                "layers",
+                "sources",
+                "require_source",
+                "provenance",
+                "artifact_types",
+            },
+        )
         match = reader.string(rule.get("match"), f"{key}.match")
         rules.append(
             Rule(
@@ -453,6 +688,14 @@ def _policy(reader: _Reader, raw: Any) -> Policy:
                 layer_media_types=reader.strings(
                     rule.get("layer_media_types"), f"{key}.layer_media_types"
                 ),
+                tags=_tags(reader, rule.get("tags"), f"{key}.tags"),
+                layers=_layers(reader, rule.get("layers"), f"{key}.layers"),
+                approved_sources=reader.strings(rule.get("sources"), f"{key}.sources"),
+                require_source_annotation=reader.boolean(
+                    rule.get("require_source", False), f"{key}.require_source"
+                ),
+                provenance=_provenance(reader, rule.get("provenance"), f"{key}.provenance"),
+                artifact_types=reader.strings(rule.get("artifact_types"), f"{key}.artifact_types"),
             )
         )
     deny = reader.strings(data.get("deny"), "policy.deny")
@@ -462,10 +705,16 @@ def _policy(reader: _Reader, raw: Any) -> Policy:
             parse_digest(digest)
         except DigestSyntaxError as exc:
             raise reader.fail(f"policy.deny_digests[{i}]", str(exc)) from None
+    deny_file = None
+    if "deny_digests_file" in data:
+        deny_file = reader.path(data["deny_digests_file"], "policy.deny_digests_file")
+        if not deny_file.is_file():
+            raise reader.fail("policy.deny_digests_file", f"{deny_file} is not a file")
     return Policy(
         rules=tuple(rules),
         deny=tuple((glob, glob_to_regex(glob)) for glob in deny),
         deny_digests=frozenset(deny_digests),
+        deny_digests_file=deny_file,
     )
 
 
@@ -496,13 +745,34 @@ def _policy_version(config_text: str, policy: Policy, upstreams: Mapping[str, Up
                 "pins": dict(sorted(r.pins.items())),
                 "foreign": list(r.foreign_url_hosts),
                 "layers": list(r.layer_media_types),
+                "rule": repr(
+                    (
+                        r.signature,
+                        r.tags,
+                        r.layers,
+                        r.approved_sources,
+                        r.require_source_annotation,
+                        r.provenance,
+                        r.artifact_types,
+                    )
+                ),
             }
             for r in policy.rules
         ],
         "deny": [glob for glob, _ in policy.deny],
         "deny_digests": sorted(policy.deny_digests),
+        # The deny database file is live data, not policy: it is re-read on
+        # change and checked on every pull, so it is not part of the version.
+        "deny_file": str(policy.deny_digests_file or ""),
         "upstreams": {
-            a: [u.url, u.insecure, list(u.redirect_hosts), list(u.realm_hosts), u.canonical_host]
+            a: [
+                u.url,
+                u.insecure,
+                list(u.redirect_hosts),
+                list(u.realm_hosts),
+                u.canonical_host,
+                repr(u.tls),
+            ]
             for a, u in sorted(upstreams.items())
         },
     }

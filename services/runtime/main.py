@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 import grpc
+
 from pullguard.services.runtime.config import Config, load_config
 from pullguard.services.runtime.errors import ConfigError
 from pullguard.services.runtime.server import serve_forever

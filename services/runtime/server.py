@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind, Status, StatusCode
+
 from pullguard.services.runtime.errors import PullguardError
 from pullguard.services.runtime.telemetry import extract_context, tracer
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+
 from pullguard.services.runtime.config import Config
 from pullguard.services.runtime.digests import DigestSyntaxError, parse_digest
 from pullguard.services.runtime.errors import ConfigError, InvalidRequest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+
 from pullguard.services.runtime.config import Config
 from pullguard.services.runtime.protoconv import verdict_to_proto
 from pullguard.services.source.checks import (

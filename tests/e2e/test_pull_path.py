@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pullguard.gateway.supervisor import grpc_healthy
-
 from tests.support.images import (
     BuiltImage,
     build_image,

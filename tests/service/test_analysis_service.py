@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from pullguard.services.analysis.servicer import register
 from pullguard.services.runtime.config import Config
 from pullguard.v1 import analysis_pb2, analysis_pb2_grpc, common_pb2
-
 from tests.support.configs import make_config
 from tests.support.grpcserver import running_service
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from pullguard.services.fetcher.servicer import register
 from pullguard.services.runtime.config import Config
 from pullguard.services.runtime.staging import StagingStore
 from pullguard.v1 import common_pb2, fetcher_pb2, fetcher_pb2_grpc
-
 from tests.support.configs import make_config
 from tests.support.grpcserver import running_service
 from tests.support.hostile import HostileUpstream, Reply

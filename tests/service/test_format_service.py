@@ -8,10 +8,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from pullguard.services.format.servicer import register
 from pullguard.services.runtime.staging import StagingStore
 from pullguard.v1 import common_pb2, format_pb2, format_pb2_grpc
-
 from tests.support.configs import make_config
 from tests.support.grpcserver import running_service
 

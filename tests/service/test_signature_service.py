@@ -16,11 +16,11 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from pullguard.services.runtime.config import Config
 from pullguard.services.runtime.staging import StagingStore
 from pullguard.services.signature.servicer import register
 from pullguard.v1 import common_pb2, signature_pb2, signature_pb2_grpc
-
 from tests.support.configs import make_config
 from tests.support.cosign import (
     SignatureArtifact,

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from pullguard.services.source.servicer import register
 from pullguard.v1 import common_pb2, source_pb2, source_pb2_grpc
-
 from tests.support.configs import make_config
 from tests.support.grpcserver import running_service
 

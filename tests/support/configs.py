@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from pullguard.services.runtime.config import Config, parse_config
 
 

@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 
 import grpc
+
 from pullguard.services.runtime.channels import open_channel
 from pullguard.services.runtime.config import Config
 from pullguard.services.runtime.server import start_server

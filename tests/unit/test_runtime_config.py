@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from pullguard.services.runtime.config import glob_to_regex, load_config, parse_config
 from pullguard.services.runtime.errors import ConfigError
 
@@ -82,3 +83,52 @@ def test_canonical_host_defaults_to_the_registry_name_signers_use(tmp_path: Path
     assert upstreams["lab"].canonical_host == "127.0.0.1:5001"
     assert upstreams["hub"].canonical_host == "docker.io"
     assert upstreams["own"].canonical_host == "example.com"
+
+
+@pytest.mark.parametrize(
+    ("rule", "key", "problem"),
+    [
+        ("{match: a, tags: {allow: ['v1.*']}}", "policy.rules[0].tags.allow[0]", "anchored"),
+        (
+            "{match: a, tags: {digest_pulls: sometimes}}",
+            "policy.rules[0].tags.digest_pulls",
+            "allow",
+        ),
+        ("{match: a, layers: {setuid: ignore}}", "policy.rules[0].layers.setuid", "report or deny"),
+        (
+            "{match: a, signature: {keyless: [{issuer: i, subject_regex: '.*@example.com'}]}}",
+            "policy.rules[0].signature.keyless[0].subject_regex",
+            "anchored",
+        ),
+        (
+            "{match: a, signature: {keyless: [{issuer: i, subject: s, subject_regex: '^s$'}]}}",
+            "policy.rules[0].signature.keyless[0]",
+            "exactly one",
+        ),
+        ("{match: a, signature: {mode: warn}}", "policy.rules[0].signature", "keys or keyless"),
+        (
+            "{match: a, signature: {keyless: [{issuer: i, subject: s}], rekor: maybe}}",
+            "policy.rules[0].signature.rekor",
+            "required or optional",
+        ),
+        (
+            "{match: a, signature: {keyless: [{issuer: i, subject: s}], repository: 'A/b'}}",
+            "policy.rules[0].signature.repository",
+            "repository path",
+        ),
+    ],
+)
+def test_rule_errors_name_the_key(tmp_path: Path, rule: str, key: str, problem: str) -> None:
+    text = f"upstreams: {{lab: {{url: 'https://x'}}}}\npolicy: {{rules: [{rule}]}}"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "c.yaml", tmp_path)
+    assert info.value.key == key
+    assert problem in str(info.value)
+
+
+def test_rule_defaults_inspect_layers_and_deny_devices(tmp_path: Path) -> None:
+    config = parse_config(
+        "upstreams: {lab: {url: 'https://x'}}\npolicy: {rules: [{match: a}]}", "c.yaml", tmp_path
+    )
+    layers = config.policy.rules[0].layers
+    assert layers.inspect is True and layers.devices == "deny" and layers.setuid == "report"

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
 from pullguard.services.analysis.planner import (
     DENIED_DIGEST,
     DENIED_REPOSITORY,
@@ -27,7 +28,6 @@ from pullguard.services.analysis.reference import (
 )
 from pullguard.services.runtime.config import Config
 from pullguard.services.runtime.findings import Severity, Verdict
-
 from tests.support.configs import make_config
 
 PIN_72 = "sha256:" + "a" * 64

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pullguard.services.fetcher.operations import Fetcher
 
+from pullguard.services.fetcher.operations import Fetcher
 from tests.support.configs import make_config
 from tests.support.hostile import HostileUpstream
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from pullguard.services.fetcher import auth
 
+from pullguard.services.fetcher import auth
 from tests.support.configs import make_config
 
 

@@ -13,10 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from pullguard.services.fetcher.client import MANIFEST_ACCEPT
 from pullguard.services.fetcher.models import Descriptor
 from pullguard.services.runtime.errors import NotFound, UpstreamError, UpstreamTimeout
-
 from tests.support.hostile import (
     HostileUpstream,
     Reply,

@@ -8,10 +8,10 @@ import json
 
 import pytest
 from aiohttp import web
+
 from pullguard.services.fetcher.models import Descriptor, FetchDenied
 from pullguard.services.fetcher.operations import parse_artifact_manifest
 from pullguard.services.runtime.errors import InvalidRequest, UpstreamError
-
 from tests.support.hostile import HostileUpstream, Reply
 
 REPO = "team/app"

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from pullguard.services.fetcher.models import Descriptor
 from pullguard.services.fetcher.operations import Fetcher
 from pullguard.services.runtime.errors import UpstreamError
-
 from tests.support.configs import make_config
 
 REPO = "library/alpine"

@@ -7,6 +7,7 @@ import hashlib
 from collections.abc import AsyncIterator
 
 import pytest
+
 from pullguard.services.fetcher.transfer import TooSlow, copy_body
 
 

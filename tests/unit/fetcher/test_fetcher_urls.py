@@ -6,10 +6,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from pullguard.services.fetcher.models import FetchDenied
 from pullguard.services.fetcher.urls import origin, redact_url, resolve_redirect
 from pullguard.services.runtime.config import Upstream
-
 from tests.support.configs import make_config
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from pullguard.services.format.config_check import check_config, check_staged_config
 from pullguard.services.format.descriptors import Descriptor
 from pullguard.services.format.mediatypes import DOCKER_CONFIG, OCI_CONFIG

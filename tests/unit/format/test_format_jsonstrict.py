@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from pullguard.services.format.jsonstrict import (
     MAX_DEPTH,
     StrictJsonError,

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import pytest
+
 from pullguard.services.format.manifest import ManifestResult, check_manifest
 from pullguard.services.format.mediatypes import (
     DOCKER_CONFIG,

@@ -16,6 +16,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from pullguard.services.format.manifest import check_manifest
 from pullguard.services.format.mediatypes import (
     DOCKER_LIST,

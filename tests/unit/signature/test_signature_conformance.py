@@ -8,6 +8,7 @@ copied into the repository). Each ``signature-N`` becomes one layer of a
 from __future__ import annotations
 
 import pytest
+
 from pullguard.services.signature import policy
 from pullguard.services.signature.keys import KeyTrust, load_trusted_keys
 from pullguard.services.signature.policy import Mode, Requirement
@@ -18,7 +19,6 @@ from pullguard.services.signature.verifier import (
     Subject,
     verify_signatures,
 )
-
 from tests.support.cosign import (
     MemoryStaging,
     SignatureLayer,

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
+
 from pullguard.services.signature.keys import (
     KeyTrust,
     TrustMaterialError,
     load_key,
     load_trusted_keys,
 )
-
 from tests.support.cosign import LocalSigner
 
 PAYLOAD = b'{"critical":{}}'

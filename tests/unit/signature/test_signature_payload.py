@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from pullguard.services.signature.simplesigning import (
     PayloadError,
     expected_repositories,
@@ -11,7 +12,6 @@ from pullguard.services.signature.simplesigning import (
     repository_of,
 )
 from pullguard.services.signature.strictjson import StrictJsonError, loads_strict
-
 from tests.support.cosign import simple_signing_payload
 
 DIGEST = "sha256:" + "12" * 32

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from pullguard.services.runtime.findings import Severity
 from pullguard.services.signature import policy
 from pullguard.services.signature.policy import Mode, Requirement, SignatureCheck, evaluate

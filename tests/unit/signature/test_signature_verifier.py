@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from pullguard.services.runtime.findings import Severity
 from pullguard.services.signature import policy
 from pullguard.services.signature.keys import KeyTrust, load_trusted_keys
@@ -17,7 +18,6 @@ from pullguard.services.signature.verifier import (
     Subject,
     verify_signatures,
 )
-
 from tests.support.cosign import (
     SIGNATURE_ANNOTATION,
     LocalSigner,

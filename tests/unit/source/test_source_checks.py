@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from pullguard.services.runtime.errors import InvalidRequest
 from pullguard.services.runtime.findings import Severity, Verdict
 from pullguard.services.source.checks import (
