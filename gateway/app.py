@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import signal
 from pathlib import Path
 
@@ -32,6 +33,9 @@ def build_pipeline(config: Config) -> tuple[Pipeline, DecisionLog, AdmittedStore
     decisions = DecisionLog(state)
     admitted = AdmittedStore(state / "admitted")
     quarantine = Quarantine(state / "quarantine")
+    # One gateway owns a state_dir: whatever a crash left in staging was never
+    # admitted and is not trusted now, so it goes before the first pull.
+    shutil.rmtree(state / "staging", ignore_errors=True)
     staging = StagingStore(state / "staging")
     clients = LayerClients(config.services, config.limits.layer_timeout)
     pipeline = Pipeline(config, clients, decisions, admitted, quarantine, staging)

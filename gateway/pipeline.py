@@ -22,11 +22,12 @@ never cached.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +90,7 @@ class Pipeline:
         self.staging = staging
         self._tracer = tracer("gateway")
         self._inflight: dict[tuple[str, str, bool], asyncio.Task[PullResult]] = {}
+        self._digest_locks: dict[tuple[str, str], list[Any]] = {}
 
     async def pull(self, name: str, reference: str, *, admit: bool = True) -> PullResult:
         """Run (or join) the pipeline for ``name`` at ``reference``.
@@ -187,7 +189,11 @@ class Pipeline:
             report,
             "analysis",
             "Plan",
-            analysis_pb2.PlanRequest(name=report.client_name, reference=report.reference),
+            analysis_pb2.PlanRequest(
+                name=report.client_name,
+                reference=report.reference,
+                parent_index=self._parent_index(report.client_name, report.reference),
+            ),
         )
         if not report.add("analysis", "plan", planned.verdict, ms):
             # Refused before any upstream traffic: nothing to quarantine.
@@ -197,6 +203,13 @@ class Pipeline:
         plan: common_pb2.Plan = planned.plan
         report.repository = f"{plan.ref.upstream_alias}/{plan.ref.repository}"
         report.policy_version = plan.policy_version
+
+        # A digest names immutable content: what this policy admitted is served
+        # without asking upstream, so admitted images keep serving in an outage.
+        if admit and plan.ref.digest:
+            cached = self._cached(report, plan, plan.ref.digest)
+            if cached is not None:
+                return cached
 
         fetched, ms = await self._call(
             report,
@@ -214,11 +227,50 @@ class Pipeline:
         algorithm = plan.ref.digest.split(":", 1)[0] if plan.ref.digest else "sha256"
         data = self.staging.read(session, staged.staged_key, limits.manifest_bytes)
         local_digest = f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
-        # `check` always runs every layer; pulls and `admit` reuse an admission.
-        cached = self._cached(report, plan, local_digest) if admit else None
-        if cached is not None:
-            return cached
+        # Tags that resolve to one digest are verified once: the second pull
+        # waits for the first and then finds the admission.
+        async with self._digest_lock(report.repository, local_digest):
+            # `check` always runs every layer; pulls and `admit` reuse an admission.
+            cached = self._cached(report, plan, local_digest) if admit else None
+            if cached is not None:
+                return cached
+            return await self._verify(report, admit, plan, fetched, staged, data, local_digest)
 
+    def _parent_index(self, name: str, reference: str) -> str:
+        """An admitted index of this repository that lists ``reference``, if any."""
+        if ":" not in reference:
+            return ""
+        repository = self.decisions.repository_for(name)
+        if repository is None:
+            return ""
+        parents = self.decisions.parent_indexes(repository, reference, self.config.policy_version)
+        return parents[0] if parents else ""
+
+    @contextlib.asynccontextmanager
+    async def _digest_lock(self, repository: str, digest: str) -> AsyncIterator[None]:
+        key = (repository, digest)
+        entry = self._digest_locks.setdefault(key, [asyncio.Lock(), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                self._digest_locks.pop(key, None)
+
+    async def _verify(
+        self,
+        report: Report,
+        admit: bool,
+        plan: common_pb2.Plan,
+        fetched: fetcher_pb2.FetchManifestResponse,
+        staged: common_pb2.StagedManifest,
+        data: bytes,
+        local_digest: str,
+    ) -> PullResult:
+        session = report.decision_id
+        limits = self.config.limits
         fmt, hv = await asyncio.gather(
             self._call(
                 report,
