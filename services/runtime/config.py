@@ -372,6 +372,7 @@ def _upstream(reader: _Reader, alias: str, raw: Any) -> Upstream:
             "redirect_hosts",
             "realm_hosts",
             "canonical_host",
+            "tls",
         },
     )
     url = reader.string(data.get("url"), f"{key}.url").rstrip("/")
@@ -577,7 +578,12 @@ def _tags(reader: _Reader, raw: Any, key: str) -> TagRule:
     allow = tuple(
         anchored_regex(reader, item, f"{key}.allow[{i}]") for i, item in enumerate(allow_raw or [])
     )
-    digest_pulls = data.get("digest_pulls", "allow")
+    # A rule that restricts tags must not be bypassed by pulling a digest that
+    # no allowed tag reaches (P-03c): digest pulls then default to "pinned",
+    # unless the rule asks for digests outright.
+    require_digest = reader.boolean(data.get("require_digest", False), f"{key}.require_digest")
+    default_pulls = "pinned" if allow and not require_digest else "allow"
+    digest_pulls = data.get("digest_pulls", default_pulls)
     if digest_pulls not in ("allow", "pinned", "deny"):
         raise reader.fail(
             f"{key}.digest_pulls", f"must be allow, pinned or deny, got {digest_pulls!r}"
@@ -585,7 +591,7 @@ def _tags(reader: _Reader, raw: Any, key: str) -> TagRule:
     return TagRule(
         deny=deny,
         allow=allow,
-        require_digest=reader.boolean(data.get("require_digest", False), f"{key}.require_digest"),
+        require_digest=require_digest,
         digest_pulls=digest_pulls,
     )
 

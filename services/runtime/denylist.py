@@ -53,9 +53,10 @@ class DenyList:
         self._stamp: tuple[int, int] | None = None
         self._from_file: frozenset[str] = frozenset()
 
-    def _current(self) -> frozenset[str]:
+    def _refresh(self) -> frozenset[str]:
+        """The file's entries, re-read when its size or modification time changed."""
         if self._path is None:
-            return self._inline
+            return frozenset()
         try:
             stat = os.stat(self._path)
         except OSError as exc:
@@ -73,10 +74,13 @@ class DenyList:
                 except (OSError, UnicodeDecodeError) as exc:
                     raise DenyListError(f"deny database {self._path}: {exc}") from None
                 self._stamp = stamp
-            return self._inline | self._from_file
+            return self._from_file
 
     def __contains__(self, digest: object) -> bool:
-        return isinstance(digest, str) and digest in self._current()
+        if not isinstance(digest, str):
+            return False
+        from_file = self._refresh()
+        return digest in self._inline or digest in from_file
 
     def __len__(self) -> int:
-        return len(self._current())
+        return len(self._inline | self._refresh())

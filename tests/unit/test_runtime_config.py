@@ -132,3 +132,24 @@ def test_rule_defaults_inspect_layers_and_deny_devices(tmp_path: Path) -> None:
     )
     layers = config.policy.rules[0].layers
     assert layers.inspect is True and layers.devices == "deny" and layers.setuid == "report"
+
+
+def test_upstream_tls_settings(tmp_path: Path) -> None:
+    pin = "ab" * 32
+    text = f"upstreams: {{hub: {{url: 'https://x', tls: {{spki_sha256: ['{pin}']}}}}}}"
+    assert parse_config(text, "c.yaml", tmp_path).upstreams["hub"].tls.spki_sha256 == (pin,)
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            "upstreams: {hub: {url: 'https://x', tls: {spki_sha256: [AB]}}}", "c", tmp_path
+        )
+    assert info.value.key == "upstreams.hub.tls.spki_sha256[0]"
+
+
+def test_p03c_tag_rules_make_digest_pulls_pinned_by_default(tmp_path: Path) -> None:
+    def tags(rule: str) -> str:
+        text = f"upstreams: {{lab: {{url: 'https://x'}}}}\npolicy: {{rules: [{rule}]}}"
+        return parse_config(text, "c.yaml", tmp_path).policy.rules[0].tags.digest_pulls
+
+    assert tags("{match: a}") == "allow"
+    assert tags("{match: a, tags: {allow: ['^v1$']}}") == "pinned"
+    assert tags("{match: a, tags: {allow: ['^v1$'], digest_pulls: allow}}") == "allow"
