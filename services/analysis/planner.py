@@ -3,37 +3,50 @@
 Order of checks, each of which can only refuse:
 
 1. the name's characters and shape, then the reference (tag or digest), with
-   the exact distribution grammar (:mod:`.reference`);
+   the exact distribution grammar (:mod:`.reference`), and the parent index
+   the gateway may name for a pull by digest;
 2. the upstream: the first path component when it is a configured alias,
    otherwise the default upstream; a first component that looks like a
    registry host but is not configured is refused rather than guessed at;
 3. the repository components against the grammar; Docker Hub's official
    images get ``library/``;
-4. deny globs and deny-listed digests;
+4. deny globs, and the deny database (inline digests and the deny file) for
+   the digest asked for and its parent index;
 5. the first rule whose glob matches ``<alias>/<repository>``; no rule, no pull;
-6. pins: a pinned rule admits only its pinned tags and digests.
+6. the rule's tag rules, digest-pull mode and pins (:mod:`.tagpolicy`).
 
 Only when all of that passes is the verdict an ALLOW with a plan. Nothing
-here touches the network or the filesystem.
+here touches the network; the only file read is the deny database.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pullguard.services.analysis.reference import (
     INVALID_NAME,
+    INVALID_PARENT_INDEX,
     INVALID_REFERENCE,
     NAME_MAX,
     Reference,
     Rejected,
     check_repository,
+    parse_parent_index,
     parse_reference,
     shown,
     split_name,
 )
-from pullguard.services.runtime.config import Config, Rule, Upstream
+from pullguard.services.analysis.tagpolicy import RuleReferences
+from pullguard.services.runtime.config import (
+    Config,
+    LayerRule,
+    ProvenanceRule,
+    Rule,
+    SignatureRule,
+    TagRule,
+    Upstream,
+)
+from pullguard.services.runtime.denylist import DenyList
 from pullguard.services.runtime.findings import Finding, Verdict
 
 LAYER = "analysis"
@@ -42,9 +55,8 @@ UNKNOWN_UPSTREAM = "analysis.unknown_upstream"
 DENIED_REPOSITORY = "analysis.denied_repository"
 DENIED_DIGEST = "analysis.denied_digest"
 NO_RULE = "analysis.no_rule"
-TAG_NOT_PINNED = "analysis.tag_not_pinned"
-DIGEST_NOT_PINNED = "analysis.digest_not_pinned"
 RULE = "analysis.rule"
+PARENT_INDEX = "analysis.parent_index"
 
 #: Canonical host of Docker Hub, whose one-component names are official images.
 DOCKER_HUB = "docker.io"
@@ -62,6 +74,11 @@ class UpstreamPlan:
     insecure: bool
     redirect_hosts: tuple[str, ...]
     canonical_host: str
+    realm_hosts: tuple[str, ...] = ()
+    #: SHA-256 of the SubjectPublicKeyInfo the upstream must present, hex.
+    tls_spki_sha256: tuple[str, ...] = ()
+    #: Whether a CA bundle replaces the system trust store (its path stays here).
+    tls_custom_ca: bool = False
 
 
 @dataclass(frozen=True)
@@ -70,12 +87,16 @@ class RulePlan:
 
     index: int
     match: str
-    signature_mode: str  # "none", "enforce" or "warn", as in the configuration
-    keys: tuple[tuple[str, str], ...]  # (file name, PEM text)
-    threshold: int
+    signature: SignatureRule
     pinned_digest: str
     foreign_url_hosts: tuple[str, ...]
     layer_media_types: tuple[str, ...]
+    tags: TagRule = TagRule()
+    layers: LayerRule = LayerRule()
+    approved_sources: tuple[str, ...] = ()
+    require_source_annotation: bool = False
+    provenance: ProvenanceRule = ProvenanceRule()
+    artifact_types: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -91,7 +112,14 @@ class PlanData:
     rule: RulePlan
     policy_version: str
     client_name: str
+    #: The inline ``policy.deny_digests`` only: the deny file may be huge, and
+    #: hashverify reads it itself.
     deny_digests: tuple[str, ...]
+    #: An admitted index of this repository that lists ``digest``, or "".
+    parent_index: str = ""
+    #: Most signatures and attestations examined per image, and bytes of each.
+    max_signatures: int = 0
+    max_signature_bytes: int = 0
 
     @property
     def canonical_name(self) -> str:
@@ -100,7 +128,11 @@ class PlanData:
 
 
 class Planner:
-    """Turns (name, reference) into a verdict and, when allowed, a plan."""
+    """Turns (name, reference) into a verdict and, when allowed, a plan.
+
+    Safe to call from several threads: the only mutable state is the deny
+    database, which locks itself.
+    """
 
     def __init__(self, config: Config) -> None:
         self._config = config
@@ -108,27 +140,45 @@ class Planner:
         # The legacy spelling maps to Docker Hub only when exactly one upstream
         # is Docker Hub; otherwise it would be a guess.
         self._docker_hub: Upstream | None = hubs[0] if len(hubs) == 1 else None
-        self._pinned_digests: Mapping[int, frozenset[str]] = {
-            rule.index: frozenset(rule.pins.values()) for rule in config.policy.rules
-        }
+        self._references = {rule.index: RuleReferences(rule) for rule in config.policy.rules}
         self._deny_digests = tuple(sorted(config.policy.deny_digests))
+        self._deny_list = DenyList(config.policy.deny_digests, config.policy.deny_digests_file)
 
     def plan(
-        self, name: str, reference: str, repository_only: bool = False
+        self,
+        name: str,
+        reference: str,
+        repository_only: bool = False,
+        parent_index: str = "",
     ) -> tuple[Verdict, PlanData | None]:
-        """Analyse one request. A refusal is a DENY verdict and no plan."""
+        """Analyse one request. A refusal is a DENY verdict and no plan.
+
+        Raises :class:`~pullguard.services.runtime.denylist.DenyListError`
+        when the deny database cannot be read: the check cannot run.
+        """
         try:
-            plan = self._plan(name, reference, repository_only)
+            plan = self._plan(name, reference, repository_only, parent_index)
         except Rejected as rejected:
             return Verdict(LAYER, (rejected.finding,)), None
         rule = plan.rule
-        allowed = Finding.info(
-            RULE,
-            f"rule {rule.index} {rule.match!r} applies to {plan.canonical_name}",
-            rule=rule.index,
-            match=rule.match,
-        )
-        return Verdict(LAYER, (allowed,)), plan
+        findings = [
+            Finding.info(
+                RULE,
+                f"rule {rule.index} {rule.match!r} applies to {plan.canonical_name}",
+                rule=rule.index,
+                match=rule.match,
+            )
+        ]
+        if plan.parent_index:
+            findings.append(
+                Finding.info(
+                    PARENT_INDEX,
+                    f"{plan.canonical_name}@{plan.digest} is listed by admitted index"
+                    f" {plan.parent_index}",
+                    parent_index=plan.parent_index,
+                )
+            )
+        return Verdict(LAYER, tuple(findings)), plan
 
     def resolve(self, name: str) -> tuple[Upstream, str]:
         """The upstream and the repository at that upstream for a client name."""
@@ -149,8 +199,7 @@ class Planner:
             )
         return upstream, repository
 
-    def _plan(self, name: str, reference: str, repository_only: bool) -> PlanData:
-        upstream, repository = self.resolve(name)
+    def _parse(self, reference: str, repository_only: bool, parent_index: str) -> Reference:
         if repository_only:
             if reference:
                 raise Rejected(
@@ -164,6 +213,37 @@ class Planner:
             ref = Reference()
         else:
             ref = parse_reference(reference)
+        if parent_index and not ref.digest:
+            raise Rejected(
+                Finding.error(
+                    INVALID_PARENT_INDEX,
+                    f"parent index {shown(parent_index)} given for a pull by"
+                    f" {'tag' if ref.tag else 'repository'}; expected one only for a pull by"
+                    " digest",
+                    parent_index=parent_index,
+                )
+            )
+        if parent_index:
+            parse_parent_index(parent_index, ref.digest)
+        return ref
+
+    def _check_deny_database(self, canonical: str, ref: Reference, parent_index: str) -> None:
+        # A deny-listed index no longer vouches for the manifests it lists.
+        for what, digest in (("digest", ref.digest), ("parent index", parent_index)):
+            if digest and digest in self._deny_list:
+                raise Rejected(
+                    Finding.error(
+                        DENIED_DIGEST,
+                        f"{canonical}: {what} {digest} is in the deny database",
+                        digest=digest,
+                    )
+                )
+
+    def _plan(
+        self, name: str, reference: str, repository_only: bool, parent_index: str
+    ) -> PlanData:
+        upstream, repository = self.resolve(name)
+        ref = self._parse(reference, repository_only, parent_index)
         canonical = f"{upstream.alias}/{repository}"
         for glob, pattern in self._config.policy.deny:
             if pattern.fullmatch(canonical):
@@ -175,16 +255,12 @@ class Planner:
                         glob=glob,
                     )
                 )
-        if ref.digest and ref.digest in self._config.policy.deny_digests:
-            raise Rejected(
-                Finding.error(
-                    DENIED_DIGEST,
-                    f"digest {ref.digest} is in policy.deny_digests",
-                    digest=ref.digest,
-                )
-            )
+        self._check_deny_database(canonical, ref, parent_index)
         rule = self._rule_for(canonical)
-        pinned_digest = "" if repository_only else self._check_pins(rule, canonical, ref)
+        pinned_digest = ""
+        if not repository_only:
+            pinned_digest = self._references[rule.index].check(canonical, ref, parent_index)
+        limits = self._config.limits
         return PlanData(
             upstream_alias=upstream.alias,
             repository=repository,
@@ -196,20 +272,30 @@ class Planner:
                 insecure=upstream.insecure,
                 redirect_hosts=tuple(upstream.redirect_hosts),
                 canonical_host=upstream.canonical_host,
+                realm_hosts=tuple(upstream.realm_hosts),
+                tls_spki_sha256=tuple(upstream.tls.spki_sha256),
+                tls_custom_ca=bool(upstream.tls.ca_file),
             ),
             rule=RulePlan(
                 index=rule.index,
                 match=rule.match,
-                signature_mode=rule.signature.mode,
-                keys=tuple(rule.signature.keys),
-                threshold=rule.signature.threshold,
+                signature=rule.signature,
                 pinned_digest=pinned_digest,
                 foreign_url_hosts=tuple(rule.foreign_url_hosts),
                 layer_media_types=tuple(rule.layer_media_types),
+                tags=rule.tags,
+                layers=rule.layers,
+                approved_sources=tuple(rule.approved_sources),
+                require_source_annotation=rule.require_source_annotation,
+                provenance=rule.provenance,
+                artifact_types=tuple(rule.artifact_types),
             ),
             policy_version=self._config.policy_version,
             client_name=name,
             deny_digests=self._deny_digests,
+            parent_index=parent_index,
+            max_signatures=limits.signatures,
+            max_signature_bytes=limits.signature_bytes,
         )
 
     def _upstream_for(
@@ -254,34 +340,3 @@ class Planner:
                 repository=canonical,
             )
         )
-
-    def _check_pins(self, rule: Rule, canonical: str, ref: Reference) -> str:
-        """The digest the pins require for this request, or "" for an unpinned rule."""
-        if not rule.pins:
-            return ""
-        where = f"rule {rule.index} {rule.match!r}"
-        if ref.digest:
-            # By-digest pulls may not step around the pins (THREATS P-03 c).
-            if ref.digest not in self._pinned_digests[rule.index]:
-                raise Rejected(
-                    Finding.error(
-                        DIGEST_NOT_PINNED,
-                        f"{canonical}@{ref.digest}: digest is not one of the"
-                        f" {len(rule.pins)} pinned by {where}",
-                        digest=ref.digest,
-                        rule=rule.index,
-                    )
-                )
-            return ""
-        pinned = rule.pins.get(ref.tag)
-        if pinned is None:
-            raise Rejected(
-                Finding.error(
-                    TAG_NOT_PINNED,
-                    f"{canonical}:{ref.tag}: tag is not pinned by {where}; expected one of"
-                    f" its {len(rule.pins)} pinned tags",
-                    tag=ref.tag,
-                    rule=rule.index,
-                )
-            )
-        return pinned

@@ -32,6 +32,8 @@ _LOWER_HEX_RE = re.compile(r"[0-9a-f]+")
 
 #: Longest repository name, with or without the registry alias.
 NAME_MAX = 255
+#: Longest tag the distribution grammar allows.
+TAG_MAX = 128
 #: Longest reference worth looking at: a sha512 digest is 135 characters and
 #: a tag 128; anything much longer is rejected before any pattern runs.
 REFERENCE_MAX = 256
@@ -40,6 +42,7 @@ INVALID_NAME = "analysis.invalid_name"
 INVALID_REFERENCE = "analysis.invalid_reference"
 INVALID_DIGEST = "analysis.invalid_digest"
 UNSUPPORTED_DIGEST = "analysis.unsupported_digest_algorithm"
+INVALID_PARENT_INDEX = "analysis.invalid_parent_index"
 
 
 class Rejected(ValueError):
@@ -189,8 +192,8 @@ def parse_reference(reference: str) -> Reference:
         )
     if _TAG_RE.fullmatch(reference) is None:
         problem = (
-            f"is {len(reference)} characters long, expected at most 128"
-            if len(reference) > 128
+            f"is {len(reference)} characters long, expected at most {TAG_MAX}"
+            if len(reference) > TAG_MAX
             else f"starts with {reference[0]!r}; expected to match {TAG_PATTERN}"
         )
         raise Rejected(
@@ -199,6 +202,31 @@ def parse_reference(reference: str) -> Reference:
             )
         )
     return Reference(tag=reference)
+
+
+def parse_parent_index(value: str, digest: str) -> str:
+    """Check the parent index the gateway names for a pull of ``digest``.
+
+    It must be a digest in the strict syntax, and not ``digest`` itself: no
+    manifest lists its own digest, so that would be a caller's mistake that
+    lets a pull vouch for itself.
+    """
+    if len(value) > REFERENCE_MAX:
+        problem = f"is {len(value)} characters long, expected a digest of at most 135"
+    elif value == digest:
+        problem = "is the digest being pulled; an index cannot list itself"
+    else:
+        try:
+            return _parse_digest(value)
+        except Rejected as rejected:
+            problem = rejected.finding.message
+    raise Rejected(
+        Finding.error(
+            INVALID_PARENT_INDEX,
+            f"parent index {shown(value)}: {problem}",
+            parent_index=value,
+        )
+    )
 
 
 def _parse_digest(reference: str) -> str:

@@ -12,20 +12,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pullguard.services.analysis.planner import (
     DENIED_DIGEST,
     DENIED_REPOSITORY,
-    DIGEST_NOT_PINNED,
     NO_RULE,
     RULE,
-    TAG_NOT_PINNED,
     UNKNOWN_UPSTREAM,
     PlanData,
     Planner,
 )
 from pullguard.services.analysis.reference import (
-    INVALID_DIGEST,
     INVALID_NAME,
     INVALID_REFERENCE,
     UNSUPPORTED_DIGEST,
 )
+from pullguard.services.analysis.tagpolicy import DIGEST_NOT_PINNED, TAG_NOT_PINNED
 from pullguard.services.runtime.config import Config
 from pullguard.services.runtime.findings import Severity, Verdict
 from tests.support.configs import make_config
@@ -110,35 +108,12 @@ def code_of(verdict: Verdict) -> str:
     return verdict.findings[0].code
 
 
-# -- P-01: registry aliasing and host spoofing ------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "name",
-    ["nginx", "library/nginx", "docker.io/library/nginx", "index.docker.io/library/nginx"],
-)
-def test_p01a_docker_hub_spellings_make_one_plan(planner: Planner, name: str) -> None:
-    plan = allowed(planner, name, "1.27")
-    assert plan.canonical_name == "docker.io/library/nginx"
-    assert (plan.upstream_alias, plan.repository, plan.tag) == (
-        "docker.io",
-        "library/nginx",
-        "1.27",
-    )
-    assert plan.rule.index == 1
-    assert plan.client_name == name
+# -- hosts (the catalogue's own P-01 cases are in test_analysis_catalogue.py) ----------
 
 
 @pytest.mark.parametrize(
     ("name", "code"),
     [
-        ("registry-1.docker.io/library/nginx", UNKNOWN_UPSTREAM),
-        ("DOCKER.IO/library/nginx", INVALID_NAME),
-        ("docker.io:443/library/nginx", UNKNOWN_UPSTREAM),
-        ("docker.io./library/nginx", UNKNOWN_UPSTREAM),
-        ("docker.io@evil.example/library/nginx", INVALID_NAME),
-        ("dоcker.io/library/nginx", INVALID_NAME),  # Cyrillic о, U+043E
-        ("xn--dcker-f2e.io/library/nginx", UNKNOWN_UPSTREAM),
         ("localhost/library/nginx", UNKNOWN_UPSTREAM),
         ("localhost:5000/library/nginx", UNKNOWN_UPSTREAM),
         ("127.0.0.1:5001/library/nginx", UNKNOWN_UPSTREAM),
@@ -146,7 +121,7 @@ def test_p01a_docker_hub_spellings_make_one_plan(planner: Planner, name: str) ->
         (" docker.io/library/nginx", INVALID_NAME),
     ],
 )
-def test_p01b_look_alike_hosts_are_denied(planner: Planner, name: str, code: str) -> None:
+def test_host_like_first_components_are_refused(planner: Planner, name: str, code: str) -> None:
     verdict = denied(planner, name)
     assert code_of(verdict) == code
     assert "position" in verdict.findings[0].message or "not a configured" in verdict.reason
@@ -155,13 +130,11 @@ def test_p01b_look_alike_hosts_are_denied(planner: Planner, name: str, code: str
 @pytest.mark.parametrize(
     ("name", "code"),
     [
-        ("docker.io/evil/nginx", DENIED_REPOSITORY),
         ("docker.io/someone/nginx", NO_RULE),
         ("someone/nginx", NO_RULE),
-        ("ghcr.io/library/nginx", NO_RULE),
     ],
 )
-def test_p01c_other_repositories_are_denied(planner: Planner, name: str, code: str) -> None:
+def test_other_docker_hub_namespaces_are_denied(planner: Planner, name: str, code: str) -> None:
     assert code_of(denied(planner, name)) == code
 
 
@@ -252,42 +225,13 @@ def test_alias_alone_is_not_a_name(planner: Planner) -> None:
     assert code_of(denied(planner, "lab/")) == INVALID_NAME
 
 
-# -- P-02 through the planner: nothing malformed reaches a plan --------------------------
-
-
-@pytest.mark.parametrize(
-    ("name", "reference", "code"),
-    [
-        ("library/../../admin", "latest", INVALID_NAME),
-        ("library%2F..%2F..%2Fsecret", "x", INVALID_NAME),
-        ("library/nginx%00", "x", INVALID_NAME),
-        ("library/nginx\x00", "x", INVALID_NAME),
-        ("Library/Nginx", "x", INVALID_NAME),
-        ("a//b", "x", INVALID_NAME),
-        ("a" * 256, "x", INVALID_NAME),
-        ("nginx", "../../x", INVALID_REFERENCE),
-        ("nginx", ".hidden", INVALID_REFERENCE),
-        ("nginx", "-x", INVALID_REFERENCE),
-        ("nginx", "x" * 129, INVALID_REFERENCE),
-        ("nginx", f"latest@{PIN_72}", INVALID_REFERENCE),
-        ("nginx", "", INVALID_REFERENCE),
-        ("nginx", "sha256:../../../../etc/passwd", INVALID_DIGEST),
-        ("nginx", "sha256:", INVALID_DIGEST),
-        ("nginx", f"{PIN_72}/../x", INVALID_DIGEST),
-        ("nginx", f"{PIN_72}%0d%0aX-Injected:1", INVALID_DIGEST),
-        ("nginx", f"{PIN_72}\r\nX-Injected:1", INVALID_DIGEST),
-        ("nginx", "md5:" + "a" * 32, UNSUPPORTED_DIGEST),
-    ],
-)
-def test_p02_malformed_requests_get_no_plan(
-    planner: Planner, name: str, reference: str, code: str
-) -> None:
-    assert code_of(denied(planner, name, reference)) == code
-
-
-def test_p02_a_valid_name_with_a_bad_reference_is_still_denied(planner: Planner) -> None:
+def test_a_valid_name_with_a_bad_reference_is_still_denied(planner: Planner) -> None:
     # The name is checked first, but a good name never excuses the reference.
     assert code_of(denied(planner, "docker.io/library/nginx", "Latest@x")) == INVALID_REFERENCE
+
+
+def test_unsupported_digest_algorithm(planner: Planner) -> None:
+    assert code_of(denied(planner, "nginx", "md5:" + "a" * 32)) == UNSUPPORTED_DIGEST
 
 
 # -- deny globs and deny digests ---------------------------------------------------------
@@ -357,14 +301,14 @@ def test_allow_carries_the_rule_as_info(planner: Planner) -> None:
 def test_plan_carries_the_rule_and_upstream(planner: Planner, config: Config) -> None:
     plan = allowed(planner, "lab/signed/app", "v1")
     rule = plan.rule
-    assert (rule.index, rule.match, rule.signature_mode, rule.threshold) == (
+    assert (rule.index, rule.match, rule.signature.mode, rule.signature.threshold) == (
         2,
         "lab/signed/*",
         "warn",
         1,
     )
-    assert [name for name, _ in rule.keys] == ["cosign.pub"]
-    assert "BEGIN PUBLIC KEY" in rule.keys[0][1]
+    assert [name for name, _ in rule.signature.keys] == ["cosign.pub"]
+    assert "BEGIN PUBLIC KEY" in rule.signature.keys[0][1]
     assert rule.foreign_url_hosts == ("*.example.com",)
     assert rule.layer_media_types == ("application/vnd.oci.image.layer.v1.tar+zstd",)
     assert rule.pinned_digest == ""
@@ -401,43 +345,31 @@ def test_plan_never_carries_credentials(tmp_path: Path) -> None:
     assert "puller" not in repr(plan)
 
 
-# -- P-03: pins ------------------------------------------------------------------------------
+# -- pins (the catalogue's P-03 cases are in test_analysis_catalogue.py) ----------------
 
 
-def test_p03_pinned_tag_carries_its_digest(planner: Planner) -> None:
-    plan = allowed(planner, "redis", "7.2")
-    assert plan.rule.index == 0
-    assert plan.rule.pinned_digest == PIN_72
-    assert plan.tag == "7.2" and plan.digest == ""
-
-
-def test_p03_unpinned_tag_of_a_pinned_rule_is_denied(planner: Planner) -> None:
+def test_unpinned_tag_of_a_pinned_rule_is_denied(planner: Planner) -> None:
     verdict = denied(planner, "redis", "debug-shell")
     assert code_of(verdict) == TAG_NOT_PINNED
     assert "debug-shell" in verdict.reason
 
 
-def test_p03c_by_digest_pull_cannot_bypass_pins(planner: Planner) -> None:
-    verdict = denied(planner, "docker.io/library/redis", UNPINNED)
-    assert code_of(verdict) == DIGEST_NOT_PINNED
-    assert UNPINNED in verdict.reason
-
-
-def test_p03_by_digest_pull_of_a_pinned_digest_is_allowed(planner: Planner) -> None:
-    plan = allowed(planner, "redis", PIN_72)
-    assert plan.digest == PIN_72 and plan.tag == ""
-    assert plan.rule.pinned_digest == ""
-
-
-def test_p03_pins_do_not_leak_to_other_rules(planner: Planner) -> None:
+def test_pins_do_not_leak_to_other_rules(planner: Planner) -> None:
     plan = allowed(planner, "nginx", UNPINNED)
     assert plan.rule.index == 1 and plan.rule.pinned_digest == ""
 
 
-def test_p03_only_the_exact_pinned_tag_is_pinned(planner: Planner) -> None:
+def test_only_the_exact_pinned_tag_is_pinned(planner: Planner) -> None:
     # Tags are compared exactly: no prefix, version-range or case-folded match.
     assert code_of(denied(planner, "redis", "7.2.0")) == TAG_NOT_PINNED
     assert code_of(denied(planner, "redis", "7.2_")) == TAG_NOT_PINNED
+    assert allowed(planner, "redis", "7.2.4").rule.pinned_digest == PIN_724
+
+
+def test_pinned_digest_pull(planner: Planner) -> None:
+    plan = allowed(planner, "redis", PIN_72)
+    assert plan.digest == PIN_72 and plan.rule.pinned_digest == ""
+    assert code_of(denied(planner, "redis", UNPINNED)) == DIGEST_NOT_PINNED
 
 
 def test_deny_digest_wins_over_a_pin(planner: Planner) -> None:
