@@ -18,9 +18,11 @@ from pullguard.gateway.supervisor import grpc_healthy
 from tests.support.images import (
     BuiltImage,
     build_image,
+    build_index,
     layout_manifest_digest,
     pull,
     push,
+    push_index,
     random_layers,
 )
 from tests.support.registry_process import RegistryProcess
@@ -286,3 +288,30 @@ def test_private_registry_pull_through_cache(
         assert not (repositories / "bad").exists()
     finally:
         private.stop()
+
+
+def test_p03d_platform_child_of_a_pinned_index(
+    upstream: RegistryProcess, pullguard_factory: StartPullguard, tmp_path: Path
+) -> None:
+    index = build_index(tmp_path / "multi", "v1", [("linux", "amd64"), ("linux", "arm64")])
+    push_index(index, upstream.address, "team/multi")
+    stray = _image(tmp_path, "stray", tag="debug", seed=42)
+    push(stray, upstream.address, "team/multi")
+    pins = tmp_path / "pins.yaml"
+    pins.write_text(f"v1: {index.digest}\n")
+    pg = pullguard_factory(
+        upstream.url,
+        policy={"rules": [{"match": "lab/team/multi", "signature": "none", "pins": str(pins)}]},
+    )
+
+    # skopeo reads the index by tag, then the amd64 manifest by digest.
+    result = pull(f"{pg.address}/lab/team/multi:v1", tmp_path / "out", "v1")
+
+    assert result.returncode == 0, result.stderr + pg.log()
+    amd64 = index.children[0]
+    assert layout_manifest_digest(tmp_path / "out", "v1") == amd64.digest
+    # A digest no pinned index lists stays refused, before any upstream request.
+    seen = len(upstream.requests())
+    error = _denial(pg, f"/v2/lab/team/multi/manifests/{stray.digest}")
+    assert error["detail"]["findings"][0]["code"] == "analysis.digest_not_pinned"  # type: ignore[index]
+    assert upstream.requests()[seen:] == []

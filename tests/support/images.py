@@ -166,3 +166,71 @@ def layout_manifest_digest(layout: Path, tag: str) -> str:
         if entry.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag:
             return str(entry["digest"])
     raise AssertionError(f"{tag} not in {layout}")
+
+
+@dataclass
+class BuiltIndex:
+    layout: Path
+    tag: str
+    index: bytes
+    children: list[BuiltImage]
+
+    @property
+    def digest(self) -> str:
+        return sha256(self.index)
+
+
+def build_index(
+    layout: Path, tag: str, platforms: list[tuple[str, str]], seed: int = 0
+) -> BuiltIndex:
+    """An OCI layout whose ``tag`` is an image index with one image per (os, arch)."""
+    children = []
+    for i, (os_name, arch) in enumerate(platforms):
+        child = build_image(
+            layout, f"{tag}-{os_name}-{arch}", random_layers(1, 4096, seed=seed + i)
+        )
+        children.append(child)
+    index_doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": c.digest,
+                "size": len(c.manifest),
+                "platform": {"os": os_name, "architecture": arch},
+            }
+            for c, (os_name, arch) in zip(children, platforms, strict=True)
+        ],
+    }
+    index = json.dumps(index_doc, indent=2).encode()
+    _write_blob(layout, index)
+    (layout / "index.json").write_text(
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
+                "manifests": [
+                    {
+                        "mediaType": OCI_INDEX,
+                        "digest": sha256(index),
+                        "size": len(index),
+                        "annotations": {"org.opencontainers.image.ref.name": tag},
+                    }
+                ],
+            }
+        )
+    )
+    return BuiltIndex(layout, tag, index, children)
+
+
+def push_index(image: BuiltIndex, registry: str, repository: str) -> None:
+    result = skopeo(
+        "copy",
+        "--all",
+        "--dest-tls-verify=false",
+        "--preserve-digests",
+        f"oci:{image.layout}:{image.tag}",
+        f"docker://{registry}/{repository}:{image.tag}",
+    )
+    assert result.returncode == 0, result.stderr
