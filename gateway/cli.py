@@ -68,6 +68,14 @@ def _parser() -> argparse.ArgumentParser:
     policy = sub.add_parser("policy", help="policy tools")
     policy.add_argument("action", choices=("validate",))
     policy.add_argument("file")
+
+    from pullguard.gateway import verify_bundle
+
+    verify_bundle.add_arguments(
+        sub.add_parser(
+            "verify-bundle", help="verify a sigstore bundle offline (exit 0 valid, 1 invalid)"
+        )
+    )
     return parser
 
 
@@ -86,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "verify-bundle":
+        from pullguard.gateway.verify_bundle import run
+
+        return run(args)
     if args.command == "policy":
         config = load_config(args.file)
         print(

@@ -1,10 +1,23 @@
-"""The ``sha256-<hex>.sig`` manifest: which of its layers are signatures.
+"""Signature artifacts: the manifests that carry signatures, and their layers.
 
-cosign stores the signatures of a manifest as one OCI (or Docker schema2)
-image manifest tagged ``sha256-<hex>.sig`` in the same repository. Each
-signature is one layer: the layer blob is the signed payload and the layer's
-``dev.cosignproject.cosign/signature`` annotation is the base64 signature.
-Other layers (attestations, SBOMs, other attachments) are skipped.
+Three forms reach this layer, each an OCI (or Docker schema2) image manifest:
+
+- cosign's ``sha256-<hex>.sig`` tag: one layer per signature, media type
+  ``application/vnd.dev.cosign.simplesigning.v1+json``, the blob is the
+  signed payload and the ``dev.cosignproject.cosign/signature`` annotation
+  the signature (with, optionally, certificate, chain and Rekor bundle
+  annotations);
+- cosign's ``sha256-<hex>.att`` tag: layers ``application/vnd.dsse.envelope.v1+json``,
+  each blob a DSSE envelope (an attestation; its ``predicateType``
+  annotation is unsigned);
+- OCI 1.1 referrers (found by the referrers API or its fallback tag): a
+  manifest with ``subject`` = the image, holding a sigstore bundle layer
+  (cosign v3) or the ``.sig`` form above (cosign 2 ``--registry-referrers-mode=oci-1-1``).
+
+Each layer is classified by its own media type (:func:`layer_kind`); others
+(SBOMs, other attachments) are skipped. A manifest's ``subject``, when it
+has one, must be the image being verified (THREATS F-15), see
+:attr:`Attachment.subject_digest`.
 
 The manifest is parsed here from the staged bytes, not taken from the
 descriptors the fetcher reported, so this layer trusts no other layer's
@@ -51,8 +64,35 @@ class Layer:
     annotations: Mapping[str, str] = field(default_factory=dict)
 
 
-def parse_signature_manifest(data: bytes, max_layers: int) -> tuple[Layer, ...]:
-    """The layers of a staged ``.sig`` manifest, in order.
+SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
+DSSE_ENVELOPE = "application/vnd.dsse.envelope.v1+json"
+BUNDLE_PREFIX = "application/vnd.dev.sigstore.bundle"
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A parsed signature artifact manifest."""
+
+    layers: tuple[Layer, ...]
+    #: ``subject.digest`` of a referrer; "" for a tag-based artifact.
+    subject_digest: str = ""
+    artifact_type: str = ""
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+def layer_kind(media_type: str) -> str:
+    """ "signature", "attestation", "bundle" or "other" for a layer media type."""
+    if media_type == SIMPLE_SIGNING:
+        return "signature"
+    if media_type == DSSE_ENVELOPE:
+        return "attestation"
+    if media_type.startswith(BUNDLE_PREFIX):
+        return "bundle"
+    return "other"
+
+
+def parse_attachment(data: bytes, max_layers: int) -> Attachment:
+    """A staged signature artifact manifest.
 
     Raises AttachmentError with ``signature.invalid`` for a malformed
     document and ``signature.too_many`` for more than ``max_layers`` layers.
@@ -74,7 +114,21 @@ def parse_signature_manifest(data: bytes, max_layers: int) -> tuple[Layer, ...]:
             "signature.too_many",
             f"got {len(layers)} layers in the signature manifest, expected at most {max_layers}",
         )
-    return tuple(_layer(i, item) for i, item in enumerate(layers))
+    subject = document.get("subject")
+    subject_digest = ""
+    if subject is not None:
+        if not isinstance(subject, dict) or not isinstance(subject.get("digest"), str):
+            raise AttachmentError("signature.invalid", "subject is not a descriptor")
+        subject_digest = subject["digest"]
+    artifact_type = document.get("artifactType", "")
+    if not isinstance(artifact_type, str):
+        raise AttachmentError("signature.invalid", "artifactType is not a string")
+    return Attachment(
+        layers=tuple(_layer(i, item) for i, item in enumerate(layers)),
+        subject_digest=subject_digest,
+        artifact_type=artifact_type,
+        annotations=_annotations(document.get("annotations"), "annotations"),
+    )
 
 
 def _layer(index: int, item: Any) -> Layer:
@@ -94,22 +148,23 @@ def _layer(index: int, item: Any) -> Layer:
         raise AttachmentError("signature.invalid", f"{where}.digest: {exc}") from None
     if type(size) is not int or not 0 <= size <= MAX_SIZE:
         raise AttachmentError("signature.invalid", f"{where}.size is not a size, got {size!r}")
-    raw_annotations = item.get("annotations", {})
-    if raw_annotations is None:
-        raw_annotations = {}
-    if not isinstance(raw_annotations, dict) or len(raw_annotations) > MAX_ANNOTATIONS:
+    annotations = _annotations(item.get("annotations"), f"{where}.annotations")
+    return Layer(index, media_type, digest, size, annotations)
+
+
+def _annotations(raw: Any, where: str) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or len(raw) > MAX_ANNOTATIONS:
         raise AttachmentError(
-            "signature.invalid",
-            f"{where}.annotations is not an object of at most {MAX_ANNOTATIONS} strings",
+            "signature.invalid", f"{where} is not an object of at most {MAX_ANNOTATIONS} strings"
         )
     annotations: dict[str, str] = {}
-    for key, value in raw_annotations.items():
+    for key, value in raw.items():
         if not isinstance(value, str):
-            raise AttachmentError(
-                "signature.invalid", f"{where}.annotations[{key[:60]!r}] is not a string"
-            )
+            raise AttachmentError("signature.invalid", f"{where}[{key[:60]!r}] is not a string")
         annotations[key] = value
-    return Layer(index, media_type, digest, size, annotations)
+    return annotations
 
 
 def decode_signature(text: str) -> bytes:

@@ -1,11 +1,13 @@
-"""From per-signature checks to the layer's verdict: mode and threshold.
+"""From per-signature checks to the layer's verdict: mode and threshold; the finding codes.
 
 A rule's requirement is met when at least ``threshold`` DISTINCT signers each
-have an accepted signature (a signer is a trusted key today; a keyless
-identity later). In ENFORCE mode an unmet requirement denies; in WARN mode
-the same findings are warnings and the verdict allows. When the requirement
-is met, the signatures that were rejected (say, one by a key this policy does
-not trust) are recorded as INFO findings: they do not deny.
+have an accepted signature. A signer is one policy entry: a trusted key
+(two files holding the same key are one), or one ``keyless`` identity
+(however many certificates it matches). In ENFORCE mode an unmet
+requirement denies; in WARN mode the same findings are warnings and the
+verdict allows. When the requirement is met, the signatures that were
+rejected (say, one by a key this policy does not trust) are recorded as
+INFO findings: they do not deny.
 """
 
 from __future__ import annotations
@@ -22,13 +24,35 @@ NOT_REQUIRED = "signature.not_required"
 VERIFIED = "signature.verified"
 MISSING = "signature.missing"
 THRESHOLD_NOT_MET = "signature.threshold_not_met"
+#: The signature verifies under no configured key (or its certificate is
+#: not trust material for this rule).
 UNTRUSTED_KEY = "signature.untrusted_key"
+#: Malformed signature material, or a signature that does not verify.
 INVALID = "signature.invalid"
 WRONG_DIGEST = "signature.wrong_digest"
 WRONG_REPOSITORY = "signature.wrong_repository"
 TOO_MANY = "signature.too_many"
 TOO_LARGE = "signature.too_large"
 BLOB_MISMATCH = "signature.blob_mismatch"
+#: A valid certificate for an issuer/subject the rule does not accept.
+WRONG_IDENTITY = "signature.wrong_identity"
+#: The certificate does not chain to a trusted CA (valid at the signed time).
+UNTRUSTED_CERTIFICATE = "signature.untrusted_certificate"
+#: The certificate was not valid at the signed time (THREATS G-10).
+CERTIFICATE_EXPIRED = "signature.certificate_expired"
+#: No transparency-log promise where one is required.
+TLOG_MISSING = "signature.tlog_missing"
+#: A log promise that does not verify or is about another signature.
+TLOG_INVALID = "signature.tlog_invalid"
+#: A sigstore bundle that is malformed or over a limit (THREATS G-14).
+BUNDLE_INVALID = "signature.bundle_invalid"
+#: A referrer whose subject is another manifest, or a statement that does
+#: not name this digest (THREATS F-15, G-07).
+SUBJECT_MISMATCH = "signature.subject_mismatch"
+#: A signed statement that is not an image signature (another predicate).
+WRONG_TYPE = "signature.wrong_type"
+#: INFO: an unsigned claim (a predicateType annotation) was ignored.
+UNSIGNED_ANNOTATION_IGNORED = "signature.unsigned_annotation_ignored"
 
 
 class Mode(enum.Enum):
@@ -91,7 +115,7 @@ def evaluate(requirement: Requirement, checks: Sequence[SignatureCheck]) -> Verd
         findings.append(
             failure(
                 MISSING,
-                f"got no cosign signature, expected at least {needed} by a trusted key",
+                f"got no signature, expected at least {needed} by a trusted signer",
             )
         )
     elif not met and needed > 1:

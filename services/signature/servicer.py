@@ -1,30 +1,44 @@
 """gRPC servicer of the signature layer: proto in, domain checks, proto out.
 
-It owns the staging store: the domain reads staged bytes only through the
-``read_staged`` function given here. A request the check cannot run on (an
-unset signature mode, a malformed digest, a key that does not load, content
-missing from staging) is a gRPC error, never an ALLOW.
+It owns the staging store (the domain reads staged bytes only through the
+``read_staged`` function given here) and the trusted roots: each distinct
+``trusted_root_json`` (or the production root shipped with sigstore, when
+the rule gives none) is parsed once, for the legacy path and for the
+sigstore library, and kept in a small cache. A request the check cannot run
+on (an unset signature mode or rekor setting, a malformed digest, a key,
+identity or trusted root that does not load, content missing from staging)
+is a gRPC error, never an ALLOW.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections import OrderedDict
+from datetime import UTC, datetime
 
 import grpc
 
 from pullguard.services.runtime.config import Config
 from pullguard.services.runtime.digests import DigestSyntaxError, parse_digest
-from pullguard.services.runtime.errors import ConfigError, InvalidRequest
+from pullguard.services.runtime.errors import ConfigError, InvalidRequest, StagingError
 from pullguard.services.runtime.protoconv import verdict_to_proto
 from pullguard.services.runtime.staging import StagingStore
 from pullguard.services.signature import simplesigning
-from pullguard.services.signature.keys import KeyTrust, TrustMaterialError, load_trusted_keys
-from pullguard.services.signature.policy import Mode, Requirement, evaluate
+from pullguard.services.signature.attestations import AttestationOutcome, verify_attestations
+from pullguard.services.signature.backend import BundleFailure
+from pullguard.services.signature.identity import IdentityConfigError, load_signers
+from pullguard.services.signature.keys import TrustMaterialError, load_trusted_keys
+from pullguard.services.signature.policy import Mode, Requirement, SignatureCheck, evaluate
+from pullguard.services.signature.sigstore_adapter import SigstoreTrust, production_trust_root
+from pullguard.services.signature.trust import Trust
+from pullguard.services.signature.trustroot import TrustRoot, TrustRootError, parse_trust_root
 from pullguard.services.signature.verifier import (
     Artifact,
     Limits,
-    Outcome,
+    ReadStaged,
     Subject,
+    content_mismatch,
     verify_signatures,
 )
 from pullguard.v1 import common_pb2, signature_pb2, signature_pb2_grpc
@@ -34,6 +48,12 @@ _MODES = {
     common_pb2.SignaturePolicy.ENFORCE: Mode.ENFORCE,
     common_pb2.SignaturePolicy.WARN: Mode.WARN,
 }
+_REKOR_REQUIRED = {
+    common_pb2.SignaturePolicy.REQUIRED: True,
+    common_pb2.SignaturePolicy.OPTIONAL: False,
+}
+#: Distinct trusted roots kept parsed.
+_ROOT_CACHE = 16
 
 
 def requirement_from_proto(message: common_pb2.SignaturePolicy) -> Requirement:
@@ -46,18 +66,27 @@ def requirement_from_proto(message: common_pb2.SignaturePolicy) -> Requirement:
     return Requirement(mode=mode, threshold=message.threshold)
 
 
-def subject_from_request(request: signature_pb2.VerifySignaturesRequest) -> Subject:
-    host = request.plan.upstream.canonical_host
-    repository = request.plan.ref.repository
+def subject_repositories(plan: common_pb2.Plan) -> tuple[str, ...]:
+    """Names a signed reference may give: the rule's signed_identity, else the upstream's."""
+    identity = plan.rule.signature.signed_identity
+    if identity:
+        host, _, repository = identity.partition("/")
+        if not host or not repository:
+            raise InvalidRequest(f"signed_identity {identity[:100]!r} is not <host>/<repository>")
+        return simplesigning.expected_repositories(host, repository)
+    host = plan.upstream.canonical_host
+    repository = plan.ref.repository
     if not host or not repository:
-        raise InvalidRequest(
-            "VerifySignatures needs plan.upstream.canonical_host and plan.ref.repository"
-        )
+        raise InvalidRequest("the plan needs upstream.canonical_host and ref.repository")
+    return simplesigning.expected_repositories(host, repository)
+
+
+def checked_digest(digest: str) -> str:
     try:
-        parse_digest(request.digest)
+        parse_digest(digest)
     except DigestSyntaxError as exc:
-        raise InvalidRequest(f"VerifySignatures digest: {exc}") from None
-    return Subject(request.digest, simplesigning.expected_repositories(host, repository))
+        raise InvalidRequest(f"digest: {exc}") from None
+    return digest
 
 
 def artifact_from_proto(message: signature_pb2.SignatureArtifact) -> Artifact:
@@ -71,7 +100,7 @@ def artifact_from_proto(message: signature_pb2.SignatureArtifact) -> Artifact:
     return Artifact(location=message.location or f"staged:{key}", manifest_key=key)
 
 
-def results_to_proto(outcome: Outcome) -> list[signature_pb2.SignatureResult]:
+def results_to_proto(checks: tuple[SignatureCheck, ...]) -> list[signature_pb2.SignatureResult]:
     return [
         signature_pb2.SignatureResult(
             location=check.location,
@@ -80,25 +109,102 @@ def results_to_proto(outcome: Outcome) -> list[signature_pb2.SignatureResult]:
             reason=check.reason,
             code=check.code,
         )
-        for check in outcome.checks
+        for check in checks
     ]
 
 
+class TrustRoots:
+    """Parsed trusted roots (legacy view and sigstore library), by document."""
+
+    def __init__(self, size: int = _ROOT_CACHE) -> None:
+        self._size = size
+        self._cache: OrderedDict[bytes, tuple[TrustRoot, SigstoreTrust]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, text: bytes) -> tuple[TrustRoot, SigstoreTrust]:
+        with self._lock:
+            found = self._cache.get(text)
+            if found is not None:
+                self._cache.move_to_end(text)
+                return found
+        root = parse_trust_root(text)
+        loaded = (root, SigstoreTrust(text))
+        with self._lock:
+            self._cache[text] = loaded
+            while len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        return loaded
+
+
+def trust_from_proto(message: common_pb2.SignaturePolicy, roots: TrustRoots, where: str) -> Trust:
+    """The rule's trust material; ConfigError when some of it cannot be used."""
+    rekor_required = _REKOR_REQUIRED.get(message.rekor)
+    if rekor_required is None:
+        raise InvalidRequest(f"{where}: signature policy has no known rekor setting")
+    try:
+        keys = load_trusted_keys((k.name, k.pem) for k in message.keys)
+        signers = load_signers((k.issuer, k.subject, k.subject_regex) for k in message.keyless)
+    except TrustMaterialError as exc:
+        raise ConfigError(exc.name, f"{where}.keys", exc.problem) from None
+    except IdentityConfigError as exc:
+        raise ConfigError("policy", f"{where}.keyless", str(exc)) from None
+    text = message.trusted_root_json.encode("utf-8") or production_trust_root()
+    try:
+        root, backend = roots.get(text)
+    except (TrustRootError, BundleFailure) as exc:
+        raise ConfigError("policy", f"{where}.trusted_root", str(exc)) from None
+    return Trust(
+        keys=keys,
+        keyless=signers,
+        root=root,
+        rekor_required=rekor_required,
+        now=datetime.now(UTC),
+        bundles=backend,
+    )
+
+
 class SignatureServicer(signature_pb2_grpc.SignatureServicer):  # type: ignore[misc]
-    """Verifies staged cosign signatures offline against the rule's keys."""
+    """Verifies staged signatures and attestations offline against the rule's trust."""
 
     def __init__(self, config: Config) -> None:
         self._staging_store = StagingStore(config.state_dir / "staging")
-        self._limits = Limits(
-            manifest_bytes=config.limits.manifest_bytes,
-            payload_bytes=config.limits.signature_bytes,
-            signatures=config.limits.signatures,
+        self._config_limits = config.limits
+        self._roots = TrustRoots()
+
+    def _limits(self, message: common_pb2.SignaturePolicy) -> Limits:
+        defaults = self._config_limits
+        return Limits(
+            manifest_bytes=defaults.manifest_bytes,
+            payload_bytes=message.max_signature_bytes or defaults.signature_bytes,
+            signatures=message.max_signatures or defaults.signatures,
         )
+
+    def _subject(self, session: str, plan: common_pb2.Plan, digest: str) -> Subject:
+        content = None
+        limit = self._config_limits.manifest_bytes
+        if self._staging_store.exists(session, digest):
+            try:
+                data = self._staging_store.read(session, digest, limit)
+            except StagingError:
+                data = b""
+            if data and not content_mismatch(data, digest, None):
+                content = data
+        return Subject(checked_digest(digest), subject_repositories(plan), content)
+
+    def _reader(self, session: str) -> ReadStaged:
+        store = self._staging_store
+
+        def read_staged(key: str, limit: int) -> bytes:
+            with store.open(session, key) as handle:
+                return handle.read(limit + 1)
+
+        return read_staged
 
     async def VerifySignatures(  # noqa: N802 - gRPC method name
         self, request: signature_pb2.VerifySignaturesRequest, context: grpc.aio.ServicerContext
     ) -> signature_pb2.VerifySignaturesResponse:
-        requirement = requirement_from_proto(request.plan.rule.signature)
+        message = request.plan.rule.signature
+        requirement = requirement_from_proto(message)
         if requirement.mode is Mode.NONE:
             # Nothing is read: a rule without signatures needs no artifacts.
             return signature_pb2.VerifySignaturesResponse(
@@ -106,29 +212,58 @@ class SignatureServicer(signature_pb2_grpc.SignatureServicer):  # type: ignore[m
             )
         if not request.session:
             raise InvalidRequest("VerifySignatures needs a staging session")
-        subject = subject_from_request(request)
+        subject = self._subject(request.session, request.plan, checked_digest(request.digest))
         artifacts = [artifact_from_proto(a) for a in request.artifacts]
-        try:
-            keys = load_trusted_keys((k.name, k.pem) for k in request.plan.rule.signature.keys)
-        except TrustMaterialError as exc:
-            raise ConfigError(exc.name, "", exc.problem) from None
-        session = request.session
-
-        def read_staged(key: str, limit: int) -> bytes:
-            with self._staging_store.open(session, key) as handle:
-                return handle.read(limit + 1)
-
+        trust = await asyncio.to_thread(trust_from_proto, message, self._roots, "signature")
         outcome = await asyncio.to_thread(
             verify_signatures,
             requirement,
             subject,
             artifacts,
-            KeyTrust(keys),
-            self._limits,
-            read_staged,
+            trust,
+            self._limits(message),
+            self._reader(request.session),
         )
         return signature_pb2.VerifySignaturesResponse(
-            verdict=verdict_to_proto(outcome.verdict), signatures=results_to_proto(outcome)
+            verdict=verdict_to_proto(outcome.verdict),
+            signatures=results_to_proto(outcome.checks),
+        )
+
+    async def VerifyAttestations(  # noqa: N802 - gRPC method name
+        self, request: signature_pb2.VerifyAttestationsRequest, context: grpc.aio.ServicerContext
+    ) -> signature_pb2.VerifyAttestationsResponse:
+        message = request.plan.rule.provenance.signers
+        requirement = requirement_from_proto(message)
+        if not request.session:
+            raise InvalidRequest("VerifyAttestations needs a staging session")
+        subject = self._subject(request.session, request.plan, checked_digest(request.digest))
+        artifacts = [artifact_from_proto(a) for a in request.artifacts]
+        trust = None
+        if requirement.mode is not Mode.NONE:
+            trust = await asyncio.to_thread(
+                trust_from_proto, message, self._roots, "provenance.signers"
+            )
+        outcome: AttestationOutcome = await asyncio.to_thread(
+            verify_attestations,
+            subject,
+            artifacts,
+            trust,
+            self._limits(message),
+            self._reader(request.session),
+        )
+        return signature_pb2.VerifyAttestationsResponse(
+            verdict=verdict_to_proto(outcome.verdict),
+            statements=[
+                signature_pb2.VerifiedStatement(
+                    predicate_type=s.predicate_type,
+                    builder_id=s.builder_id,
+                    source_repository=s.source_repository,
+                    signer=s.signer,
+                    found_at=s.found_at,
+                )
+                for s in outcome.statements
+            ],
+            attestations=results_to_proto(outcome.checks),
         )
 
 

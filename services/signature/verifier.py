@@ -1,38 +1,49 @@
-"""Key-based cosign signature verification of one manifest digest.
+"""Image signature verification of one manifest digest, over every artifact found.
 
-For each staged signature artifact (a ``sha256-<hex>.sig`` manifest), and in
-it each layer of media type ``application/vnd.dev.cosign.simplesigning.v1+json``:
+For each staged signature artifact (a ``.sig`` tag, a referrer, a referrers
+fallback entry), its manifest is re-read from staging (bounded, digest
+recomputed) and parsed (``attachments``). A referrer whose ``subject`` is
+another manifest is ignored with a finding and never counted (THREATS F-15).
+Then each layer, by media type:
 
-1. the signature annotation is decoded (strict base64);
-2. the payload blob is read from staging, at most ``payload_bytes``, and its
-   digest and size recomputed and compared with the layer descriptor;
-3. the signature is checked over the exact payload bytes by a
-   :class:`SignerIdentifier` (configured keys today; keyless later);
-4. only then is the payload parsed, strictly, and it must name this digest
-   (exact string) and this repository.
+- **simple-signing** (legacy cosign, ``.sig``): the signature annotation is
+  decoded; the payload blob is read from staging (at most ``payload_bytes``)
+  and its digest and size recomputed; ``trust.identify`` decides the signer
+  (key, key + Rekor SET, keyless Fulcio + Rekor, own PKI); only then is the
+  payload parsed, strictly, and it must name this digest (exact string) and
+  this repository (or the rule's ``signed_identity``);
+- **sigstore bundle** (cosign v3 referrers): ``bundles.verify_bundle`` for
+  this digest; a DSSE statement must be an image signature
+  (``https://sigstore.dev/cosign/sign/v1``, read from the SIGNED statement)
+  and, when its subject has a name, name this repository. cosign v3 writes
+  no name, so such a signature binds the digest only (said in the reason);
+- DSSE attestations and other attachments are not signatures: skipped here
+  (``attestations`` reads attestations).
 
-Each step that fails rejects that signature with a stable finding code;
-:func:`policy.evaluate` turns the checks into the verdict. Nothing here does
-I/O itself: the caller passes ``read_staged``, so the module stays pure and
-the servicer owns the staging store.
+Every count is bounded: artifacts, and signature layers in all of them
+together, by ``limits.signatures`` (G-08); every blob by ``payload_bytes``
+(G-09). :func:`policy.evaluate` turns the checks into the verdict. Nothing
+here does I/O itself: the caller passes ``read_staged``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from pullguard.services.runtime.digests import digest_bytes, parse_digest
 from pullguard.services.runtime.findings import Verdict
-from pullguard.services.signature import policy, simplesigning
+from pullguard.services.signature import bundles, dsse, policy, simplesigning
 from pullguard.services.signature.attachments import (
+    Attachment,
     AttachmentError,
     Layer,
     decode_signature,
-    parse_signature_manifest,
+    layer_kind,
+    parse_attachment,
 )
 from pullguard.services.signature.policy import Requirement, SignatureCheck
+from pullguard.services.signature.trust import Signer, Trust, identify, sha256_hex
 
 #: ``read_staged(key, limit)`` returns the object staged under ``key``, or its
 #: first ``limit + 1`` bytes when it is larger. It raises when nothing is
@@ -40,24 +51,17 @@ from pullguard.services.signature.policy import Requirement, SignatureCheck
 ReadStaged = Callable[[str, int], bytes]
 
 
-class SignerIdentifier(Protocol):
-    """Decides who, among the trusted signers, made a signature."""
-
-    def identify(
-        self, signature: bytes, payload: bytes, annotations: Mapping[str, str]
-    ) -> str | None:
-        """The trusted signer's name when ``signature`` verifies over ``payload``, else None."""
-        ...
-
-
 @dataclass(frozen=True)
 class Subject:
     """What every accepted signature must name."""
 
     digest: str
-    #: Repository names the payload's docker-reference may give (see
+    #: Repository names a payload's docker-reference may give (see
     #: :func:`simplesigning.expected_repositories`).
     repositories: tuple[str, ...]
+    #: The manifest bytes, when staged: lets a statement's other digests
+    #: (sha512) be checked too.
+    content: bytes | None = None
 
     def __post_init__(self) -> None:
         parse_digest(self.digest)  # DigestSyntaxError (a ValueError) when not exact
@@ -76,9 +80,9 @@ class Artifact:
 @dataclass(frozen=True)
 class Limits:
     manifest_bytes: int
-    #: Largest payload blob read per signature (THREATS G-09).
+    #: Largest payload, envelope or bundle blob read per signature (THREATS G-09).
     payload_bytes: int
-    #: Most layers per signature manifest, and most artifacts (THREATS G-08).
+    #: Most artifacts, and most signatures in all of them (THREATS G-08).
     signatures: int
 
 
@@ -88,11 +92,25 @@ class Outcome:
     checks: tuple[SignatureCheck, ...]
 
 
+class Budget:
+    """How many more signatures may be examined (G-08)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.left = limit
+
+    def take(self) -> bool:
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True
+
+
 def verify_signatures(
     requirement: Requirement,
     subject: Subject,
     artifacts: Sequence[Artifact],
-    identifier: SignerIdentifier,
+    trust: Trust,
     limits: Limits,
     read_staged: ReadStaged,
 ) -> Outcome:
@@ -101,118 +119,224 @@ def verify_signatures(
         return Outcome(policy.evaluate(requirement, ()), ())
     checks: list[SignatureCheck] = []
     if len(artifacts) > limits.signatures:
-        checks.append(
-            SignatureCheck.reject(
-                "request",
-                policy.TOO_MANY,
-                f"got {len(artifacts)} signature artifacts, expected at most {limits.signatures}",
-            )
-        )
+        checks.append(_too_many_artifacts(len(artifacts), limits))
     else:
+        budget = Budget(limits.signatures)
         for artifact in artifacts:
-            checks.extend(_artifact_checks(artifact, subject, identifier, limits, read_staged))
+            checks.extend(_artifact_checks(artifact, subject, trust, limits, read_staged, budget))
     return Outcome(policy.evaluate(requirement, checks), tuple(checks))
+
+
+def _too_many_artifacts(count: int, limits: Limits) -> SignatureCheck:
+    return SignatureCheck.reject(
+        "request",
+        policy.TOO_MANY,
+        f"got {count} signature artifacts, expected at most {limits.signatures}",
+    )
+
+
+def read_attachment(
+    artifact: Artifact, subject: Subject, limits: Limits, read_staged: ReadStaged
+) -> Attachment | SignatureCheck:
+    """The artifact's parsed manifest, or why it is unusable or not about ``subject``."""
+    location = artifact.location
+    data = read_staged(artifact.manifest_key, limits.manifest_bytes)
+    if len(data) > limits.manifest_bytes:
+        return SignatureCheck.reject(
+            location,
+            policy.TOO_LARGE,
+            f"signature manifest is larger than {limits.manifest_bytes} bytes",
+        )
+    mismatch = content_mismatch(data, artifact.manifest_key, None)
+    if mismatch:
+        return SignatureCheck.reject(location, policy.BLOB_MISMATCH, mismatch)
+    try:
+        attachment = parse_attachment(data, limits.signatures)
+    except AttachmentError as exc:
+        return SignatureCheck.reject(location, exc.code, exc.message)
+    if attachment.subject_digest and attachment.subject_digest != subject.digest:
+        return SignatureCheck.reject(
+            location,
+            policy.SUBJECT_MISMATCH,
+            f"referrer's subject is {attachment.subject_digest[:140]}, expected"
+            f" {subject.digest}; ignored",
+        )
+    return attachment
+
+
+def read_blob(
+    location: str, layer: Layer, limits: Limits, read_staged: ReadStaged
+) -> bytes | SignatureCheck:
+    """A layer's staged blob, bounded and checked against its descriptor."""
+    if layer.size > limits.payload_bytes:
+        return SignatureCheck.reject(
+            location,
+            policy.TOO_LARGE,
+            f"got a {layer.size}-byte blob, expected at most {limits.payload_bytes}",
+        )
+    data = read_staged(layer.digest, limits.payload_bytes)
+    if len(data) > limits.payload_bytes:
+        return SignatureCheck.reject(
+            location, policy.TOO_LARGE, f"staged blob is larger than {limits.payload_bytes} bytes"
+        )
+    mismatch = content_mismatch(data, layer.digest, layer.size)
+    if mismatch:
+        return SignatureCheck.reject(location, policy.BLOB_MISMATCH, mismatch)
+    return data
 
 
 def _artifact_checks(
     artifact: Artifact,
     subject: Subject,
-    identifier: SignerIdentifier,
+    trust: Trust,
+    limits: Limits,
+    read_staged: ReadStaged,
+    budget: Budget,
+) -> list[SignatureCheck]:
+    attachment = read_attachment(artifact, subject, limits, read_staged)
+    if isinstance(attachment, SignatureCheck):
+        return [attachment]
+    checks: list[SignatureCheck] = []
+    for layer in attachment.layers:
+        kind = layer_kind(layer.media_type)
+        if kind not in ("signature", "bundle"):
+            continue
+        location = f"{artifact.location}/layers[{layer.index}]"
+        if not budget.take():
+            checks.append(
+                SignatureCheck.reject(
+                    location,
+                    policy.TOO_MANY,
+                    f"more than {budget.limit} signatures; the rest were not examined",
+                )
+            )
+            break
+        if kind == "signature":
+            checks.extend(_simple_signing(location, layer, subject, trust, limits, read_staged))
+        else:
+            checks.append(_bundle_signature(location, layer, subject, trust, limits, read_staged))
+    return checks
+
+
+def _simple_signing(
+    location: str,
+    layer: Layer,
+    subject: Subject,
+    trust: Trust,
     limits: Limits,
     read_staged: ReadStaged,
 ) -> list[SignatureCheck]:
-    data = read_staged(artifact.manifest_key, limits.manifest_bytes)
-    if len(data) > limits.manifest_bytes:
-        return [
-            SignatureCheck.reject(
-                artifact.location,
-                policy.TOO_LARGE,
-                f"signature manifest is larger than {limits.manifest_bytes} bytes",
-            )
-        ]
-    mismatch = _content_mismatch(data, artifact.manifest_key, None)
-    if mismatch:
-        return [SignatureCheck.reject(artifact.location, policy.BLOB_MISMATCH, mismatch)]
-    try:
-        layers = parse_signature_manifest(data, limits.signatures)
-    except AttachmentError as exc:
-        return [SignatureCheck.reject(artifact.location, exc.code, exc.message)]
-    return [
-        _layer_check(artifact, layer, subject, identifier, limits, read_staged)
-        for layer in layers
-        if layer.media_type == simplesigning.MEDIA_TYPE
-    ]
-
-
-def _layer_check(
-    artifact: Artifact,
-    layer: Layer,
-    subject: Subject,
-    identifier: SignerIdentifier,
-    limits: Limits,
-    read_staged: ReadStaged,
-) -> SignatureCheck:
-    location = f"{artifact.location}/layers[{layer.index}]"
     encoded = layer.annotations.get(simplesigning.SIGNATURE_ANNOTATION)
     if encoded is None:
-        return SignatureCheck.reject(
-            location,
-            policy.INVALID,
-            f"layer has no {simplesigning.SIGNATURE_ANNOTATION} annotation",
-        )
+        return [
+            SignatureCheck.reject(
+                location,
+                policy.INVALID,
+                f"layer has no {simplesigning.SIGNATURE_ANNOTATION} annotation",
+            )
+        ]
     try:
         signature = decode_signature(encoded)
     except AttachmentError as exc:
-        return SignatureCheck.reject(location, exc.code, exc.message)
-    if layer.size > limits.payload_bytes:
-        return SignatureCheck.reject(
-            location,
-            policy.TOO_LARGE,
-            f"got a payload of {layer.size} bytes, expected at most {limits.payload_bytes}",
-        )
-    payload = read_staged(layer.digest, limits.payload_bytes)
-    if len(payload) > limits.payload_bytes:
-        return SignatureCheck.reject(
-            location,
-            policy.TOO_LARGE,
-            f"staged payload is larger than {limits.payload_bytes} bytes",
-        )
-    mismatch = _content_mismatch(payload, layer.digest, layer.size)
-    if mismatch:
-        return SignatureCheck.reject(location, policy.BLOB_MISMATCH, mismatch)
-    signer = identifier.identify(signature, payload, layer.annotations)
-    if signer is None:
-        return SignatureCheck.reject(
-            location, policy.UNTRUSTED_KEY, "signature verifies under no trusted key"
-        )
+        return [SignatureCheck.reject(location, exc.code, exc.message)]
+    payload = read_blob(location, layer, limits, read_staged)
+    if isinstance(payload, SignatureCheck):
+        return [payload]
+    signer = identify(location, payload, signature, sha256_hex(payload), layer.annotations, trust)
+    if isinstance(signer, SignatureCheck):
+        return [signer]
     try:
         claims = simplesigning.parse_payload(payload)
     except simplesigning.PayloadError as exc:
-        return SignatureCheck.reject(location, policy.INVALID, str(exc), signer)
+        return [SignatureCheck.reject(location, policy.INVALID, str(exc), signer.name)]
     if claims.manifest_digest != subject.digest:
-        return SignatureCheck.reject(
-            location,
-            policy.WRONG_DIGEST,
-            f"got signed digest {claims.manifest_digest[:140]}, expected {subject.digest}",
-            signer,
-        )
+        return [
+            SignatureCheck.reject(
+                location,
+                policy.WRONG_DIGEST,
+                f"got signed digest {claims.manifest_digest[:140]}, expected {subject.digest}",
+                signer.name,
+            )
+        ]
     if not simplesigning.names_repository(claims.docker_reference, subject.repositories):
-        return SignatureCheck.reject(
+        return [
+            SignatureCheck.reject(
+                location,
+                policy.WRONG_REPOSITORY,
+                f"got signed reference {claims.docker_reference[:200]},"
+                f" expected {subject.repositories[0]}",
+                signer.name,
+            )
+        ]
+    return _accepted(location, signer, subject, f"in {subject.repositories[0]}")
+
+
+def _accepted(location: str, signer: Signer, subject: Subject, where: str) -> list[SignatureCheck]:
+    checks = [
+        SignatureCheck.accept(
             location,
-            policy.WRONG_REPOSITORY,
-            f"got signed reference {claims.docker_reference[:200]},"
-            f" expected {subject.repositories[0]}",
-            signer,
+            signer.name,
+            f"signed by {signer.name} for {subject.digest} {where} ({signer.describe()})",
         )
-    return SignatureCheck.accept(
-        location,
-        signer,
-        f"signed by {signer} for {subject.digest} in {subject.repositories[0]}"
-        " (transparency log not checked)",
-    )
+    ]
+    if signer.tlog_problem:
+        # rekor: optional: the key signature stands, but a bad promise in
+        # its annotations is worth knowing about (THREATS G-06).
+        checks.append(
+            SignatureCheck.reject(
+                location,
+                policy.TLOG_INVALID,
+                f"transparency log promise ignored: {signer.tlog_problem}",
+                signer.name,
+            )
+        )
+    return checks
 
 
-def _content_mismatch(data: bytes, digest: str, size: int | None) -> str:
+def _bundle_signature(
+    location: str,
+    layer: Layer,
+    subject: Subject,
+    trust: Trust,
+    limits: Limits,
+    read_staged: ReadStaged,
+) -> SignatureCheck:
+    data = read_blob(location, layer, limits, read_staged)
+    if isinstance(data, SignatureCheck):
+        return data
+    try:
+        verified = bundles.verify_bundle(
+            data, bundles.ArtifactRef(subject.digest, subject.content), trust
+        )
+    except bundles.BundleRejected as exc:
+        return SignatureCheck.reject(location, exc.code, exc.message, exc.signer)
+    if verified.kind == "message":
+        where = "(a message signature over the manifest digest; no repository is signed)"
+    elif verified.statement is None or verified.subject is None:
+        return SignatureCheck.reject(location, policy.INVALID, "bundle statement is missing")
+    else:
+        if verified.statement.predicate_type != dsse.COSIGN_SIGN_PREDICATE:
+            return SignatureCheck.reject(
+                location,
+                policy.WRONG_TYPE,
+                f"signed statement is a {verified.statement.predicate_type[:120]} attestation,"
+                f" expected an image signature ({dsse.COSIGN_SIGN_PREDICATE})",
+                verified.signer,
+            )
+        name = verified.subject.name
+        if name and not simplesigning.names_repository(name, subject.repositories):
+            return SignatureCheck.reject(
+                location,
+                policy.WRONG_REPOSITORY,
+                f"got signed subject {name[:200]}, expected {subject.repositories[0]}",
+                verified.signer,
+            )
+        where = f"in {subject.repositories[0]}" if name else "(the statement names no repository)"
+    signer = Signer(verified.signer, verified.signer_kind, verified.tlog)
+    return _accepted(location, signer, subject, where)[0]
+
+
+def content_mismatch(data: bytes, digest: str, size: int | None) -> str:
     """Empty when ``data`` is ``size`` bytes hashing to ``digest``; else the problem."""
     if size is not None and len(data) != size:
         return f"got {len(data)} staged bytes for {digest}, expected {size}"

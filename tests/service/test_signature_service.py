@@ -2,16 +2,22 @@
 
 Once per module: Debian's docker-registry starts on 127.0.0.1, two small
 images are pushed over raw HTTP, and the real cosign 2.5 signs them offline
-(image 1 by alice, image 2 by alice and bob). The ``sha256-<hex>.sig``
-manifests and their blobs are read back with httpx and, per test, staged
-exactly as the fetcher stages them before VerifySignatures is called.
+(image 1 by alice, image 2 by alice and bob), then, also with cosign:
+image 1 gets a SLSA v0.2 attestation by alice as a ``.att`` tag and a SLSA v1
+attestation as a sigstore bundle referrer (``--new-bundle-format``), and
+image 2 a signature by carol stored as an OCI 1.1 referrer
+(``--registry-referrers-mode=oci-1-1``). The manifests and their blobs are
+read back with httpx and, per test, staged exactly as the fetcher stages
+them before VerifySignatures or VerifyAttestations is called.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
@@ -23,12 +29,19 @@ from pullguard.services.signature.servicer import register
 from pullguard.v1 import common_pb2, signature_pb2, signature_pb2_grpc
 from tests.support.configs import make_config
 from tests.support.cosign import (
+    OCI_MANIFEST,
+    OfflineSigstore,
     SignatureArtifact,
+    attest,
     cosign_binary,
     generate_key_pair,
+    read_manifest_artifact,
+    read_referrers,
     read_signature_artifact,
     sign,
+    signature_manifest,
     signature_tag,
+    simple_signing_payload,
 )
 from tests.support.grpcserver import running_service
 from tests.support.registry import PushedImage, push_image_sync
@@ -53,7 +66,24 @@ class Signed:
     image2: PushedImage  # signed by alice and bob
     sig1: SignatureArtifact
     sig2: SignatureArtifact
-    keys: dict[str, str]  # alice.pub, bob.pub, carol.pub (never signs) -> PEM
+    keys: dict[str, str]  # alice.pub, bob.pub, carol.pub -> PEM
+    att1: SignatureArtifact  # image 1's .att: SLSA v0.2 by alice
+    bundle1: SignatureArtifact  # image 1's bundle referrer: SLSA v1 by alice
+    referrer2: SignatureArtifact  # image 2's simple-signing referrer by carol
+
+
+SLSA_V02_PREDICATE = {
+    "builder": {"id": "https://ci.example/builder@v1"},
+    "buildType": "https://ci.example/build",
+    "invocation": {"configSource": {"uri": "git+https://git.example/myorg/app@refs/heads/main"}},
+}
+SLSA_V1_PREDICATE = {
+    "buildDefinition": {
+        "buildType": "https://ci.example/build",
+        "externalParameters": {"workflow": {"repository": "https://git.example/myorg/app"}},
+    },
+    "runDetails": {"builder": {"id": "https://ci.example/builder@v2"}},
+}
 
 
 @pytest.fixture(scope="module")
@@ -73,11 +103,28 @@ def signed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Signed]:
         sign(f"{REPOSITORY}@{image1.digest}", private["alice"], registry.url)
         sign(f"{REPOSITORY}@{image2.digest}", private["alice"], registry.url)
         sign(f"{REPOSITORY}@{image2.digest}", private["bob"], registry.url)
+        image1_ref = f"{REPOSITORY}@{image1.digest}"
+        attest(image1_ref, private["alice"], SLSA_V02_PREDICATE, "slsaprovenance", registry.url)
+        attest(
+            image1_ref,
+            private["alice"],
+            SLSA_V1_PREDICATE,
+            "slsaprovenance1",
+            registry.url,
+            new_bundle=True,
+        )
+        referrer = sign(
+            f"{REPOSITORY}@{image2.digest}", private["carol"], registry.url, referrer=True
+        )
         sig1 = read_signature_artifact(registry.url, REPOSITORY, image1.digest)
         sig2 = read_signature_artifact(registry.url, REPOSITORY, image2.digest)
-        assert sig1 is not None and sig2 is not None
+        att1 = read_signature_artifact(registry.url, REPOSITORY, image1.digest, ".att")
+        (bundle1,) = read_referrers(registry.url, REPOSITORY, image1.digest)
+        referrer2 = read_manifest_artifact(registry.url, REPOSITORY, referrer)
+        assert sig1 is not None and sig2 is not None and att1 is not None
+        assert referrer2 is not None
         assert len(sig1.descriptors) == 2 and len(sig2.descriptors) == 3  # config + layers
-        yield Signed(registry.address, image1, image2, sig1, sig2, keys)
+        yield Signed(registry.address, image1, image2, sig1, sig2, keys, att1, bundle1, referrer2)
     finally:
         registry.stop()
 
@@ -93,15 +140,17 @@ async def stub(config: Config) -> AsyncIterator[signature_pb2_grpc.SignatureStub
         yield signature_pb2_grpc.SignatureStub(channel)
 
 
-def stage(config: Config, artifact: SignatureArtifact) -> signature_pb2.SignatureArtifact:
-    """Stage a .sig manifest and its blobs as the fetcher does; return the proto."""
+def stage(
+    config: Config, artifact: SignatureArtifact, location: str = ""
+) -> signature_pb2.SignatureArtifact:
+    """Stage a signature manifest and its blobs as the fetcher does; return the proto."""
     store = StagingStore(config.state_dir / "staging")
     for key, data in ((artifact.digest, artifact.manifest), *artifact.blobs.items()):
         with store.writer(SESSION) as writer:
             writer.write(data)
             writer.commit(key)
     return signature_pb2.SignatureArtifact(
-        location=f"tag:{artifact.tag}",
+        location=location or f"tag:{artifact.tag}",
         manifest=common_pb2.StagedManifest(
             staged_key=artifact.digest,
             computed_digest=artifact.digest,
@@ -128,6 +177,8 @@ def request(
     mode: int = Mode.ENFORCE,
     threshold: int = 0,
     repository: str = REPOSITORY,
+    rekor: int = common_pb2.SignaturePolicy.OPTIONAL,
+    signed_identity: str = "",
 ) -> signature_pb2.VerifySignaturesRequest:
     return signature_pb2.VerifySignaturesRequest(
         session=SESSION,
@@ -146,6 +197,8 @@ def request(
                     mode=mode,  # type: ignore[arg-type]
                     keys=[common_pb2.PublicKey(name=k, pem=signed.keys[k]) for k in keys],
                     threshold=threshold,
+                    rekor=rekor,  # type: ignore[arg-type]
+                    signed_identity=signed_identity,
                 ),
             ),
         ),
@@ -331,3 +384,206 @@ async def test_unusable_trusted_key_is_an_error(
         await call(stub, message)
     assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "alice.pub" in (raised.value.details() or "")
+
+
+def attestation_request(
+    signed: Signed,
+    digest: str,
+    artifacts: list[signature_pb2.SignatureArtifact],
+    keys: tuple[str, ...] = ("alice.pub",),
+) -> signature_pb2.VerifyAttestationsRequest:
+    plan = request(signed, digest, []).plan
+    plan.rule.provenance.CopyFrom(
+        common_pb2.ProvenancePolicy(
+            required=True,
+            signers=common_pb2.SignaturePolicy(
+                mode=Mode.ENFORCE,
+                keys=[common_pb2.PublicKey(name=k, pem=signed.keys[k]) for k in keys],
+                rekor=common_pb2.SignaturePolicy.OPTIONAL,
+            ),
+        )
+    )
+    return signature_pb2.VerifyAttestationsRequest(
+        session=SESSION, plan=plan, digest=digest, artifacts=artifacts
+    )
+
+
+async def test_cosign_att_tag_gives_signed_slsa_v02_provenance(
+    stub: signature_pb2_grpc.SignatureStub, config: Config, signed: Signed
+) -> None:
+    artifact = stage(config, signed.att1)
+    message = attestation_request(signed, signed.image1.digest, [artifact])
+    response = await stub.VerifyAttestations(message, timeout=10)
+    assert response.verdict.decision == common_pb2.ALLOW
+    (found,) = response.statements
+    assert found.predicate_type == "https://slsa.dev/provenance/v0.2"
+    assert found.builder_id == "https://ci.example/builder@v1"
+    assert found.source_repository == "https://git.example/myorg/app"
+    assert found.signer == "alice.pub"
+    assert found.found_at == f"{artifact.location}/layers[0]"
+    # cosign's unsigned predicateType annotation is reported as ignored.
+    assert "signature.unsigned_annotation_ignored" in [f.code for f in response.verdict.findings]
+
+
+async def test_cosign_bundle_referrer_gives_signed_slsa_v1_provenance(
+    stub: signature_pb2_grpc.SignatureStub, config: Config, signed: Signed
+) -> None:
+    artifact = stage(config, signed.bundle1, f"referrer:{signed.bundle1.digest}")
+    message = attestation_request(signed, signed.image1.digest, [artifact])
+    response = await stub.VerifyAttestations(message, timeout=10)
+    (found,) = response.statements
+    assert (found.predicate_type, found.builder_id, found.source_repository) == (
+        "https://slsa.dev/provenance/v1",
+        "https://ci.example/builder@v2",
+        "https://git.example/myorg/app",
+    )
+    [result] = response.attestations
+    assert (result.accepted, result.signer) == (True, "alice.pub")
+
+
+async def test_g07_attestations_by_an_untrusted_signer_give_nothing(
+    stub: signature_pb2_grpc.SignatureStub, config: Config, signed: Signed
+) -> None:
+    artifacts = [
+        stage(config, signed.att1),
+        stage(config, signed.bundle1, f"referrer:{signed.bundle1.digest}"),
+    ]
+    message = attestation_request(signed, signed.image1.digest, artifacts, keys=("bob.pub",))
+    response = await stub.VerifyAttestations(message, timeout=10)
+    assert response.verdict.decision == common_pb2.ALLOW  # the source layer decides
+    assert list(response.statements) == []
+    assert [r.code for r in response.attestations] == ["signature.untrusted_key"] * 2
+
+
+async def test_g07_attestation_is_not_an_image_signature(
+    stub: signature_pb2_grpc.SignatureStub, config: Config, signed: Signed
+) -> None:
+    artifact = stage(config, signed.bundle1, f"referrer:{signed.bundle1.digest}")
+    response = await call(stub, request(signed, signed.image1.digest, [artifact]))
+    assert response.verdict.decision == common_pb2.DENY
+    assert findings(response) == [("signature.wrong_type", common_pb2.ERROR)]
+
+
+async def test_simple_signing_signature_stored_as_a_referrer(
+    stub: signature_pb2_grpc.SignatureStub, config: Config, signed: Signed
+) -> None:
+    location = f"referrer:{signed.referrer2.digest}"
+    artifact = stage(config, signed.referrer2, location)
+    message = request(signed, signed.image2.digest, [artifact], keys=("carol.pub",))
+    response = await call(stub, message)
+    assert response.verdict.decision == common_pb2.ALLOW
+    # cosign copies the image's existing signatures (alice, bob) into it too.
+    assert [r.signer for r in response.signatures if r.accepted] == ["carol.pub"]
+
+
+async def test_f15_referrer_presented_for_another_image_is_ignored(
+    stub: signature_pb2_grpc.SignatureStub, config: Config, signed: Signed
+) -> None:
+    artifact = stage(config, signed.referrer2, f"referrer:{signed.referrer2.digest}")
+    message = request(signed, signed.image1.digest, [artifact], keys=("carol.pub",))
+    response = await call(stub, message)
+    assert response.verdict.decision == common_pb2.DENY
+    assert findings(response) == [("signature.subject_mismatch", common_pb2.ERROR)]
+
+
+async def test_g06_key_signature_without_log_entry_when_rekor_is_required(
+    stub: signature_pb2_grpc.SignatureStub, config: Config, signed: Signed
+) -> None:
+    artifact = stage(config, signed.sig1)
+    message = request(
+        signed, signed.image1.digest, [artifact], rekor=common_pb2.SignaturePolicy.REQUIRED
+    )
+    response = await call(stub, message)
+    assert response.verdict.decision == common_pb2.DENY
+    assert findings(response) == [("signature.tlog_missing", common_pb2.ERROR)]
+
+
+async def test_signed_identity_maps_another_repository_to_the_signed_name(
+    stub: signature_pb2_grpc.SignatureStub, config: Config, signed: Signed
+) -> None:
+    artifact = stage(config, signed.sig1)
+    mirror = request(
+        signed,
+        signed.image1.digest,
+        [artifact],
+        repository="mirror/app",
+        signed_identity=f"{signed.address}/{REPOSITORY}",
+    )
+    assert (await call(stub, mirror)).verdict.decision == common_pb2.ALLOW
+    wrong = request(
+        signed,
+        signed.image1.digest,
+        [artifact],
+        signed_identity=f"{signed.address}/other/app",
+    )
+    response = await call(stub, wrong)
+    assert findings(response) == [("signature.wrong_repository", common_pb2.ERROR)]
+
+
+async def test_keyless_signature_under_the_rules_trusted_root(
+    stub: signature_pb2_grpc.SignatureStub, config: Config, signed: Signed
+) -> None:
+    fulcio = OfflineSigstore("service-fulcio")
+    issuer = "https://token.actions.githubusercontent.com"
+    workflow = "https://github.com/myorg/app/.github/workflows/release.yml@refs/tags/v1"
+    payload = simple_signing_payload(f"{signed.address}/{REPOSITORY}", signed.image1.digest)
+    layer = fulcio.keyless_layer(payload, workflow, issuer, fulcio.start + timedelta(days=30))
+    manifest, blobs = signature_manifest([layer])
+    descriptors: list[dict[str, object]] = json.loads(manifest)["layers"]
+    artifact = SignatureArtifact("sha256-x.sig", manifest, OCI_MANIFEST, descriptors, blobs)
+    message = request(signed, signed.image1.digest, [stage(config, artifact)], keys=())
+    rule = message.plan.rule.signature
+    rule.keyless.append(
+        common_pb2.KeylessIdentity(issuer=issuer, subject_regex=r"^https://github\.com/myorg/.*$")
+    )
+    rule.trusted_root_json = fulcio.trusted_root().decode()
+    response = await call(stub, message)
+    assert response.verdict.decision == common_pb2.ALLOW, response.verdict
+    assert response.signatures[0].signer.endswith(f"({issuer})")
+    # The same signature under the production root: an untrusted CA.
+    rule.trusted_root_json = ""
+    response = await call(stub, message)
+    assert findings(response) == [("signature.tlog_invalid", common_pb2.ERROR)]
+
+
+async def test_unset_rekor_setting_is_an_error_not_an_allow(
+    stub: signature_pb2_grpc.SignatureStub, config: Config, signed: Signed
+) -> None:
+    message = request(signed, signed.image1.digest, [stage(config, signed.sig1)])
+    message.plan.rule.signature.ClearField("rekor")
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call(stub, message)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("root", ["{}", "not json", '{"mediaType": "x"}'])
+async def test_unusable_trusted_root_is_an_error(
+    stub: signature_pb2_grpc.SignatureStub, config: Config, signed: Signed, root: str
+) -> None:
+    message = request(signed, signed.image1.digest, [stage(config, signed.sig1)])
+    message.plan.rule.signature.trusted_root_json = root
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call(stub, message)
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "trusted_root" in (raised.value.details() or "")
+
+
+async def test_g08_rule_limit_on_signatures(
+    stub: signature_pb2_grpc.SignatureStub, config: Config, signed: Signed
+) -> None:
+    artifact = stage(config, signed.sig2)  # two signatures
+    message = request(signed, signed.image2.digest, [artifact], keys=("alice.pub", "bob.pub"))
+    message.plan.rule.signature.max_signatures = 1
+    response = await call(stub, message)
+    assert response.verdict.decision == common_pb2.DENY
+    assert findings(response) == [("signature.too_many", common_pb2.ERROR)]
+
+
+async def test_g09_rule_limit_on_signature_size(
+    stub: signature_pb2_grpc.SignatureStub, config: Config, signed: Signed
+) -> None:
+    artifact = stage(config, signed.sig1)
+    message = request(signed, signed.image1.digest, [artifact])
+    message.plan.rule.signature.max_signature_bytes = 64
+    response = await call(stub, message)
+    assert findings(response) == [("signature.too_large", common_pb2.ERROR)]

@@ -37,6 +37,25 @@ documents without cosign; :func:`read_containers_image_signature` reads
 containers/image's file form of a cosign signature (``\\0sigstore-json\\n`` +
 JSON ``{mimeType, payload, annotations}``) from the conformance fixtures;
 :class:`MemoryStaging` stands in for the staging store in pure domain tests.
+
+More real cosign (2.5, offline): :func:`attest` (a ``.att`` tag, or with
+``new_bundle`` a sigstore bundle referrer plus the fallback tag
+``sha256-<hex>``), :func:`sign` with ``referrer=True`` (cosign's experimental
+``--registry-referrers-mode=oci-1-1``: the ``.sig`` form as an OCI 1.1
+referrer); :func:`read_manifest_artifact` and :func:`read_referrers` read
+them back.
+
+Keyless and bundles without a network
+-------------------------------------
+:func:`make_trust` builds the domain's ``Trust``; :class:`OfflineSigstore` is
+a Fulcio-like CA (root + intermediate, short-lived code-signing leaves with
+the OIDC issuer extensions) and a Rekor key writing real SETs over
+hashedrekord bodies, with its ``trusted_root.json`` (no CT log, so no SCTs
+are expected). :func:`statement`, :func:`dsse_envelope`,
+:func:`dsse_key_bundle`, :func:`message_key_bundle` and
+:func:`referrer_manifest` build cosign v3's stored forms (DSSE in-toto
+statement with predicate ``https://sigstore.dev/cosign/sign/v1`` in a
+bundle, in a referrer manifest whose ``subject`` is the image).
 """
 
 from __future__ import annotations
@@ -45,16 +64,22 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+
+from pullguard.services.signature.trust import Trust
+from pullguard.services.signature.trustroot import TrustRoot, parse_trust_root
 
 COSIGN_PASSWORD = "pullguard-test-password"
 SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
@@ -93,7 +118,9 @@ def _environment(home: Path) -> dict[str, str]:
     }
 
 
-def _run_cosign(arguments: Sequence[str], cwd: Path | None = None) -> str:
+def _run_cosign(
+    arguments: Sequence[str], cwd: Path | None = None, extra_env: Mapping[str, str] | None = None
+) -> str:
     binary = cosign_binary()
     if binary is None:
         raise RuntimeError("cosign not found: run `make system-deps`")
@@ -101,7 +128,7 @@ def _run_cosign(arguments: Sequence[str], cwd: Path | None = None) -> str:
         result = subprocess.run(
             [str(binary), *arguments],
             cwd=cwd,
-            env=_environment(Path(home)),
+            env={**_environment(Path(home)), **(extra_env or {})},
             capture_output=True,
             text=True,
             timeout=TIMEOUT,
@@ -126,28 +153,67 @@ def registry_host(registry: str) -> str:
     return httpx.URL(registry).netloc.decode() if "://" in registry else registry
 
 
-def sign(image_ref: str, key_path: Path, registry: str | None = None) -> str:
+def sign(
+    image_ref: str, key_path: Path, registry: str | None = None, referrer: bool = False
+) -> str:
     """Sign ``image_ref`` with the real cosign, offline; returns the reference signed.
 
     ``image_ref`` is ``REPO@sha256:...`` with ``registry`` (a base URL such as
     ``http://127.0.0.1:5001`` or ``127.0.0.1:5001``), or ``HOST:PORT/REPO@sha256:...``
     without. The signature is pushed to the registry as the
-    ``sha256-<hex>.sig`` tag of the same repository.
+    ``sha256-<hex>.sig`` tag of the same repository; with ``referrer`` it is
+    pushed instead as an OCI 1.1 referrer (``--registry-referrers-mode=oci-1-1``,
+    experimental in cosign 2.5) and the referrer manifest's digest is returned.
     """
+    reference = _reference(image_ref, registry)
+    arguments = ["sign", "-y", "--key", str(key_path), "--tlog-upload=false"]
+    if referrer:
+        arguments.append("--registry-referrers-mode=oci-1-1")
+    output = _run_cosign(
+        [*arguments, "--allow-http-registry", reference],
+        extra_env=EXPERIMENTAL if referrer else None,
+    )
+    if referrer:
+        found = re.search(r"to \[[^\]]*@(sha256:[0-9a-f]{64})\]", output)
+        if found is None:
+            raise RuntimeError(f"cosign did not say where the referrer went: {output[-500:]}")
+        return found.group(1)
+    return reference
+
+
+def attest(
+    image_ref: str,
+    key_path: Path,
+    predicate: Mapping[str, object],
+    predicate_type: str,
+    registry: str | None = None,
+    new_bundle: bool = False,
+) -> str:
+    """``cosign attest`` offline: a ``.att`` tag, or with ``new_bundle`` a bundle referrer.
+
+    ``predicate_type`` is cosign's ``--type`` (``slsaprovenance``,
+    ``slsaprovenance1``, ``custom``...). Returns the reference attested.
+    """
+    reference = _reference(image_ref, registry)
+    with tempfile.TemporaryDirectory(prefix="predicate-") as folder:
+        path = Path(folder) / "predicate.json"
+        path.write_text(json.dumps(predicate))
+        arguments = ["attest", "-y", "--key", str(key_path), "--type", predicate_type]
+        arguments += ["--predicate", str(path), "--tlog-upload=false", "--allow-http-registry"]
+        if new_bundle:
+            arguments.append("--new-bundle-format")
+        _run_cosign([*arguments, reference])
+    return reference
+
+
+#: cosign 2.5 hides the referrers mode behind this switch.
+EXPERIMENTAL = {"COSIGN_EXPERIMENTAL": "1"}
+
+
+def _reference(image_ref: str, registry: str | None) -> str:
     reference = f"{registry_host(registry)}/{image_ref}" if registry else image_ref
     if "@sha256:" not in reference:
         raise ValueError(f"sign by digest, got {reference!r}")
-    _run_cosign(
-        [
-            "sign",
-            "-y",
-            "--key",
-            str(key_path),
-            "--tlog-upload=false",
-            "--allow-http-registry",
-            reference,
-        ]
-    )
     return reference
 
 
@@ -173,13 +239,20 @@ class SignatureArtifact:
 
 
 def read_signature_artifact(
-    base_url: str, repository: str, digest: str
+    base_url: str, repository: str, digest: str, suffix: str = ".sig"
 ) -> SignatureArtifact | None:
-    """GET the ``.sig`` manifest of ``digest`` and every blob it lists; None when absent."""
-    tag = signature_tag(digest)
+    """GET the ``.sig`` (or ``.att``) manifest of ``digest`` and every blob it lists."""
+    tag = signature_tag(digest)[: -len(".sig")] + suffix
+    return read_manifest_artifact(base_url, repository, tag)
+
+
+def read_manifest_artifact(
+    base_url: str, repository: str, reference: str, tag: str | None = None
+) -> SignatureArtifact | None:
+    """GET a manifest by tag or digest and every blob it lists; None when absent."""
     with httpx.Client(base_url=base_url, timeout=30, trust_env=False) as client:
         response = client.get(
-            f"/v2/{repository}/manifests/{tag}",
+            f"/v2/{repository}/manifests/{reference}",
             headers={"Accept": f"{OCI_MANIFEST}, {DOCKER_MANIFEST}"},
         )
         if response.status_code == 404:
@@ -197,8 +270,24 @@ def read_signature_artifact(
             assert sha256(blob.content) == descriptor["digest"]
             blobs[str(descriptor["digest"])] = blob.content
     return SignatureArtifact(
-        tag, manifest, response.headers.get("content-type", ""), descriptors, blobs
+        tag or reference, manifest, response.headers.get("content-type", ""), descriptors, blobs
     )
+
+
+def read_referrers(base_url: str, repository: str, digest: str) -> list[SignatureArtifact]:
+    """The referrers of ``digest`` listed in its fallback tag ``sha256-<hex>`` (an index)."""
+    tag = signature_tag(digest)[: -len(".sig")]
+    with httpx.Client(base_url=base_url, timeout=30, trust_env=False) as client:
+        response = client.get(
+            f"/v2/{repository}/manifests/{tag}",
+            headers={"Accept": "application/vnd.oci.image.index.v1+json"},
+        )
+        if response.status_code == 404:
+            return []
+        response.raise_for_status()
+        listed = [m["digest"] for m in json.loads(response.content)["manifests"]]
+    found = [read_manifest_artifact(base_url, repository, d) for d in listed]
+    return [artifact for artifact in found if artifact is not None]
 
 
 # --- in-process helpers -----------------------------------------------------
@@ -353,3 +442,415 @@ class LocalSigner:
     def layer(self, payload: bytes) -> SignatureLayer:
         """A signature layer over ``payload``, signed by this key."""
         return SignatureLayer.signed(payload, self.sign(payload))
+
+    def sign_digest(self, digest: bytes) -> bytes:
+        """A hashedrekord-style signature over a message whose SHA-256 is ``digest``."""
+        from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+
+        if isinstance(self._key, ec.EllipticCurvePrivateKey):
+            return self._key.sign(digest, ec.ECDSA(Prehashed(hashes.SHA256())))
+        if isinstance(self._key, rsa.RSAPrivateKey):
+            return self._key.sign(digest, padding.PKCS1v15(), Prehashed(hashes.SHA256()))
+        raise ValueError("Ed25519 cannot sign a digest")
+
+
+# --- trust for domain tests, and an offline Fulcio + Rekor ---------------------
+
+
+def make_trust(
+    keys: Sequence[object] = (),
+    keyless: Sequence[tuple[str, str, str]] = (),
+    root: object = None,
+    rekor_required: bool = False,
+    now: datetime | None = None,
+    bundles: object = None,
+) -> Trust:
+    """A :class:`Trust` for domain tests: keys (TrustedKey), keyless (issuer, subject, regex)."""
+    from pullguard.services.signature.identity import load_signers
+
+    return Trust(
+        keys=tuple(keys),  # type: ignore[arg-type]
+        keyless=load_signers(keyless),
+        root=root,  # type: ignore[arg-type]
+        rekor_required=rekor_required,
+        now=now or datetime.now(UTC),
+        bundles=bundles,  # type: ignore[arg-type]
+    )
+
+
+def production_root() -> TrustRoot:
+    from pullguard.services.signature.sigstore_adapter import production_trust_root
+
+    return parse_trust_root(production_trust_root())
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def pem_of_cert(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def spki_der(key: ec.EllipticCurvePublicKey) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+#: Fulcio's OIDC issuer extensions (v2: DER UTF8String; v1: raw bytes).
+ISSUER_V2_OID = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.8")
+ISSUER_V1_OID = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.1")
+
+
+def _utf8_der(text: str) -> bytes:
+    raw = text.encode()
+    assert len(raw) < 128
+    return bytes([0x0C, len(raw)]) + raw
+
+
+class OfflineSigstore:
+    """A Fulcio-like CA (root + intermediate) and a Rekor key, made in-process.
+
+    It issues short-lived code-signing certificates with an OIDC issuer
+    extension, and writes Rekor SETs (``dev.sigstore.cosign/bundle``) over
+    hashedrekord/intoto bodies, exactly as the public-good instance does, so
+    legacy keyless signatures can be made for any digest offline.
+    """
+
+    def __init__(self, name: str = "test-fulcio", start: datetime | None = None) -> None:
+        self.name = name
+        self.start = start or datetime(2024, 1, 1, tzinfo=UTC)
+        self.root_key = ec.generate_private_key(ec.SECP384R1())
+        self.root = self._ca_cert(self.root_key, self.root_key, f"{name}-root", None)
+        self.intermediate_key = ec.generate_private_key(ec.SECP384R1())
+        self.intermediate = self._ca_cert(
+            self.intermediate_key, self.root_key, f"{name}-intermediate", self.root
+        )
+        self.rekor_key = ec.generate_private_key(ec.SECP256R1())
+        self.uri = f"https://{name}.example"
+
+    def _ca_cert(
+        self,
+        key: ec.EllipticCurvePrivateKey,
+        signer: ec.EllipticCurvePrivateKey,
+        common_name: str,
+        issuer: x509.Certificate | None,
+    ) -> x509.Certificate:
+        subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, common_name)])
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer.subject if issuer else subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(self.start)
+            .not_valid_after(self.start + timedelta(days=3650))
+            .add_extension(
+                x509.BasicConstraints(ca=True, path_length=None if issuer is None else 0),
+                critical=True,
+            )
+            .add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                critical=True,
+            )
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()),
+                critical=False,
+            )
+        )
+        return builder.sign(signer, hashes.SHA384())
+
+    @property
+    def log_id(self) -> bytes:
+        return hashlib.sha256(spki_der(self.rekor_key.public_key())).digest()
+
+    def leaf(
+        self,
+        subject: str,
+        issuer: str | None,
+        not_before: datetime,
+        minutes: int = 10,
+        issuer_v1: bool = True,
+        issuer_v2: bool = True,
+        code_signing: bool = True,
+        issuer_v1_value: str | None = None,
+    ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+        """A Fulcio-style leaf: empty subject, one SAN (email or URI), issuer extensions."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        san: x509.GeneralName = (
+            x509.RFC822Name(subject)
+            if "@" in subject and "://" not in subject
+            else x509.UniformResourceIdentifier(subject)
+        )
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([]))
+            .issuer_name(self.intermediate.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before)
+            .not_valid_after(not_before + timedelta(minutes=minutes))
+            .add_extension(x509.SubjectAlternativeName([san]), critical=True)
+            .add_extension(
+                x509.KeyUsage(True, False, False, False, False, False, False, False, False),
+                critical=True,
+            )
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [
+                        x509.ExtendedKeyUsageOID.CODE_SIGNING
+                        if code_signing
+                        else x509.ExtendedKeyUsageOID.SERVER_AUTH
+                    ]
+                ),
+                critical=False,
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                    self.intermediate_key.public_key()
+                ),
+                critical=False,
+            )
+        )
+        if issuer is not None:
+            if issuer_v2:
+                builder = builder.add_extension(
+                    x509.UnrecognizedExtension(ISSUER_V2_OID, _utf8_der(issuer)), critical=False
+                )
+            if issuer_v1:
+                builder = builder.add_extension(
+                    x509.UnrecognizedExtension(ISSUER_V1_OID, (issuer_v1_value or issuer).encode()),
+                    critical=False,
+                )
+        return key, builder.sign(self.intermediate_key, hashes.SHA384())
+
+    def trusted_root(
+        self, ca_start: datetime | None = None, ca_end: datetime | None = None, tlog: bool = True
+    ) -> bytes:
+        """A trusted_root.json naming this CA (and Rekor key)."""
+        window: dict[str, str] = {"start": _rfc3339(ca_start or self.start)}
+        if ca_end is not None:
+            window["end"] = _rfc3339(ca_end)
+        document = {
+            "mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
+            "tlogs": [self.tlog_entry()] if tlog else [],
+            "certificateAuthorities": [
+                {
+                    "subject": {"organization": "test", "commonName": self.name},
+                    "uri": self.uri,
+                    "certChain": {
+                        "certificates": [
+                            {"rawBytes": _b64(_der(self.intermediate))},
+                            {"rawBytes": _b64(_der(self.root))},
+                        ]
+                    },
+                    "validFor": window,
+                }
+            ],
+            "ctlogs": [],
+            "timestampAuthorities": [],
+        }
+        return json.dumps(document).encode()
+
+    def tlog_entry(self) -> dict[str, object]:
+        return {
+            "baseUrl": f"https://rekor.{self.name}.example",
+            "hashAlgorithm": "SHA2_256",
+            "publicKey": {
+                "rawBytes": _b64(spki_der(self.rekor_key.public_key())),
+                "keyDetails": "PKIX_ECDSA_P256_SHA_256",
+                "validFor": {"start": _rfc3339(self.start)},
+            },
+            "logId": {"keyId": _b64(self.log_id)},
+        }
+
+    def chain_pem(self) -> str:
+        return pem_of_cert(self.intermediate) + pem_of_cert(self.root)
+
+    def promise(
+        self,
+        body: Mapping[str, object],
+        integrated_time: int,
+        log_index: int = 7,
+        signing_key: ec.EllipticCurvePrivateKey | None = None,
+        log_id: bytes | None = None,
+    ) -> str:
+        """The ``dev.sigstore.cosign/bundle`` annotation for ``body``, with a valid SET."""
+        body_text = _b64(json.dumps(body, separators=(",", ":")).encode())
+        payload = {
+            "body": body_text,
+            "integratedTime": integrated_time,
+            "logIndex": log_index,
+            "logID": (log_id or self.log_id).hex(),
+        }
+        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+        set_signature = (signing_key or self.rekor_key).sign(canonical, ec.ECDSA(hashes.SHA256()))
+        return json.dumps({"SignedEntryTimestamp": _b64(set_signature), "Payload": payload})
+
+    def keyless_layer(
+        self,
+        payload: bytes,
+        subject: str,
+        issuer: str | None,
+        signed_at: datetime,
+        integrated_at: datetime | None = None,
+        with_promise: bool = True,
+        **leaf_options: object,
+    ) -> SignatureLayer:
+        """A keyless ``.sig`` layer: certificate, chain, signature and SET annotations."""
+        key, cert = self.leaf(subject, issuer, signed_at, **leaf_options)  # type: ignore[arg-type]
+        signature = key.sign(payload, ec.ECDSA(hashes.SHA256()))
+        annotations = {
+            SIGNATURE_ANNOTATION: _b64(signature),
+            "dev.sigstore.cosign/certificate": pem_of_cert(cert),
+            "dev.sigstore.cosign/chain": self.chain_pem(),
+        }
+        if with_promise:
+            body = hashedrekord_body(payload, signature, pem_of_cert(cert).encode())
+            when = integrated_at or signed_at + timedelta(seconds=30)
+            annotations["dev.sigstore.cosign/bundle"] = self.promise(body, int(when.timestamp()))
+        return SignatureLayer(payload, annotations)
+
+
+def hashedrekord_body(payload: bytes, signature: bytes, verifier_pem: bytes) -> dict[str, object]:
+    """A Rekor hashedrekord 0.0.1 entry body, as cosign uploads it."""
+    return {
+        "apiVersion": "0.0.1",
+        "kind": "hashedrekord",
+        "spec": {
+            "data": {"hash": {"algorithm": "sha256", "value": hashlib.sha256(payload).hexdigest()}},
+            "signature": {
+                "content": _b64(signature),
+                "publicKey": {"content": _b64(verifier_pem)},
+            },
+        },
+    }
+
+
+def _rfc3339(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- DSSE statements, sigstore bundles and referrer manifests ---------------------
+
+IN_TOTO = "application/vnd.in-toto+json"
+DSSE_ENVELOPE = "application/vnd.dsse.envelope.v1+json"
+BUNDLE_V03 = "application/vnd.dev.sigstore.bundle.v0.3+json"
+COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
+EMPTY_CONFIG = b"{}"
+
+
+def statement(
+    digest: str,
+    predicate_type: str = COSIGN_SIGN_PREDICATE,
+    predicate: object = None,
+    name: str = "",
+    extra_digests: Mapping[str, str] | None = None,
+    subjects: Sequence[Mapping[str, object]] | None = None,
+) -> bytes:
+    """An in-toto v1 statement about ``digest`` (``sha256:<hex>``), cosign v3 style."""
+    algorithm, hexdigest = digest.split(":", 1)
+    subject: dict[str, object] = {"digest": {algorithm: hexdigest, **(extra_digests or {})}}
+    if name:
+        subject["name"] = name
+    document = {
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": list(subjects) if subjects is not None else [subject],
+        "predicateType": predicate_type,
+        "predicate": predicate if predicate is not None else {},
+    }
+    return json.dumps(document).encode()
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    kind = payload_type.encode()
+    return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
+
+
+def dsse_envelope(
+    signers: Sequence[LocalSigner], payload: bytes, payload_type: str = IN_TOTO
+) -> dict[str, object]:
+    """A DSSE envelope over ``payload`` with one signature per signer."""
+    return {
+        "payloadType": payload_type,
+        "payload": _b64(payload),
+        "signatures": [
+            {"keyid": "", "sig": _b64(s.sign(pae(payload_type, payload)))} for s in signers
+        ],
+    }
+
+
+def key_bundle(
+    content: Mapping[str, object],
+    tlog_entries: Sequence[object] = (),
+    media_type: str = BUNDLE_V03,
+    timestamps: Sequence[object] = (),
+) -> bytes:
+    """A sigstore bundle signed with a key (publicKey hint), as cosign writes it."""
+    material: dict[str, object] = {
+        "publicKey": {"hint": "test"},
+        "tlogEntries": list(tlog_entries),
+    }
+    if timestamps:
+        material["timestampVerificationData"] = {"rfc3161Timestamps": list(timestamps)}
+    return json.dumps(
+        {"mediaType": media_type, "verificationMaterial": material, **content}
+    ).encode()
+
+
+def dsse_key_bundle(signer: LocalSigner, payload: bytes, **options: object) -> bytes:
+    return key_bundle({"dsseEnvelope": dsse_envelope([signer], payload)}, **options)  # type: ignore[arg-type]
+
+
+def message_key_bundle(
+    signer: LocalSigner, digest: str, message_digest: str | None = None
+) -> bytes:
+    raw = bytes.fromhex(digest.split(":", 1)[1])
+    signature: dict[str, object] = {"signature": _b64(signer.sign_digest(raw))}
+    shown = bytes.fromhex((message_digest or digest).split(":", 1)[1])
+    signature["messageDigest"] = {"algorithm": "SHA2_256", "digest": _b64(shown)}
+    return key_bundle({"messageSignature": signature})
+
+
+def referrer_manifest(
+    layers: Sequence[tuple[bytes, str, Mapping[str, str]]],
+    subject: str,
+    artifact_type: str = BUNDLE_V03,
+    annotations: Mapping[str, str] | None = None,
+) -> tuple[bytes, dict[str, bytes]]:
+    """An OCI 1.1 referrer of ``subject`` holding ``layers`` (blob, media type, annotations)."""
+    blobs = {sha256(EMPTY_CONFIG): EMPTY_CONFIG}
+    descriptors = []
+    for blob, media_type, layer_annotations in layers:
+        blobs[sha256(blob)] = blob
+        descriptor: dict[str, object] = {
+            "mediaType": media_type,
+            "digest": sha256(blob),
+            "size": len(blob),
+        }
+        if layer_annotations:
+            descriptor["annotations"] = dict(layer_annotations)
+        descriptors.append(descriptor)
+    document: dict[str, object] = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": {
+            "mediaType": "application/vnd.oci.empty.v1+json",
+            "digest": sha256(EMPTY_CONFIG),
+            "size": 2,
+        },
+        "layers": descriptors,
+        "subject": {"mediaType": OCI_MANIFEST, "digest": subject, "size": 1000},
+    }
+    if annotations:
+        document["annotations"] = dict(annotations)
+    return json.dumps(document).encode(), blobs

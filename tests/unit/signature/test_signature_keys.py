@@ -7,12 +7,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 
 from pullguard.services.signature.keys import (
-    KeyTrust,
     TrustMaterialError,
     load_key,
     load_trusted_keys,
 )
-from tests.support.cosign import LocalSigner
+from pullguard.services.signature.trust import Signer, identify
+from tests.support.cosign import LocalSigner, make_trust
 
 PAYLOAD = b'{"critical":{}}'
 
@@ -44,25 +44,28 @@ def test_larger_nist_curves_verify_with_sha256_like_cosign(curve: ec.EllipticCur
     assert key.verifies(private.sign(PAYLOAD, ec.ECDSA(hashes.SHA256())), PAYLOAD)
 
 
+def signer_of(signature: bytes, keys: list[LocalSigner], annotations: dict[str, str]) -> str:
+    trust = make_trust(load_trusted_keys([(k.name, k.pem) for k in keys]))
+    found = identify("here", PAYLOAD, signature, "00" * 32, annotations, trust)
+    return found.name if isinstance(found, Signer) else ""
+
+
 def test_g12_key_type_mismatch_does_not_verify() -> None:
     ecdsa, rsa_signer = LocalSigner("e.pub"), LocalSigner("r.pub", "rsa")
-    trust = KeyTrust(load_trusted_keys([("r.pub", rsa_signer.pem)]))
-    assert trust.identify(ecdsa.sign(PAYLOAD), PAYLOAD, {}) is None
+    assert signer_of(ecdsa.sign(PAYLOAD), [rsa_signer], {}) == ""
 
 
 def test_identify_names_the_key_that_verifies() -> None:
     alice, bob = LocalSigner("alice.pub"), LocalSigner("bob.pub", "ed25519")
-    trust = KeyTrust(load_trusted_keys([("alice.pub", alice.pem), ("bob.pub", bob.pem)]))
-    assert trust.identify(bob.sign(PAYLOAD), PAYLOAD, {}) == "bob.pub"
-    assert trust.identify(alice.sign(PAYLOAD), PAYLOAD, {}) == "alice.pub"
-    assert trust.identify(LocalSigner().sign(PAYLOAD), PAYLOAD, {}) is None
+    assert signer_of(bob.sign(PAYLOAD), [alice, bob], {}) == "bob.pub"
+    assert signer_of(alice.sign(PAYLOAD), [alice, bob], {}) == "alice.pub"
+    assert signer_of(LocalSigner().sign(PAYLOAD), [alice, bob], {}) == ""
 
 
 def test_g12_annotations_carry_no_trust() -> None:
     stranger = LocalSigner("stranger.pub")
-    trust = KeyTrust(load_trusted_keys([("alice.pub", LocalSigner().pem)]))
     annotations = {"dev.sigstore.cosign/certificate": stranger.pem, "dev.sigstore.cosign/chain": ""}
-    assert trust.identify(stranger.sign(PAYLOAD), PAYLOAD, annotations) is None
+    assert signer_of(stranger.sign(PAYLOAD), [LocalSigner("alice.pub")], annotations) == ""
 
 
 def test_the_same_key_under_two_names_is_loaded_once() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from pullguard.services.runtime.findings import Severity
 from pullguard.services.signature import policy
-from pullguard.services.signature.keys import KeyTrust, load_trusted_keys
+from pullguard.services.signature.keys import load_trusted_keys
 from pullguard.services.signature.policy import Mode, Requirement
 from pullguard.services.signature.verifier import (
     Artifact,
@@ -20,9 +20,12 @@ from pullguard.services.signature.verifier import (
 )
 from tests.support.cosign import (
     SIGNATURE_ANNOTATION,
+    SIMPLESIGNING,
     LocalSigner,
     MemoryStaging,
     SignatureLayer,
+    make_trust,
+    referrer_manifest,
     sha256,
     signature_manifest,
     simple_signing_payload,
@@ -68,7 +71,7 @@ def run(
     limits: Limits = LIMITS,
     repositories: tuple[str, ...] = (REPOSITORY,),
 ) -> Outcome:
-    trust = KeyTrust(load_trusted_keys((s.name, s.pem) for s in signers))
+    trust = make_trust(load_trusted_keys((s.name, s.pem) for s in signers))
     return verify_signatures(
         Requirement(mode, threshold),
         Subject(DIGEST, repositories),
@@ -111,7 +114,7 @@ def test_none_mode_needs_no_artifacts() -> None:
         Requirement(Mode.NONE),
         Subject(DIGEST, (REPOSITORY,)),
         [],
-        KeyTrust(()),
+        make_trust(),
         LIMITS,
         MemoryStaging(),
     )
@@ -447,7 +450,7 @@ def test_threshold_two_needs_two_distinct_keys(alice: LocalSigner, bob: LocalSig
 
 def test_g12_one_key_listed_under_two_names_is_one_signer(alice: LocalSigner) -> None:
     artifact, staging = stage([alice.layer(payload())])
-    trust = KeyTrust(load_trusted_keys([("a.pub", alice.pem), ("copy-of-a.pub", alice.pem)]))
+    trust = make_trust(load_trusted_keys([("a.pub", alice.pem), ("copy-of-a.pub", alice.pem)]))
     outcome = verify_signatures(
         Requirement(Mode.ENFORCE, 2),
         Subject(DIGEST, (REPOSITORY,)),
@@ -478,3 +481,33 @@ def test_subject_digest_must_be_exact() -> None:
             Subject(digest, (REPOSITORY,))
     with pytest.raises(ValueError):
         Subject(DIGEST, ())
+
+
+def test_g08_signatures_are_counted_across_artifacts(alice: LocalSigner) -> None:
+    # Each artifact is under the per-manifest limit; together they are not.
+    staging = MemoryStaging()
+    artifacts = []
+    for _ in range(3):
+        artifact, staging = stage([alice.layer(payload()), alice.layer(payload())], staging)
+        artifacts.append(artifact)
+    outcome = run(artifacts, staging, [alice])
+    assert outcome.verdict.allowed  # the first five verified
+    assert [c.code for c in outcome.checks].count(policy.VERIFIED) == LIMITS.signatures
+    assert outcome.checks[-1].code == policy.TOO_MANY
+
+
+def test_f15_referrer_of_another_manifest_is_not_counted(alice: LocalSigner) -> None:
+    layer = alice.layer(payload())
+    staging = MemoryStaging()
+    manifest, blobs = referrer_manifest(
+        [(layer.payload, SIMPLESIGNING, layer.annotations)], OTHER_DIGEST
+    )
+    for blob in blobs.values():
+        staging.put(blob)
+    outcome = run([Artifact("referrer", staging.put(manifest))], staging, [alice])
+    assert not outcome.verdict.allowed
+    assert codes(outcome) == [policy.SUBJECT_MISMATCH]
+    ours, blobs = referrer_manifest([(layer.payload, SIMPLESIGNING, layer.annotations)], DIGEST)
+    for blob in blobs.values():
+        staging.put(blob)
+    assert run([Artifact("referrer", staging.put(ours))], staging, [alice]).verdict.allowed

@@ -1,0 +1,222 @@
+"""Signed attestations of one manifest digest, for the source layer's provenance check.
+
+Sources: cosign's ``.att`` tag (DSSE envelope layers, with the same
+certificate/chain/Rekor annotations as signatures) and sigstore bundle
+referrers holding a DSSE envelope. An attestation counts only when:
+
+1. its envelope has exactly one signature, made by a signer of
+   ``plan.rule.provenance.signers`` (keys or keyless identities, the same
+   machinery as image signatures, Rekor as that policy says);
+2. its payload is an in-toto statement whose subject lists this digest
+   (every digest of that subject matching: THREATS G-07);
+
+and its predicate type is the one inside the SIGNED statement. The
+``predicateType`` layer annotation (and a bundle manifest's
+``dev.sigstore.bundle.predicateType``) is unsigned: it is ignored, with an
+INFO finding when present (THREATS S-02, G-07; cosign issue #3235).
+
+The verdict is informational (ALLOW, with findings): whether provenance is
+required and which builder or source it must name is the source layer's
+decision, made on the returned :class:`VerifiedStatement` list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pullguard.services.runtime.findings import Finding, Verdict
+from pullguard.services.signature import bundles, dsse, policy
+from pullguard.services.signature.attachments import Layer, layer_kind
+from pullguard.services.signature.policy import SignatureCheck
+from pullguard.services.signature.trust import Signer, Trust, identify, sha256_hex
+from pullguard.services.signature.verifier import (
+    Artifact,
+    Budget,
+    Limits,
+    ReadStaged,
+    Subject,
+    read_attachment,
+    read_blob,
+)
+
+PREDICATE_TYPE_ANNOTATION = "predicateType"
+BUNDLE_PREDICATE_TYPE_ANNOTATION = "dev.sigstore.bundle.predicateType"
+ATTESTATION_VERIFIED = "signature.attestation_verified"
+
+
+@dataclass(frozen=True)
+class VerifiedStatement:
+    """An attestation that verified, and what it says."""
+
+    predicate_type: str
+    builder_id: str
+    source_repository: str
+    signer: str
+    found_at: str
+
+
+@dataclass(frozen=True)
+class AttestationOutcome:
+    verdict: Verdict
+    statements: tuple[VerifiedStatement, ...]
+    checks: tuple[SignatureCheck, ...]
+
+
+def verify_attestations(
+    subject: Subject,
+    artifacts: Sequence[Artifact],
+    trust: Trust | None,
+    limits: Limits,
+    read_staged: ReadStaged,
+) -> AttestationOutcome:
+    """Every attestation in ``artifacts`` signed under ``trust`` (None: no signers)."""
+    findings: list[Finding] = []
+    if trust is None:
+        findings.append(Finding.info(policy.NOT_REQUIRED, "the rule names no provenance signers"))
+        return AttestationOutcome(Verdict.of(policy.LAYER, findings), (), ())
+    checks: list[SignatureCheck] = []
+    statements: list[VerifiedStatement] = []
+    if len(artifacts) > limits.signatures:
+        checks.append(
+            SignatureCheck.reject(
+                "request",
+                policy.TOO_MANY,
+                f"got {len(artifacts)} attestation artifacts, expected at most {limits.signatures}",
+            )
+        )
+        artifacts = ()
+    budget = Budget(limits.signatures)
+    for artifact in artifacts:
+        attachment = read_attachment(artifact, subject, limits, read_staged)
+        if isinstance(attachment, SignatureCheck):
+            checks.append(attachment)
+            continue
+        claimed = attachment.annotations.get(BUNDLE_PREDICATE_TYPE_ANNOTATION)
+        if claimed is not None:
+            findings.append(_ignored(artifact.location, BUNDLE_PREDICATE_TYPE_ANNOTATION, claimed))
+        for layer in attachment.layers:
+            kind = layer_kind(layer.media_type)
+            if kind not in ("attestation", "bundle"):
+                continue
+            location = f"{artifact.location}/layers[{layer.index}]"
+            if not budget.take():
+                checks.append(
+                    SignatureCheck.reject(
+                        location, policy.TOO_MANY, f"more than {budget.limit} attestations"
+                    )
+                )
+                break
+            claimed = layer.annotations.get(PREDICATE_TYPE_ANNOTATION)
+            if claimed is not None:
+                findings.append(_ignored(location, PREDICATE_TYPE_ANNOTATION, claimed))
+            if kind == "attestation":
+                result = _envelope(location, layer, subject, trust, limits, read_staged)
+            else:
+                result = _bundle(location, layer, subject, trust, limits, read_staged)
+            if isinstance(result, SignatureCheck):
+                checks.append(result)
+            else:
+                statements.append(result)
+                checks.append(
+                    SignatureCheck.accept(
+                        location,
+                        result.signer,
+                        f"{result.predicate_type} attestation signed by {result.signer}",
+                    )
+                )
+    for check in checks:
+        code = ATTESTATION_VERIFIED if check.accepted else check.code
+        evidence = {"location": check.location}
+        if check.signer:
+            evidence["signer"] = check.signer
+        findings.append(Finding.info(code, check.reason, **evidence))
+    return AttestationOutcome(Verdict.of(policy.LAYER, findings), tuple(statements), tuple(checks))
+
+
+def _ignored(location: str, name: str, value: str) -> Finding:
+    return Finding.info(
+        policy.UNSIGNED_ANNOTATION_IGNORED,
+        f"unsigned annotation {name}={value[:120]} ignored; the signed statement decides",
+        location=location,
+    )
+
+
+def _envelope(
+    location: str,
+    layer: Layer,
+    subject: Subject,
+    trust: Trust,
+    limits: Limits,
+    read_staged: ReadStaged,
+) -> VerifiedStatement | SignatureCheck:
+    data = read_blob(location, layer, limits, read_staged)
+    if isinstance(data, SignatureCheck):
+        return data
+    try:
+        envelope = dsse.parse_envelope(data)
+    except dsse.EnvelopeError as exc:
+        return SignatureCheck.reject(location, policy.INVALID, str(exc))
+    signer = identify(
+        location,
+        envelope.pae(),
+        envelope.signature,
+        sha256_hex(envelope.payload),
+        layer.annotations,
+        trust,
+    )
+    if isinstance(signer, SignatureCheck):
+        return signer
+    return _statement(location, envelope, signer, subject)
+
+
+def _statement(
+    location: str, envelope: dsse.Envelope, signer: Signer, subject: Subject
+) -> VerifiedStatement | SignatureCheck:
+    try:
+        statement = dsse.parse_statement(envelope)
+    except dsse.EnvelopeError as exc:
+        return SignatureCheck.reject(location, policy.INVALID, str(exc), signer.name)
+    if dsse.binds_digest(statement, subject.digest, subject.content) is None:
+        return SignatureCheck.reject(
+            location,
+            policy.SUBJECT_MISMATCH,
+            f"statement names no subject with digest {subject.digest}",
+            signer.name,
+        )
+    return _facts(statement, signer.name, location)
+
+
+def _facts(statement: dsse.Statement, signer: str, location: str) -> VerifiedStatement:
+    facts = dsse.provenance_facts(statement)
+    return VerifiedStatement(
+        predicate_type=statement.predicate_type,
+        builder_id=facts.builder_id,
+        source_repository=facts.source_repository,
+        signer=signer,
+        found_at=location,
+    )
+
+
+def _bundle(
+    location: str,
+    layer: Layer,
+    subject: Subject,
+    trust: Trust,
+    limits: Limits,
+    read_staged: ReadStaged,
+) -> VerifiedStatement | SignatureCheck:
+    data = read_blob(location, layer, limits, read_staged)
+    if isinstance(data, SignatureCheck):
+        return data
+    try:
+        verified = bundles.verify_bundle(
+            data, bundles.ArtifactRef(subject.digest, subject.content), trust
+        )
+    except bundles.BundleRejected as exc:
+        return SignatureCheck.reject(location, exc.code, exc.message, exc.signer)
+    if verified.statement is None:
+        return SignatureCheck.reject(
+            location, policy.WRONG_TYPE, "bundle holds a message signature, not an attestation"
+        )
+    return _facts(verified.statement, verified.signer, location)
