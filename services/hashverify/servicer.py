@@ -6,17 +6,35 @@ import asyncio
 
 import grpc
 
+from pullguard.services.hashverify.claims import DenySet, Exchange
 from pullguard.services.hashverify.verify import (
     BlobClaim,
+    DescriptorClaim,
     ManifestClaims,
+    manifest_responses,
     verify_blobs,
     verify_manifest,
 )
 from pullguard.services.runtime.config import Config
+from pullguard.services.runtime.denylist import DenyList
 from pullguard.services.runtime.errors import InvalidRequest
 from pullguard.services.runtime.protoconv import verdict_to_proto
 from pullguard.services.runtime.staging import StagingStore
-from pullguard.v1 import hashverify_pb2, hashverify_pb2_grpc
+from pullguard.v1 import common_pb2, hashverify_pb2, hashverify_pb2_grpc
+
+
+def _exchanges(provenance: common_pb2.Provenance) -> list[Exchange]:
+    return [
+        Exchange(
+            method=e.method,
+            url=e.url,
+            status=e.status,
+            purpose=e.purpose,
+            digest=e.digest,
+            headers=dict(e.headers),
+        )
+        for e in provenance.exchanges
+    ]
 
 
 class HashVerifyServicer(hashverify_pb2_grpc.HashVerifyServicer):  # type: ignore[misc]
@@ -25,6 +43,12 @@ class HashVerifyServicer(hashverify_pb2_grpc.HashVerifyServicer):  # type: ignor
     def __init__(self, config: Config) -> None:
         self._config = config
         self._staging_store = StagingStore(config.state_dir / "staging")
+        # Loaded once per service; it re-reads its file when the file changes,
+        # and raises when it cannot: the RPC then fails, it never allows.
+        self._denylist = DenyList(config.policy.deny_digests, config.policy.deny_digests_file)
+
+    def _deny(self, plan: common_pb2.Plan) -> DenySet:
+        return DenySet(self._denylist, plan.deny_digests)
 
     async def VerifyManifest(  # noqa: N802 - gRPC method name
         self, request: hashverify_pb2.VerifyManifestRequest, context: grpc.aio.ServicerContext
@@ -40,13 +64,18 @@ class HashVerifyServicer(hashverify_pb2_grpc.HashVerifyServicer):  # type: ignor
             requested_digest=request.plan.ref.digest,
             tag=request.plan.ref.tag,
             pinned_digest=request.plan.rule.pinned_digest,
+            responses=manifest_responses(_exchanges(request.provenance)),
+            parent_descriptors=tuple(
+                DescriptorClaim(d.digest, d.size) for d in request.parent_descriptors
+            ),
         )
         check = await asyncio.to_thread(
             verify_manifest,
             self._staging_store,
             request.session,
             claims,
-            tuple(request.plan.deny_digests),
+            self._deny(request.plan),
+            self._config.limits.manifest_bytes,
         )
         return hashverify_pb2.VerifyManifestResponse(
             verdict=verdict_to_proto(check.verdict), digest=check.digest
@@ -61,8 +90,9 @@ class HashVerifyServicer(hashverify_pb2_grpc.HashVerifyServicer):  # type: ignor
             self._staging_store,
             request.session,
             [BlobClaim(b.digest, b.size, b.media_type) for b in request.blobs],
-            tuple(request.plan.deny_digests),
+            self._deny(request.plan),
             max_blobs=self._config.limits.layers + 1,
+            exchanges=_exchanges(request.provenance),
         )
         return hashverify_pb2.VerifyBlobsResponse(verdict=verdict_to_proto(verdict))
 

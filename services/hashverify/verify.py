@@ -1,12 +1,16 @@
 """Digests recomputed from the staged bytes, read here and nowhere else.
 
 Nothing the fetcher or the upstream says about content is taken as fact
-(THREATS I-2): the requested digest, the ``Docker-Content-Digest`` header,
-the fetcher's own computed digest and size, descriptor digests and sizes
+(THREATS I-2): the requested digest, the ``Docker-Content-Digest`` and
+``Content-Length`` headers, the fetcher's own computed digest and size,
+descriptor digests and sizes (the parent index's too) and embedded ``data``
 are all claims, compared with what this module computes over the exact
-staged bytes. The pin database (tag -> digest) and the deny database of
-known-bad digests are consulted on the computed digests.
+staged bytes. The pin (tag -> digest) and the deny database of known-bad
+digests are consulted on the computed digests.
 
+Every manifest is hashed with both sha256 and sha512, and every blob with
+its address algorithm and sha256, so a deny entry in sha256 matches content
+addressed by sha512 too (F-08: sha512 is verified fully, never skipped).
 Hashing streams in 1 MiB chunks; a blob's size is compared (from ``fstat``)
 before any of it is hashed, and no read goes past the claimed size + 1.
 """
@@ -16,11 +20,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from pullguard.services.runtime.digests import CHUNK, DigestSyntaxError, parse_digest
+from pullguard.services.hashverify.claims import (
+    CANONICAL,
+    MAX_EXCHANGES,
+    Exchange,
+    ResponseClaim,
+    algorithm_of,
+    claims_by_digest,
+    header_algorithms,
+    response_findings,
+    unusable_claim,
+)
+from pullguard.services.hashverify.embedded import data_findings
+from pullguard.services.runtime.digests import CHUNK
 from pullguard.services.runtime.findings import Finding, Verdict
 from pullguard.services.runtime.staging import StagingStore
 
@@ -29,13 +45,10 @@ LAYER = "hashverify"
 PARALLEL_BLOBS = 4
 #: Findings kept per verdict (the first ones); the verdict is a DENY either way.
 MAX_FINDINGS = 50
-
-
-def _algorithm(digest: str) -> str | None:
-    try:
-        return parse_digest(digest)[0]
-    except DigestSyntaxError:
-        return None
+#: Every manifest is hashed with both algorithms: a few MiB at most.
+_BOTH = ("sha256", "sha512")
+#: Manifests up to this size are read whole, to check embedded ``data``.
+MAX_PARSE_BYTES = 4 * 1024 * 1024
 
 
 def hash_stream(
@@ -58,6 +71,22 @@ def hash_stream(
     return {name: f"{name}:{h.hexdigest()}" for name, h in hashers.items()}, size
 
 
+def _denied(what: str, digests: Iterable[str], deny: Container[str]) -> list[Finding]:
+    return [
+        Finding.error("hash.denied_digest", f"{what} {d} is in the deny database", digest=d)
+        for d in dict.fromkeys(digests)
+        if d in deny
+    ]
+
+
+@dataclass(frozen=True)
+class DescriptorClaim:
+    """A digest and size some descriptor states for an object."""
+
+    digest: str
+    size: int
+
+
 @dataclass(frozen=True)
 class ManifestClaims:
     """What was said about a staged manifest; every field may be empty."""
@@ -70,6 +99,10 @@ class ManifestClaims:
     requested_digest: str = ""
     tag: str = ""
     pinned_digest: str = ""
+    #: Headers of the responses that carried the manifest.
+    responses: tuple[ResponseClaim, ...] = ()
+    #: Descriptors naming this manifest in a parent index (F-10 (e)).
+    parent_descriptors: tuple[DescriptorClaim, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -85,61 +118,71 @@ def verify_manifest(
     staging_store: StagingStore,
     session: str,
     claims: ManifestClaims,
-    deny_digests: Iterable[str] = (),
+    deny: Container[str] = frozenset(),
+    max_parse_bytes: int = MAX_PARSE_BYTES,
 ) -> ManifestCheck:
     """Recompute a staged manifest's digest and check every claim against it."""
-    deny = [d for d in deny_digests if _algorithm(d) is not None]
-    primary = _algorithm(claims.requested_digest) or "sha256"
-    needed = {primary}
-    for claim in (
-        claims.docker_content_digest,
-        claims.pinned_digest,
-        claims.fetcher_digest,
-        claims.staged_key,
-        *deny,
-    ):
-        algorithm = _algorithm(claim)
-        if algorithm is not None:
-            needed.add(algorithm)
     with staging_store.open(session, claims.staged_key) as handle:
-        computed, size = hash_stream(handle, sorted(needed))
+        whole = os.fstat(handle.fileno()).st_size <= max_parse_bytes
+        if whole:
+            data = handle.read(max_parse_bytes + 1)
+            computed = {name: f"{name}:{hashlib.new(name, data).hexdigest()}" for name in _BOTH}
+            size = len(data)
+        else:
+            computed, size = hash_stream(handle, _BOTH)
     findings = list(_manifest_findings(claims, computed, size))
     findings.extend(
-        Finding.error("hash.denied_digest", f"manifest {d} is in the deny list", digest=d)
-        for d in deny
-        if computed[parse_digest(d)[0]] == d
+        response_findings(
+            claims.responses,
+            "manifest",
+            computed,
+            size,
+            already_checked=claims.docker_content_digest,
+        )
     )
+    if whole:
+        findings.extend(data_findings(data))
+    findings.extend(_denied("manifest", computed.values(), deny))
+    primary = algorithm_of(claims.requested_digest) or CANONICAL
     return ManifestCheck(Verdict.of(LAYER, findings), computed[primary])
 
 
-def _compare(claim: str, computed: dict[str, str]) -> str | None:
+def _compare(claim: str, computed: Mapping[str, str]) -> str | None:
     """None when ``claim`` names the computed digest, else what was computed."""
-    algorithm = _algorithm(claim)
+    algorithm = algorithm_of(claim)
     if algorithm is None:
         return "(malformed claim)"
     return None if computed[algorithm] == claim else computed[algorithm]
 
 
 def _manifest_findings(
-    claims: ManifestClaims, computed: dict[str, str], size: int
+    claims: ManifestClaims, computed: Mapping[str, str], size: int
 ) -> Iterable[Finding]:
-    if claims.requested_digest:
-        got = _compare(claims.requested_digest, computed)
-        if got is not None:
+    requested = claims.requested_digest
+    if requested:
+        unusable = unusable_claim(requested, "requested digest")
+        got = _compare(requested, computed) if unusable is None else None
+        if unusable is not None:
+            yield unusable
+        elif got is not None:
             yield Finding.error(
                 "hash.manifest_mismatch",
-                f"got {got}, expected requested {claims.requested_digest[:140]}",
+                f"got {got}, expected requested {requested}",
                 computed=got,
-                requested=claims.requested_digest,
+                requested=requested,
             )
-    if claims.docker_content_digest:
-        got = _compare(claims.docker_content_digest, computed)
-        if got is not None:
+    header = claims.docker_content_digest
+    if header:
+        unusable = unusable_claim(header, "manifest: Docker-Content-Digest")
+        got = _compare(header, computed) if unusable is None else None
+        if unusable is not None:
+            yield unusable
+        elif got is not None:
             yield Finding.error(
                 "hash.header_mismatch",
-                f"got {got}, expected Docker-Content-Digest {claims.docker_content_digest[:140]}",
+                f"got {got}, expected Docker-Content-Digest {header}",
                 computed=got,
-                header=claims.docker_content_digest,
+                header=header,
             )
     for name, claim in (("staged key", claims.staged_key), ("fetcher", claims.fetcher_digest)):
         got = _compare(claim, computed) if claim else None
@@ -156,15 +199,49 @@ def _manifest_findings(
             claimed=claims.size,
         )
     if claims.pinned_digest:
-        got = _compare(claims.pinned_digest, computed)
-        if got is not None:
-            prefix = f"tag {claims.tag[:128]} moved: " if claims.tag else "tag moved: "
-            yield Finding.error(
-                "hash.pin_mismatch",
-                f"{prefix}got {got}, expected {claims.pinned_digest}",
-                computed=got,
-                pinned=claims.pinned_digest,
-            )
+        yield from _pin_findings(claims, computed)
+    for parent in claims.parent_descriptors:
+        yield from _parent_findings(parent, computed, size)
+
+
+def _pin_findings(claims: ManifestClaims, computed: Mapping[str, str]) -> Iterable[Finding]:
+    unusable = unusable_claim(claims.pinned_digest, "pinned digest")
+    if unusable is not None:
+        yield unusable
+        return
+    got = _compare(claims.pinned_digest, computed)
+    if got is not None:
+        prefix = f"tag {claims.tag[:128]} moved: " if claims.tag else "tag moved: "
+        yield Finding.error(
+            "hash.pin_mismatch",
+            f"{prefix}got {got}, expected {claims.pinned_digest}",
+            computed=got,
+            pinned=claims.pinned_digest,
+        )
+
+
+def _parent_findings(
+    parent: DescriptorClaim, computed: Mapping[str, str], size: int
+) -> Iterable[Finding]:
+    unusable = unusable_claim(parent.digest, "parent index entry")
+    if unusable is not None:
+        yield unusable
+        return
+    got = _compare(parent.digest, computed)
+    if got is not None:
+        yield Finding.error(
+            "hash.manifest_mismatch",
+            f"got {got}, expected parent index entry {parent.digest}",
+            computed=got,
+            requested=parent.digest,
+        )
+    if parent.size != size:
+        yield Finding.error(
+            "hash.size_mismatch",
+            f"manifest: got {size} bytes, expected parent index entry size {parent.size}",
+            actual=size,
+            claimed=parent.size,
+        )
 
 
 @dataclass(frozen=True)
@@ -177,53 +254,59 @@ class BlobClaim:
 
 
 def verify_blob(
-    staging_store: StagingStore, session: str, blob: BlobClaim, deny_digests: frozenset[str]
+    staging_store: StagingStore,
+    session: str,
+    blob: BlobClaim,
+    deny: Container[str],
+    responses: Sequence[ResponseClaim] = (),
 ) -> list[Finding]:
-    """Findings for one staged blob; an empty list means digest and size hold."""
-    findings: list[Finding] = []
-    if blob.digest in deny_digests:
-        findings.append(
-            Finding.error("hash.denied_digest", f"blob {blob.digest} is in the deny list")
-        )
-    try:
-        algorithm, _ = parse_digest(blob.digest)
-    except DigestSyntaxError as exc:
-        findings.append(Finding.error("hash.unverifiable_digest", f"blob: {exc}"))
-        return findings
+    """Findings for one staged blob; an empty list means every claim holds.
+
+    The deny database is consulted first, before any hashing: when it cannot
+    be read, its error ends the request before gigabytes are hashed.
+    """
+    what = f"blob {blob.digest[:140]}"
+    # A claimed digest on the deny list is refused whatever the bytes are.
+    findings = _denied("blob", [blob.digest], deny)
+    unusable = unusable_claim(blob.digest, "blob digest")
+    if unusable is not None:
+        return [*findings, unusable]
+    algorithm = algorithm_of(blob.digest)
+    assert algorithm is not None
     path = staging_store.path(session, blob.digest)
     try:
         handle = path.open("rb")
     except FileNotFoundError:
         findings.append(
-            Finding.error(
-                "hash.blob_missing", f"blob {blob.digest} is not staged", digest=blob.digest
-            )
+            Finding.error("hash.blob_missing", f"{what} is not staged", digest=blob.digest)
         )
         return findings
     with handle:
         actual_size = os.fstat(handle.fileno()).st_size
         if blob.size < 0 or actual_size != blob.size:
-            # Also catches F-10 (a): a true digest over bytes the size lies about.
+            # F-10 (a)-(d): a true digest over bytes the size lies about.
             findings.append(
                 Finding.error(
                     "hash.size_mismatch",
-                    f"blob {blob.digest}: got {actual_size} bytes, expected {blob.size}",
+                    f"{what}: got {actual_size} bytes, expected {blob.size}",
                     digest=blob.digest,
                     actual=actual_size,
                     claimed=blob.size,
                 )
             )
             return findings
-        computed, read = hash_stream(handle, [algorithm], limit=blob.size + 1)
+        needed = {algorithm, CANONICAL, *header_algorithms(responses)}
+        computed, read = hash_stream(handle, sorted(needed), limit=blob.size + 1)
     if read != blob.size:
         findings.append(
             Finding.error(
                 "hash.size_mismatch",
-                f"blob {blob.digest}: changed size while read, expected {blob.size}",
+                f"{what}: changed size while read, expected {blob.size}",
                 digest=blob.digest,
             )
         )
-    elif computed[algorithm] != blob.digest:
+        return findings
+    if computed[algorithm] != blob.digest:
         findings.append(
             Finding.error(
                 "hash.blob_mismatch",
@@ -232,6 +315,11 @@ def verify_blob(
                 digest=blob.digest,
             )
         )
+    findings.extend(response_findings(responses, what, computed, read))
+    # Known-bad bytes are refused under any name they are served as.
+    findings.extend(
+        _denied("blob content", (d for d in computed.values() if d != blob.digest), deny)
+    )
     return findings
 
 
@@ -239,12 +327,15 @@ async def verify_blobs(
     staging_store: StagingStore,
     session: str,
     blobs: Sequence[BlobClaim],
-    deny_digests: Iterable[str] = (),
+    deny: Container[str] = frozenset(),
     max_blobs: int = 1001,
+    exchanges: Sequence[Exchange] = (),
 ) -> Verdict:
     """Verify every blob, hashing in worker threads so the event loop stays free.
 
-    A blob listed twice with the same size is hashed once.
+    ``exchanges`` are the fetcher's records of the blob downloads: the headers
+    of each response for a blob's digest are checked against that blob. A
+    blob listed twice with the same size is hashed once.
     """
     if len(blobs) > max_blobs:
         return Verdict.of(
@@ -252,16 +343,26 @@ async def verify_blobs(
             [Finding.error("hash.too_many_blobs", f"got {len(blobs)} blobs, limit {max_blobs}")],
         )
     staging_store.session_dir(session)  # an invalid session is an error, not a finding
-    deny = frozenset(deny_digests)
+    first: list[Finding] = []
+    if len(exchanges) > MAX_EXCHANGES:
+        first.append(
+            Finding.error(
+                "hash.too_many_exchanges",
+                f"got {len(exchanges)} exchanges, limit {MAX_EXCHANGES}",
+            )
+        )
+    responses = claims_by_digest(exchanges, "blob")
     unique = list(dict.fromkeys(blobs))
     slots = asyncio.Semaphore(PARALLEL_BLOBS)
 
     async def one(blob: BlobClaim) -> list[Finding]:
         async with slots:
-            return await asyncio.to_thread(verify_blob, staging_store, session, blob, deny)
+            return await asyncio.to_thread(
+                verify_blob, staging_store, session, blob, deny, responses.get(blob.digest, ())
+            )
 
     results = await asyncio.gather(*(one(blob) for blob in unique))
-    findings = [finding for found in results for finding in found]
+    findings = first + [finding for found in results for finding in found]
     if len(findings) > MAX_FINDINGS:
         # Every blob finding is an ERROR, so the cut keeps the verdict a DENY.
         dropped = len(findings) - MAX_FINDINGS
@@ -270,3 +371,9 @@ async def verify_blobs(
             Finding.info("hash.findings_truncated", f"{dropped} more findings not shown"),
         ]
     return Verdict.of(LAYER, findings)
+
+
+def manifest_responses(exchanges: Sequence[Exchange]) -> tuple[ResponseClaim, ...]:
+    """Response claims of the exchanges that fetched a manifest."""
+    grouped = claims_by_digest(exchanges, "manifest")
+    return tuple(claim for claims in grouped.values() for claim in claims)

@@ -4,17 +4,27 @@ Checked against the fetcher's recorded provenance and the manifest's
 descriptors (THREATS T-06, T-07, S-01, S-02):
 
 - every exchange went to the upstream's own origin (scheme host and port),
-  to a host its ``redirect_hosts`` allow, or, for token requests, to a
-  configured token realm host: otherwise ``source.unexpected_host`` (an
-  ERROR for content, a WARNING for an anonymous token from another realm,
-  which carries no content);
+  to a host its ``redirect_hosts`` allow, or, for token requests, to the
+  plan's token realm hosts: otherwise ``source.unexpected_host`` (an ERROR
+  for content, a WARNING for an anonymous token from another realm, which
+  carries no content);
 - every redirect (``location``) targets the upstream's origin or an allowed
   redirect host (``source.redirect_host_not_allowed``) and never leaves
   https (``source.insecure_redirect``); plain http anywhere is refused
-  unless the upstream is configured ``insecure`` (``source.insecure_transport``);
+  unless the upstream is configured ``insecure`` (``source.insecure_transport``).
+  Correct bytes from a host that is not allowed are still refused: policy
+  pins the source, so the digest alone never vouches for a foreign host;
+- when the upstream's TLS identity is pinned (``tls.spki_sha256``), every
+  exchange with the upstream's host (any port: a token endpoint there too)
+  must have presented one of the pinned keys (``source.tls_identity_mismatch``;
+  ``source.tls_identity_unknown`` when the fetcher recorded none), and plain
+  http is refused even for an ``insecure`` upstream. Redirect targets (CDNs)
+  are not pinned: the fetcher checks their chains against the CA store;
 - descriptors with ``urls`` (foreign layers) are refused unless every URL is
-  https on a host the rule allows (``source.foreign_layer``);
-- ``org.opencontainers.image.source`` is recorded, never trusted.
+  https on a host the rule allows and the descriptor has a digest to verify
+  the content by (``source.foreign_layer``);
+- at the manifest stage, the source annotation and signed provenance are
+  judged by :mod:`pullguard.services.source.provenance`.
 
 Hosts are compared exactly after URL parsing; nothing is case-folded beyond
 what URL syntax does to host names, and URLs with user info, whitespace or
@@ -23,16 +33,22 @@ control characters are refused rather than cleaned (``source.invalid_url``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 from pullguard.services.runtime.config import host_matches
+from pullguard.services.runtime.digests import is_digest
 from pullguard.services.runtime.errors import InvalidRequest
 from pullguard.services.runtime.findings import Finding, Verdict
+from pullguard.services.source.provenance import (
+    ManifestEvidence,
+    SourceRule,
+    annotation_findings,
+    provenance_findings,
+)
 
 LAYER = "source"
-SOURCE_ANNOTATION = "org.opencontainers.image.source"
 #: Exchanges examined per request; a pull of 1 000 layers needs a few thousand.
 MAX_EXCHANGES = 20_000
 #: Findings kept per verdict (the first ones).
@@ -57,6 +73,8 @@ class UpstreamSource:
     insecure: bool = False
     redirect_hosts: tuple[str, ...] = ()
     realm_hosts: tuple[str, ...] = ()
+    #: Pinned SHA-256 (hex) of the upstream host's SubjectPublicKeyInfo.
+    spki_sha256: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -68,6 +86,8 @@ class Exchange:
     location: str = ""
     status: int = 0
     digest: str = ""
+    #: SHA-256 (hex) of the SubjectPublicKeyInfo the peer presented, if https.
+    tls_spki_sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -130,14 +150,19 @@ class _SourceCheck:
         if origin is None:
             self.findings.append(Finding.error("source.invalid_url", f"{where}: not a clean URL"))
             return
-        if origin.scheme != "https" and not (self.upstream.insecure and origin.scheme == "http"):
+        pinned = bool(self.upstream.spki_sha256)
+        plain_ok = self.upstream.insecure and origin.scheme == "http" and not pinned
+        if origin.scheme != "https" and not plain_ok:
+            reason = " (the upstream's TLS identity is pinned)" if pinned else ""
             self.findings.append(
                 Finding.error(
                     "source.insecure_transport",
-                    f"{where}: got {origin.scheme}, expected https",
+                    f"{where}: got {origin.scheme}, expected https{reason}",
                     url=exchange.url,
                 )
             )
+        elif pinned and origin.host == self.origin.host:
+            self.tls_identity(exchange, where)
         if not self.host_allowed(origin, exchange.purpose):
             if exchange.purpose == "token":
                 self.findings.append(
@@ -159,6 +184,28 @@ class _SourceCheck:
                 )
         if exchange.location:
             self.redirect(exchange, origin, where)
+
+    def tls_identity(self, exchange: Exchange, where: str) -> None:
+        """An https exchange with the pinned upstream host presented a pinned key."""
+        got = exchange.tls_spki_sha256
+        if not got:
+            self.findings.append(
+                Finding.error(
+                    "source.tls_identity_unknown",
+                    f"{where}: no TLS identity recorded, expected a pinned key",
+                    url=exchange.url,
+                )
+            )
+        elif got not in self.upstream.spki_sha256:
+            self.findings.append(
+                Finding.error(
+                    "source.tls_identity_mismatch",
+                    f"{where}: got SPKI sha256 {got[:64]},"
+                    f" expected one of [{', '.join(self.upstream.spki_sha256)[:300]}]",
+                    spki_sha256=got,
+                    url=exchange.url,
+                )
+            )
 
     def redirect(self, exchange: Exchange, source: Origin, where: str) -> None:
         location = exchange.location
@@ -202,6 +249,18 @@ class _SourceCheck:
             )
 
     def foreign(self, descriptor: DescriptorUrls, allowed_hosts: tuple[str, ...]) -> None:
+        if not is_digest(descriptor.digest):
+            # Content named only by a URL could be anything (S-01 "urls without digest").
+            self.findings.append(
+                Finding.error(
+                    "source.foreign_layer",
+                    f"a descriptor names foreign URL {descriptor.urls[0][:200]}"
+                    f" with digest {descriptor.digest[:140] or '(none)'!r},"
+                    " expected a digest to verify it by",
+                    url=descriptor.urls[0],
+                )
+            )
+            return
         bad = []
         for url in descriptor.urls:
             origin = parse_origin(url)
@@ -244,14 +303,22 @@ def _resolve(base: str, location: str) -> tuple[str, str]:
         return "", ""
 
 
+_NO_RULE = SourceRule()
+
+
 def check_source(
     upstream: UpstreamSource,
     exchanges: Sequence[Exchange],
     descriptors: Iterable[DescriptorUrls] = (),
-    annotations: Mapping[str, str] | None = None,
-    foreign_url_hosts: tuple[str, ...] = (),
+    rule: SourceRule = _NO_RULE,
+    manifest: ManifestEvidence | None = None,
 ) -> Verdict:
-    """The source verdict for one pull's provenance and descriptors."""
+    """The source verdict for one pull's provenance and descriptors.
+
+    ``manifest`` is given at the manifest stage, and brings the source
+    annotation and signed provenance under the rule; the blob stage (``None``)
+    judges transport and descriptors only.
+    """
     check = _SourceCheck(upstream)
     if not exchanges:
         # Content with no recorded origin is content of unknown origin.
@@ -268,17 +335,11 @@ def check_source(
             check.exchange(exchange)
     for descriptor in descriptors:
         if descriptor.urls:
-            check.foreign(descriptor, foreign_url_hosts)
-    claimed = (annotations or {}).get(SOURCE_ANNOTATION)
-    if claimed is not None:
-        # S-02: an unsigned annotation is a claim for the report, never trust.
-        check.findings.append(
-            Finding.info(
-                "source.provenance_annotation",
-                f"unverified {SOURCE_ANNOTATION}: {claimed[:300]}",
-                value=claimed,
-            )
-        )
+            check.foreign(descriptor, rule.foreign_url_hosts)
+    if manifest is not None:
+        # Neither of these relaxes anything above: they can only add findings.
+        check.findings.extend(annotation_findings(rule, manifest))
+        check.findings.extend(provenance_findings(rule, manifest))
     return Verdict.of(LAYER, _bounded(check.findings))
 
 
