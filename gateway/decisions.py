@@ -46,11 +46,13 @@ CREATE TABLE IF NOT EXISTS admitted_blobs (
     digest TEXT NOT NULL,
     PRIMARY KEY (repository, digest)
 );
-CREATE TABLE IF NOT EXISTS index_children (
+CREATE TABLE IF NOT EXISTS index_entries (
     repository TEXT NOT NULL,
     index_digest TEXT NOT NULL,
     child_digest TEXT NOT NULL,
     policy_version TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    size INTEGER NOT NULL,
     PRIMARY KEY (repository, index_digest, child_digest, policy_version)
 );
 CREATE TABLE IF NOT EXISTS names (
@@ -127,16 +129,20 @@ class DecisionLog:
         admission: Admission,
         policy_version: str,
         blobs: Iterable[str],
-        children: Iterable[str] = (),
+        children: Iterable[tuple[str, str, int]] = (),
     ) -> None:
+        """Record an admission; ``children`` are an index's entries (digest, media type, size)."""
         with self._lock:
             self._db.executemany(
                 "INSERT OR IGNORE INTO admitted_blobs VALUES (?,?)",
                 [(admission.repository, digest) for digest in blobs],
             )
             self._db.executemany(
-                "INSERT OR IGNORE INTO index_children VALUES (?,?,?,?)",
-                [(admission.repository, admission.digest, c, policy_version) for c in children],
+                "INSERT OR IGNORE INTO index_entries VALUES (?,?,?,?,?,?)",
+                [
+                    (admission.repository, admission.digest, digest, policy_version, media, size)
+                    for digest, media, size in children
+                ],
             )
             # The manifest row goes last: it is what makes the image servable.
             self._db.execute(
@@ -184,13 +190,20 @@ class DecisionLog:
 
     def parent_indexes(self, repository: str, child: str, policy_version: str) -> list[str]:
         """Admitted indexes of this repository that list ``child``."""
+        return [entry[0] for entry in self.index_entries(repository, child, policy_version)]
+
+    def index_entries(
+        self, repository: str, child: str, policy_version: str
+    ) -> list[tuple[str, str, int]]:
+        """(index digest, media type, size) of each admitted index entry naming ``child``."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT index_digest FROM index_children"
-                " WHERE repository=? AND child_digest=? AND policy_version=?",
+                "SELECT index_digest, media_type, size FROM index_entries"
+                " WHERE repository=? AND child_digest=? AND policy_version=?"
+                " ORDER BY index_digest",
                 (repository, child, policy_version),
             ).fetchall()
-        return [row[0] for row in rows]
+        return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
 
     def quarantined(
         self, entry_id: str, time: str, reference: str, digest: str, reason: str

@@ -35,6 +35,7 @@ from opentelemetry.trace import SpanKind
 
 from pullguard.gateway.clients import LayerClients, LayerFailure
 from pullguard.gateway.decisions import Admission, DecisionLog
+from pullguard.gateway.discovery import Discovery, Found
 from pullguard.gateway.report import Report
 from pullguard.gateway.stores import AdmittedStore, Quarantine
 from pullguard.services.runtime.config import Config
@@ -246,6 +247,18 @@ class Pipeline:
         parents = self.decisions.parent_indexes(repository, reference, self.config.policy_version)
         return parents[0] if parents else ""
 
+    def _parent_entries(self, report: Report, plan: common_pb2.Plan) -> list[common_pb2.Descriptor]:
+        """The parent index's entry for this manifest: its digest and size are claims too."""
+        if not plan.parent_index or not plan.ref.digest:
+            return []
+        return [
+            common_pb2.Descriptor(digest=plan.ref.digest, media_type=media_type, size=size)
+            for parent, media_type, size in self.decisions.index_entries(
+                report.repository, plan.ref.digest, plan.policy_version
+            )
+            if parent == plan.parent_index
+        ]
+
     @contextlib.asynccontextmanager
     async def _digest_lock(self, repository: str, digest: str) -> AsyncIterator[None]:
         key = (repository, digest)
@@ -282,7 +295,13 @@ class Pipeline:
                 report,
                 "hashverify",
                 "VerifyManifest",
-                hashverify_pb2.VerifyManifestRequest(session=session, plan=plan, manifest=staged),
+                hashverify_pb2.VerifyManifestRequest(
+                    session=session,
+                    plan=plan,
+                    manifest=staged,
+                    provenance=fetched.provenance,
+                    parent_descriptors=self._parent_entries(report, plan),
+                ),
             ),
         )
         format_ok = report.add("format", "manifest", fmt[0].verdict, fmt[1])
@@ -308,23 +327,25 @@ class Pipeline:
             for d in (summary.config, *summary.layers, *summary.manifests, summary.subject)
             if d.digest
         ]
-        (src, src_ms), (sig, sig_ms) = await asyncio.gather(
-            self._call(
-                report,
-                "source",
-                "CheckSource",
-                source_pb2.CheckSourceRequest(
-                    plan=plan,
-                    provenance=fetched.provenance,
-                    descriptors=descriptors,
-                    annotations=dict(summary.annotations),
-                ),
+        # Signatures first: the source layer judges the signed provenance they yield.
+        sig, sig_ms, statements = await self._signatures(report, plan, digest)
+        signature_ok = report.add("signature", "signatures", sig, sig_ms)
+        src, src_ms = await self._call(
+            report,
+            "source",
+            "CheckSource",
+            source_pb2.CheckSourceRequest(
+                plan=plan,
+                provenance=fetched.provenance,
+                descriptors=descriptors,
+                annotations=dict(summary.annotations),
+                stage=source_pb2.CheckSourceRequest.MANIFEST,
+                manifest_digest=digest,
+                verified_provenance=statements,
             ),
-            self._signatures(report, plan, digest),
         )
         source_ok = report.add("source", "source", src.verdict, src_ms)
-        signature_ok = report.add("signature", "signatures", sig, sig_ms)
-        if not (source_ok and signature_ok):
+        if not (signature_ok and source_ok):
             raise _Denied
 
         blob_keys: list[str] = []
@@ -345,7 +366,9 @@ class Pipeline:
                     report,
                     "hashverify",
                     "VerifyBlobs",
-                    hashverify_pb2.VerifyBlobsRequest(session=session, plan=plan, blobs=blobs),
+                    hashverify_pb2.VerifyBlobsRequest(
+                        session=session, plan=plan, blobs=blobs, provenance=got.provenance
+                    ),
                     timeout=limits.blob_deadline,
                 ),
                 self._call(
@@ -359,7 +382,11 @@ class Pipeline:
                     "source",
                     "CheckSource",
                     source_pb2.CheckSourceRequest(
-                        plan=plan, provenance=got.provenance, descriptors=blobs
+                        plan=plan,
+                        provenance=got.provenance,
+                        descriptors=blobs,
+                        stage=source_pb2.CheckSourceRequest.BLOBS,
+                        manifest_digest=digest,
                     ),
                 ),
             )
@@ -425,77 +452,102 @@ class Pipeline:
         self._record(report)
         return PullResult(report, manifest=data)
 
+    def _discovery(self, report: Report) -> Discovery:
+        async def call(
+            layer: str, method: str, request: Any, timeout: float | None
+        ) -> tuple[Any, float]:
+            return await self._call(report, layer, method, request, timeout=timeout)
+
+        def require(layer: str, step: str, verdict: common_pb2.Verdict, ms: float) -> None:
+            self._require(report, layer, step, verdict, ms)
+
+        return Discovery(call, require, lambda p: self._provenance(report, p), self.config.limits)
+
     async def _signatures(
         self, report: Report, plan: common_pb2.Plan, digest: str
-    ) -> tuple[common_pb2.Verdict, float]:
+    ) -> tuple[common_pb2.Verdict, float, list[source_pb2.VerifiedProvenance]]:
+        """The signature verdict, and the signed provenance statements for source."""
         started = time.monotonic()
-        verdict, results = await self._verify_signatures(report, plan, digest)
-        if (
-            not verdict_allows(verdict)
-            and plan.rule.signature.mode != common_pb2.SignaturePolicy.NONE
-        ):
+        verdict, statements = await self._verify_signed(report, plan, digest)
+        none = common_pb2.SignaturePolicy.NONE
+        if plan.rule.signature.mode != none and not verdict_allows(verdict):
             covered = await self._covered_by_index(report, plan, digest)
             if covered is not None:
-                verdict, results = covered
-        report.signatures.extend(results)
-        return verdict, (time.monotonic() - started) * 1000
-
-    async def _verify_signatures(
-        self, report: Report, plan: common_pb2.Plan, digest: str
-    ) -> tuple[common_pb2.Verdict, list[dict[str, Any]]]:
-        artifacts: list[signature_pb2.SignatureArtifact] = []
-        if plan.rule.signature.mode != common_pb2.SignaturePolicy.NONE:
-            tag = digest.replace(":", "-") + ".sig"
-            limits = self.config.limits
-            found, ms = await self._call(
-                report,
-                "fetcher",
-                "FetchArtifact",
-                fetcher_pb2.FetchArtifactRequest(
-                    session=report.decision_id,
-                    plan=plan,
-                    tag=tag,
-                    max_blob_size=limits.signature_bytes,
-                    max_blobs=limits.signatures,
-                ),
-                timeout=limits.manifest_deadline + 5,
+                verdict = covered
+        if self._wants_provenance(plan) and not statements and plan.parent_index:
+            # A platform manifest's provenance may be attested on its index.
+            _parent_verdict, statements = await self._verify_signed(
+                report, plan, plan.parent_index, signatures=False
             )
-            self._provenance(report, found.provenance)
-            if found.found:
-                self._require(report, "fetcher", f"artifact {tag}", found.verdict, ms)
-                artifacts.append(
-                    signature_pb2.SignatureArtifact(
-                        location=f"tag:{tag}", manifest=found.manifest, blobs=found.blobs
-                    )
-                )
-        response, _ms = await self._call(
-            report,
-            "signature",
-            "VerifySignatures",
-            signature_pb2.VerifySignaturesRequest(
-                session=report.decision_id, plan=plan, digest=digest, artifacts=artifacts
-            ),
+        return verdict, (time.monotonic() - started) * 1000, statements
+
+    @staticmethod
+    def _wants_provenance(plan: common_pb2.Plan) -> bool:
+        provenance = plan.rule.provenance
+        return provenance.required or provenance.signers.mode not in (
+            common_pb2.SignaturePolicy.MODE_UNSPECIFIED,
+            common_pb2.SignaturePolicy.NONE,
         )
-        results = [
-            {
-                "location": r.location,
-                "accepted": r.accepted,
-                "signer": r.signer,
-                "reason": r.reason,
-                "digest": digest,
-            }
-            for r in response.signatures
-        ]
-        return response.verdict, results
+
+    async def _verify_signed(
+        self, report: Report, plan: common_pb2.Plan, digest: str, signatures: bool = True
+    ) -> tuple[common_pb2.Verdict, list[source_pb2.VerifiedProvenance]]:
+        session = report.decision_id
+        need_signatures = signatures and plan.rule.signature.mode != common_pb2.SignaturePolicy.NONE
+        need_attestations = self._wants_provenance(plan)
+        found = Found()
+        if need_signatures or need_attestations:
+            found = await self._discovery(report).find(
+                session,
+                plan,
+                digest,
+                signatures=need_signatures,
+                attestations=need_attestations,
+            )
+        verdict = common_pb2.Verdict(decision=common_pb2.ALLOW)
+        if signatures:
+            response, _ms = await self._call(
+                report,
+                "signature",
+                "VerifySignatures",
+                signature_pb2.VerifySignaturesRequest(
+                    session=session, plan=plan, digest=digest, artifacts=found.signatures
+                ),
+            )
+            verdict = response.verdict
+            report.signatures.extend(_results(response.signatures, digest, "signature"))
+        statements: list[source_pb2.VerifiedProvenance] = []
+        if need_attestations:
+            attested, ms = await self._call(
+                report,
+                "signature",
+                "VerifyAttestations",
+                signature_pb2.VerifyAttestationsRequest(
+                    session=session, plan=plan, digest=digest, artifacts=found.attestations
+                ),
+            )
+            report.add("signature", f"attestations {digest}", attested.verdict, ms)
+            report.signatures.extend(_results(attested.attestations, digest, "attestation"))
+            statements = [
+                source_pb2.VerifiedProvenance(
+                    predicate_type=s.predicate_type,
+                    builder_id=s.builder_id,
+                    source_repository=s.source_repository,
+                    signer=s.signer,
+                    found_at=s.found_at,
+                    subject_digest=digest,
+                )
+                for s in attested.statements
+            ]
+        return verdict, statements
 
     async def _covered_by_index(
         self, report: Report, plan: common_pb2.Plan, digest: str
-    ) -> tuple[common_pb2.Verdict, list[dict[str, Any]]] | None:
+    ) -> common_pb2.Verdict | None:
         """A signature on an admitted index covers the manifests it lists."""
-        for parent in self.decisions.parent_indexes(report.repository, digest, plan.policy_version)[
-            :4
-        ]:
-            verdict, results = await self._verify_signatures(report, plan, parent)
+        parents = self.decisions.parent_indexes(report.repository, digest, plan.policy_version)
+        for parent in parents[:4]:
+            verdict, _statements = await self._verify_signed(report, plan, parent)
             if verdict_allows(verdict):
                 verdict.findings.append(
                     common_pb2.Finding(
@@ -505,7 +557,7 @@ class Pipeline:
                         evidence={"index": parent},
                     )
                 )
-                return verdict, results
+                return verdict
         return None
 
     def _admit(
@@ -531,7 +583,7 @@ class Pipeline:
             Admission(report.repository, report.digest, summary.media_type, size, session),
             plan.policy_version,
             blobs=blob_keys,
-            children=[m.digest for m in summary.manifests],
+            children=[(m.digest, m.media_type, m.size) for m in summary.manifests],
         )
         self.decisions.link_name(report.client_name, report.repository)
         report.admitted = True
@@ -550,6 +602,21 @@ class Pipeline:
                     "headers": dict(exchange.headers),
                 }
             )
+
+
+def _results(results: Any, digest: str, kind: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "kind": kind,
+            "location": r.location,
+            "accepted": r.accepted,
+            "signer": r.signer,
+            "reason": r.reason,
+            "code": r.code,
+            "digest": digest,
+        }
+        for r in results
+    ]
 
 
 Runner = Callable[[str, str], Awaitable[PullResult]]

@@ -503,7 +503,9 @@ def _keys(reader: _Reader, raw: Any, key: str) -> tuple[tuple[str, str], ...]:
         path, pem = reader.read_file(item, f"{key}[{i}]")
         if "-----BEGIN PUBLIC KEY-----" not in pem:
             raise reader.fail(f"{key}[{i}]", f"{path} is not a PEM public key")
-        keys.append((path.name, pem))
+        # Named as the operator wrote it: file names alone collide (cosign
+        # names every key cosign.pub), and the name identifies the signer.
+        keys.append((item, pem))
     return tuple(keys)
 
 
