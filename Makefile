@@ -34,9 +34,11 @@ check-protos:
 run: install
 	$(BIN)/pullguard up $(if $(CONFIG),--config $(CONFIG),)
 
-# Registries, skopeo and cosign for the tests: apt on a bare Debian 12 or 13.
+# Registries, skopeo and cosign for the tests (apt on a bare Debian 12 or 13),
+# and the node packages that make keyless sigstore bundles offline.
 system-deps:
 	scripts/install-system-deps.sh $(TOOLS)
+	scripts/install-node-test-deps.sh
 
 test: install system-deps check-protos
 	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(BIN)/pytest -q -ra $(PYTEST_ARGS)
