@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from pullguard.services.fetcher.urls import is_loopback_host, is_non_global_host
+from pullguard.services.fetcher.urls import is_loopback_host, is_non_global_host, normal_host
 from pullguard.services.runtime.config import Upstream, host_matches
 
 #: Characters of an RFC 7230 token (auth-scheme and parameter names).
@@ -180,6 +180,33 @@ def realm_problem(upstream: Upstream, realm: httpx.URL) -> str | None:
         return "carries userinfo"
     if upstream.scheme == "https" and realm.scheme != "https":
         return "is plain http for an https upstream"
+    if is_non_global_host(realm.host) and not is_non_global_host(upstream.host):
+        return f"is on non-public address {realm.host}"
+    return None
+
+
+def foreign_realm_problem(upstream: Upstream, host: httpx.URL, realm: httpx.URL) -> str | None:
+    """Why the realm of a host the upstream redirected to must not be asked, or None.
+
+    Only an anonymous token is ever fetched there; still, the realm must be
+    https (plain http only when the upstream, the host and the realm are all
+    on loopback, as in a lab), carry no userinfo, and be on that host itself
+    or on a ``realm_hosts`` entry of the upstream (T-08).
+    """
+    if realm.scheme not in ("http", "https") or not realm.host:
+        return "not an http(s) URL"
+    if realm.userinfo:
+        return "carries userinfo"
+    if realm.scheme != "https" and not (
+        is_loopback_host(realm.host)
+        and is_loopback_host(host.host)
+        and is_loopback_host(upstream.host)
+    ):
+        return "is not https"
+    if normal_host(realm.host) != normal_host(host.host) and not host_matches(
+        realm.host, upstream.realm_hosts
+    ):
+        return f"is neither on {host.host[:100]} nor a configured realm host"
     if is_non_global_host(realm.host) and not is_non_global_host(upstream.host):
         return f"is on non-public address {realm.host}"
     return None

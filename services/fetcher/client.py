@@ -1,31 +1,43 @@
 """An OCI distribution API client for one upstream registry.
 
-``RegistryClient`` is the only code in pullguard that opens connections to a
-registry. Every request is a GET built here from scratch, so no header,
-cookie or credential carries over from one request to the next:
+``RegistryClient`` is the only code in pullguard that fetches from a
+registry (its requests go through :class:`session.UpstreamSession`). On top
+of the session it reads bodies and decides what a response means:
 
-- redirects are followed by hand (at most ``limits.redirects`` hops), each
-  one recorded; ``Authorization`` is attached only while the URL's origin
-  (scheme, host, port) is the upstream's own (T-06, T-07);
-- a 401 is answered once, with a bearer token from the challenge's realm or
-  with basic credentials; see :mod:`auth` for where credentials may go (T-08);
 - bodies are streamed into staging, hashed as they arrive, bounded in bytes
-  and in time (T-03, T-09); an encoded body is refused (T-10);
-- transient failures (connection errors, 5xx, 429) are retried a few times,
-  then raised as :class:`UpstreamError`; nothing here turns a failure into
-  content.
+  (descriptor size + 1, or the manifest limit, whatever ``Content-Length``
+  says; a ``Content-Length`` over the bound is refused unread) and in time
+  (idle timeout, throughput floor, deadline) (T-03, T-09);
+- a body the server encoded although we asked for identity is decoded within
+  bounds and the decoded entity is hashed; unsupported encodings are upstream
+  errors (T-10, see :mod:`encoding`);
+- a body that ends early (connection closed before ``Content-Length``, a
+  chunked or encoded body shorter than the descriptor size) or an unsolicited
+  ``206`` is retried from zero, then an upstream error: nothing partial is
+  ever committed to staging (T-02). There is no resume with ``Range``;
+  restarting keeps one code path and cannot splice two bodies;
+- error bodies are read only up to ``limits.error_body_bytes``, for a short
+  diagnostic (T-03 d); HEAD is never used, so no HEAD ``Content-Length`` is
+  ever relied on (T-03 e);
+- transient failures (connection errors, 5xx, 429, short bodies) are retried
+  a few times, then raised as :class:`UpstreamError` carrying the HTTP status
+  the front door should answer: 503 for 429/503, 504 for timeouts, 502
+  otherwise (O-04);
+- at most ``concurrency`` requests run against this upstream at once, so a
+  stalled upstream cannot take every slot of the service (T-09 e).
 """
 
 from __future__ import annotations
 
 import asyncio
-import http.cookiejar
-from collections.abc import Awaitable, Callable
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
+import httpcore
 import httpx
 
-from pullguard.services.fetcher import auth
+from pullguard.services.fetcher import encoding
 from pullguard.services.fetcher.models import (
     Descriptor,
     Exchange,
@@ -33,14 +45,15 @@ from pullguard.services.fetcher.models import (
     StagedBlob,
     StagedManifest,
 )
-from pullguard.services.fetcher.transfer import THROUGHPUT_GRACE, Copied, TooSlow, copy_body
-from pullguard.services.fetcher.urls import (
-    is_loopback_host,
-    origin,
-    redact_url,
-    resolve_redirect,
-    upstream_origin,
+from pullguard.services.fetcher.network import Resolver
+from pullguard.services.fetcher.session import (
+    BodyTooLarge,
+    Transient,
+    UpstreamSession,
+    header,
+    read_small,
 )
+from pullguard.services.fetcher.transfer import THROUGHPUT_GRACE, Copied, TooSlow, copy_body
 from pullguard.services.runtime.config import Limits, Upstream
 from pullguard.services.runtime.digests import is_digest, parse_digest
 from pullguard.services.runtime.errors import NotFound, UpstreamError, UpstreamTimeout
@@ -61,31 +74,15 @@ MANIFEST_ACCEPT = ", ".join(
         "application/vnd.docker.distribution.manifest.v1+json",
     )
 )
-REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-#: Response headers recorded in provenance: the ones later layers rely on.
-RECORDED_HEADERS = ("content-type", "content-length", "docker-content-digest", "content-encoding")
-USER_AGENT = "pullguard-fetcher/0.1"
-#: Longest wait a Retry-After header can impose between attempts.
+INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
+#: Longest wait a Retry-After header can impose between attempts (O-04).
 MAX_RETRY_AFTER = 2.0
+#: Requests in flight against one upstream at most (T-09 e).
+UPSTREAM_CONCURRENCY = 8
+#: Longest time spent reading an error body for its diagnostic.
+ERROR_BODY_SECONDS = 5.0
 
-
-class _Transient(Exception):
-    """A failure worth another attempt: connection trouble, 5xx, 429."""
-
-    def __init__(self, message: str, *, timeout: bool = False, retry_after: float = 0.0) -> None:
-        super().__init__(message)
-        self.timeout = timeout
-        self.retry_after = retry_after
-
-
-class _NoCookies(http.cookiejar.DefaultCookiePolicy):
-    """Registries need no cookies; keeping none means none can cross a host."""
-
-    def set_ok(self, cookie: http.cookiejar.Cookie, request: object) -> bool:
-        return False
-
-    def return_ok(self, cookie: http.cookiejar.Cookie, request: object) -> bool:
-        return False
+TooLarge = Callable[[int | None], FetchDenied]
 
 
 class RegistryClient:
@@ -100,7 +97,10 @@ class RegistryClient:
         retry_backoff: float = 0.2,
         max_retry_after: float = MAX_RETRY_AFTER,
         throughput_grace: float = THROUGHPUT_GRACE,
+        concurrency: int = UPSTREAM_CONCURRENCY,
         transport: httpx.AsyncBaseTransport | None = None,
+        resolver: Resolver | None = None,
+        connector: httpcore.AsyncNetworkBackend | None = None,
     ) -> None:
         self.upstream = upstream
         self._limits = limits
@@ -108,26 +108,17 @@ class RegistryClient:
         self._retry_backoff = retry_backoff
         self._max_retry_after = max_retry_after
         self._grace = throughput_grace
-        self._origin = upstream_origin(upstream)
-        self._name = f"{upstream.alias} ({upstream.url})"
-        self._tokens = auth.TokenCache()
-        self._http = httpx.AsyncClient(
-            follow_redirects=False,
-            trust_env=False,
-            cookies=http.cookiejar.CookieJar(policy=_NoCookies()),
-            timeout=httpx.Timeout(
-                connect=limits.connect_timeout,
-                read=limits.idle_timeout,
-                write=limits.idle_timeout,
-                # Waiting for a pooled connection is bounded like an idle read.
-                pool=limits.idle_timeout,
-            ),
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
-            transport=transport,
+        self._slots = asyncio.Semaphore(max(1, concurrency))
+        self._session = UpstreamSession(
+            upstream, limits, transport=transport, resolver=resolver, connector=connector
         )
+        self._name = self._session.name
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._session.aclose()
+
+    def url(self, path: str) -> httpx.URL:
+        return httpx.URL(self.upstream.url + path)
 
     # -- operations ---------------------------------------------------------
 
@@ -141,18 +132,21 @@ class RegistryClient:
     ) -> StagedManifest:
         """GET a manifest by tag or digest, once, into staging under its computed digest.
 
-        Raises FetchDenied (``fetch.manifest_too_large``, ``fetch.content_encoding``,
-        redirect denials), NotFound, UpstreamError or UpstreamTimeout.
+        Raises FetchDenied (``fetch.manifest_too_large``, redirect denials),
+        NotFound, UpstreamError or UpstreamTimeout.
         """
         by_digest = is_digest(reference)
         algorithm = parse_digest(reference)[0] if by_digest else "sha256"
         separator = "@" if by_digest else ":"
         what = f"manifest {repository}{separator}{reference}"
-        url = self._url(f"/v2/{repository}/manifests/{reference}")
+        url = self.url(f"/v2/{repository}/manifests/{reference}")
         limit = self._limits.manifest_bytes
 
+        def too_large(declared: int | None) -> FetchDenied:
+            return _too_large_manifest(limit, declared)
+
         async def attempt() -> StagedManifest:
-            response = await self._open(
+            response = await self._session.open(
                 url,
                 purpose=purpose,
                 digest=reference if by_digest else "",
@@ -161,15 +155,11 @@ class RegistryClient:
                 exchanges=exchanges,
             )
             try:
-                self._check_status(response, what, "MANIFEST_UNKNOWN")
-                self._check_encoding(response)
-                declared = _content_length(response)
-                if declared is not None and declared > limit:
-                    raise _too_large_manifest(limit, declared)
+                await self._check_status(response, what, "MANIFEST_UNKNOWN")
                 with self._staging.writer(session) as writer:
-                    copied = await self._copy(response, writer.write, limit, algorithm, what)
-                    if copied.over_limit:
-                        raise _too_large_manifest(limit)
+                    copied = await self._read_entity(
+                        response, writer.write, limit, algorithm, what, too_large
+                    )
                     writer.commit(copied.digest)
             finally:
                 await response.aclose()
@@ -177,8 +167,8 @@ class RegistryClient:
                 staged_key=copied.digest,
                 computed_digest=copied.digest,
                 size=copied.size,
-                content_type=_header(response, "content-type"),
-                docker_content_digest=_header(response, "docker-content-digest"),
+                content_type=header(response, "content-type"),
+                docker_content_digest=header(response, "docker-content-digest"),
             )
 
         return await self._with_retries(what, self._limits.manifest_deadline, attempt)
@@ -198,11 +188,14 @@ class RegistryClient:
         """
         algorithm, _ = parse_digest(descriptor.digest)
         what = f"blob {repository}@{descriptor.digest}"
-        url = self._url(f"/v2/{repository}/blobs/{descriptor.digest}")
+        url = self.url(f"/v2/{repository}/blobs/{descriptor.digest}")
         limit = descriptor.size
 
+        def too_large(declared: int | None) -> FetchDenied:
+            return _size_exceeded(descriptor.digest, limit, declared)
+
         async def attempt() -> StagedBlob:
-            response = await self._open(
+            response = await self._session.open(
                 url,
                 purpose=purpose,
                 digest=descriptor.digest,
@@ -211,15 +204,17 @@ class RegistryClient:
                 exchanges=exchanges,
             )
             try:
-                self._check_status(response, what, "BLOB_UNKNOWN")
-                self._check_encoding(response)
-                declared = _content_length(response)
-                if declared is not None and declared > limit:
-                    raise _size_exceeded(descriptor.digest, limit, declared)
+                await self._check_status(response, what, "BLOB_UNKNOWN")
                 with self._staging.writer(session) as writer:
-                    copied = await self._copy(response, writer.write, limit, algorithm, what)
-                    if copied.over_limit:
-                        raise _size_exceeded(descriptor.digest, limit)
+                    copied = await self._read_entity(
+                        response, writer.write, limit, algorithm, what, too_large
+                    )
+                    if copied.size < limit and not _length_is_final(response):
+                        # Without a Content-Length that said so, a short body
+                        # is a truncation, not an answer: start again (T-02).
+                        raise Transient(
+                            f"body of {what} ended after {copied.size} of {limit} bytes"
+                        )
                     writer.commit(descriptor.digest)
             finally:
                 await response.aclose()
@@ -235,216 +230,126 @@ class RegistryClient:
         params = {
             key: value for key, value in (("n", str(n) if n > 0 else ""), ("last", last)) if value
         }
-        url = self._url(f"/v2/{repository}/tags/list").copy_merge_params(params)
+        url = self.url(f"/v2/{repository}/tags/list").copy_merge_params(params)
+        body, _ = await self._small_document(
+            url, repository, "", "tags", "application/json", what, "fetch.tags_too_large", exchanges
+        )
+        return body
+
+    async def referrers_page(
+        self, url: httpx.URL, repository: str, digest: str, exchanges: list[Exchange]
+    ) -> tuple[bytes, str]:
+        """GET one page of the referrers API: (body, Link header). NotFound on 404."""
+        what = f"referrers of {repository}@{digest}"
+        return await self._small_document(
+            url,
+            repository,
+            digest,
+            "referrers",
+            INDEX_MEDIA_TYPE,
+            what,
+            "fetch.referrers_too_large",
+            exchanges,
+        )
+
+    async def referrers_tag(
+        self, repository: str, tag: str, digest: str, exchanges: list[Exchange]
+    ) -> bytes:
+        """GET the referrers fallback tag's index (at most manifest_bytes). NotFound on 404."""
+        what = f"referrers tag {repository}:{tag}"
+        body, _ = await self._small_document(
+            self.url(f"/v2/{repository}/manifests/{tag}"),
+            repository,
+            digest,
+            "referrers-tag",
+            INDEX_MEDIA_TYPE,
+            what,
+            "fetch.referrers_too_large",
+            exchanges,
+        )
+        return body
+
+    async def _small_document(
+        self,
+        url: httpx.URL,
+        repository: str,
+        digest: str,
+        purpose: str,
+        accept: str,
+        what: str,
+        code: str,
+        exchanges: list[Exchange],
+    ) -> tuple[bytes, str]:
+        """GET a small JSON document into memory (at most manifest_bytes); NotFound on 404."""
         limit = self._limits.manifest_bytes
 
-        async def attempt() -> bytes:
-            response = await self._open(
+        def too_large(declared: int | None) -> FetchDenied:
+            got = f"Content-Length {declared}" if declared is not None else f"over {limit} bytes"
+            return FetchDenied.of(
+                code,
+                f"got a {what} of {got}, expected at most {limit} bytes",
+                limit=limit,
+            )
+
+        async def attempt() -> tuple[bytes, str]:
+            response = await self._session.open(
                 url,
-                purpose="tags",
-                digest="",
+                purpose=purpose,
+                digest=digest,
                 scope=_scope(repository),
-                accept="application/json",
+                accept=accept,
                 exchanges=exchanges,
             )
             body = bytearray()
             try:
-                self._check_status(response, what, "NAME_UNKNOWN")
-                self._check_encoding(response)
-                copied = await self._copy(response, body.extend, limit, "sha256", what)
+                await self._check_status(response, what, "NAME_UNKNOWN")
+                await self._read_entity(response, body.extend, limit, "sha256", what, too_large)
+                link = ", ".join(response.headers.get_list("link"))
             finally:
                 await response.aclose()
-            if copied.over_limit:
-                raise UpstreamError(f"upstream: {self._name}: {what} is larger than {limit} bytes")
-            return bytes(body)
+            return bytes(body), link
 
         return await self._with_retries(what, self._limits.manifest_deadline, attempt)
 
-    # -- requests -----------------------------------------------------------
-
-    def _url(self, path: str) -> httpx.URL:
-        return httpx.URL(self.upstream.url + path)
-
-    async def _open(
-        self,
-        url: httpx.URL,
-        *,
-        purpose: str,
-        digest: str,
-        scope: str,
-        accept: str,
-        exchanges: list[Exchange],
-    ) -> httpx.Response:
-        """Send a GET, answer one auth challenge, follow redirects; return the
-        final response with its body unread (the caller closes it)."""
-        authorization = self._tokens.get(scope)
-        challenged = False
-        hops = 0
-        while True:
-            own_origin = origin(url) == self._origin
-            headers = {"Accept": accept}
-            if own_origin and authorization:
-                headers["Authorization"] = authorization
-            response = await self._send(url, headers)
-            exchanges.append(_record(response, purpose, digest))
-            status = response.status_code
-            if status == 401 and own_origin and not challenged:
-                challenges = response.headers.get_list("www-authenticate")
-                await response.aclose()
-                if authorization:
-                    self._tokens.drop(scope)
-                authorization = await self._authorize(challenges, scope, exchanges)
-                challenged = True
-                continue
-            if status in REDIRECT_STATUSES:
-                location = response.headers.get("location")
-                # A redirect body is never read (or decoded): T-10 (d).
-                await response.aclose()
-                hops += 1
-                if hops > self._limits.redirects:
-                    raise FetchDenied.of(
-                        "fetch.too_many_redirects",
-                        f"got more than {self._limits.redirects} redirects, expected at most"
-                        f" {self._limits.redirects}",
-                        url=redact_url(url),
-                    )
-                url = resolve_redirect(url, location, self.upstream)
-                continue
-            return response
-
-    async def _send(self, url: httpx.URL, headers: dict[str, str]) -> httpx.Response:
-        # A Request built by hand gets none of the client's defaults (cookies,
-        # auth, headers): what is sent is exactly what is written here.
-        request = httpx.Request(
-            "GET",
-            url,
-            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers},
-        )
-        shown = redact_url(url)
-        try:
-            return await self._http.send(request, stream=True)
-        except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise _Transient(
-                f"connect to {shown} timed out ({type(exc).__name__})", timeout=True
-            ) from None
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeout(
-                f"upstream: {self._name}: no answer from {shown} within the idle timeout"
-                f" ({type(exc).__name__})"
-            ) from None
-        except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-            raise _Transient(f"cannot reach {shown}: {type(exc).__name__}: {exc}") from None
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise UpstreamError(
-                f"upstream: {self._name}: request to {shown} failed: {type(exc).__name__}: {exc}"
-            ) from None
-
-    async def _authorize(self, challenges: list[str], scope: str, exchanges: list[Exchange]) -> str:
-        """The Authorization value that answers a 401 from the upstream itself."""
-        try:
-            challenge = auth.select_challenge(challenges)
-        except auth.ChallengeError as exc:
-            raise UpstreamError(
-                f"upstream: {self._name}: upstream refused access: unparsable challenge ({exc})"
-            ) from None
-        if challenge is None:
-            raise UpstreamError(
-                f"upstream: {self._name}: upstream refused access (401 without a Bearer or"
-                " Basic challenge)"
-            )
-        if challenge.scheme == "basic":
-            header = self._basic_header()
-            if header is None:
-                raise UpstreamError(
-                    f"upstream: {self._name}: upstream refused access (401 Basic) and no"
-                    " usable credentials are configured"
-                )
-            self._tokens.put(scope, header, auth.MAX_EXPIRY)
-            return header
-        token = await self._fetch_token(challenge, scope, exchanges)
-        header = f"Bearer {token.value}"
-        self._tokens.put(scope, header, token.expires_in)
-        return header
-
-    def _basic_header(self) -> str | None:
-        upstream = self.upstream
-        if upstream.username is None or upstream.password is None:
-            return None
-        if upstream.scheme != "https" and not is_loopback_host(upstream.host):
-            # I-5: credentials travel over https only (loopback labs excepted).
-            return None
-        return auth.basic_header(upstream.username, upstream.password)
-
-    async def _fetch_token(
-        self, challenge: auth.Challenge, scope: str, exchanges: list[Exchange]
-    ) -> auth.Token:
-        realm_text = challenge.params.get("realm", "")
-        try:
-            realm = httpx.URL(realm_text)
-        except httpx.InvalidURL:
-            realm = httpx.URL("")
-        problem = auth.realm_problem(self.upstream, realm)
-        if problem is not None:
-            raise UpstreamError(
-                f"upstream: {self._name}: upstream refused access: token realm"
-                f" {sanitize(redact_url(realm_text), 200)!r} {problem}"
-            )
-        params = {"scope": challenge.params.get("scope") or scope}
-        if challenge.params.get("service"):
-            params["service"] = challenge.params["service"]
-        url = realm.copy_merge_params(params)
-        headers = {"Accept": "application/json"}
-        if auth.credentials_allowed(self.upstream, realm):
-            basic = self._basic_header()
-            if basic is not None:
-                headers["Authorization"] = basic
-        # Otherwise the token is fetched anonymously: never send credentials
-        # to a realm the operator did not name (T-08).
-        response = await self._send(url, headers)
-        exchanges.append(_record(response, "token", ""))
-        body = bytearray()
-        try:
-            if response.status_code == 429 or response.status_code >= 500:
-                raise _Transient(f"token realm answered {response.status_code}")
-            if response.status_code != 200:
-                raise UpstreamError(
-                    f"upstream: {self._name}: upstream refused access: token realm"
-                    f" {redact_url(realm)} answered {response.status_code}"
-                )
-            copied = await self._copy(
-                response, body.extend, self._limits.token_bytes, "sha256", "token"
-            )
-        finally:
-            await response.aclose()
-        if copied.over_limit:
-            raise UpstreamError(
-                f"upstream: {self._name}: token response larger than"
-                f" {self._limits.token_bytes} bytes"
-            )
-        try:
-            return auth.parse_token_response(bytes(body))
-        except auth.TokenError as exc:
-            raise UpstreamError(f"upstream: {self._name}: unusable token: {exc}") from None
-
     # -- bodies, statuses, retries -------------------------------------------
 
-    async def _copy(
+    async def _read_entity(
         self,
         response: httpx.Response,
         write: Callable[[bytes], None],
         limit: int,
         algorithm: str,
         what: str,
+        too_large: TooLarge,
     ) -> Copied:
+        """Copy a 200 body (decoded if the server encoded it) to ``write``, bounded."""
         try:
-            return await copy_body(
-                response.aiter_raw(),
-                write,
-                limit=limit,
-                algorithm=algorithm,
-                min_bytes_per_second=self._limits.min_bytes_per_second,
-                grace=self._grace,
-            )
+            codings = encoding.parse_content_encoding(response.headers.get_list("content-encoding"))
+        except encoding.EncodingError as exc:
+            raise UpstreamError(f"upstream: {self._name}: {what}: {exc}") from None
+        declared = _content_length(response)
+        if not codings and declared is not None and declared > limit:
+            raise too_large(declared)
+        raw: AsyncIterator[bytes] = response.aiter_raw()
+        decoder = encoding.decode(raw, codings[0], limit) if codings else None
+        try:
+            try:
+                copied = await copy_body(
+                    decoder if decoder is not None else raw,
+                    write,
+                    limit=limit,
+                    algorithm=algorithm,
+                    min_bytes_per_second=self._limits.min_bytes_per_second,
+                    grace=self._grace,
+                )
+            finally:
+                if decoder is not None:
+                    await decoder.aclose()
+        except encoding.EncodedTooLarge:
+            raise too_large(None) from None
+        except encoding.EncodingError as exc:
+            # Corrupt or cut short in transit; a retry may get it whole.
+            raise Transient(str(exc)) from None
         except TooSlow as exc:
             raise UpstreamTimeout(f"upstream: {self._name}: {what} too slow: {exc}") from None
         except httpx.TimeoutException:
@@ -453,44 +358,60 @@ class RegistryClient:
                 f" {self._limits.idle_timeout:g} s idle timeout"
             ) from None
         except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-            raise _Transient(f"body of {what} broke off: {type(exc).__name__}") from None
+            raise Transient(f"body of {what} broke off: {type(exc).__name__}") from None
+        if copied.over_limit:
+            raise too_large(None)
+        return copied
 
-    def _check_status(self, response: httpx.Response, what: str, unknown_code: str) -> None:
+    async def _check_status(self, response: httpx.Response, what: str, unknown_code: str) -> None:
         status = response.status_code
         if status == 200:
             return
+        if status == 206:
+            # We never send Range: a partial answer is never taken for the whole.
+            raise Transient("answered 206 Partial Content to a request without Range")
+        detail = await self._error_detail(response)
         if status == 404:
-            raise NotFound(f"upstream: {self._name}: {what} not found (404)", oci_code=unknown_code)
+            raise NotFound(
+                f"upstream: {self._name}: {what} not found (404{detail})", oci_code=unknown_code
+            )
         if status in (401, 403):
             raise UpstreamError(
-                f"upstream: {self._name}: upstream refused access to {what} ({status})"
+                f"upstream: {self._name}: upstream refused access to {what} ({status}{detail})"
             )
         if status == 429 or 500 <= status <= 599:
-            raise _Transient(f"answered {status}", retry_after=_retry_after(response))
-        raise UpstreamError(f"upstream: {self._name}: {what}: unexpected status {status}")
-
-    def _check_encoding(self, response: httpx.Response) -> None:
-        encoding = _header(response, "content-encoding").strip().lower()
-        if encoding not in ("", "identity"):
-            # We asked for identity; decoding (bounded) may come later. T-10.
-            raise FetchDenied.of(
-                "fetch.content_encoding",
-                f"got Content-Encoding {encoding!r}, expected identity",
-                url=redact_url(response.request.url),
+            raise Transient(
+                f"answered {status}{detail}",
+                retry_after=_retry_after(response),
+                status=503 if status in (429, 503) else 504 if status == 504 else 502,
             )
+        raise UpstreamError(f"upstream: {self._name}: {what}: unexpected status {status}{detail}")
+
+    async def _error_detail(self, response: httpx.Response) -> str:
+        """ ": CODE: message" from an OCI error body read within bounds, or ""."""
+        limit = self._limits.error_body_bytes
+        try:
+            async with asyncio.timeout(min(ERROR_BODY_SECONDS, self._limits.idle_timeout)):
+                body = await read_small(response, limit)
+        except BodyTooLarge:
+            return f": error body over {limit} bytes, not read further"
+        except (TimeoutError, httpx.HTTPError):
+            return ""
+        return _oci_error(body)
 
     async def _with_retries(
         self, what: str, deadline: float, attempt: Callable[[], Awaitable[T]]
     ) -> T:
         """Run ``attempt`` until it succeeds or fails for good, all within ``deadline``."""
         attempts = self._limits.retries + 1
-        failure: _Transient | None = None
+        failure: Transient | None = None
         try:
             async with asyncio.timeout(deadline):
                 for number in range(attempts):
                     try:
-                        return await attempt()
-                    except _Transient as exc:
+                        async with self._slots:
+                            return await attempt()
+                    except Transient as exc:
                         failure = exc
                     if number + 1 < attempts:
                         delay = self._retry_backoff * (2**number)
@@ -502,21 +423,37 @@ class RegistryClient:
                 f"upstream: {self._name}: {what} not complete within the {deadline:g} s deadline"
             ) from None
         assert failure is not None
-        error = UpstreamTimeout if failure.timeout else UpstreamError
-        raise error(f"upstream: {self._name}: {what}: {failure} ({attempts} attempts)")
+        kind = UpstreamTimeout if failure.timeout else UpstreamError
+        error = kind(f"upstream: {self._name}: {what}: {failure} ({attempts} attempts)")
+        error.http_status = failure.status
+        raise error
 
 
 def _scope(repository: str) -> str:
     return f"repository:{repository}:pull"
 
 
-def _header(response: httpx.Response, name: str) -> str:
-    return sanitize(response.headers.get(name, ""), 1024)
-
-
 def _content_length(response: httpx.Response) -> int | None:
-    value = response.headers.get("content-length", "").strip()
+    values = response.headers.get_list("content-length")
+    if len(values) != 1:
+        return None
+    value = values[0].strip()
     return int(value) if value.isdigit() and len(value) < 20 else None
+
+
+def _length_is_final(response: httpx.Response) -> bool:
+    """Did an unencoded body end where its Content-Length said it would?
+
+    httpx raises when a connection closes before Content-Length bytes, so a
+    body read to the end with a single Content-Length and no encoding is the
+    whole entity as the server states it.
+    """
+    no_encoding = all(
+        c.strip().lower() in ("", "identity")
+        for v in response.headers.get_list("content-encoding")
+        for c in v.split(",")
+    )
+    return no_encoding and _content_length(response) is not None
 
 
 def _retry_after(response: httpx.Response) -> float:
@@ -524,22 +461,20 @@ def _retry_after(response: httpx.Response) -> float:
     return float(value) if value.isdigit() and len(value) < 10 else 0.0
 
 
-def _record(response: httpx.Response, purpose: str, digest: str) -> Exchange:
-    location = response.headers.get("location", "")
-    return Exchange(
-        method=response.request.method,
-        url=sanitize(redact_url(response.request.url), 2048),
-        status=response.status_code,
-        purpose=purpose,
-        location=sanitize(redact_url(location), 2048) if location else "",
-        headers={
-            name: _header(response, name) for name in RECORDED_HEADERS if name in response.headers
-        },
-        digest=digest,
-    )
+def _oci_error(body: bytes) -> str:
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return ""
+    errors = data.get("errors") if isinstance(data, dict) else None
+    if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
+        return ""
+    code, message = errors[0].get("code"), errors[0].get("message")
+    parts = [p for p in (code, message) if isinstance(p, str) and p]
+    return ": " + sanitize(": ".join(parts), 200) if parts else ""
 
 
-def _too_large_manifest(limit: int, declared: int | None = None) -> FetchDenied:
+def _too_large_manifest(limit: int, declared: int | None) -> FetchDenied:
     got = f"Content-Length {declared}" if declared is not None else f"more than {limit} bytes"
     return FetchDenied.of(
         "fetch.manifest_too_large",

@@ -39,6 +39,9 @@ class Exchange:
     location: str = ""  # redacted, for redirects
     headers: Mapping[str, str] = field(default_factory=dict)
     digest: str = ""
+    tls_spki_sha256: str = ""  # hex SHA-256 of the peer's SubjectPublicKeyInfo
+    tls_version: str = ""  # e.g. "TLSv1.3"
+    peer_address: str = ""  # "ip:port" or "[ipv6]:port"
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,17 @@ class BlobsResult:
     verdict: Verdict
     blobs: list[StagedBlob]
     exchanges: list[Exchange]
+
+
+@dataclass
+class ReferrersResult:
+    #: False: neither the referrers API nor the fallback tag exists (both 404).
+    supported: bool
+    verdict: Verdict
+    referrers: list[Descriptor]
+    exchanges: list[Exchange]
+    #: The referrers tag schema tag the list came from ("sha256-<hex>"), or "" for the API.
+    fallback_tag: str = ""
 
 
 @dataclass

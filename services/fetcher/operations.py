@@ -15,7 +15,14 @@ import re
 from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any
 
+import httpx
+
 from pullguard.services.fetcher.client import RegistryClient
+from pullguard.services.fetcher.documents import (
+    next_link,
+    parse_artifact_manifest,
+    parse_referrers_index,
+)
 from pullguard.services.fetcher.models import (
     LAYER,
     ArtifactResult,
@@ -24,6 +31,7 @@ from pullguard.services.fetcher.models import (
     Exchange,
     FetchDenied,
     ManifestResult,
+    ReferrersResult,
     StagedBlob,
     StagedManifest,
 )
@@ -41,6 +49,12 @@ _TAG_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
 MAX_NAME = 255
 #: Blobs fetched at once per FetchBlobs call.
 BLOB_CONCURRENCY = 4
+#: Pages of the referrers API followed at most (F-15 e).
+REFERRERS_PAGES = 5
+#: A media type (RFC 6838 names), as an artifactType filter.
+_MEDIA_TYPE_RE = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+)
 
 
 class Fetcher:
@@ -111,32 +125,42 @@ class Fetcher:
         session: str,
         alias: str,
         repository: str,
-        tag: str,
+        reference: str,
         max_blob_size: int,
         max_blobs: int,
     ) -> ArtifactResult:
-        """Fetch a small artifact (a manifest by tag, then the blobs it lists).
+        """Fetch a small artifact (a manifest by tag or digest, then the blobs it lists).
 
         Absent (404) is an answer: ``found`` is false. Any other failure is
-        an error. Unset bounds (0) fall back to the signature limits.
+        an error. Unset bounds (0) fall back to the signature limits. Fetched
+        by digest, a manifest whose bytes hash to another digest is a DENY
+        (``fetch.digest_mismatch``) and none of its blobs is fetched.
         """
         self._check_session(session)
         _check_repository(repository)
-        if not _TAG_RE.fullmatch(tag):
-            raise InvalidRequest(f"invalid artifact tag {tag[:140]!r}", oci_code="TAG_INVALID")
+        _check_reference(reference)
         blob_limit = max_blob_size if max_blob_size > 0 else self._limits.signature_bytes
         count_limit = max_blobs if max_blobs > 0 else self._limits.layers
         client = self.client(alias)
         exchanges: list[Exchange] = []
         try:
             manifest = await client.fetch_manifest(
-                session, repository, tag, exchanges, purpose="artifact"
+                session, repository, reference, exchanges, purpose="artifact"
             )
         except NotFound:
-            absent = Finding.info("fetch.artifact_not_found", f"no artifact tagged {tag}")
+            absent = Finding.info("fetch.artifact_not_found", f"no artifact {reference}")
             return ArtifactResult(False, Verdict.of(LAYER, [absent]), None, [], exchanges)
         except FetchDenied as denied:
             return ArtifactResult(True, _deny(denied.finding), None, [], exchanges)
+        if is_digest(reference) and manifest.computed_digest != reference:
+            mismatch = Finding.error(
+                "fetch.digest_mismatch",
+                f"got an artifact manifest hashing to {manifest.computed_digest}, expected"
+                f" {reference}",
+                digest=reference,
+                computed=manifest.computed_digest,
+            )
+            return ArtifactResult(True, _deny(mismatch), manifest, [], exchanges)
         try:
             descriptors = self._artifact_descriptors(session, manifest, blob_limit, count_limit)
         except FetchDenied as denied:
@@ -145,6 +169,89 @@ class Fetcher:
             client, session, repository, descriptors, exchanges, "artifact-blob"
         )
         return ArtifactResult(True, Verdict.of(LAYER, findings), manifest, descriptors, exchanges)
+
+    async def list_referrers(
+        self, alias: str, repository: str, digest: str, artifact_type: str
+    ) -> ReferrersResult:
+        """The OCI 1.1 referrers of ``digest``: ``GET /v2/<repo>/referrers/<digest>``,
+        or, when the upstream has no referrers API (404), the referrers tag
+        schema's index at tag ``<alg>-<hex>`` (distribution-spec).
+
+        Neither present (both 404) is an answer: ``supported`` is false (not an
+        error). Bounded: each page at most ``manifest_bytes``, at most
+        ``limits.signatures * 10`` entries over at most :data:`REFERRERS_PAGES`
+        pages, ``Link`` pagination only within the same URL path on the
+        upstream, no page twice. Breaking a bound is a DENY. With
+        ``artifact_type``, entries of other types are dropped (whether or not
+        the server applied the filter); the rest are returned exactly as stated.
+        """
+        _check_repository(repository)
+        try:
+            parse_digest(digest)
+        except DigestSyntaxError as exc:
+            raise InvalidRequest(str(exc), oci_code="DIGEST_INVALID") from None
+        if artifact_type and not _MEDIA_TYPE_RE.fullmatch(artifact_type):
+            raise InvalidRequest(f"invalid artifact type {artifact_type[:140]!r}")
+        client = self.client(alias)
+        exchanges: list[Exchange] = []
+        room = max(1, self._limits.signatures * 10)
+        fallback = ""
+        try:
+            try:
+                referrers = await self._referrers_api(
+                    client, repository, digest, artifact_type, room, exchanges
+                )
+            except NotFound:
+                fallback = referrers_tag(digest)
+                try:
+                    body = await client.referrers_tag(repository, fallback, digest, exchanges)
+                except NotFound:
+                    return ReferrersResult(False, Verdict(LAYER), [], exchanges)
+                referrers = parse_referrers_index(body, room)
+        except FetchDenied as denied:
+            return ReferrersResult(True, _deny(denied.finding), [], exchanges, fallback)
+        if artifact_type:
+            referrers = [r for r in referrers if r.artifact_type == artifact_type]
+        return ReferrersResult(True, Verdict(LAYER), referrers, exchanges, fallback)
+
+    async def _referrers_api(
+        self,
+        client: RegistryClient,
+        repository: str,
+        digest: str,
+        artifact_type: str,
+        room: int,
+        exchanges: list[Exchange],
+    ) -> list[Descriptor]:
+        """Every page of the referrers API; NotFound when its first page is a 404."""
+        first = client.url(f"/v2/{repository}/referrers/{digest}")
+        if artifact_type:
+            first = first.copy_merge_params({"artifactType": artifact_type})
+        referrers: list[Descriptor] = []
+        url: httpx.URL | None = first
+        seen: set[str] = set()
+        for page in range(REFERRERS_PAGES + 1):
+            if url is None:
+                break
+            if page == REFERRERS_PAGES:
+                raise FetchDenied.of(
+                    "fetch.too_many_referrers",
+                    f"got more than {REFERRERS_PAGES} pages of referrers, expected at most"
+                    f" {REFERRERS_PAGES}",
+                )
+            seen.add(str(url))
+            try:
+                body, link = await client.referrers_page(url, repository, digest, exchanges)
+            except NotFound:
+                if page == 0:
+                    raise
+                raise UpstreamError(
+                    f"upstream: {client.upstream.alias}: page {page + 1} of the referrers of"
+                    f" {digest} answered 404"
+                ) from None
+            referrers.extend(parse_referrers_index(body, room - len(referrers)))
+            url = _next_referrers_page(link, url, first, seen)
+        return referrers
 
     async def list_tags(
         self, alias: str, repository: str, n: int, last: str
@@ -159,8 +266,12 @@ class Fetcher:
             raise InvalidRequest(f"invalid tag {last[:140]!r} in last", oci_code="TAG_INVALID")
         client = self.client(alias)
         exchanges: list[Exchange] = []
-        body = await client.list_tags(repository, n, last, exchanges)
         where = f"upstream: {client.upstream.alias}: tag list of {repository}"
+        try:
+            body = await client.list_tags(repository, n, last, exchanges)
+        except FetchDenied as denied:
+            # A tag list is not checked content: a broken bound is an upstream failure.
+            raise UpstreamError(f"{where}: {denied.finding.message}") from None
         try:
             data = json.loads(body)
         except (ValueError, RecursionError):
@@ -265,71 +376,36 @@ class Fetcher:
         return descriptors
 
 
-def parse_artifact_manifest(body: bytes) -> list[Descriptor]:
-    """The config and layer descriptors of an image manifest, as stated.
-
-    Minimal on purpose (format does the full check): a JSON object with a
-    ``config`` descriptor and a ``layers`` list. Duplicate keys are refused,
-    since two readers could otherwise see two different manifests.
-    """
-    try:
-        data = json.loads(body, object_pairs_hook=_no_duplicates)
-    except (ValueError, RecursionError) as exc:
-        raise FetchDenied.of(
-            "fetch.artifact_malformed", f"got an artifact manifest that is not JSON ({exc})"
-        ) from None
-    if not isinstance(data, dict):
-        raise FetchDenied.of(
-            "fetch.artifact_malformed", "got an artifact manifest that is not a JSON object"
-        )
-    layers = data.get("layers")
-    if not isinstance(data.get("config"), dict) or not isinstance(layers, list):
-        raise FetchDenied.of(
-            "fetch.artifact_malformed", "got an artifact manifest without config and layers"
-        )
-    return [
-        _descriptor(item, where)
-        for item, where in [
-            (data["config"], "config"),
-            *((layer, f"layers[{i}]") for i, layer in enumerate(layers)),
-        ]
-    ]
+def referrers_tag(digest: str) -> str:
+    """The referrers tag schema's tag of a digest: ``<alg>-<ref>``, with <alg> cut
+    to 32 and <ref> to 64 characters so that it is a valid tag (distribution-spec)."""
+    algorithm, _, encoded = digest.partition(":")
+    return f"{algorithm[:32]}-{encoded[:64]}"
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key[:60]!r}")
-        result[key] = value
-    return result
-
-
-def _descriptor(item: Any, where: str) -> Descriptor:
-    def bad(problem: str) -> FetchDenied:
-        return FetchDenied.of("fetch.artifact_malformed", f"got {where} {problem}")
-
-    if not isinstance(item, dict):
-        raise bad("that is not an object")
-    media_type, digest, size = item.get("mediaType"), item.get("digest"), item.get("size")
-    if not isinstance(media_type, str) or not isinstance(digest, str):
-        raise bad("without a mediaType or digest string")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise bad("without a non-negative integer size")
-    if not is_digest(digest):
-        raise bad(f"with invalid digest {digest[:140]!r}")
-    urls = item.get("urls", [])
-    annotations = item.get("annotations", {})
-    artifact_type = item.get("artifactType", "")
-    if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
-        raise bad("with urls that are not a list of strings")
-    if not isinstance(annotations, dict) or not all(
-        isinstance(v, str) for v in annotations.values()
+def _next_referrers_page(
+    link: str, current: httpx.URL, first: httpx.URL, seen: set[str]
+) -> httpx.URL | None:
+    """The next page named by ``Link``, which must stay on the first page's origin and path."""
+    target = next_link(link, current)
+    if target is None:
+        return None
+    if (target.scheme, target.host, target.port, target.path) != (
+        first.scheme,
+        first.host,
+        first.port,
+        first.path,
     ):
-        raise bad("with annotations that are not a map of strings")
-    if not isinstance(artifact_type, str):
-        raise bad("with an artifactType that is not a string")
-    return Descriptor(media_type, digest, size, tuple(urls), dict(annotations), artifact_type)
+        raise FetchDenied.of(
+            "fetch.referrers_malformed",
+            "got a Link to another host or path, expected the same referrers URL",
+            link=target.path[:200],
+        )
+    if str(target) in seen:
+        raise FetchDenied.of(
+            "fetch.referrers_loop", "got a Link back to a page already read, expected a new page"
+        )
+    return target
 
 
 def _check_repository(repository: str) -> None:

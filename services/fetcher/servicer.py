@@ -59,11 +59,14 @@ class FetcherServicer(fetcher_pb2_grpc.FetcherServicer):  # type: ignore[misc]
     async def FetchArtifact(  # noqa: N802
         self, request: fetcher_pb2.FetchArtifactRequest, context: grpc.aio.ServicerContext
     ) -> fetcher_pb2.FetchArtifactResponse:
+        reference = request.reference or request.tag
+        if not reference:
+            raise InvalidRequest("no artifact: neither reference nor tag is set")
         result = await self._fetcher.fetch_artifact(
             request.session,
             _alias(request.plan),
-            request.plan.ref.repository,
-            request.tag,
+            request.repository or request.plan.ref.repository,
+            reference,
             request.max_blob_size,
             request.max_blobs,
         )
@@ -73,6 +76,23 @@ class FetcherServicer(fetcher_pb2_grpc.FetcherServicer):  # type: ignore[misc]
             manifest=_manifest(result.manifest),
             blobs=[descriptor_to_proto(d) for d in result.blobs],
             provenance=_provenance(result.exchanges),
+        )
+
+    async def ListReferrers(  # noqa: N802
+        self, request: fetcher_pb2.ListReferrersRequest, context: grpc.aio.ServicerContext
+    ) -> fetcher_pb2.ListReferrersResponse:
+        result = await self._fetcher.list_referrers(
+            _alias(request.plan),
+            request.repository or request.plan.ref.repository,
+            request.digest,
+            request.artifact_type,
+        )
+        return fetcher_pb2.ListReferrersResponse(
+            supported=result.supported,
+            verdict=verdict_to_proto(result.verdict),
+            referrers=[descriptor_to_proto(d) for d in result.referrers],
+            provenance=_provenance(result.exchanges),
+            fallback_tag=result.fallback_tag,
         )
 
     async def ListTags(  # noqa: N802
@@ -151,6 +171,9 @@ def _provenance(exchanges: Iterable[Exchange]) -> common_pb2.Provenance:
                 headers=dict(e.headers),
                 purpose=e.purpose,
                 digest=e.digest,
+                tls_spki_sha256=e.tls_spki_sha256,
+                tls_version=e.tls_version,
+                peer_address=e.peer_address,
             )
             for e in exchanges
         ]

@@ -3,13 +3,20 @@
 Host allowlisting of redirect targets is the source layer's job (it reads
 the provenance); the fetcher refuses only what must never be followed at all:
 schemes other than http(s), https-to-http downgrades, URLs carrying
-credentials, malformed ``Location`` values and hops to loopback, private or
-link-local addresses from an upstream that is not itself on one (SSRF).
+credentials, malformed ``Location`` values, numeric hosts in a spelling only
+libc understands (``2130706433``, ``0177.0.0.1``, ``127.1``), and hops to
+loopback, private, link-local, multicast or unspecified addresses from an
+upstream that is not itself on one (SSRF, T-07).
+
+The checks here see only the URL. Names are resolved and every resolved
+address checked again when the connection is opened (:mod:`network`), so a
+name that points at 127.0.0.1 is refused too.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import socket
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -20,8 +27,11 @@ from pullguard.services.runtime.config import Upstream
 REDACTED = "REDACTED"
 #: Longest Location header the fetcher will consider.
 MAX_LOCATION = 8192
+#: NAT64's well-known prefix: its last 32 bits are an IPv4 address (RFC 6052).
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 Origin = tuple[str, str, int]
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def origin(url: httpx.URL) -> Origin:
@@ -49,32 +59,83 @@ def redact_url(url: str | httpx.URL) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
-def is_non_global_host(host: str) -> bool:
-    """True for loopback, private, link-local, unspecified and reserved addresses.
-
-    Only IP literals and ``localhost`` are recognised: names are not resolved
-    here (a resolving check belongs with the connection, later).
-    """
+def normal_host(host: str) -> str:
+    """A host name as compared here: brackets and one trailing dot dropped, lower case."""
     name = host.strip("[]").lower()
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
+    return name[:-1] if name.endswith(".") else name
+
+
+def host_address(host: str) -> Address | None:
+    """The address a host names literally, or None for a DNS name.
+
+    Besides canonical IPv4 and IPv6 literals this recognises what libc's
+    ``inet_aton`` (and so ``getaddrinfo``) accepts: ``2130706433``,
+    ``0177.0.0.1``, ``0x7f.1``, ``127.1``.
+    """
+    name = normal_host(host)
     try:
-        address = ipaddress.ip_address(name)
+        return ipaddress.ip_address(name)
     except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+        pass
+    return _libc_ipv4(name)
+
+
+def is_libc_only_address(host: str) -> bool:
+    """True for numeric hosts only libc reads as an address (``2130706433``, ``127.1``)."""
+    name = normal_host(host)
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return _libc_ipv4(name) is not None
+    return False
+
+
+def _libc_ipv4(name: str) -> ipaddress.IPv4Address | None:
+    if not name or any(ch not in "0123456789abcdefx." for ch in name) or not name[0].isdigit():
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(name))
+    except OSError:
+        return None
+
+
+def is_non_global_address(address: Address) -> bool:
+    """Loopback, private, link-local, reserved, unspecified or multicast.
+
+    IPv6 forms that carry an IPv4 address (mapped ``::ffff:a.b.c.d``, 6to4,
+    NAT64) are judged by that IPv4 address.
+    """
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and address in _NAT64:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None and is_non_global_address(embedded):
+            return True
     return not address.is_global or address.is_multicast
 
 
+def is_non_global_host(host: str) -> bool:
+    """True for ``localhost`` names and literal non-global addresses (see above).
+
+    DNS names are not resolved here: :mod:`network` checks what they resolve to.
+    """
+    name = normal_host(host)
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    address = host_address(name)
+    return address is not None and is_non_global_address(address)
+
+
 def is_loopback_host(host: str) -> bool:
-    name = host.strip("[]").lower()
+    name = normal_host(host)
     if name == "localhost":
         return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
+    address = host_address(name)
+    if address is None:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 def resolve_redirect(current: httpx.URL, location: str | None, upstream: Upstream) -> httpx.URL:
@@ -112,6 +173,13 @@ def resolve_redirect(current: httpx.URL, location: str | None, upstream: Upstrea
         )
     if not target.host:
         raise FetchDenied.of("fetch.bad_redirect", "got a redirect without a host", location=shown)
+    if is_libc_only_address(target.host):
+        raise FetchDenied.of(
+            "fetch.bad_redirect",
+            f"got a redirect to numeric host {target.host[:100]!r}, expected a name or a"
+            " dotted-quad IP address",
+            location=shown,
+        )
     if is_non_global_host(target.host) and not is_non_global_host(upstream.host):
         raise FetchDenied.of(
             "fetch.bad_redirect",

@@ -30,18 +30,29 @@ async def other() -> AsyncIterator[HostileUpstream]:
 
 @pytest.fixture
 async def make_fetcher(tmp_path: Path) -> AsyncIterator[MakeFetcher]:
-    """``make_fetcher(url, limits={...}, **upstream_settings)`` -> Fetcher with alias 'lab'.
+    """``make_fetcher(url, limits={...}, options={...}, **upstream_settings)`` -> Fetcher
+    with alias 'lab' (and more upstreams with ``upstreams={alias: settings}``).
 
-    Retries back off in milliseconds, so failure tests stay fast.
+    Retries back off in milliseconds, so failure tests stay fast. ``options``
+    go to every RegistryClient (``resolver``, ``connector``, ``concurrency``).
     """
     made: list[Fetcher] = []
 
     def make(
-        url: str, limits: dict[str, Any] | None = None, grace: float = 10.0, **settings: Any
+        url: str,
+        limits: dict[str, Any] | None = None,
+        grace: float = 10.0,
+        options: dict[str, Any] | None = None,
+        upstreams: dict[str, dict[str, Any]] | None = None,
+        **settings: Any,
     ) -> Fetcher:
         config = make_config(
             tmp_path,
-            upstreams={"lab": {"url": url, "insecure": url.startswith("http:"), **settings}},
+            upstreams={
+                "lab": {"url": url, "insecure": url.startswith("http:"), **settings},
+                **(upstreams or {}),
+            },
+            default_upstream="lab",
             limits=limits or {},
         )
         fetcher = Fetcher(
@@ -50,6 +61,7 @@ async def make_fetcher(tmp_path: Path) -> AsyncIterator[MakeFetcher]:
                 "retry_backoff": 0.01,
                 "max_retry_after": 0.05,
                 "throughput_grace": grace,
+                **(options or {}),
             },
         )
         made.append(fetcher)

@@ -140,16 +140,6 @@ async def test_f11_manifest_exactly_at_limit_is_staged(
     assert result.manifest is not None and result.manifest.size == 1000
 
 
-async def test_t10_content_encoding_is_denied(
-    upstream: HostileUpstream, make_fetcher, staged
-) -> None:
-    upstream.reply(MANIFEST_PATH, manifest_reply(**{"Content-Encoding": "gzip"}))
-    result = await make_fetcher(upstream.url).fetch_manifest("s1", "lab", REPO, "v1")
-    assert [f.code for f in result.verdict.findings] == ["fetch.content_encoding"]
-    assert result.exchanges[0].headers["content-encoding"] == "gzip"
-    assert staged() == []
-
-
 # -- token auth (T-08) ----------------------------------------------------------
 
 

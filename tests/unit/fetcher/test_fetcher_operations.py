@@ -9,8 +9,8 @@ import json
 import pytest
 from aiohttp import web
 
+from pullguard.services.fetcher.documents import parse_artifact_manifest
 from pullguard.services.fetcher.models import Descriptor, FetchDenied
-from pullguard.services.fetcher.operations import parse_artifact_manifest
 from pullguard.services.runtime.errors import InvalidRequest, UpstreamError
 from tests.support.hostile import HostileUpstream, Reply
 
@@ -272,7 +272,7 @@ async def test_list_tags(upstream: HostileUpstream, make_fetcher) -> None:
 async def test_list_tags_body_is_bounded(upstream: HostileUpstream, make_fetcher) -> None:
     # Limit: manifest_bytes = 1000 bounds a tag list page too.
     upstream.reply(f"/v2/{REPO}/tags/list", Reply(body=b'{"tags": [' + b'"a",' * 400 + b'"b"]}'))
-    with pytest.raises(UpstreamError, match="larger than 1000"):
+    with pytest.raises(UpstreamError, match="expected at most 1000 bytes"):
         await make_fetcher(upstream.url, limits={"manifest_bytes": 1000}).list_tags(
             "lab", REPO, 0, ""
         )

@@ -54,6 +54,25 @@ def test_relative_redirect_resolves_against_current(hub: Upstream) -> None:
         "https://[::ffff:169.254.169.254]/",
         "https://evil.example/\r\nX-Evil: 1",
         "",
+        # Spellings of loopback and link-local that resolvers understand.
+        "https://2130706433/",
+        "https://0x7f.1/",
+        "https://127.1/",
+        "https://localhost./x",
+        "https://LOCALHOST/x",
+        "https://a.localhost/x",
+        "https://[::ffff:127.0.0.1]/",
+        "https://[2002:7f00:1::]/",  # 6to4 of 127.0.0.1
+        "https://[64:ff9b::a9fe:a9fe]/",  # NAT64 of 169.254.169.254
+        "https://[fe80::1]/",
+        "https://[fc00::1]/",
+        "https://0.0.0.0/",
+        "https://[::]/",
+        "https://224.0.0.1/",
+        "https://100.64.0.1/",
+        # Numeric spellings only libc reads, even of public addresses.
+        "https://134744072/",
+        "https://0x08080808/",
     ],
 )
 def test_t07_bad_redirects_are_denied(hub: Upstream, location: str) -> None:
