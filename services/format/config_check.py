@@ -7,7 +7,12 @@ The config is read with the same strict loader as manifests. What is checked:
 broken runtimes before: volume paths that climb out with ``..``
 (CVE-2022-23648) and numeric users beyond int32 (CVE-2024-40635),
 ``format.unsafe_config``. Whether each diff_id matches its layer's
-uncompressed content is a layer-inspection check, not this one.
+uncompressed content is a layer-inspection check (:mod:`layers`), not this one.
+
+Artifacts the rule admits (F-14) have no image config: the empty config
+(``application/vnd.oci.empty.v1+json``) must be exactly ``{}``, and another
+artifact config type is only required to be strict JSON when its type ends
+in ``+json``.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 from pullguard.services.format.descriptors import Descriptor, check_digest
 from pullguard.services.format.jsonstrict import StrictJsonError, loads_strict
 from pullguard.services.format.manifest import LAYER, bounded_verdict, read_staged
-from pullguard.services.format.mediatypes import IMAGE_CONFIG_TYPES
+from pullguard.services.format.mediatypes import IMAGE_CONFIG_TYPES, OCI_EMPTY
 from pullguard.services.runtime.config import Limits
 from pullguard.services.runtime.findings import Finding, Verdict
 from pullguard.services.runtime.staging import StagingStore
@@ -28,10 +33,18 @@ _STRING_LIST_FIELDS = ("Env", "Entrypoint", "Cmd", "Shell", "OnBuild")
 _OBJECT_MAP_FIELDS = ("ExposedPorts", "Volumes")
 
 
-def check_config(data: bytes, config: Descriptor, layer_count: int, limits: Limits) -> Verdict:
-    """Check the staged config ``data`` of an image with ``layer_count`` layers."""
+def check_config(
+    data: bytes,
+    config: Descriptor,
+    layer_count: int,
+    limits: Limits,
+    artifact_type: str = "",
+    artifact_types: tuple[str, ...] = (),
+) -> Verdict:
+    """Check the staged config ``data`` of an image with ``layer_count`` layers,
+    or of an artifact of type ``artifact_type`` when ``artifact_types`` admits it."""
     if config.media_type not in IMAGE_CONFIG_TYPES:
-        return _deny("format.unknown_mediatype", f"got config {config.media_type[:100]}")
+        return _check_artifact_config(data, config, limits, artifact_type, artifact_types)
     try:
         document = loads_strict(data, limits.config_bytes)
     except StrictJsonError as exc:
@@ -59,10 +72,43 @@ def check_staged_config(
     config: Descriptor,
     layer_count: int,
     limits: Limits,
+    artifact_type: str = "",
+    artifact_types: tuple[str, ...] = (),
 ) -> Verdict:
     """:func:`check_config` over the config blob staged under its descriptor digest."""
     data = read_staged(staging_store, session, config.digest, limits.config_bytes)
-    return check_config(data, config, layer_count, limits)
+    return check_config(data, config, layer_count, limits, artifact_type, artifact_types)
+
+
+def _check_artifact_config(
+    data: bytes,
+    config: Descriptor,
+    limits: Limits,
+    artifact_type: str,
+    artifact_types: tuple[str, ...],
+) -> Verdict:
+    kind = artifact_type or config.media_type
+    if config.media_type == OCI_EMPTY and not artifact_type:
+        return _deny("format.artifact_type_required", f"config is {OCI_EMPTY} without artifactType")
+    if kind not in artifact_types:
+        return _deny("format.unknown_mediatype", f"got config {config.media_type[:100]}")
+    if config.media_type == OCI_EMPTY:
+        if data != b"{}":
+            return _deny(
+                "format.invalid_empty_config",
+                f"got {len(data)} bytes of empty config, expected exactly {{}}",
+            )
+    elif config.media_type.endswith("+json"):
+        try:
+            loads_strict(data, limits.config_bytes)
+        except StrictJsonError as exc:
+            return _deny(exc.code, f"artifact config: {exc.message}")
+    elif len(data) > limits.config_bytes:
+        return _deny("format.too_large", f"config is larger than {limits.config_bytes} bytes")
+    return Verdict.of(
+        LAYER,
+        [Finding.info("format.artifact", f"artifact {kind[:100]}: config not an image config")],
+    )
 
 
 def _deny(code: str, message: str) -> Verdict:

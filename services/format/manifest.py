@@ -11,7 +11,14 @@ body this module accepted. The checks follow THREATS section B:
   without one, only an OCI Content-Type whose structure agrees is accepted;
 - F-07 Docker schema1 is refused, by header and by body;
 - F-08/F-09/F-10 descriptor digests and sizes (see :mod:`descriptors`);
-- F-11 size limits, F-14 empty config, artifacts and layer media types.
+- F-11 size limits; F-12 the number of index entries (depth is the
+  gateway's to track: one document cannot show it);
+- F-14 artifacts: an artifact (empty config, or another config type) passes
+  only when the rule lists its type (``artifactType``, else the config's
+  media type); an empty config needs ``artifactType``; image layers must have
+  allowed layer types;
+- F-15 a ``subject`` makes the manifest a referrer: recorded (INFO
+  ``format.referrer``), never trusted for anything.
 
 A summary is returned only with an allowing verdict.
 """
@@ -97,11 +104,14 @@ def check_manifest(
     content_type: str,
     limits: Limits,
     layer_media_types: tuple[str, ...] = (),
+    artifact_types: tuple[str, ...] = (),
 ) -> ManifestResult:
     """Check a manifest or index body served with ``content_type``.
 
     ``layer_media_types`` is the rule's list of allowed layer types; empty
-    means :data:`IMAGE_LAYER_TYPES`. Never raises on hostile input.
+    means :data:`IMAGE_LAYER_TYPES` for images and any type for artifacts.
+    ``artifact_types`` lists the artifact types the rule admits besides
+    container images. Never raises on hostile input.
     """
     header = header_media_type(content_type)
     if header in SCHEMA1_TYPES:
@@ -140,10 +150,11 @@ def check_manifest(
     if media_type is None:
         return ManifestResult(bounded_verdict(findings))
     if media_type in INDEX_TYPES:
-        summary = _parse_index(document, media_type, limits, findings)
+        summary = _parse_index(document, media_type, limits, artifact_types, findings)
     else:
-        allowed = frozenset(layer_media_types) or IMAGE_LAYER_TYPES
-        summary = _parse_image(document, media_type, limits, allowed, findings)
+        summary = _parse_image(
+            document, media_type, limits, layer_media_types, artifact_types, findings
+        )
     verdict = bounded_verdict(findings)
     return ManifestResult(verdict, summary if verdict.allowed else None)
 
@@ -224,6 +235,16 @@ def _parse_common(
     annotations: dict[str, str] = {}
     if "annotations" in document:
         annotations = parse_annotations(document["annotations"], "annotations", findings) or {}
+    if subject is not None:
+        # A referrer (signature, SBOM, attestation) of another manifest. Its
+        # subject is a discovery hint only: nothing about it is trusted here.
+        findings.append(
+            Finding.info(
+                "format.referrer",
+                f"refers to {subject.digest} ({subject.media_type[:100]})",
+                subject=subject.digest,
+            )
+        )
     return subject, artifact_type, annotations
 
 
@@ -231,7 +252,8 @@ def _parse_image(
     document: dict[str, Any],
     media_type: str,
     limits: Limits,
-    allowed_layers: frozenset[str],
+    layer_media_types: tuple[str, ...],
+    artifact_types: tuple[str, ...],
     findings: list[Finding],
 ) -> ManifestSummary:
     config = None
@@ -240,8 +262,13 @@ def _parse_image(
     else:
         config = parse_descriptor(document["config"], "config", findings)
     subject, artifact_type, annotations = _parse_common(document, findings)
+    artifact = False
     if config is not None:
-        _check_image_kind(config, artifact_type, findings)
+        artifact = _check_image_kind(config, artifact_type, artifact_types, findings)
+    # An admitted artifact's layers are its own business, unless the rule lists types.
+    allowed_layers: frozenset[str] | None = frozenset(layer_media_types) or (
+        None if artifact else IMAGE_LAYER_TYPES
+    )
     layers: list[Descriptor] = []
     raw_layers = document.get("layers")
     if not isinstance(raw_layers, list):
@@ -258,7 +285,7 @@ def _parse_image(
             layer = parse_descriptor(raw, f"layers[{i}]", findings)
             if layer is None:
                 continue
-            if layer.media_type not in allowed_layers:
+            if allowed_layers is not None and layer.media_type not in allowed_layers:
                 findings.append(
                     Finding.error(
                         "format.layer_mediatype_not_allowed",
@@ -278,47 +305,57 @@ def _parse_image(
     )
 
 
-def _check_image_kind(config: Descriptor, artifact_type: str, findings: list[Finding]) -> None:
-    """Only container images pass; artifacts are refused by default (F-14)."""
-    if config.media_type == OCI_EMPTY:
-        if not artifact_type:
-            findings.append(
-                Finding.error(
-                    "format.artifact_type_required",
-                    f"config is {OCI_EMPTY} but artifactType is not set",
-                )
+def _check_image_kind(
+    config: Descriptor,
+    artifact_type: str,
+    artifact_types: tuple[str, ...],
+    findings: list[Finding],
+) -> bool:
+    """Container images pass; an artifact passes only when the rule lists its
+    type (F-14). True for an admitted artifact (no image config)."""
+    if config.media_type == OCI_EMPTY and not artifact_type:
+        findings.append(
+            Finding.error(
+                "format.artifact_type_required",
+                f"config is {OCI_EMPTY} but artifactType is not set",
             )
-        else:
+        )
+        return False
+    if config.media_type in IMAGE_CONFIG_TYPES:
+        if artifact_type and artifact_type not in artifact_types:
             findings.append(
                 Finding.error(
                     "format.artifact_not_allowed",
-                    f"got artifact {artifact_type}, expected a container image",
+                    f"got artifactType {artifact_type} on an image, expected none",
                     artifact_type=artifact_type,
                 )
             )
-    elif config.media_type not in IMAGE_CONFIG_TYPES:
-        findings.append(
-            Finding.error(
-                "format.artifact_not_allowed",
-                f"got config mediaType {config.media_type}, expected an image config",
-                config_media_type=config.media_type,
-            )
+        return False
+    # The artifact's type: artifactType when set, else the config's media type
+    # (an empty config always has an artifactType by now).
+    kind = artifact_type or config.media_type
+    if kind in artifact_types:
+        return True
+    findings.append(
+        Finding.error(
+            "format.artifact_not_allowed",
+            f"got artifact {kind}, expected a container image or an allowed artifact type",
+            artifact_type=artifact_type,
+            config_media_type=config.media_type,
         )
-    elif artifact_type:
-        findings.append(
-            Finding.error(
-                "format.artifact_not_allowed",
-                f"got artifactType {artifact_type} on an image, expected none",
-                artifact_type=artifact_type,
-            )
-        )
+    )
+    return False
 
 
 def _parse_index(
-    document: dict[str, Any], media_type: str, limits: Limits, findings: list[Finding]
+    document: dict[str, Any],
+    media_type: str,
+    limits: Limits,
+    artifact_types: tuple[str, ...],
+    findings: list[Finding],
 ) -> ManifestSummary:
     subject, artifact_type, annotations = _parse_common(document, findings)
-    if artifact_type:
+    if artifact_type and artifact_type not in artifact_types:
         findings.append(
             Finding.error(
                 "format.artifact_not_allowed",
@@ -381,7 +418,8 @@ def check_staged_manifest(
     content_type: str,
     limits: Limits,
     layer_media_types: tuple[str, ...] = (),
+    artifact_types: tuple[str, ...] = (),
 ) -> ManifestResult:
     """:func:`check_manifest` over the bytes staged under ``key``."""
     data = read_staged(staging_store, session, key, limits.manifest_bytes)
-    return check_manifest(data, content_type, limits, layer_media_types)
+    return check_manifest(data, content_type, limits, layer_media_types, artifact_types)

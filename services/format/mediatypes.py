@@ -60,3 +60,17 @@ def header_media_type(content_type: str) -> str:
     Nothing is case-folded: the body's ``mediaType`` must match it exactly.
     """
     return content_type.split(";", 1)[0].strip(" \t")
+
+
+#: How each image layer type is compressed; a layer of any other type is not
+#: a tar stream pullguard can inspect.
+LAYER_COMPRESSION = {
+    "application/vnd.oci.image.layer.v1.tar": "none",
+    "application/vnd.oci.image.layer.v1.tar+gzip": "gzip",
+    "application/vnd.oci.image.layer.v1.tar+zstd": "zstd",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar": "none",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip": "gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd": "zstd",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip": "gzip",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": "gzip",
+}

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import grpc
 
 from pullguard.services.format.config_check import check_staged_config
 from pullguard.services.format.descriptors import Descriptor
+from pullguard.services.format.layers import LayerStats, inspect_layers
 from pullguard.services.format.manifest import ManifestSummary, check_staged_manifest
-from pullguard.services.runtime.config import Config
+from pullguard.services.runtime.config import Config, LayerRule
 from pullguard.services.runtime.errors import InvalidRequest
 from pullguard.services.runtime.protoconv import verdict_to_proto
 from pullguard.services.runtime.staging import StagingStore
@@ -61,6 +63,45 @@ def summary_to_proto(summary: ManifestSummary) -> format_pb2.ManifestSummary:
     return message
 
 
+def layer_rule_from_proto(message: common_pb2.LayerPolicy) -> LayerRule:
+    """The plan's layer policy; all zero means the defaults (inspection on),
+    a zero field that field's default. Unknown words are refused, not guessed."""
+    defaults = LayerRule()
+    if message == common_pb2.LayerPolicy():
+        return defaults
+    words = {}
+    for name in ("setuid", "devices"):
+        value = getattr(message, name) or getattr(defaults, name)
+        if value not in ("report", "deny"):
+            raise InvalidRequest(
+                f"plan.rule.layers.{name}: got {value[:40]!r}, expected report or deny"
+            )
+        words[name] = value
+    numbers = {}
+    for name in ("max_uncompressed_bytes", "max_entries", "max_ratio"):
+        value = getattr(message, name)
+        if value < 0:
+            raise InvalidRequest(f"plan.rule.layers.{name}: got {value}, expected >= 0")
+        numbers[name] = value or getattr(defaults, name)
+    return LayerRule(inspect=message.inspect, **words, **numbers)
+
+
+def stats_to_proto(stats: LayerStats) -> format_pb2.LayerStats:
+    """Domain layer statistics to the message."""
+    return format_pb2.LayerStats(
+        index=stats.index,
+        digest=stats.digest,
+        media_type=stats.media_type,
+        compression=stats.compression,
+        compressed_bytes=stats.compressed_bytes,
+        uncompressed_bytes=stats.uncompressed_bytes,
+        entries=stats.entries,
+        diff_id=stats.diff_id,
+        duration_ms=stats.seconds * 1000,
+        completed=stats.completed,
+    )
+
+
 class FormatServicer(format_pb2_grpc.FormatServicer):  # type: ignore[misc]
     """Checks staged manifests and configs; reads the staging store itself."""
 
@@ -82,6 +123,7 @@ class FormatServicer(format_pb2_grpc.FormatServicer):  # type: ignore[misc]
             request.manifest.content_type,
             self._config.limits,
             tuple(request.plan.rule.layer_media_types),
+            tuple(request.plan.rule.artifact_types),
         )
         response = format_pb2.CheckManifestResponse(verdict=verdict_to_proto(result.verdict))
         if result.summary is not None and result.verdict.allowed:
@@ -103,8 +145,39 @@ class FormatServicer(format_pb2_grpc.FormatServicer):  # type: ignore[misc]
             descriptor_from_proto(summary.config),
             len(summary.layers),
             self._config.limits,
+            summary.artifact_type,
+            tuple(request.plan.rule.artifact_types),
         )
         return format_pb2.CheckConfigResponse(verdict=verdict_to_proto(verdict))
+
+    async def InspectLayers(  # noqa: N802 - gRPC method name
+        self, request: format_pb2.InspectLayersRequest, context: grpc.aio.ServicerContext
+    ) -> format_pb2.InspectLayersResponse:
+        summary = request.summary
+        if not request.session or summary.kind != format_pb2.IMAGE_MANIFEST:
+            raise InvalidRequest("InspectLayers needs a session and an image manifest summary")
+        rule = layer_rule_from_proto(request.plan.rule.layers)
+        cancel = threading.Event()
+        try:
+            result = await asyncio.to_thread(
+                inspect_layers,
+                self._staging_store,
+                request.session,
+                descriptor_from_proto(summary.config) if summary.HasField("config") else None,
+                [descriptor_from_proto(layer) for layer in summary.layers],
+                rule,
+                self._config.limits,
+                artifact_type=summary.artifact_type,
+                artifact_types=tuple(request.plan.rule.artifact_types),
+                cancel=cancel,
+            )
+        finally:
+            # A cancelled or timed-out RPC stops the decompression threads.
+            cancel.set()
+        return format_pb2.InspectLayersResponse(
+            verdict=verdict_to_proto(result.verdict),
+            layers=[stats_to_proto(stats) for stats in result.layers],
+        )
 
 
 def register(server: grpc.aio.Server, config: Config) -> list[str]:

@@ -14,6 +14,8 @@ from pullguard.services.runtime.staging import StagingStore
 from pullguard.v1 import common_pb2, format_pb2, format_pb2_grpc
 from tests.support.configs import make_config
 from tests.support.grpcserver import running_service
+from tests.unit.format.tarbuild import SESSION as LAYER_SESSION
+from tests.unit.format.tarbuild import archive, file, stage_blob, stage_layer, symlink
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 SESSION = "d-1"
@@ -131,3 +133,192 @@ async def test_format_service_manifest_and_config(tmp_path: Path) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as invalid:
             await stub.CheckManifest(format_pb2.CheckManifestRequest(session=SESSION))
         assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+# ---------------------------------------------------------------- InspectLayers
+
+
+def _image_summary(
+    store: StagingStore, tars: list[bytes], *, diff_ids: list[str] | None = None
+) -> format_pb2.ManifestSummary:
+    layers = [stage_layer(store, tar) for tar in tars]
+    config_blob = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {
+                "type": "layers",
+                "diff_ids": diff_ids if diff_ids is not None else [d for _, d in layers],
+            },
+        }
+    ).encode()
+    config_key = stage_blob(store, config_blob)
+    return format_pb2.ManifestSummary(
+        kind=format_pb2.IMAGE_MANIFEST,
+        media_type=OCI_MANIFEST,
+        config=common_pb2.Descriptor(
+            media_type="application/vnd.oci.image.config.v1+json",
+            digest=config_key,
+            size=len(config_blob),
+        ),
+        layers=[
+            common_pb2.Descriptor(media_type=d.media_type, digest=d.digest, size=d.size)
+            for d, _ in layers
+        ],
+    )
+
+
+def _plan(**layers: object) -> common_pb2.Plan:
+    return common_pb2.Plan(rule=common_pb2.RulePolicy(layers=common_pb2.LayerPolicy(**layers)))
+
+
+async def test_inspect_layers_service(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    store = StagingStore(config.state_dir / "staging")
+    good = archive(file("etc/hostname", b"box\n"), file("usr/bin/tool", bytes(4000), mode=0o755))
+    summary = _image_summary(store, [good, archive(file("var/x", b"x"))])
+
+    async with running_service("format", register, config) as channel:
+        stub = format_pb2_grpc.FormatStub(channel)
+        # An unset LayerPolicy means the defaults: inspection on.
+        response = await stub.InspectLayers(
+            format_pb2.InspectLayersRequest(
+                session=LAYER_SESSION, plan=common_pb2.Plan(), summary=summary
+            )
+        )
+        assert response.verdict.decision == common_pb2.ALLOW
+        assert list(response.verdict.findings) == []
+        first = response.layers[0]
+        assert first.completed and first.compression == "gzip" and first.entries == 2
+        assert first.uncompressed_bytes == len(good) and first.duration_ms >= 0
+        assert [layer.index for layer in response.layers] == [0, 1]
+
+        off = await stub.InspectLayers(
+            format_pb2.InspectLayersRequest(
+                session=LAYER_SESSION, plan=_plan(inspect=False, setuid="report"), summary=summary
+            )
+        )
+        assert off.verdict.decision == common_pb2.ALLOW
+        assert [f.code for f in off.verdict.findings] == ["format.layers_not_inspected"]
+        assert list(off.layers) == []
+
+        for bad in (
+            _plan(inspect=True, setuid="maybe"),
+            _plan(inspect=True, max_entries=-1),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as invalid:
+                await stub.InspectLayers(
+                    format_pb2.InspectLayersRequest(
+                        session=LAYER_SESSION, plan=bad, summary=summary
+                    )
+                )
+            assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        index = format_pb2.ManifestSummary(kind=format_pb2.IMAGE_INDEX)
+        with pytest.raises(grpc.aio.AioRpcError) as wrong_kind:
+            await stub.InspectLayers(
+                format_pb2.InspectLayersRequest(session=LAYER_SESSION, summary=index)
+            )
+        assert wrong_kind.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_l02_and_l05_denials_over_grpc(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    store = StagingStore(config.state_dir / "staging")
+    escape = archive(symlink("d1", "../../etc"), file("d1/passwd", b"x"))
+    setuid = archive(file("usr/bin/su", b"x", mode=0o4755))
+    summary = _image_summary(store, [escape, setuid])
+
+    async with running_service("format", register, config) as channel:
+        stub = format_pb2_grpc.FormatStub(channel)
+        reported = await stub.InspectLayers(
+            format_pb2.InspectLayersRequest(
+                session=LAYER_SESSION, plan=common_pb2.Plan(), summary=summary
+            )
+        )
+        assert reported.verdict.decision == common_pb2.DENY
+        found = {(f.code, f.severity) for f in reported.verdict.findings}
+        assert found == {
+            ("format.link_escape", common_pb2.ERROR),
+            ("format.setuid", common_pb2.WARNING),
+        }
+        assert reported.verdict.findings[0].evidence["layer"] == summary.layers[0].digest
+
+        denied = await stub.InspectLayers(
+            format_pb2.InspectLayersRequest(
+                session=LAYER_SESSION, plan=_plan(inspect=True, setuid="deny"), summary=summary
+            )
+        )
+        setuid_findings = [f for f in denied.verdict.findings if f.code == "format.setuid"]
+        assert [f.severity for f in setuid_findings] == [common_pb2.ERROR]
+
+
+async def test_l07_diffid_mismatch_over_grpc(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    store = StagingStore(config.state_dir / "staging")
+    summary = _image_summary(store, [archive(file("a", b"x"))], diff_ids=[sha256(b"other")])
+    async with running_service("format", register, config) as channel:
+        stub = format_pb2_grpc.FormatStub(channel)
+        response = await stub.InspectLayers(
+            format_pb2.InspectLayersRequest(
+                session=LAYER_SESSION, plan=common_pb2.Plan(), summary=summary
+            )
+        )
+        assert response.verdict.decision == common_pb2.DENY
+        assert [f.code for f in response.verdict.findings] == ["format.diffid_mismatch"]
+        assert response.layers[0].diff_id == sha256(archive(file("a", b"x")))
+
+
+async def test_f14_artifact_admitted_by_rule_over_grpc(tmp_path: Path) -> None:
+    helm = "application/vnd.cncf.helm.chart.v1"
+    empty_digest = sha256(b"{}")
+    config = make_config(tmp_path)
+    store = StagingStore(config.state_dir / "staging")
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": helm,
+            "config": {
+                "mediaType": "application/vnd.oci.empty.v1+json",
+                "digest": empty_digest,
+                "size": 2,
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.cncf.helm.chart.content.v1.tar+gzip",
+                    "digest": sha256(b"chart"),
+                    "size": 5,
+                }
+            ],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": sha256(b"base"), "size": 7},
+        }
+    ).encode()
+    key = stage(store, manifest)
+    stage(store, b"{}")
+    plan = common_pb2.Plan(rule=common_pb2.RulePolicy(artifact_types=[helm]))
+    async with running_service("format", register, config) as channel:
+        stub = format_pb2_grpc.FormatStub(channel)
+        refused = await stub.CheckManifest(
+            format_pb2.CheckManifestRequest(
+                session=SESSION,
+                plan=common_pb2.Plan(),
+                manifest=staged_manifest(key, manifest, OCI_MANIFEST),
+            )
+        )
+        assert refused.verdict.decision == common_pb2.DENY
+        admitted = await stub.CheckManifest(
+            format_pb2.CheckManifestRequest(
+                session=SESSION, plan=plan, manifest=staged_manifest(key, manifest, OCI_MANIFEST)
+            )
+        )
+        assert admitted.verdict.decision == common_pb2.ALLOW
+        assert [f.code for f in admitted.verdict.findings] == ["format.referrer"]
+        checked = await stub.CheckConfig(
+            format_pb2.CheckConfigRequest(session=SESSION, plan=plan, summary=admitted.summary)
+        )
+        assert checked.verdict.decision == common_pb2.ALLOW
+        inspected = await stub.InspectLayers(
+            format_pb2.InspectLayersRequest(session=SESSION, plan=plan, summary=admitted.summary)
+        )
+        assert inspected.verdict.decision == common_pb2.ALLOW
+        assert [f.code for f in inspected.verdict.findings] == ["format.layers_not_inspected"]

@@ -11,7 +11,7 @@ import pytest
 
 from pullguard.services.format.config_check import check_config, check_staged_config
 from pullguard.services.format.descriptors import Descriptor
-from pullguard.services.format.mediatypes import DOCKER_CONFIG, OCI_CONFIG
+from pullguard.services.format.mediatypes import DOCKER_CONFIG, OCI_CONFIG, OCI_EMPTY
 from pullguard.services.runtime.config import Limits
 from pullguard.services.runtime.errors import StagingError
 from pullguard.services.runtime.findings import Severity, Verdict
@@ -201,3 +201,60 @@ def test_missing_staged_config_is_an_error(tmp_path: Path) -> None:
     store = StagingStore(tmp_path / "staging")
     with pytest.raises(StagingError):
         check_staged_config(store, "s1", CONFIG, 0, LIMITS)
+
+
+def test_f17_env_near_config_limit(tmp_path: Path) -> None:
+    # Env is bounded only by the config's size limit: at it passes, past it not.
+    doc = config_doc(0)
+    doc["config"]["Env"] = []
+    base = len(json.dumps(doc).encode())
+    limits = Limits(config_bytes=base + 100_000)
+    doc["config"]["Env"] = ["X=" + "v" * (100_000 - 4)]
+    assert len(json.dumps(doc).encode()) == limits.config_bytes
+    store, descriptor = _stage(tmp_path, json.dumps(doc).encode())
+    assert check_staged_config(store, "s1", descriptor, 0, limits).allowed
+    doc["config"]["Env"].append("Y=1")
+    store, descriptor = _stage(tmp_path, json.dumps(doc).encode())
+    verdict = check_staged_config(store, "s1", descriptor, 0, limits)
+    assert denied(verdict, "format.too_large")
+
+
+# ---------------------------------------------------------------- F-14 artifact configs
+
+HELM = "application/vnd.cncf.helm.chart.v1"
+HELM_CONFIG = "application/vnd.cncf.helm.config.v1+json"
+EMPTY = Descriptor(OCI_EMPTY, "sha256:" + "4" * 64, 2)
+
+
+def test_f14_empty_config_must_be_braces() -> None:
+    assert check_config(b"{}", EMPTY, 1, LIMITS, HELM, (HELM,)).allowed
+    for body in (b"{ }", b"{}\n", b"[]", b"", b'{"a":1}'):
+        verdict = check_config(body, EMPTY, 1, LIMITS, HELM, (HELM,))
+        assert denied(verdict, "format.invalid_empty_config"), body
+
+
+def test_f14_empty_config_needs_an_admitted_artifact_type() -> None:
+    assert denied(check_config(b"{}", EMPTY, 1, LIMITS), "format.artifact_type_required")
+    assert denied(check_config(b"{}", EMPTY, 1, LIMITS, HELM), "format.unknown_mediatype")
+    # Listing the empty type itself admits nothing: the artifactType decides.
+    verdict = check_config(b"{}", EMPTY, 1, LIMITS, HELM, (OCI_EMPTY,))
+    assert denied(verdict, "format.unknown_mediatype")
+
+
+def test_f14_artifact_config_is_strict_json() -> None:
+    helm = Descriptor(HELM_CONFIG, CONFIG.digest, 10)
+    verdict = check_config(b'{"name":"chart"}', helm, 1, LIMITS, "", (HELM_CONFIG,))
+    assert verdict.allowed and [f.code for f in verdict.findings] == ["format.artifact"]
+    duplicate = b'{"name":"a","name":"b"}'
+    assert denied(
+        check_config(duplicate, helm, 1, LIMITS, "", (HELM_CONFIG,)), "format.duplicate_key"
+    )
+    assert denied(check_config(b'{"name":"chart"}', helm, 1, LIMITS), "format.unknown_mediatype")
+
+
+def test_f14_binary_artifact_config_is_size_checked() -> None:
+    blob = Descriptor("application/octet-stream", CONFIG.digest, 10)
+    limits = Limits(config_bytes=10)
+    kind = ("application/vnd.example.thing",)
+    assert check_config(b"0123456789", blob, 1, limits, kind[0], kind).allowed
+    assert denied(check_config(b"0123456789!", blob, 1, limits, kind[0], kind), "format.too_large")

@@ -541,3 +541,95 @@ def test_many_bad_layers_keep_report_short_and_denying() -> None:
     assert not result.verdict.allowed
     assert len(result.verdict.findings) == 51
     assert result.verdict.findings[-1].code == "format.findings_truncated"
+
+
+# ---------------------------------------------------------------- F-14 artifacts the rule admits
+
+HELM = "application/vnd.cncf.helm.chart.v1"
+HELM_CONFIG = "application/vnd.cncf.helm.config.v1+json"
+HELM_LAYER = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
+
+
+def test_f14_artifact_allowed_when_listed() -> None:
+    doc = image(artifactType=HELM)
+    doc["config"] = {"mediaType": OCI_EMPTY, "digest": EMPTY_DIGEST, "size": 2}
+    doc["layers"] = [descriptor(HELM_LAYER, "chart")]
+    result = check(doc, artifact_types=(HELM,))
+    assert result.verdict.allowed, result.verdict.findings
+    assert result.summary is not None and result.summary.artifact_type == HELM
+    assert denied(
+        check(doc, artifact_types=("application/vnd.other",)), "format.artifact_not_allowed"
+    )
+
+
+def test_f14_artifact_by_config_media_type() -> None:
+    doc = image()
+    doc["config"]["mediaType"] = HELM_CONFIG
+    doc["layers"] = [descriptor(HELM_LAYER, "chart")]
+    assert check(doc, artifact_types=(HELM_CONFIG,)).verdict.allowed
+    # With an artifactType, that is the artifact's type, not the config's.
+    doc["artifactType"] = "application/vnd.unlisted"
+    assert denied(check(doc, artifact_types=(HELM_CONFIG,)), "format.artifact_not_allowed")
+
+
+def test_f14_empty_config_needs_artifact_type_even_when_listed() -> None:
+    doc = image()
+    doc["config"] = {"mediaType": OCI_EMPTY, "digest": EMPTY_DIGEST, "size": 2}
+    assert denied(check(doc, artifact_types=(OCI_EMPTY,)), "format.artifact_type_required")
+
+
+def test_f14_artifact_layers_limited_by_rule_layer_types() -> None:
+    doc = image(artifactType=HELM)
+    doc["config"] = {"mediaType": OCI_EMPTY, "digest": EMPTY_DIGEST, "size": 2}
+    doc["layers"] = [descriptor(HELM_LAYER, "chart")]
+    other = ("application/vnd.oci.image.layer.v1.tar",)
+    result = check(doc, artifact_types=(HELM,), layer_media_types=other)
+    assert denied(result, "format.layer_mediatype_not_allowed")
+
+
+def test_f14_image_with_listed_artifact_type_is_still_an_image() -> None:
+    doc = image(artifactType=HELM)
+    assert check(doc, artifact_types=(HELM,)).verdict.allowed
+    doc["layers"][0]["mediaType"] = HELM_LAYER
+    assert denied(check(doc, artifact_types=(HELM,)), "format.layer_mediatype_not_allowed")
+
+
+def test_f14_index_artifact_type_listed() -> None:
+    doc = index(artifactType=HELM)
+    assert check(doc, OCI_INDEX, artifact_types=(HELM,)).verdict.allowed
+
+
+# ---------------------------------------------------------------- F-15
+
+
+def test_f15_subject_is_recorded_as_referrer() -> None:
+    doc = image(subject=descriptor(OCI_MANIFEST, "victim", 10))
+    result = check(doc)
+    assert result.verdict.allowed
+    assert [(f.code, f.evidence["subject"]) for f in result.verdict.findings] == [
+        ("format.referrer", sha("victim"))
+    ]
+
+
+def test_f15_subject_on_an_index() -> None:
+    result = check(index(subject=descriptor(OCI_INDEX, "other", 10)), OCI_INDEX)
+    assert result.verdict.allowed and codes(result) == {"format.referrer"}
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        {"mediaType": OCI_MANIFEST, "digest": "sha256:" + "A" * 64, "size": 1},
+        {"mediaType": OCI_MANIFEST, "size": 1},
+        "sha256:abc",
+    ],
+)
+def test_f15_malformed_subject_denied(subject: Any) -> None:
+    assert not check(image(subject=subject)).verdict.allowed
+
+
+def test_f12_nested_index_is_allowed() -> None:
+    # Depth is not visible in one document: the gateway bounds it across pulls.
+    doc = index()
+    doc["manifests"][0] = descriptor(OCI_INDEX, "child-index", 300)
+    assert check(doc, OCI_INDEX).verdict.allowed

@@ -1,0 +1,175 @@
+"""Layer blobs as bounded streams of uncompressed chunks (THREATS L-06, L-07).
+
+A layer is never decompressed in one piece: :func:`uncompressed_chunks` yields
+chunks of at most :data:`CHUNK` bytes, so the caller can stop at its limits
+after at most one chunk too many, whatever the compressed data claims.
+
+The compression is read from the content's magic bytes (:func:`sniff`), as
+containerd does when it applies a layer; the caller compares it with what
+the media type says. Streams are read the way Go's readers (used by the
+runtimes) read them:
+
+- gzip: every member, one after the other (Go's multistream default), and
+  nothing after the last member: trailing garbage, even zeros, is an error.
+  Each member's CRC-32 and length are checked by zlib.
+- zstd: every frame, skippable frames skipped, no data after the last frame,
+  a window of at most :data:`MAX_ZSTD_WINDOW` (checked by
+  :class:`~pullguard.services.format.zstdframes.ZstdFrameWalker` before the
+  decoder allocates it, and by the decoder itself).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections.abc import Callable, Iterator
+from typing import BinaryIO, cast
+
+import zstandard
+
+from pullguard.services.format.zstdframes import (
+    ZSTD_MAGIC,
+    ZstdFrameError,
+    ZstdFrameWalker,
+    is_skippable_magic,
+)
+
+#: Bytes read or produced per step; also the most one step can overshoot a limit.
+CHUNK = 1024 * 1024
+#: Largest zstd window accepted (zstd's own default limit for decoders is 128 MiB).
+MAX_ZSTD_WINDOW = 128 * 1024 * 1024
+#: Bytes needed to tell compressions apart.
+SNIFF_BYTES = 6
+
+_GZIP_MAGIC = b"\x1f\x8b"
+# gzip wrapper, window of 2**15 (zlib's ``16 + 15``).
+_GZIP_WBITS = 31
+
+
+class CompressionError(Exception):
+    """The compressed stream cannot be read as its compression requires.
+
+    ``code`` is the finding code: ``format.invalid_compression``, or
+    ``format.decompression_limit`` when the stream asks for more than allowed.
+    """
+
+    def __init__(self, message: str, code: str = "format.invalid_compression") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def sniff(head: bytes) -> str:
+    """The compression the first bytes of a blob show: gzip, zstd, bzip2, xz,
+    lz4, or ``none`` (anything else, such as a plain tar)."""
+    if head.startswith(_GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(ZSTD_MAGIC) or is_skippable_magic(head):
+        return "zstd"
+    if head.startswith(b"BZh"):
+        return "bzip2"
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return "xz"
+    if head.startswith(b"\x04\x22\x4d\x18"):
+        return "lz4"
+    return "none"
+
+
+class CompressedSource:
+    """The staged blob as read: counted, hashed, and shown to an observer.
+
+    python-zstandard pulls from it with ``read``; the gzip and plain paths
+    call ``read`` themselves, so every byte passes through one place.
+    """
+
+    def __init__(self, handle: BinaryIO, algorithm: str = "sha256") -> None:
+        self._handle = handle
+        self.hasher = hashlib.new(algorithm)
+        self.size = 0
+        self.observer: Callable[[bytes], None] | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0 or size > CHUNK:
+            size = CHUNK
+        data = self._handle.read(size)
+        if data:
+            self.hasher.update(data)
+            self.size += len(data)
+            if self.observer is not None:
+                self.observer(data)
+        return data
+
+
+def uncompressed_chunks(source: CompressedSource, compression: str) -> Iterator[bytes]:
+    """The uncompressed stream of ``source`` in chunks of at most :data:`CHUNK`.
+
+    Raises :class:`CompressionError` for a stream that is corrupt, truncated,
+    followed by garbage, or of a compression pullguard does not read.
+    """
+    if compression == "none":
+        while data := source.read(CHUNK):
+            yield data
+    elif compression == "gzip":
+        yield from _gunzip(source)
+    elif compression == "zstd":
+        yield from _unzstd(source)
+    else:
+        raise CompressionError(f"{compression} compression is not supported in layers")
+
+
+def _gunzip(source: CompressedSource) -> Iterator[bytes]:
+    data = source.read(CHUNK)
+    members = 0
+    while data:
+        if members:
+            if len(data) < len(_GZIP_MAGIC):
+                data += source.read(CHUNK)
+            if not data.startswith(_GZIP_MAGIC):
+                raise CompressionError(
+                    f"data after gzip member {members} is not a gzip member (trailing garbage)"
+                )
+        members += 1
+        decompressor = zlib.decompressobj(_GZIP_WBITS)
+        while True:
+            try:
+                out = decompressor.decompress(data, CHUNK)
+            except zlib.error as exc:
+                raise CompressionError(f"gzip member {members}: {exc}") from None
+            data = decompressor.unconsumed_tail
+            if out:
+                yield out
+            if decompressor.eof:
+                data = decompressor.unused_data
+                break
+            # A full chunk may leave output pending inside zlib with no input left.
+            if len(out) == CHUNK or data:
+                continue
+            data = source.read(CHUNK)
+            if not data:
+                raise CompressionError(f"gzip member {members} is truncated")
+        if not data:
+            data = source.read(CHUNK)
+    if members == 0:
+        raise CompressionError("gzip stream is empty")
+
+
+def _unzstd(source: CompressedSource) -> Iterator[bytes]:
+    walker = ZstdFrameWalker(MAX_ZSTD_WINDOW)
+    source.observer = walker.feed
+    decompressor = zstandard.ZstdDecompressor(max_window_size=MAX_ZSTD_WINDOW)
+    try:
+        # Any object with read() will do; the stub asks for a file.
+        with decompressor.stream_reader(
+            cast(BinaryIO, source), read_size=CHUNK, read_across_frames=True, closefd=False
+        ) as reader:
+            while chunk := reader.read(CHUNK):
+                yield chunk
+        # The walker must see every byte, also any the decoder left unread.
+        while source.read(CHUNK):
+            pass
+        walker.finish()
+    except ZstdFrameError as exc:
+        code = "format.decompression_limit" if exc.limit else "format.invalid_compression"
+        raise CompressionError(exc.message, code) from None
+    except zstandard.ZstdError as exc:
+        raise CompressionError(f"zstd: {exc}") from None
