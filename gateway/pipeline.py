@@ -361,7 +361,7 @@ class Pipeline:
             self._provenance(report, got.provenance)
             self._require(report, "fetcher", "blobs", got.verdict, ms)
             # Blob downloads have their own redirects (CDNs): source judges them too.
-            (vb, vb_ms), (cfg, cfg_ms), (bsrc, bsrc_ms) = await asyncio.gather(
+            (vb, vb_ms), (bsrc, bsrc_ms) = await asyncio.gather(
                 self._call(
                     report,
                     "hashverify",
@@ -370,12 +370,6 @@ class Pipeline:
                         session=session, plan=plan, blobs=blobs, provenance=got.provenance
                     ),
                     timeout=limits.blob_deadline,
-                ),
-                self._call(
-                    report,
-                    "format",
-                    "CheckConfig",
-                    format_pb2.CheckConfigRequest(session=session, plan=plan, summary=summary),
                 ),
                 self._call(
                     report,
@@ -391,9 +385,41 @@ class Pipeline:
                 ),
             )
             blobs_ok = report.add("hashverify", "blobs", vb.verdict, vb_ms)
-            config_ok = report.add("format", "config", cfg.verdict, cfg_ms)
             blob_source_ok = report.add("source", "blob source", bsrc.verdict, bsrc_ms)
-            if not (blobs_ok and config_ok and blob_source_ok):
+            if not (blobs_ok and blob_source_ok):
+                raise _Denied
+            # Decompression only after the compressed digests verified (L-06):
+            # heavy processing of unverified bytes is what bombs count on.
+            (cfg, cfg_ms), (layers, layers_ms) = await asyncio.gather(
+                self._call(
+                    report,
+                    "format",
+                    "CheckConfig",
+                    format_pb2.CheckConfigRequest(session=session, plan=plan, summary=summary),
+                ),
+                self._call(
+                    report,
+                    "format",
+                    "InspectLayers",
+                    format_pb2.InspectLayersRequest(session=session, plan=plan, summary=summary),
+                    timeout=limits.blob_deadline,
+                ),
+            )
+            config_ok = report.add("format", "config", cfg.verdict, cfg_ms)
+            layers_ok = report.add("format", "layers", layers.verdict, layers_ms)
+            report.layers = [
+                {
+                    "digest": stats.digest,
+                    "compression": stats.compression,
+                    "compressed_bytes": stats.compressed_bytes,
+                    "uncompressed_bytes": stats.uncompressed_bytes,
+                    "entries": stats.entries,
+                    "diff_id": stats.diff_id,
+                    "duration_ms": stats.duration_ms,
+                }
+                for stats in layers.layers
+            ]
+            if not (config_ok and layers_ok):
                 raise _Denied
             blob_keys = [b.digest for b in blobs]
         elif summary.kind != format_pb2.IMAGE_INDEX:

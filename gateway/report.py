@@ -73,6 +73,8 @@ class Report:
     steps: list[Step] = field(default_factory=list)
     provenance: list[dict[str, Any]] = field(default_factory=list)
     signatures: list[dict[str, Any]] = field(default_factory=list)
+    #: Per-layer inspection figures from the format layer.
+    layers: list[dict[str, Any]] = field(default_factory=list)
     decision: str = "DENY"
     denied_by: str = ""
     reason: str = ""
@@ -138,5 +140,6 @@ class Report:
             "admitted": self.admitted,
             "layers": [s.as_json() for s in self.steps],
             "signatures": self.signatures,
+            "layer_stats": self.layers,
             "provenance": self.provenance,
         }

@@ -74,6 +74,7 @@ STEPS = [
     ("fetcher", "FetchBlobs"),
     ("hashverify", "VerifyBlobs"),
     ("format", "CheckConfig"),
+    ("format", "InspectLayers"),
 ]
 FAULTS = [
     "layer_failure",
@@ -191,6 +192,8 @@ class FakeLayers:
             return hashverify_pb2.VerifyBlobsResponse(verdict=ALLOW)
         if method == "CheckConfig":
             return format_pb2.CheckConfigResponse(verdict=ALLOW)
+        if method == "InspectLayers":
+            return format_pb2.InspectLayersResponse(verdict=ALLOW)
         raise AssertionError(f"unexpected call {layer}.{method}")
 
     async def close(self) -> None:
