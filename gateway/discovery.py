@@ -96,6 +96,39 @@ class Discovery:
     async def _tagged(
         self, session: str, plan: common_pb2.Plan, repository: str, tag: str
     ) -> list[signature_pb2.SignatureArtifact]:
+        return await self._artifact(
+            session,
+            plan,
+            repository,
+            f"tag:{repository}:{tag}",
+            f"artifact {repository}:{tag}",
+            tag=tag,
+        )
+
+    async def _by_digest(
+        self, session: str, plan: common_pb2.Plan, repository: str, digest: str
+    ) -> list[signature_pb2.SignatureArtifact]:
+        # Listed but gone is no error: a referrer is only a hint; nothing to verify.
+        return await self._artifact(
+            session,
+            plan,
+            repository,
+            f"referrer:{repository}@{digest}",
+            f"referrer {digest}",
+            reference=digest,
+        )
+
+    async def _artifact(
+        self,
+        session: str,
+        plan: common_pb2.Plan,
+        repository: str,
+        location: str,
+        step: str,
+        tag: str = "",
+        reference: str = "",
+    ) -> list[signature_pb2.SignatureArtifact]:
+        """One artifact manifest and its blobs, staged; none when it is absent."""
         size, count = self._bounds(plan)
         response, ms = await self._call(
             "fetcher",
@@ -104,6 +137,7 @@ class Discovery:
                 session=session,
                 plan=plan,
                 tag=tag,
+                reference=reference,
                 repository=repository,
                 max_blob_size=size,
                 max_blobs=count,
@@ -113,12 +147,10 @@ class Discovery:
         self._record(response.provenance)
         if not response.found:
             return []
-        self._require("fetcher", f"artifact {repository}:{tag}", response.verdict, ms)
+        self._require("fetcher", step, response.verdict, ms)
         return [
             signature_pb2.SignatureArtifact(
-                location=f"tag:{repository}:{tag}",
-                manifest=response.manifest,
-                blobs=response.blobs,
+                location=location, manifest=response.manifest, blobs=response.blobs
             )
         ]
 
@@ -146,33 +178,3 @@ class Discovery:
 
         fetched = await asyncio.gather(*(fetch(d) for d in descriptors))
         return [artifact for artifacts in fetched for artifact in artifacts]
-
-    async def _by_digest(
-        self, session: str, plan: common_pb2.Plan, repository: str, digest: str
-    ) -> list[signature_pb2.SignatureArtifact]:
-        size, count = self._bounds(plan)
-        response, ms = await self._call(
-            "fetcher",
-            "FetchArtifact",
-            fetcher_pb2.FetchArtifactRequest(
-                session=session,
-                plan=plan,
-                reference=digest,
-                repository=repository,
-                max_blob_size=size,
-                max_blobs=count,
-            ),
-            self._limits.manifest_deadline + 5,
-        )
-        self._record(response.provenance)
-        if not response.found:
-            # Listed but gone: a referrer is only a hint; nothing to verify.
-            return []
-        self._require("fetcher", f"referrer {digest}", response.verdict, ms)
-        return [
-            signature_pb2.SignatureArtifact(
-                location=f"referrer:{repository}@{digest}",
-                manifest=response.manifest,
-                blobs=response.blobs,
-            )
-        ]

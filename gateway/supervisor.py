@@ -10,6 +10,7 @@ so that operators (and tests) can find each process.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import signal
 import socket
@@ -47,10 +48,13 @@ def grpc_healthy(address: str, timeout: float = 1.0) -> bool:
 
 
 def http_ready(address: str, timeout: float = 1.0) -> bool:
+    """True when an OCI front door answers /v2/ there; anything else is "not yet"."""
     try:
         with urllib.request.urlopen(f"http://{address}/v2/", timeout=timeout) as response:  # noqa: S310
             return bool(response.status == 200)
-    except OSError:
+    except (OSError, http.client.HTTPException, ValueError):
+        # Not only "nothing listens": something that is not our front door
+        # (another protocol on that port) answers too.
         return False
 
 
@@ -102,6 +106,15 @@ class Stack:
             self.processes[name] = subprocess.Popen(command, stdout=log_file, stderr=log_file)
 
     def start(self) -> None:
+        taken: dict[str, str] = {}
+        for name, address in [
+            *self.addresses.items(),
+            ("gateway", self.listen),
+            ("gateway gRPC", self.grpc_listen),
+        ]:
+            if address in taken:
+                raise PullguardError(f"{name} and {taken[address]} would both listen on {address}")
+            taken[address] = name
         try:
             for layer in LAYERS:
                 self._spawn(layer, self._command(layer, self.addresses[layer]))

@@ -19,10 +19,23 @@ import yaml
 LAYERS = ("analysis", "fetcher", "format", "hashverify", "source", "signature")
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free loopback port this test process has not handed out before.
+
+    The kernel may offer a port again once its probe socket is closed, and two
+    services given one port would collide.
+    """
+    for _ in range(100):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no fresh loopback port found")
 
 
 def pullguard_command() -> list[str]:
