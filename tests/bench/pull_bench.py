@@ -40,6 +40,12 @@ def main() -> None:
     parser.add_argument("--mib", type=int, default=100)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--inspect",
+        choices=("on", "off", "both"),
+        default="on",
+        help="layer inspection (rule key layers.inspect); 'both' measures each, in one run",
+    )
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="pullguard-bench-"))
     upstream = RegistryProcess(root / "upstream")
@@ -50,26 +56,41 @@ def main() -> None:
         push(image, upstream.address, "bench/app")
         total = sum(len(layer) for layer in image.layers)
         print(f"image: {args.layers} layers, {total / 2**20:.1f} MiB compressed, {image.digest}")
-        direct, cold, warm = [], [], []
+        modes = ["on", "off"] if args.inspect == "both" else [args.inspect]
+        direct: list[float] = []
+        cold: dict[str, list[float]] = {mode: [] for mode in modes}
+        warm: dict[str, list[float]] = {mode: [] for mode in modes}
         for run in range(args.runs):
             direct.append(timed_pull(f"{upstream.address}/bench/app:v1", root / "direct"))
-            run_dir = root / f"run{run}"
-            run_dir.mkdir()
-            path, config = write_config(run_dir, upstream.url)
-            pg = Pullguard(path, config)
-            pg.start()
-            try:
-                cold.append(timed_pull(f"{pg.address}/lab/bench/app:v1", root / "cold"))
-                warm.append(timed_pull(f"{pg.address}/lab/bench/app:v1", root / "warm"))
-            finally:
-                pg.stop()
-        for name, values in (
-            ("direct skopeo copy", direct),
-            ("cold via pullguard", cold),
-            ("warm via pullguard", warm),
-        ):
+            for mode in modes:
+                run_dir = root / f"run{run}-{mode}"
+                run_dir.mkdir()
+                policy = {
+                    "rules": [
+                        {
+                            "match": "lab/**",
+                            "signature": "none",
+                            "layers": {"inspect": mode == "on"},
+                        }
+                    ]
+                }
+                path, config = write_config(run_dir, upstream.url, policy=policy)
+                pg = Pullguard(path, config)
+                pg.start()
+                try:
+                    cold[mode].append(timed_pull(f"{pg.address}/lab/bench/app:v1", root / "cold"))
+                    warm[mode].append(timed_pull(f"{pg.address}/lab/bench/app:v1", root / "warm"))
+                finally:
+                    pg.stop()
+        rows = [("direct skopeo copy", direct)]
+        for mode in modes:
+            rows += [
+                (f"cold, inspection {mode}", cold[mode]),
+                (f"warm, inspection {mode}", warm[mode]),
+            ]
+        for name, values in rows:
             print(
-                f"{name:<20} median {statistics.median(values):6.2f} s   runs "
+                f"{name:<24} median {statistics.median(values):6.2f} s   runs "
                 + " ".join(f"{v:.2f}" for v in values)
             )
     finally:
