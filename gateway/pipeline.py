@@ -55,6 +55,10 @@ from pullguard.v1 import (
 
 log = logging.getLogger("pullguard.gateway")
 
+#: Levels of index above an index that is still admitted (THREATS F-12: depth 2
+#: must work, beyond 4 is refused).
+MAX_INDEX_DEPTH = 4
+
 
 @dataclass
 class PullResult:
@@ -247,6 +251,29 @@ class Pipeline:
         parents = self.decisions.parent_indexes(repository, reference, self.config.policy_version)
         return parents[0] if parents else ""
 
+    def _check_nesting(self, report: Report, plan: common_pb2.Plan) -> None:
+        """Refuse an index nested MAX_INDEX_DEPTH or more levels below a tagged one (F-12).
+
+        pullguard never recurses into an index (each one is its own pull), so
+        depth shows only through the chain of admitted parents; the walk up it
+        is bounded.
+        """
+        depth, parent = 0, plan.parent_index
+        while parent and depth <= MAX_INDEX_DEPTH:
+            depth += 1
+            parents = self.decisions.parent_indexes(report.repository, parent, plan.policy_version)
+            parent = parents[0] if parents else ""
+        if depth >= MAX_INDEX_DEPTH:
+            verdict = common_pb2.Verdict(decision=common_pb2.DENY, layer="gateway")
+            verdict.findings.add(
+                code="gateway.index_too_deep",
+                severity=common_pb2.ERROR,
+                message=f"got an index nested {depth} levels deep, expected fewer than"
+                f" {MAX_INDEX_DEPTH}",
+                evidence={"parent_index": plan.parent_index},
+            )
+            self._require(report, "gateway", "index depth", verdict, 0.0)
+
     def _parent_entries(self, report: Report, plan: common_pb2.Plan) -> list[common_pb2.Descriptor]:
         """The parent index's entry for this manifest: its digest and size are claims too."""
         if not plan.parent_index or not plan.ref.digest:
@@ -321,6 +348,8 @@ class Pipeline:
         report.digest = digest
         summary: format_pb2.ManifestSummary = fmt[0].summary
         report.media_type = summary.media_type
+        if summary.kind == format_pb2.IMAGE_INDEX:
+            self._check_nesting(report, plan)
 
         descriptors = [
             d
