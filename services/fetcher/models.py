@@ -9,23 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from pullguard.services.runtime.descriptors import Descriptor as Descriptor
 from pullguard.services.runtime.findings import Finding, Verdict
 
 #: Layer name on every verdict the fetcher returns.
 LAYER = "fetcher"
-
-
-@dataclass(frozen=True)
-class Descriptor:
-    """An OCI descriptor exactly as a manifest (or a caller) states it: a claim."""
-
-    media_type: str
-    digest: str
-    size: int
-    urls: tuple[str, ...] = ()
-    annotations: Mapping[str, str] = field(default_factory=dict)
-    artifact_type: str = ""
-    platform: str = ""
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,15 @@ from collections.abc import Iterable
 
 import grpc
 
-from pullguard.services.fetcher.models import Descriptor, Exchange, StagedManifest
+from pullguard.services.fetcher.models import Exchange, StagedManifest
 from pullguard.services.fetcher.operations import Fetcher
 from pullguard.services.runtime.config import Config
 from pullguard.services.runtime.errors import InvalidRequest
-from pullguard.services.runtime.protoconv import verdict_to_proto
+from pullguard.services.runtime.protoconv import (
+    descriptor_from_proto,
+    descriptor_to_proto,
+    verdict_to_proto,
+)
 from pullguard.v1 import common_pb2, fetcher_pb2, fetcher_pb2_grpc
 
 SERVICE_NAME = fetcher_pb2.DESCRIPTOR.services_by_name["Fetcher"].full_name
@@ -122,30 +126,6 @@ def _alias(plan: common_pb2.Plan) -> str:
     if not alias:
         raise InvalidRequest("plan names no upstream")
     return alias
-
-
-def descriptor_from_proto(message: common_pb2.Descriptor) -> Descriptor:
-    return Descriptor(
-        media_type=message.media_type,
-        digest=message.digest,
-        size=message.size,
-        urls=tuple(message.urls),
-        annotations=dict(message.annotations),
-        artifact_type=message.artifact_type,
-        platform=message.platform,
-    )
-
-
-def descriptor_to_proto(descriptor: Descriptor) -> common_pb2.Descriptor:
-    return common_pb2.Descriptor(
-        media_type=descriptor.media_type,
-        digest=descriptor.digest,
-        size=descriptor.size,
-        urls=list(descriptor.urls),
-        annotations=dict(descriptor.annotations),
-        artifact_type=descriptor.artifact_type,
-        platform=descriptor.platform,
-    )
 
 
 def _manifest(manifest: StagedManifest | None) -> common_pb2.StagedManifest | None:

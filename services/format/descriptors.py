@@ -13,12 +13,11 @@ import base64
 import binascii
 import hashlib
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from pullguard.services.format.jsonstrict import MAX_SIZE, is_size
 from pullguard.services.format.mediatypes import is_media_type
+from pullguard.services.runtime.descriptors import Descriptor as Descriptor
 from pullguard.services.runtime.digests import DigestSyntaxError, parse_digest
 from pullguard.services.runtime.findings import Finding
 
@@ -29,20 +28,6 @@ _ANY_DIGEST_RE = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 _PLATFORM_PART_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 #: Most URLs one descriptor may carry; real foreign layers name one or two.
 MAX_URLS = 16
-
-
-@dataclass(frozen=True)
-class Descriptor:
-    """A descriptor whose fields passed the syntax checks (still claims)."""
-
-    media_type: str
-    digest: str
-    size: int
-    urls: tuple[str, ...] = ()
-    annotations: Mapping[str, str] = field(default_factory=dict)
-    artifact_type: str = ""
-    #: "os/architecture[/variant]" of an index entry, else "".
-    platform: str = ""
 
 
 def _short(value: Any) -> str:

@@ -8,42 +8,19 @@ import threading
 import grpc
 
 from pullguard.services.format.config_check import check_staged_config
-from pullguard.services.format.descriptors import Descriptor
 from pullguard.services.format.layers import LayerStats, inspect_layers
 from pullguard.services.format.manifest import ManifestSummary, check_staged_manifest
 from pullguard.services.runtime.config import Config, LayerRule
 from pullguard.services.runtime.errors import InvalidRequest
-from pullguard.services.runtime.protoconv import verdict_to_proto
+from pullguard.services.runtime.protoconv import (
+    descriptor_from_proto,
+    descriptor_to_proto,
+    verdict_to_proto,
+)
 from pullguard.services.runtime.staging import StagingStore
 from pullguard.v1 import common_pb2, format_pb2, format_pb2_grpc
 
 _KINDS = {"image": format_pb2.IMAGE_MANIFEST, "index": format_pb2.IMAGE_INDEX}
-
-
-def descriptor_to_proto(descriptor: Descriptor) -> common_pb2.Descriptor:
-    """Domain descriptor to its protobuf message."""
-    return common_pb2.Descriptor(
-        media_type=descriptor.media_type,
-        digest=descriptor.digest,
-        size=descriptor.size,
-        urls=list(descriptor.urls),
-        annotations=dict(descriptor.annotations),
-        artifact_type=descriptor.artifact_type,
-        platform=descriptor.platform,
-    )
-
-
-def descriptor_from_proto(message: common_pb2.Descriptor) -> Descriptor:
-    """Protobuf descriptor to the domain value (its fields stay claims)."""
-    return Descriptor(
-        media_type=message.media_type,
-        digest=message.digest,
-        size=message.size,
-        urls=tuple(message.urls),
-        annotations=dict(message.annotations),
-        artifact_type=message.artifact_type,
-        platform=message.platform,
-    )
 
 
 def summary_to_proto(summary: ManifestSummary) -> format_pb2.ManifestSummary:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pullguard.services.runtime.descriptors import Descriptor
 from pullguard.services.runtime.findings import Finding, Severity, Verdict
 from pullguard.v1 import common_pb2
 
@@ -44,4 +45,29 @@ def verdict_allows(message: common_pb2.Verdict) -> bool:
         return False
     return not any(
         f.severity in (common_pb2.ERROR, common_pb2.SEVERITY_UNSPECIFIED) for f in message.findings
+    )
+
+
+def descriptor_from_proto(message: common_pb2.Descriptor) -> Descriptor:
+    """Protobuf descriptor to the domain value (its fields stay claims)."""
+    return Descriptor(
+        media_type=message.media_type,
+        digest=message.digest,
+        size=message.size,
+        urls=tuple(message.urls),
+        annotations=dict(message.annotations),
+        artifact_type=message.artifact_type,
+        platform=message.platform,
+    )
+
+
+def descriptor_to_proto(descriptor: Descriptor) -> common_pb2.Descriptor:
+    return common_pb2.Descriptor(
+        media_type=descriptor.media_type,
+        digest=descriptor.digest,
+        size=descriptor.size,
+        urls=list(descriptor.urls),
+        annotations=dict(descriptor.annotations),
+        artifact_type=descriptor.artifact_type,
+        platform=descriptor.platform,
     )
