@@ -155,35 +155,42 @@ def _compare(claim: str, computed: Mapping[str, str]) -> str | None:
     return None if computed[algorithm] == claim else computed[algorithm]
 
 
+def _digest_claim(
+    claim: str, computed: Mapping[str, str], where: str, code: str, label: str, key: str
+) -> Iterable[Finding]:
+    """A finding when a stated digest is unusable or names other bytes; none if unstated."""
+    if not claim:
+        return
+    unusable = unusable_claim(claim, where)
+    if unusable is not None:
+        yield unusable
+        return
+    got = _compare(claim, computed)
+    if got is not None:
+        yield Finding.error(
+            code, f"got {got}, expected {label} {claim}", **{"computed": got, key: claim}
+        )
+
+
 def _manifest_findings(
     claims: ManifestClaims, computed: Mapping[str, str], size: int
 ) -> Iterable[Finding]:
-    requested = claims.requested_digest
-    if requested:
-        unusable = unusable_claim(requested, "requested digest")
-        got = _compare(requested, computed) if unusable is None else None
-        if unusable is not None:
-            yield unusable
-        elif got is not None:
-            yield Finding.error(
-                "hash.manifest_mismatch",
-                f"got {got}, expected requested {requested}",
-                computed=got,
-                requested=requested,
-            )
-    header = claims.docker_content_digest
-    if header:
-        unusable = unusable_claim(header, "manifest: Docker-Content-Digest")
-        got = _compare(header, computed) if unusable is None else None
-        if unusable is not None:
-            yield unusable
-        elif got is not None:
-            yield Finding.error(
-                "hash.header_mismatch",
-                f"got {got}, expected Docker-Content-Digest {header}",
-                computed=got,
-                header=header,
-            )
+    yield from _digest_claim(
+        claims.requested_digest,
+        computed,
+        "requested digest",
+        "hash.manifest_mismatch",
+        "requested",
+        "requested",
+    )
+    yield from _digest_claim(
+        claims.docker_content_digest,
+        computed,
+        "manifest: Docker-Content-Digest",
+        "hash.header_mismatch",
+        "Docker-Content-Digest",
+        "header",
+    )
     for name, claim in (("staged key", claims.staged_key), ("fetcher", claims.fetcher_digest)):
         got = _compare(claim, computed) if claim else None
         if got is not None:
