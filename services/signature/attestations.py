@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pullguard.services.runtime.findings import Finding, Verdict
-from pullguard.services.signature import bundles, dsse, policy
+from pullguard.services.signature import dsse, policy
 from pullguard.services.signature.attachments import Layer, layer_kind
 from pullguard.services.signature.policy import SignatureCheck
 from pullguard.services.signature.trust import Signer, Trust, identify, sha256_hex
@@ -38,6 +38,7 @@ from pullguard.services.signature.verifier import (
     Subject,
     read_attachment,
     read_blob,
+    verified_bundle,
 )
 
 PREDICATE_TYPE_ANNOTATION = "predicateType"
@@ -206,15 +207,9 @@ def _bundle(
     limits: Limits,
     read_staged: ReadStaged,
 ) -> VerifiedStatement | SignatureCheck:
-    data = read_blob(location, layer, limits, read_staged)
-    if isinstance(data, SignatureCheck):
-        return data
-    try:
-        verified = bundles.verify_bundle(
-            data, bundles.ArtifactRef(subject.digest, subject.content), trust
-        )
-    except bundles.BundleRejected as exc:
-        return SignatureCheck.reject(location, exc.code, exc.message, exc.signer)
+    verified = verified_bundle(location, layer, subject, trust, limits, read_staged)
+    if isinstance(verified, SignatureCheck):
+        return verified
     if verified.statement is None:
         return SignatureCheck.reject(
             location, policy.WRONG_TYPE, "bundle holds a message signature, not an attestation"

@@ -293,6 +293,26 @@ def _accepted(location: str, signer: Signer, subject: Subject, where: str) -> li
     return checks
 
 
+def verified_bundle(
+    location: str,
+    layer: Layer,
+    subject: Subject,
+    trust: Trust,
+    limits: Limits,
+    read_staged: ReadStaged,
+) -> bundles.VerifiedBundle | SignatureCheck:
+    """A bundle layer read within limits and verified against the subject, or why not."""
+    data = read_blob(location, layer, limits, read_staged)
+    if isinstance(data, SignatureCheck):
+        return data
+    try:
+        return bundles.verify_bundle(
+            data, bundles.ArtifactRef(subject.digest, subject.content), trust
+        )
+    except bundles.BundleRejected as exc:
+        return SignatureCheck.reject(location, exc.code, exc.message, exc.signer)
+
+
 def _bundle_signature(
     location: str,
     layer: Layer,
@@ -301,15 +321,9 @@ def _bundle_signature(
     limits: Limits,
     read_staged: ReadStaged,
 ) -> SignatureCheck:
-    data = read_blob(location, layer, limits, read_staged)
-    if isinstance(data, SignatureCheck):
-        return data
-    try:
-        verified = bundles.verify_bundle(
-            data, bundles.ArtifactRef(subject.digest, subject.content), trust
-        )
-    except bundles.BundleRejected as exc:
-        return SignatureCheck.reject(location, exc.code, exc.message, exc.signer)
+    verified = verified_bundle(location, layer, subject, trust, limits, read_staged)
+    if isinstance(verified, SignatureCheck):
+        return verified
     if verified.kind == "message":
         where = "(a message signature over the manifest digest; no repository is signed)"
     elif verified.statement is None or verified.subject is None:
