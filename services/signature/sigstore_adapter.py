@@ -42,6 +42,7 @@ from typing import cast
 from urllib.parse import quote
 
 import sigstore
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import Certificate, ExtendedKeyUsage
 from cryptography.x509.verification import (
@@ -320,10 +321,29 @@ class _OfflineVerifier(Verifier):
                 return verifier.verify(certificate, []).chain[1:]
             except X509VerificationError as exc:
                 problems.append(str(exc))
+        if not self._issued_by_a_trusted_authority(certificate):
+            # The X.509 verifier reports the last candidate's failure, and it
+            # checks a candidate's validity before its signature: a leaf from
+            # another CA with the same issuer name reads as "not valid at
+            # validation time". Say what is wrong: nobody we trust issued it.
+            raise CertValidationError(
+                "certificate is not issued by any certificate authority of the trusted root"
+            )
         raise CertValidationError(
             "certificate does not chain to a certificate authority valid at "
             f"{when:%Y-%m-%dT%H:%M:%SZ}: {problems[0] if problems else 'none is valid then'}"
         )
+
+    def _issued_by_a_trusted_authority(self, certificate: Certificate) -> bool:
+        """Whether some certificate of the trusted root signed ``certificate``, at any time."""
+        for inner in self._trusted_root._inner.certificate_authorities:
+            for issuer in CertificateAuthority(inner).certificates(allow_expired=True):
+                try:
+                    certificate.verify_directly_issued_by(issuer)
+                except (ValueError, TypeError, InvalidSignature):
+                    continue
+                return True
+        return False
 
     def verify_dsse(self, bundle: Bundle, policy: object) -> tuple[str, bytes]:  # type: ignore[override]
         inner = bundle.log_entry._inner

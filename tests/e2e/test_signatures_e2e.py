@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -630,15 +631,26 @@ def test_g11_keyless_right_subject_wrong_issuer_denied(
     assert codes == {"signature.wrong_identity"}
 
 
+@pytest.mark.parametrize("foreign_ca", ["older", "newer"])
 def test_g10e_keyless_bundle_from_a_foreign_ca_denied(
-    world: World, pullguard_factory: StartPullguard, tmp_path: Path, keyless_ready: None
+    world: World,
+    pullguard_factory: StartPullguard,
+    tmp_path: Path,
+    keyless_ready: None,
+    foreign_ca: str,
 ) -> None:
-    # Same identity, but certified by another (test) Fulcio instance.
+    # Same identity and the same CA name, but certified by another (test)
+    # Fulcio instance. When the foreign CA is older, its signature predates
+    # the trusted CA's validity, and the X.509 verifier's own error then
+    # reads like an expiry; the finding must still say "untrusted".
     identity = workflow_identity("pullguard/app")
     statement = bundles.cosign_sign_statement(world.digest, world.name())
     job = KeylessJob("sig", "dsse", identity, GITHUB_ISSUER, statement)
-    foreign = make_keyless(tmp_path / "foreign", [job])
-    trusted = make_keyless(tmp_path / "trusted", [job])
+    runs = {}
+    for which in ["foreign", "trusted"] if foreign_ca == "older" else ["trusted", "foreign"]:
+        runs[which] = make_keyless(tmp_path / which, [job])
+        time.sleep(1.1)  # certificate times have one-second resolution
+    foreign, trusted = runs["foreign"], runs["trusted"]
     _keyless_referrer(world, foreign, "sig")
     pg = _start(pullguard_factory, world.upstream.url, _keyless_policy(trusted, identity))
 
