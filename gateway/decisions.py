@@ -59,6 +59,17 @@ CREATE TABLE IF NOT EXISTS names (
     client_name TEXT PRIMARY KEY,
     repository TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS waivers (
+    repository TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    code TEXT NOT NULL,
+    decision_id TEXT NOT NULL,
+    quarantine_id TEXT NOT NULL,
+    time TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    operator TEXT NOT NULL,
+    PRIMARY KEY (repository, digest, code)
+);
 CREATE TABLE IF NOT EXISTS quarantine (
     id TEXT PRIMARY KEY,
     time TEXT NOT NULL,
@@ -227,6 +238,44 @@ class DecisionLog:
     def forget_quarantine(self, entry_id: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM quarantine WHERE id=?", (entry_id,))
+            self._db.commit()
+
+    def waivers(self, repository: str, digest: str) -> list[str]:
+        """Finding codes a release waived for exactly this repository and digest."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT code FROM waivers WHERE repository=? AND digest=? ORDER BY code",
+                (repository, digest),
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def add_waivers(
+        self,
+        repository: str,
+        digest: str,
+        codes: Iterable[str],
+        decision_id: str,
+        release: Mapping[str, Any],
+    ) -> None:
+        """Record a release's waivers, and the quarantine entry it closes."""
+        time = str(release.get("time") or "")
+        with self._lock:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO waivers VALUES (?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        repository,
+                        digest,
+                        code,
+                        decision_id,
+                        str(release["quarantine_id"]),
+                        time,
+                        str(release["reason"]),
+                        str(release["operator"]),
+                    )
+                    for code in codes
+                ],
+            )
             self._db.commit()
 
     def list_decisions(self, limit: int) -> list[dict[str, Any]]:

@@ -36,6 +36,7 @@ from opentelemetry.trace import SpanKind
 from pullguard.gateway.clients import LayerClients, LayerFailure
 from pullguard.gateway.decisions import Admission, DecisionLog
 from pullguard.gateway.discovery import Discovery, Found
+from pullguard.gateway.release import ReleasePlan
 from pullguard.gateway.report import Report
 from pullguard.gateway.stores import AdmittedStore, Quarantine
 from pullguard.services.runtime.config import Config
@@ -111,9 +112,35 @@ class Pipeline:
             task.add_done_callback(lambda _t: self._inflight.pop(key, None))
         return await asyncio.shield(task)
 
-    async def _run(self, name: str, reference: str, admit: bool) -> PullResult:
+    async def release(self, plan: ReleasePlan, reason: str, operator: str) -> PullResult:
+        """Verify a quarantined image again with its reviewed findings waived; admit if it passes.
+
+        Not shared with concurrent pulls: a release's waivers apply to this run
+        (and, once it passes, to the digest) only.
+        """
+        return await self._run(
+            plan.client_name,
+            plan.digest,
+            admit=True,
+            release={
+                "quarantine_id": plan.quarantine_id,
+                "digest": plan.digest,
+                "waivers": sorted(plan.waivers),
+                "reason": reason,
+                "operator": operator,
+            },
+        )
+
+    async def _run(
+        self,
+        name: str,
+        reference: str,
+        admit: bool,
+        release: dict[str, Any] | None = None,
+    ) -> PullResult:
         report = Report(decision_id=uuid.uuid4().hex, client_name=name, reference=reference)
         report.policy_version = self.config.policy_version
+        report.release = release
         with self._tracer.start_as_current_span(
             "pull",
             kind=SpanKind.INTERNAL,
@@ -239,7 +266,16 @@ class Pipeline:
             cached = self._cached(report, plan, local_digest) if admit else None
             if cached is not None:
                 return cached
+            report.waivers = self._waivers(report, local_digest)
             return await self._verify(report, admit, plan, fetched, staged, data, local_digest)
+
+    def _waivers(self, report: Report, digest: str) -> frozenset[str]:
+        """Codes released for exactly this repository and digest, and a release's own."""
+        codes = set(self.decisions.waivers(report.repository, digest))
+        release = report.release
+        if release is not None and release["digest"] == digest:
+            codes.update(release["waivers"])
+        return frozenset(codes)
 
     def _parent_index(self, name: str, reference: str) -> str:
         """An admitted index of this repository that lists ``reference``, if any."""
@@ -457,6 +493,16 @@ class Pipeline:
 
         report.decision = "ALLOW"
         if admit:
+            if report.release is not None and report.waived:
+                # Before the admission: a released image keeps its waivers
+                # for every later verification of this digest.
+                self.decisions.add_waivers(
+                    report.repository,
+                    digest,
+                    sorted({w["code"] for w in report.waived}),
+                    report.decision_id,
+                    {**report.release, "time": report.time},
+                )
             self._admit(report, plan, staged, summary, blob_keys)
         self.staging.discard(session)
         self._record(report)

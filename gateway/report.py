@@ -10,6 +10,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
+from pullguard.gateway.release import blocking, waives
 from pullguard.services.runtime.protoconv import verdict_allows
 from pullguard.v1 import common_pb2
 
@@ -82,15 +83,28 @@ class Report:
     cached: bool = False
     admitted: bool = False
     media_type: str = ""
+    #: Finding codes an operator's release waives for this repository and
+    #: digest (see release.py); set once the manifest's digest is known.
+    waivers: frozenset[str] = frozenset()
+    #: The waived findings, each with its layer and step.
+    waived: list[dict[str, Any]] = field(default_factory=list)
+    #: Set on a release's decision: the quarantine entry, reason and operator.
+    release: dict[str, Any] | None = None
 
     def add(self, layer: str, step: str, verdict: common_pb2.Verdict, duration_ms: float) -> bool:
-        """Record a verdict; return whether it allows. The first refusal names the layer."""
+        """Record a verdict; return whether it allows. The first refusal names the layer.
+
+        A refusal whose every blocking finding an operator waived for this
+        digest allows, and the findings stay in the report, marked waived.
+        """
         allowed = verdict_allows(verdict)
-        self.steps.append(
-            Step(
-                layer, step, "ALLOW" if allowed else "DENY", findings_to_json(verdict), duration_ms
-            )
-        )
+        findings = findings_to_json(verdict)
+        if not allowed and self.waivers and waives(layer, step, findings, self.waivers):
+            for finding in blocking(findings):
+                finding["waived"] = True
+                self.waived.append({"layer": layer, "step": step, **finding})
+            allowed = True
+        self.steps.append(Step(layer, step, "ALLOW" if allowed else "DENY", findings, duration_ms))
         if not allowed and not self.denied_by:
             self.denied_by = layer
             self.reason = first_error(verdict)
@@ -142,4 +156,6 @@ class Report:
             "signatures": self.signatures,
             "layer_stats": self.layers,
             "provenance": self.provenance,
+            "waived": self.waived,
+            **({"release": self.release} if self.release is not None else {}),
         }
