@@ -59,9 +59,14 @@ def _parser() -> argparse.ArgumentParser:
     decisions.add_argument("--json", action="store_true")
     decisions.add_argument("--limit", type=int, default=50)
 
-    quarantine = sub.add_parser("quarantine", help="inspect the quarantine")
-    quarantine.add_argument("action", choices=("list", "show", "delete"))
+    quarantine = sub.add_parser(
+        "quarantine", help="inspect the quarantine; release or delete an entry"
+    )
+    quarantine.add_argument("action", choices=("list", "show", "release", "delete"))
     quarantine.add_argument("id", nargs="?")
+    quarantine.add_argument(
+        "--reason", help="release only: why the waived findings are acceptable (recorded)"
+    )
     quarantine.add_argument("--config")
     quarantine.add_argument("--json", action="store_true")
 
@@ -149,8 +154,26 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
 
 
 def _check(args: argparse.Namespace, config: Config) -> int:
+    from pullguard.v1 import gateway_pb2
+
+    def call(stub: Any) -> Any:
+        method = stub.Admit if args.command == "admit" else stub.Check
+        return method(
+            gateway_pb2.CheckRequest(reference=args.ref),
+            timeout=config.limits.blob_deadline + 60,
+        )
+
+    return _report_outcome(args, _with_gateway(args, config, call))
+
+
+class _Refused(Exception):
+    """The gateway refused the request itself (FAILED_PRECONDITION)."""
+
+
+def _with_gateway(args: argparse.Namespace, config: Config, call: Any) -> Any:
+    """Call the running gateway, or a private stack started for this command."""
     from pullguard.gateway.supervisor import ephemeral_stack, grpc_healthy
-    from pullguard.v1 import gateway_pb2, gateway_pb2_grpc
+    from pullguard.v1 import gateway_pb2_grpc
 
     stack = None
     address = config.grpc_listen
@@ -159,18 +182,19 @@ def _check(args: argparse.Namespace, config: Config) -> int:
         address = stack.grpc_listen
     try:
         with grpc.insecure_channel(address) as channel:
-            stub = gateway_pb2_grpc.GatewayStub(channel)
-            method = stub.Admit if args.command == "admit" else stub.Check
             try:
-                report = method(
-                    gateway_pb2.CheckRequest(reference=args.ref),
-                    timeout=config.limits.blob_deadline + 60,
-                )
+                return call(gateway_pb2_grpc.GatewayStub(channel))
             except grpc.RpcError as exc:
-                raise PullguardError(f"gateway: {exc.details()}") from None  # type: ignore[attr-defined]
+                details = exc.details()  # type: ignore[attr-defined]
+                if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:  # type: ignore[attr-defined]
+                    raise _Refused(details) from None
+                raise PullguardError(f"gateway: {details}") from None
     finally:
         if stack is not None:
             stack.stop()
+
+
+def _report_outcome(args: argparse.Namespace, report: Any) -> int:
     data = json.loads(report.report_json)
     if args.json:
         print(json.dumps(data, indent=2, sort_keys=True))
@@ -195,12 +219,19 @@ def _print_report(report: dict[str, Any]) -> None:
         print(f"  digest    {report['digest']}")
     if report.get("cached"):
         print("  (admitted earlier under this policy; not verified again)")
+    release = report.get("release")
+    if release:
+        print(
+            f"  release   of quarantine entry {release['quarantine_id']} by"
+            f" {release['operator']}: {release['reason']}"
+        )
     for step in report["layers"]:
         timing = f"{step['duration_ms']:>8.1f} ms"
         error = f"  {step['error']}" if step["error"] else ""
         print(f"  {step['layer']:<10} {step['step']:<14} {step['decision']:<5} {timing}{error}")
         for finding in step["findings"]:
-            print(f"      {finding['severity']:<7} {finding['code']}: {finding['message']}")
+            severity = "WAIVED" if finding.get("waived") else finding["severity"]
+            print(f"      {severity:<7} {finding['code']}: {finding['message']}")
     for sig in report.get("signatures", []):
         state = "accepted" if sig["accepted"] else "rejected"
         signer = sig["signer"] or "-"
@@ -243,15 +274,49 @@ def _quarantine(args: argparse.Namespace, config: Config) -> int:
             return EXIT_OK
         if not args.id:
             raise PullguardError(f"quarantine {args.action} needs an ID")
+        if args.reason is not None and args.action != "release":
+            raise PullguardError("--reason goes with quarantine release only")
         if args.action == "show":
             print(quarantine.report(args.id))
             return EXIT_OK
+        if args.action == "release":
+            return _release(args, config)
         quarantine.delete(args.id)
         log.forget_quarantine(args.id)
         print(f"deleted quarantine entry {args.id}")
         return EXIT_OK
     finally:
         log.close()
+
+
+def _release(args: argparse.Namespace, config: Config) -> int:
+    """Exit 0 released, 1 refused (not waivable, or denied again), 2 error."""
+    import getpass
+
+    from pullguard.gateway.release import check_reason
+    from pullguard.v1 import gateway_pb2
+
+    reason = check_reason(args.reason or "")
+    try:
+        operator = getpass.getuser()
+    except (KeyError, OSError):
+        operator = "unknown"
+
+    def call(stub: Any) -> Any:
+        return stub.ReleaseQuarantine(
+            gateway_pb2.ReleaseQuarantineRequest(id=args.id, reason=reason, operator=operator),
+            timeout=config.limits.blob_deadline + 60,
+        )
+
+    try:
+        report = _with_gateway(args, config, call)
+    except _Refused as exc:
+        print(f"pullguard: release refused: {exc}", file=sys.stderr)
+        return EXIT_DENIED
+    outcome = _report_outcome(args, report)
+    if outcome == EXIT_OK and not args.json:
+        print(f"released quarantine entry {args.id}")
+    return outcome
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import grpc
 from pullguard.gateway.decisions import DecisionLog
 from pullguard.gateway.pipeline import Pipeline, PullResult
 from pullguard.gateway.refs import split_reference
+from pullguard.gateway.release import ReleaseRefused, check_reason, plan_release
 from pullguard.gateway.stores import Quarantine
 from pullguard.services.runtime.errors import NotFound, StagingError
 from pullguard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
@@ -120,6 +121,33 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             raise NotFound(exc.message, oci_code="NOT_FOUND") from None
         json.loads(text)
         return gateway_pb2.ShowQuarantineResponse(report_json=text)
+
+    async def ReleaseQuarantine(
+        self,
+        request: gateway_pb2.ReleaseQuarantineRequest,  # noqa: N802
+        context: grpc.aio.ServicerContext,
+    ) -> gateway_pb2.DecisionReport:
+        reason = check_reason(request.reason)
+        operator = " ".join(request.operator.split())[:200] or "unknown"
+        if not any(e["id"] == request.id for e in self.decisions.list_quarantine()):
+            raise NotFound(f"no open quarantine entry {request.id[:80]!r}", oci_code="NOT_FOUND")
+        try:
+            text = self.quarantine.report(request.id)
+        except StagingError as exc:
+            raise NotFound(exc.message, oci_code="NOT_FOUND") from None
+        try:
+            original = json.loads(text)
+        except ValueError:
+            raise ReleaseRefused(
+                f"quarantine entry {request.id}: report.json is unreadable"
+            ) from None
+        plan = plan_release(request.id, original)
+        result = await self.pipeline.release(plan, reason, operator)
+        report = result.report.as_json()
+        if result.allowed:
+            self.quarantine.mark_released(request.id, report)
+            self.decisions.forget_quarantine(request.id)
+        return report_to_proto(report)
 
 
 def register(server: grpc.aio.Server, servicer: GatewayServicer) -> list[str]:

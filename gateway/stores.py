@@ -131,5 +131,12 @@ class Quarantine:
         except FileNotFoundError:
             raise StagingError(f"no quarantine entry {decision_id}") from None
 
+    def mark_released(self, decision_id: str, release_report: Mapping[str, Any]) -> None:
+        """Keep the entry for the record, with the decision that released it."""
+        _atomic_write(
+            self.entry_dir(decision_id) / "release.json",
+            json.dumps(release_report, indent=2, sort_keys=True).encode(),
+        )
+
     def delete(self, decision_id: str) -> None:
         shutil.rmtree(self.entry_dir(decision_id))

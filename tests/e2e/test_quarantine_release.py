@@ -1,0 +1,205 @@
+"""`pullguard quarantine release` end to end: Debian's docker-registry, skopeo,
+a real cosign key pair and `pullguard up`.
+
+A release verifies the denied digest again with the reviewed findings
+waived; it never waives integrity or attack findings.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.cosign import cosign_binary, generate_key_pair, sign
+from tests.support.images import (
+    BuiltImage,
+    build_image,
+    layout_manifest_digest,
+    pull,
+    push,
+    random_layers,
+)
+from tests.support.registry_process import RegistryProcess
+from tests.support.stack import Pullguard, pullguard_command
+
+StartPullguard = Callable[..., Pullguard]
+REASON = "vendor image without signatures; reviewed in SEC-1234"
+
+
+def _cli(pg: Pullguard, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*pullguard_command(), *args, "--config", str(pg.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def _keyed_policy(pub: Path) -> dict[str, Any]:
+    return {"rules": [{"match": "lab/**", "signature": {"keys": [str(pub)]}}]}
+
+
+def _image(tmp_path: Path, name: str, seed: int) -> BuiltImage:
+    return build_image(tmp_path / f"src-{name}", "v1", random_layers(2, 32 * 1024, seed=seed))
+
+
+def _denied(pg: Pullguard, path: str) -> dict[str, Any]:
+    response = pg.get(path)
+    assert response.status_code == 403, response.text
+    detail: dict[str, Any] = response.json()["errors"][0]["detail"]
+    return detail
+
+
+def _admitted(pg: Pullguard, digest: str) -> bool:
+    return (pg.state_dir / "admitted" / "blobs" / "sha256" / digest.split(":")[1]).exists()
+
+
+def _open_entries(pg: Pullguard) -> list[str]:
+    listed = _cli(pg, "quarantine", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    return [entry["id"] for entry in json.loads(listed.stdout)]
+
+
+def _unsigned_and_denied(
+    upstream: RegistryProcess,
+    pullguard_factory: StartPullguard,
+    pub: Path,
+    tmp_path: Path,
+    seed: int,
+) -> tuple[Pullguard, BuiltImage, dict[str, Any]]:
+    """An unsigned image under a key rule: pulled, denied, quarantined."""
+    image = _image(tmp_path, "app", seed=seed)
+    push(image, upstream.address, "vendor/app")
+    pg = pullguard_factory(upstream.url, policy=_keyed_policy(pub))
+    return pg, image, _denied(pg, "/v2/lab/vendor/app/manifests/v1")
+
+
+@pytest.fixture
+def key_pair(tmp_path: Path) -> tuple[Path, Path]:
+    if cosign_binary() is None:
+        pytest.fail("cosign is not installed: run `make system-deps`")
+    return generate_key_pair(tmp_path / "alice")
+
+
+def test_release_admits_the_reviewed_digest_and_only_it(
+    upstream: RegistryProcess,
+    pullguard_factory: StartPullguard,
+    key_pair: tuple[Path, Path],
+    tmp_path: Path,
+) -> None:
+    pg, image, detail = _unsigned_and_denied(
+        upstream, pullguard_factory, key_pair[1], tmp_path, seed=31
+    )
+    assert {f["code"] for f in detail["findings"]} == {"signature.missing"}
+    entry = str(detail["decision"])
+    assert entry in _open_entries(pg)
+
+    released = _cli(pg, "quarantine", "release", entry, "--reason", REASON)
+
+    assert released.returncode == 0, released.stdout + released.stderr + pg.log()
+    assert f"released quarantine entry {entry}" in released.stdout
+    assert "WAIVED  signature.missing" in released.stdout
+    result = pull(f"{pg.address}/lab/vendor/app:v1", tmp_path / "out", "v1")
+    assert result.returncode == 0, result.stderr + pg.log()
+    assert layout_manifest_digest(tmp_path / "out", "v1") == image.digest
+    assert entry not in _open_entries(pg)
+    record = json.loads((pg.state_dir / "quarantine" / entry / "release.json").read_text())
+    assert record["decision"] == "ALLOW" and record["digest"] == image.digest
+    assert record["release"]["reason"] == REASON
+    assert record["release"]["quarantine_id"] == entry
+    assert [(w["layer"], w["code"]) for w in record["waived"]] == [
+        ("signature", "signature.missing")
+    ]
+
+    # The waiver is for this digest only: another unsigned image is still refused.
+    other = build_image(tmp_path / "src-other", "v2", random_layers(2, 32 * 1024, seed=32))
+    push(other, upstream.address, "vendor/app")
+    assert {f["code"] for f in _denied(pg, "/v2/lab/vendor/app/manifests/v2")["findings"]} == {
+        "signature.missing"
+    }
+    assert not _admitted(pg, other.digest)
+
+
+def test_release_waiver_survives_a_policy_change_but_not_a_new_finding(
+    upstream: RegistryProcess,
+    pullguard_factory: StartPullguard,
+    key_pair: tuple[Path, Path],
+    tmp_path: Path,
+) -> None:
+    pg, image, detail = _unsigned_and_denied(
+        upstream, pullguard_factory, key_pair[1], tmp_path, seed=33
+    )
+    entry = str(detail["decision"])
+    assert _cli(pg, "quarantine", "release", entry, "--reason", REASON).returncode == 0
+
+    # A new policy version verifies every image again; the waiver still holds.
+    pg.stop()
+    pg.config["policy"]["deny"] = ["**/evil/**"]
+    pg.config_path.write_text(yaml.safe_dump(pg.config))
+    pg.start()
+    checked = _cli(pg, "check", "lab/vendor/app:v1", "--json")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    report = json.loads(checked.stdout)
+    assert not report["cached"]
+    assert [w["code"] for w in report["waived"]] == ["signature.missing"]
+
+    # Someone signs the digest with a key nobody trusts: a new finding, not
+    # the reviewed one, so the released digest is refused again.
+    mallory, _pub = generate_key_pair(tmp_path / "mallory")
+    sign(f"vendor/app@{image.digest}", mallory, upstream.address)
+    detail = _denied(pg, "/v2/lab/vendor/app/manifests/v1")
+    assert "signature.untrusted_key" in {f["code"] for f in detail["findings"]}
+
+
+def test_release_refuses_an_integrity_finding(
+    upstream: RegistryProcess, pullguard_factory: StartPullguard, tmp_path: Path
+) -> None:
+    image = _image(tmp_path, "app", seed=35)
+    push(image, upstream.address, "team/app")
+    path = upstream.blob_file(image.blob_digests[-1])
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    pg = pullguard_factory(upstream.url)
+    detail = _denied(pg, "/v2/lab/team/app/manifests/v1")
+    assert detail["layer"] == "hashverify"
+    entry = str(detail["decision"])
+    code = detail["findings"][0]["code"]
+
+    released = _cli(pg, "quarantine", "release", entry, "--reason", "I trust it")
+
+    assert released.returncode == 1, released.stdout + released.stderr
+    assert "release refused" in released.stderr and code in released.stderr
+    assert "cannot be waived" in released.stderr
+    assert entry in _open_entries(pg)
+    assert not _admitted(pg, image.digest)
+    assert not any(_admitted(pg, d) for d in image.blob_digests)
+
+
+def test_release_needs_a_reason_and_an_open_entry(
+    upstream: RegistryProcess,
+    pullguard_factory: StartPullguard,
+    key_pair: tuple[Path, Path],
+    tmp_path: Path,
+) -> None:
+    pg, image, detail = _unsigned_and_denied(
+        upstream, pullguard_factory, key_pair[1], tmp_path, seed=36
+    )
+    entry = str(detail["decision"])
+
+    no_reason = _cli(pg, "quarantine", "release", entry)
+    blank = _cli(pg, "quarantine", "release", entry, "--reason", "   ")
+    unknown = _cli(pg, "quarantine", "release", "0" * 32, "--reason", REASON)
+
+    for outcome in (no_reason, blank):
+        assert outcome.returncode == 2, outcome.stdout + outcome.stderr
+        assert "--reason" in outcome.stderr
+    assert unknown.returncode == 2 and "no open quarantine entry" in unknown.stderr
+    assert entry in _open_entries(pg)
+    assert not _admitted(pg, image.digest)
