@@ -54,6 +54,20 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--config")
         command.add_argument("--json", action="store_true")
 
+    reevaluate = sub.add_parser(
+        "reevaluate",
+        help="verify every admitted image again under the current policy; revoke failures",
+    )
+    reevaluate.add_argument("--config")
+    reevaluate.add_argument("--json", action="store_true")
+    reevaluate.add_argument(
+        "--force", action="store_true", help="also images admitted under the current policy"
+    )
+    reevaluate.add_argument("--limit", type=int, default=10_000, help="at most N images")
+    reevaluate.add_argument(
+        "--deadline", type=float, default=3600.0, help="give up after SECONDS (default 3600)"
+    )
+
     decisions = sub.add_parser("decisions", help="list recorded decisions, newest first")
     decisions.add_argument("--config")
     decisions.add_argument("--json", action="store_true")
@@ -121,6 +135,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _check(args, config)
     if args.command == "decisions":
         return _decisions(args, config)
+    if args.command == "reevaluate":
+        return _reevaluate(args, config)
     return _quarantine(args, config)
 
 
@@ -287,6 +303,39 @@ def _quarantine(args: argparse.Namespace, config: Config) -> int:
         return EXIT_OK
     finally:
         log.close()
+
+
+def _reevaluate(args: argparse.Namespace, config: Config) -> int:
+    """Exit 0 every image still admitted, 1 some revoked, 2 some undecided (or an error)."""
+    from pullguard.v1 import gateway_pb2
+
+    if not 1 <= args.limit <= 100_000:
+        raise PullguardError(f"--limit wants 1 to 100000, got {args.limit}")
+    if not 1 <= args.deadline <= 7 * 24 * 3600:
+        raise PullguardError(f"--deadline wants 1 to 604800 seconds, got {args.deadline}")
+
+    def call(stub: Any) -> Any:
+        return stub.Reevaluate(
+            gateway_pb2.ReevaluateRequest(force=args.force, limit=args.limit),
+            timeout=args.deadline,
+        )
+
+    fields = gateway_pb2.ReevaluatedImage.DESCRIPTOR.fields_by_name
+    images = [
+        {name: str(getattr(image, name)) for name in fields}
+        for image in _with_gateway(args, config, call).images
+    ]
+    if args.json:
+        print(json.dumps(images, indent=2, sort_keys=True))
+    for image in images if not args.json else ():
+        line = f"{image['outcome']:<10} {image['repository']}@{image['digest']}"
+        if image["outcome"] in ("revoked", "undecided"):
+            line += f"  {image['denied_by']}: {image['reason']}"
+        print(f"{line}  (decision {image['decision_id']})")
+    outcomes = {image["outcome"] for image in images}
+    if "undecided" in outcomes:
+        return EXIT_ERROR
+    return EXIT_DENIED if "revoked" in outcomes else EXIT_OK
 
 
 def _release(args: argparse.Namespace, config: Config) -> int:

@@ -46,6 +46,12 @@ CREATE TABLE IF NOT EXISTS admitted_blobs (
     digest TEXT NOT NULL,
     PRIMARY KEY (repository, digest)
 );
+CREATE TABLE IF NOT EXISTS manifest_blobs (
+    repository TEXT NOT NULL,
+    manifest_digest TEXT NOT NULL,
+    blob_digest TEXT NOT NULL,
+    PRIMARY KEY (repository, manifest_digest, blob_digest)
+);
 CREATE TABLE IF NOT EXISTS index_entries (
     repository TEXT NOT NULL,
     index_digest TEXT NOT NULL,
@@ -143,10 +149,15 @@ class DecisionLog:
         children: Iterable[tuple[str, str, int]] = (),
     ) -> None:
         """Record an admission; ``children`` are an index's entries (digest, media type, size)."""
+        blobs = list(blobs)
         with self._lock:
             self._db.executemany(
                 "INSERT OR IGNORE INTO admitted_blobs VALUES (?,?)",
                 [(admission.repository, digest) for digest in blobs],
+            )
+            self._db.executemany(
+                "INSERT OR IGNORE INTO manifest_blobs VALUES (?,?,?)",
+                [(admission.repository, admission.digest, digest) for digest in blobs],
             )
             self._db.executemany(
                 "INSERT OR IGNORE INTO index_entries VALUES (?,?,?,?,?,?)",
@@ -166,6 +177,53 @@ class DecisionLog:
                     admission.size,
                     admission.decision_id,
                 ),
+            )
+            self._db.commit()
+
+    def admissions(self, limit: int) -> list[tuple[Admission, str]]:
+        """Every admitted (repository, digest) once, with its newest admission's policy.
+
+        Indexes come first, so that a signed index admitted under a new policy
+        covers its platform manifests when they are re-evaluated after it.
+        """
+        with self._lock:
+            rows = self._db.execute(
+                # SQLite takes bare columns from the row that holds MAX().
+                "SELECT a.repository, a.digest, a.media_type, a.size, a.decision_id,"
+                " a.policy_version, MAX(COALESCE(d.time, '')) FROM admitted a"
+                " LEFT JOIN decisions d ON d.id = a.decision_id"
+                " GROUP BY a.repository, a.digest ORDER BY"
+                " a.media_type NOT LIKE '%index%' AND a.media_type NOT LIKE '%manifest.list%',"
+                " a.repository, a.digest LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [(Admission(*row[:5]), str(row[5])) for row in rows]
+
+    def revoke(self, repository: str, digest: str) -> None:
+        """Withdraw every admission of ``repository@digest``, under any policy.
+
+        Its blobs stop being served for the repository unless another admitted
+        manifest of the repository lists them too.
+        """
+        with self._lock:
+            self._db.execute(
+                "DELETE FROM admitted WHERE repository=? AND digest=?", (repository, digest)
+            )
+            self._db.execute(
+                "DELETE FROM index_entries WHERE repository=? AND index_digest=?",
+                (repository, digest),
+            )
+            self._db.execute(
+                "DELETE FROM admitted_blobs WHERE repository=? AND digest IN ("
+                " SELECT blob_digest FROM manifest_blobs WHERE repository=? AND manifest_digest=?"
+                " EXCEPT SELECT m.blob_digest FROM manifest_blobs m JOIN admitted a"
+                " ON a.repository = m.repository AND a.digest = m.manifest_digest"
+                " WHERE m.repository=?)",
+                (repository, repository, digest, repository),
+            )
+            self._db.execute(
+                "DELETE FROM manifest_blobs WHERE repository=? AND manifest_digest=?",
+                (repository, digest),
             )
             self._db.commit()
 

@@ -149,6 +149,17 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             self.decisions.forget_quarantine(request.id)
         return report_to_proto(report)
 
+    async def Reevaluate(
+        self,
+        request: gateway_pb2.ReevaluateRequest,  # noqa: N802
+        context: grpc.aio.ServicerContext,
+    ) -> gateway_pb2.ReevaluateResponse:
+        limit = request.limit if 0 < request.limit <= 100_000 else 10_000
+        outcomes = await self.pipeline.reevaluate(force=request.force, limit=limit)
+        return gateway_pb2.ReevaluateResponse(
+            images=[gateway_pb2.ReevaluatedImage(**outcome) for outcome in outcomes]
+        )
+
 
 def register(server: grpc.aio.Server, servicer: GatewayServicer) -> list[str]:
     gateway_pb2_grpc.add_GatewayServicer_to_server(servicer, server)

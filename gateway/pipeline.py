@@ -60,6 +60,10 @@ log = logging.getLogger("pullguard.gateway")
 #: must work, beyond 4 is refused).
 MAX_INDEX_DEPTH = 4
 
+#: Refusals of how a re-evaluation asks (by digest), not of the image: they
+#: cannot revoke an image that rules admit by tag.
+_REQUEST_SHAPE_CODES = frozenset({"analysis.digest_pull_denied"})
+
 
 @dataclass
 class PullResult:
@@ -131,16 +135,69 @@ class Pipeline:
             },
         )
 
+    async def reevaluate(self, *, force: bool, limit: int) -> list[dict[str, Any]]:
+        """Verify every admitted image again under the current policy (O-07).
+
+        An image still admitted under this policy is left alone unless
+        ``force``. One that now passes is admitted under this policy. One that
+        a layer now refuses with findings is revoked: no longer served, its
+        names dropped from the admitted layout, its content quarantined with
+        the new report, which names the admission it replaces. A run that
+        could not decide (upstream down, a layer failing) revokes nothing.
+        Images are verified one at a time, to spare the upstreams.
+        """
+        outcomes = []
+        for admission, policy_version in self.decisions.admissions(limit):
+            result = await self._run(
+                admission.repository,
+                admission.digest,
+                admit=True,
+                reevaluation={
+                    "previous_decision": admission.decision_id,
+                    "previous_policy": policy_version,
+                    "force": force,
+                },
+            )
+            report = result.report
+            if result.allowed:
+                outcome = "current" if report.cached else "readmitted"
+            elif (
+                report.transient
+                or any(step.error for step in report.steps)
+                or {f["code"] for f in report.denial_findings()} & _REQUEST_SHAPE_CODES
+            ):
+                outcome = "undecided"
+            else:
+                self.decisions.revoke(admission.repository, admission.digest)
+                self.admitted.remove_references(admission.repository, admission.digest)
+                outcome = "revoked"
+            outcomes.append(
+                {
+                    "repository": admission.repository,
+                    "digest": admission.digest,
+                    "outcome": outcome,
+                    "decision_id": report.decision_id,
+                    "previous_decision": admission.decision_id,
+                    "previous_policy": policy_version,
+                    "policy_version": report.policy_version,
+                    "denied_by": report.denied_by,
+                    "reason": report.reason,
+                }
+            )
+        return outcomes
+
     async def _run(
         self,
         name: str,
         reference: str,
         admit: bool,
         release: dict[str, Any] | None = None,
+        reevaluation: dict[str, Any] | None = None,
     ) -> PullResult:
         report = Report(decision_id=uuid.uuid4().hex, client_name=name, reference=reference)
         report.policy_version = self.config.policy_version
         report.release = release
+        report.reevaluation = reevaluation
         with self._tracer.start_as_current_span(
             "pull",
             kind=SpanKind.INTERNAL,
@@ -238,7 +295,8 @@ class Pipeline:
 
         # A digest names immutable content: what this policy admitted is served
         # without asking upstream, so admitted images keep serving in an outage.
-        if admit and plan.ref.digest:
+        forced = bool(report.reevaluation and report.reevaluation["force"])
+        if admit and plan.ref.digest and not forced:
             cached = self._cached(report, plan, plan.ref.digest)
             if cached is not None:
                 return cached
@@ -263,7 +321,7 @@ class Pipeline:
         # waits for the first and then finds the admission.
         async with self._digest_lock(report.repository, local_digest):
             # `check` always runs every layer; pulls and `admit` reuse an admission.
-            cached = self._cached(report, plan, local_digest) if admit else None
+            cached = self._cached(report, plan, local_digest) if admit and not forced else None
             if cached is not None:
                 return cached
             report.waivers = self._waivers(report, local_digest)

@@ -90,6 +90,9 @@ class Report:
     waived: list[dict[str, Any]] = field(default_factory=list)
     #: Set on a release's decision: the quarantine entry, reason and operator.
     release: dict[str, Any] | None = None
+    #: Set on a re-evaluation's decision: the admission it re-verifies, and
+    #: whether an admission under the current policy is verified again too.
+    reevaluation: dict[str, Any] | None = None
 
     def add(self, layer: str, step: str, verdict: common_pb2.Verdict, duration_ms: float) -> bool:
         """Record a verdict; return whether it allows. The first refusal names the layer.
@@ -158,4 +161,5 @@ class Report:
             "provenance": self.provenance,
             "waived": self.waived,
             **({"release": self.release} if self.release is not None else {}),
+            **({"reevaluation": self.reevaluation} if self.reevaluation is not None else {}),
         }

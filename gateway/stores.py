@@ -104,6 +104,28 @@ class AdmittedStore:
                 )
             _atomic_write(self.root / "index.json", json.dumps(index, indent=1).encode())
 
+    def remove_references(self, repository: str, digest: str) -> int:
+        """Drop index.json's names for ``repository`` that point at ``digest``; return how many.
+
+        Blobs stay: they are content-addressed and may belong to other images.
+        """
+        prefixes = (f"{repository}@", f"{repository}:")
+        with self._lock:
+            index = json.loads((self.root / "index.json").read_bytes())
+            manifests: list[dict[str, Any]] = index["manifests"]
+            kept = [
+                m
+                for m in manifests
+                if m.get("digest") != digest
+                or not str(
+                    m.get("annotations", {}).get("org.opencontainers.image.ref.name", "")
+                ).startswith(prefixes)
+            ]
+            removed = len(manifests) - len(kept)
+            manifests[:] = kept
+            _atomic_write(self.root / "index.json", json.dumps(index, indent=1).encode())
+        return removed
+
 
 class Quarantine:
     def __init__(self, root: Path) -> None:
