@@ -8,7 +8,6 @@ waived; it never waives integrity or attack findings.
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,19 +25,10 @@ from tests.support.images import (
     random_layers,
 )
 from tests.support.registry_process import RegistryProcess
-from tests.support.stack import Pullguard, pullguard_command
+from tests.support.stack import Pullguard
 
 StartPullguard = Callable[..., Pullguard]
 REASON = "vendor image without signatures; reviewed in SEC-1234"
-
-
-def _cli(pg: Pullguard, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*pullguard_command(), *args, "--config", str(pg.config_path)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
 
 
 def _keyed_policy(pub: Path) -> dict[str, Any]:
@@ -61,7 +51,7 @@ def _admitted(pg: Pullguard, digest: str) -> bool:
 
 
 def _open_entries(pg: Pullguard) -> list[str]:
-    listed = _cli(pg, "quarantine", "list", "--json")
+    listed = pg.cli("quarantine", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     return [entry["id"] for entry in json.loads(listed.stdout)]
 
@@ -100,7 +90,7 @@ def test_release_admits_the_reviewed_digest_and_only_it(
     entry = str(detail["decision"])
     assert entry in _open_entries(pg)
 
-    released = _cli(pg, "quarantine", "release", entry, "--reason", REASON)
+    released = pg.cli("quarantine", "release", entry, "--reason", REASON)
 
     assert released.returncode == 0, released.stdout + released.stderr + pg.log()
     assert f"released quarantine entry {entry}" in released.stdout
@@ -136,14 +126,14 @@ def test_release_waiver_survives_a_policy_change_but_not_a_new_finding(
         upstream, pullguard_factory, key_pair[1], tmp_path, seed=33
     )
     entry = str(detail["decision"])
-    assert _cli(pg, "quarantine", "release", entry, "--reason", REASON).returncode == 0
+    assert pg.cli("quarantine", "release", entry, "--reason", REASON).returncode == 0
 
     # A new policy version verifies every image again; the waiver still holds.
     pg.stop()
     pg.config["policy"]["deny"] = ["**/evil/**"]
     pg.config_path.write_text(yaml.safe_dump(pg.config))
     pg.start()
-    checked = _cli(pg, "check", "lab/vendor/app:v1", "--json")
+    checked = pg.cli("check", "lab/vendor/app:v1", "--json")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     report = json.loads(checked.stdout)
     assert not report["cached"]
@@ -172,7 +162,7 @@ def test_release_refuses_an_integrity_finding(
     entry = str(detail["decision"])
     code = detail["findings"][0]["code"]
 
-    released = _cli(pg, "quarantine", "release", entry, "--reason", "I trust it")
+    released = pg.cli("quarantine", "release", entry, "--reason", "I trust it")
 
     assert released.returncode == 1, released.stdout + released.stderr
     assert "release refused" in released.stderr and code in released.stderr
@@ -193,9 +183,9 @@ def test_release_needs_a_reason_and_an_open_entry(
     )
     entry = str(detail["decision"])
 
-    no_reason = _cli(pg, "quarantine", "release", entry)
-    blank = _cli(pg, "quarantine", "release", entry, "--reason", "   ")
-    unknown = _cli(pg, "quarantine", "release", "0" * 32, "--reason", REASON)
+    no_reason = pg.cli("quarantine", "release", entry)
+    blank = pg.cli("quarantine", "release", entry, "--reason", "   ")
+    unknown = pg.cli("quarantine", "release", "0" * 32, "--reason", REASON)
 
     for outcome in (no_reason, blank):
         assert outcome.returncode == 2, outcome.stdout + outcome.stderr

@@ -97,6 +97,15 @@ class Pullguard:
             os.killpg(self.process.pid, signal.SIGKILL)
             return self.process.wait()
 
+    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """Run ``pullguard ARGS --config <this config>``, as an operator would."""
+        return subprocess.run(
+            [*pullguard_command(), *args, "--config", str(self.config_path)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         return httpx.get(f"http://{self.address}{path}", timeout=60, **kwargs)
 
