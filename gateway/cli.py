@@ -188,12 +188,12 @@ class _Refused(Exception):
 
 def _with_gateway(args: argparse.Namespace, config: Config, call: Any) -> Any:
     """Call the running gateway, or a private stack started for this command."""
-    from pullguard.gateway.supervisor import ephemeral_stack, grpc_healthy
+    from pullguard.gateway.supervisor import ephemeral_stack, running_gateway
     from pullguard.v1 import gateway_pb2_grpc
 
     stack = None
-    address = config.grpc_listen
-    if not grpc_healthy(address, timeout=1.0):
+    address = running_gateway(config)
+    if address is None:
         stack = ephemeral_stack(config, args.config)
         address = stack.grpc_listen
     try:

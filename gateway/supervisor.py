@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -45,6 +46,45 @@ def grpc_healthy(address: str, timeout: float = 1.0) -> bool:
         except grpc.RpcError:
             return False
     return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def running_gateway(config: Config, wait: float = 20.0) -> str | None:
+    """The gRPC address of the gateway serving ``config``'s state, or None if there is none.
+
+    A stack started by ``up`` owns its state_dir (``up.json`` names its
+    gateway). While that gateway process lives, commands use it, waiting
+    for it if it is slow: a second gateway on the same state would purge
+    the staging area under the first one's pulls. Without ``up.json``, a
+    gateway run alone (``serve gateway``) is found at ``grpc_listen``.
+    """
+    try:
+        entries = json.loads((config.state_dir / "up.json").read_text())
+        pid, address = int(entries["gateway"]["pid"]), str(entries["gateway"]["grpc"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return config.grpc_listen if grpc_healthy(config.grpc_listen, timeout=2.0) else None
+    if not _alive(pid):
+        return None
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if grpc_healthy(address, timeout=2.0):
+            return address
+        if not _alive(pid):
+            return None
+        time.sleep(0.2)
+    raise PullguardError(
+        f"the pullguard stack of {config.state_dir} (gateway pid {pid}) does not answer"
+        f" on {address}; not starting a second gateway on the same state"
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def http_ready(address: str, timeout: float = 1.0) -> bool:
