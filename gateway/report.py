@@ -82,6 +82,8 @@ class Report:
     cached: bool = False
     admitted: bool = False
     media_type: str = ""
+    #: What publishing to a registry target did (empty for the embedded target).
+    target: dict[str, Any] = field(default_factory=dict)
 
     def add(self, layer: str, step: str, verdict: common_pb2.Verdict, duration_ms: float) -> bool:
         """Record a verdict; return whether it allows. The first refusal names the layer."""
@@ -142,4 +144,5 @@ class Report:
             "signatures": self.signatures,
             "layer_stats": self.layers,
             "provenance": self.provenance,
+            "target": self.target,
         }
