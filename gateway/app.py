@@ -15,7 +15,9 @@ from pullguard.gateway.decisions import DecisionLog
 from pullguard.gateway.frontdoor import FrontDoor
 from pullguard.gateway.grpc_api import GatewayServicer, register
 from pullguard.gateway.pipeline import Pipeline
+from pullguard.gateway.publish import Publisher
 from pullguard.gateway.stores import AdmittedStore, Quarantine
+from pullguard.gateway.target import RegistryTarget
 from pullguard.services.runtime.config import Config
 from pullguard.services.runtime.server import start_server
 from pullguard.services.runtime.staging import StagingStore
@@ -38,7 +40,16 @@ def build_pipeline(config: Config) -> tuple[Pipeline, DecisionLog, AdmittedStore
     shutil.rmtree(state / "staging", ignore_errors=True)
     staging = StagingStore(state / "staging")
     clients = LayerClients(config.services, config.limits.layer_timeout)
-    pipeline = Pipeline(config, clients, decisions, admitted, quarantine, staging)
+    publisher = None
+    if config.target.kind == "registry":
+        publisher = Publisher(
+            config.target,
+            RegistryTarget(config.target, config.limits),
+            admitted,
+            decisions,
+            config.limits,
+        )
+    pipeline = Pipeline(config, clients, decisions, admitted, quarantine, staging, publisher)
     return pipeline, decisions, admitted, quarantine
 
 
@@ -66,4 +77,6 @@ async def serve_gateway(config: Config) -> None:
     await runner.cleanup()
     await grpc_server.stop(5.0)
     await pipeline.clients.close()
+    if pipeline.publisher is not None:
+        await pipeline.publisher.close()
     decisions.close()

@@ -76,6 +76,13 @@ CREATE TABLE IF NOT EXISTS waivers (
     operator TEXT NOT NULL,
     PRIMARY KEY (repository, digest, code)
 );
+CREATE TABLE IF NOT EXISTS published (
+    target TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    reference TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (target, repository, reference)
+);
 CREATE TABLE IF NOT EXISTS quarantine (
     id TEXT PRIMARY KEY,
     time TEXT NOT NULL,
@@ -273,6 +280,24 @@ class DecisionLog:
                 (repository, child, policy_version),
             ).fetchall()
         return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
+
+    def published(self, target: str, repository: str, reference: str) -> str | None:
+        """The digest pullguard last pushed to ``target`` under a digest or tag, if any."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT digest FROM published WHERE target=? AND repository=? AND reference=?",
+                (target, repository, reference),
+            ).fetchone()
+        return str(row[0]) if row else None
+
+    def mark_published(self, target: str, repository: str, reference: str, digest: str) -> None:
+        """Record a manifest PUT the target acknowledged."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO published VALUES (?,?,?,?)",
+                (target, repository, reference, digest),
+            )
+            self._db.commit()
 
     def quarantined(
         self, entry_id: str, time: str, reference: str, digest: str, reason: str

@@ -12,7 +12,10 @@ Order matters for cost and for safety:
 5. fetcher stages the blobs; hashverify and format re-read them;
 6. only when every step allowed are the staged objects moved into the
    admitted store, manifest and index.json last. Otherwise the staging
-   session goes to quarantine with its report.
+   session goes to quarantine with its report;
+7. with a registry target, the admitted content is pushed there (blobs,
+   then the manifest) before the admission is recorded: a pull whose push
+   failed is a retryable error (503), never served as published.
 
 Any exception, timeout or missing service ends in a refusal (fail closed).
 Upstream outages are reported as such (retryable), never as a verdict, and
@@ -36,11 +39,17 @@ from opentelemetry.trace import SpanKind
 from pullguard.gateway.clients import LayerClients, LayerFailure
 from pullguard.gateway.decisions import Admission, DecisionLog
 from pullguard.gateway.discovery import Discovery, Found
+from pullguard.gateway.publish import Publisher
 from pullguard.gateway.release import ReleasePlan
 from pullguard.gateway.report import Report
 from pullguard.gateway.stores import AdmittedStore, Quarantine
 from pullguard.services.runtime.config import Config
-from pullguard.services.runtime.errors import NotFound, PullguardError, UpstreamError
+from pullguard.services.runtime.errors import (
+    NotFound,
+    PullguardError,
+    TargetError,
+    UpstreamError,
+)
 from pullguard.services.runtime.protoconv import verdict_allows
 from pullguard.services.runtime.staging import StagingStore
 from pullguard.services.runtime.telemetry import tracer
@@ -91,8 +100,11 @@ class Pipeline:
         admitted: AdmittedStore,
         quarantine: Quarantine,
         staging: StagingStore,
+        publisher: Publisher | None = None,
     ) -> None:
         self.config = config
+        #: Pushes admitted images to the target registry; None for an embedded target.
+        self.publisher = publisher
         self.clients = clients
         self.decisions = decisions
         self.admitted = admitted
@@ -227,6 +239,15 @@ class Pipeline:
             self.staging.discard(report.decision_id)
             self._record(report)
             return PullResult(report, error=exc)
+        except TargetError as exc:
+            # Every check passed, but the image is not in the target: a
+            # retryable error, recorded as such, with nothing to quarantine.
+            report.transient = True
+            report.decision = "DENY"
+            report.admitted = False
+            self.staging.discard(report.decision_id)
+            self._record(report)
+            return PullResult(report, error=exc)
         except LayerFailure as exc:
             fetched = True
             report.add_error(exc.layer, "call", exc.message, 0.0)
@@ -297,7 +318,7 @@ class Pipeline:
         # without asking upstream, so admitted images keep serving in an outage.
         forced = bool(report.reevaluation and report.reevaluation["force"])
         if admit and plan.ref.digest and not forced:
-            cached = self._cached(report, plan, plan.ref.digest)
+            cached = await self._cached(report, plan, plan.ref.digest)
             if cached is not None:
                 return cached
 
@@ -321,7 +342,9 @@ class Pipeline:
         # waits for the first and then finds the admission.
         async with self._digest_lock(report.repository, local_digest):
             # `check` always runs every layer; pulls and `admit` reuse an admission.
-            cached = self._cached(report, plan, local_digest) if admit and not forced else None
+            cached = (
+                await self._cached(report, plan, local_digest) if admit and not forced else None
+            )
             if cached is not None:
                 return cached
             report.waivers = self._waivers(report, local_digest)
@@ -561,7 +584,7 @@ class Pipeline:
                     report.decision_id,
                     {**report.release, "time": report.time},
                 )
-            self._admit(report, plan, staged, summary, blob_keys)
+            await self._admit(report, plan, staged, summary, blob_keys)
         self.staging.discard(session)
         self._record(report)
         return PullResult(report, manifest=data)
@@ -582,7 +605,9 @@ class Pipeline:
         )
         return list(listed.tags)
 
-    def _cached(self, report: Report, plan: common_pb2.Plan, digest: str) -> PullResult | None:
+    async def _cached(
+        self, report: Report, plan: common_pb2.Plan, digest: str
+    ) -> PullResult | None:
         if plan.ref.digest and plan.ref.digest != digest:
             return None
         if plan.rule.pinned_digest and plan.rule.pinned_digest != digest:
@@ -594,9 +619,11 @@ class Pipeline:
         if hashlib.new(digest.split(":")[0], data).hexdigest() != digest.split(":", 1)[1]:
             log.error("admitted store object %s does not match its digest", digest)
             return None
-        self.staging.discard(report.decision_id)
         report.digest = digest
         report.media_type = admission.media_type
+        # Admitted earlier, but perhaps not yet under this tag (or this target).
+        await self._publish(report, plan, digest, admission.media_type)
+        self.staging.discard(report.decision_id)
         report.decision = "ALLOW"
         report.cached = True
         report.admitted = True
@@ -719,7 +746,7 @@ class Pipeline:
                 return verdict
         return None
 
-    def _admit(
+    async def _admit(
         self,
         report: Report,
         plan: common_pb2.Plan,
@@ -734,6 +761,9 @@ class Pipeline:
             self.admitted.take_from_staging(self.staging, session, key)
         self.admitted.take_from_staging(self.staging, session, staged.staged_key)
         size = self.admitted.blob_path(report.digest).stat().st_size
+        # Published before the admission is recorded: if the push fails, the
+        # image is not admitted and its next pull verifies and pushes again.
+        await self._publish(report, plan, report.digest, summary.media_type)
         ref_names = [f"{report.repository}@{report.digest}"]
         if plan.ref.tag:
             ref_names.append(f"{report.repository}:{plan.ref.tag}")
@@ -746,6 +776,55 @@ class Pipeline:
         )
         self.decisions.link_name(report.client_name, report.repository)
         report.admitted = True
+
+    async def _publish(
+        self, report: Report, plan: common_pb2.Plan, digest: str, media_type: str
+    ) -> None:
+        """Push an admitted manifest to the target registry, if there is one.
+
+        Raises TargetError (recorded as the ``target`` step) when the target
+        did not take it.
+        """
+        if self.publisher is None:
+            return
+        started = time.monotonic()
+        try:
+            outcome = await self.publisher.publish(
+                report.repository,
+                digest,
+                media_type,
+                [plan.ref.tag] if plan.ref.tag else [],
+                plan.policy_version,
+            )
+        except TargetError as exc:
+            report.add_error("target", "publish", exc.message, (time.monotonic() - started) * 1000)
+            raise
+        report.target = outcome.as_json()
+        verdict = common_pb2.Verdict(decision=common_pb2.ALLOW, layer="target")
+        if outcome.state == "pending":
+            verdict.findings.add(
+                code="target.index_pending",
+                severity=common_pb2.INFO,
+                message=f"index waits for {len(outcome.pending)} listed manifests to be"
+                f" admitted before it is pushed to {outcome.url}",
+                evidence={"pending": ",".join(outcome.pending[:20])},
+            )
+        else:
+            pushed = ", ".join(outcome.pushed) or "nothing new"
+            verdict.findings.add(
+                code="target.published",
+                severity=common_pb2.INFO,
+                message=f"in {outcome.url} ({outcome.blobs_uploaded} blobs uploaded,"
+                f" {outcome.blobs_present} present; pushed {pushed})",
+            )
+        for index, state in outcome.indexes.items():
+            if state.startswith("failed"):
+                verdict.findings.add(
+                    code="target.index_failed",
+                    severity=common_pb2.WARNING,
+                    message=f"index {index} could not be pushed yet: {state}",
+                )
+        report.add("target", "publish", verdict, (time.monotonic() - started) * 1000)
 
     @staticmethod
     def _provenance(report: Report, provenance: common_pb2.Provenance) -> None:

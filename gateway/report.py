@@ -93,6 +93,8 @@ class Report:
     #: Set on a re-evaluation's decision: the admission it re-verifies, and
     #: whether an admission under the current policy is verified again too.
     reevaluation: dict[str, Any] | None = None
+    #: What publishing to a registry target did (empty for the embedded target).
+    target: dict[str, Any] = field(default_factory=dict)
 
     def add(self, layer: str, step: str, verdict: common_pb2.Verdict, duration_ms: float) -> bool:
         """Record a verdict; return whether it allows. The first refusal names the layer.
@@ -162,4 +164,5 @@ class Report:
             "waived": self.waived,
             **({"release": self.release} if self.release is not None else {}),
             **({"reevaluation": self.reevaluation} if self.reevaluation is not None else {}),
+            "target": self.target,
         }

@@ -81,6 +81,18 @@ class AdmittedStore:
             raise StagingError(f"admitted manifest {digest} is larger than {limit} bytes")
         return data
 
+    def tags_for(self, repository: str, digest: str) -> list[str]:
+        """Tags of ``repository`` whose latest resolution, as recorded here, is ``digest``."""
+        with self._lock:
+            index = json.loads((self.root / "index.json").read_bytes())
+        prefix = f"{repository}:"
+        tags = []
+        for entry in index["manifests"]:
+            name = entry.get("annotations", {}).get("org.opencontainers.image.ref.name", "")
+            if entry.get("digest") == digest and name.startswith(prefix):
+                tags.append(name[len(prefix) :])
+        return sorted(tags)
+
     def add_reference(
         self, digest: str, media_type: str, size: int, ref_names: Iterable[str]
     ) -> None:

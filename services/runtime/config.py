@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import yaml
 
@@ -187,10 +187,25 @@ class Telemetry:
 
 @dataclass(frozen=True)
 class Target:
+    """Where admitted images are published besides the embedded store.
+
+    ``embedded`` keeps them only in the admitted store under ``state_dir``;
+    ``registry`` also pushes each admitted image to ``url`` under
+    ``<prefix>/<alias>/<repository>``.
+    """
+
     kind: str = "embedded"
     url: str = ""
     insecure: bool = False
     prefix: str = ""
+    host: str = ""
+    port: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    def repository(self, name: str) -> str:
+        """The target's repository for an admitted ``<alias>/<repository>``."""
+        return f"{self.prefix}/{name}" if self.prefix else name
 
 
 @dataclass(frozen=True)
@@ -375,39 +390,8 @@ def _upstream(reader: _Reader, alias: str, raw: Any) -> Upstream:
             "tls",
         },
     )
-    url = reader.string(data.get("url"), f"{key}.url").rstrip("/")
-    parts = urlsplit(url)
-    insecure = reader.boolean(data.get("insecure", False), f"{key}.insecure")
-    if parts.scheme not in ("https", "http"):
-        raise reader.fail(
-            f"{key}.url", f"scheme must be https (or http with insecure), got {url!r}"
-        )
-    if parts.scheme == "http" and not insecure:
-        raise reader.fail(f"{key}.url", "plain http needs insecure: true")
-    if parts.username or parts.password or parts.query or parts.fragment:
-        raise reader.fail(f"{key}.url", "must not carry credentials, a query or a fragment")
-    if parts.path not in ("", "/"):
-        raise reader.fail(f"{key}.url", "must not carry a path")
-    host = parts.hostname
-    if not host:
-        raise reader.fail(f"{key}.url", "has no host")
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        raise reader.fail(f"{key}.url", "has an invalid port") from None
-    username = data.get("username")
-    password = data.get("password")
-    if username is not None:
-        username = reader.string(username, f"{key}.username")
-    if "password_file" in data:
-        if password is not None:
-            raise reader.fail(f"{key}.password_file", "give password or password_file, not both")
-        _, text = reader.read_file(data["password_file"], f"{key}.password_file")
-        password = text.strip()
-    elif password is not None:
-        password = reader.string(password, f"{key}.password")
-    if (username is None) != (password is None):
-        raise reader.fail(key, "username and password come together")
+    parts, insecure, host, port = _registry_url(reader, data, key)
+    username, password = _credentials(reader, data, key)
     known = WELL_KNOWN_UPSTREAMS.get(host, {})
     redirect_hosts = reader.strings(data.get("redirect_hosts"), f"{key}.redirect_hosts")
     realm_hosts = reader.strings(data.get("realm_hosts"), f"{key}.realm_hosts")
@@ -430,6 +414,97 @@ def _upstream(reader: _Reader, alias: str, raw: Any) -> Upstream:
             else (known.get("canonical_host") or (_netloc(parts.scheme, host, port),))[0]
         ),
         tls=tls,
+    )
+
+
+def _registry_url(
+    reader: _Reader, data: dict[str, Any], key: str
+) -> tuple[SplitResult, bool, str, int]:
+    """A registry's ``url`` and ``insecure``: https, or plain http only when said."""
+    url = reader.string(data.get("url"), f"{key}.url").rstrip("/")
+    parts = urlsplit(url)
+    insecure = reader.boolean(data.get("insecure", False), f"{key}.insecure")
+    if parts.scheme not in ("https", "http"):
+        raise reader.fail(
+            f"{key}.url", f"scheme must be https (or http with insecure), got {url!r}"
+        )
+    if parts.scheme == "http" and not insecure:
+        raise reader.fail(f"{key}.url", "plain http needs insecure: true")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise reader.fail(f"{key}.url", "must not carry credentials, a query or a fragment")
+    if parts.path not in ("", "/"):
+        raise reader.fail(f"{key}.url", "must not carry a path")
+    host = parts.hostname
+    if not host:
+        raise reader.fail(f"{key}.url", "has no host")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise reader.fail(f"{key}.url", "has an invalid port") from None
+    return parts, insecure, host, port
+
+
+def _credentials(reader: _Reader, data: dict[str, Any], key: str) -> tuple[str | None, str | None]:
+    """``username`` with ``password`` or ``password_file``: both or neither."""
+    username = data.get("username")
+    password = data.get("password")
+    if username is not None:
+        username = reader.string(username, f"{key}.username")
+    if "password_file" in data:
+        if password is not None:
+            raise reader.fail(f"{key}.password_file", "give password or password_file, not both")
+        _, text = reader.read_file(data["password_file"], f"{key}.password_file")
+        password = text.strip()
+        if not password:
+            raise reader.fail(f"{key}.password_file", "the file holds no password")
+    elif password is not None:
+        password = reader.string(password, f"{key}.password")
+    if (username is None) != (password is None):
+        raise reader.fail(key, "username and password come together")
+    return username, password
+
+
+def _target(reader: _Reader, raw: Any, upstreams: Mapping[str, Upstream]) -> Target:
+    """Where admitted images go besides the embedded store."""
+    data = reader.mapping(raw, "target")
+    known = {"kind", "url", "insecure", "prefix", "username", "password", "password_file"}
+    reader.known(data, "target", known)
+    kind = data.get("kind", "embedded")
+    if kind == "embedded":
+        for name in sorted(set(data) - {"kind"}):
+            raise reader.fail(f"target.{name}", "applies only to kind registry")
+        return Target()
+    if kind != "registry":
+        raise reader.fail("target.kind", f"must be embedded or registry, got {kind!r}")
+    parts, insecure, host, port = _registry_url(reader, data, "target")
+    username, password = _credentials(reader, data, "target")
+    prefix = ""
+    if "prefix" in data:
+        prefix = reader.string(data["prefix"], "target.prefix")
+        if not _REPOSITORY_RE.fullmatch(prefix):
+            raise reader.fail(
+                "target.prefix",
+                f"must be a repository path such as mirror/public (lowercase components"
+                f" joined by /), got {prefix!r}",
+            )
+    # An image lands at <prefix>/<alias>/<repository>: every alias must be a
+    # valid path component there (an alias such as host:port is not).
+    for alias in upstreams:
+        if not re.fullmatch(_COMPONENT, alias):
+            raise reader.fail(
+                f"upstreams.{alias}",
+                "with target kind registry, an alias must be a repository path component"
+                " (no ':'), since images land at <prefix>/<alias>/<repository>",
+            )
+    return Target(
+        kind="registry",
+        url=f"{parts.scheme}://{parts.netloc}",
+        insecure=insecure,
+        prefix=prefix,
+        host=host,
+        port=port,
+        username=username,
+        password=password,
     )
 
 
@@ -823,12 +898,7 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
     )
     if default_upstream not in upstreams:
         raise reader.fail("default_upstream", f"{default_upstream!r} is not an upstream alias")
-    target_raw = reader.mapping(data.get("target"), "target")
-    reader.known(target_raw, "target", {"kind", "url", "insecure", "prefix"})
-    kind = target_raw.get("kind", "embedded")
-    if kind != "embedded":
-        raise reader.fail("target.kind", f"only 'embedded' is supported so far, got {kind!r}")
-    target = Target(kind=kind)
+    target = _target(reader, data.get("target"), upstreams)
     policy = _policy(reader, data.get("policy"))
     limits = _limits(reader, data.get("limits"))
     telemetry_raw = reader.mapping(data.get("telemetry"), "telemetry")

@@ -8,6 +8,7 @@
      ├── NotFound                   (NOT_FOUND, 404, MANIFEST_UNKNOWN / BLOB_UNKNOWN)
      ├── UpstreamError              (UNAVAILABLE, 502/503/504, UNAVAILABLE)  upstream failed; retry
      │    └── UpstreamTimeout       (DEADLINE_EXCEEDED, 504)
+     ├── TargetError                (UNAVAILABLE, 503, UNAVAILABLE)  target registry failed; retry
      ├── StagingError               (INTERNAL)  staged content missing or unreadable
      └── LayerUnavailable           (UNAVAILABLE)  a security layer could not run
 
@@ -76,6 +77,18 @@ class UpstreamError(PullguardError):
 class UpstreamTimeout(UpstreamError):
     grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED
     http_status = 504
+
+
+class TargetError(PullguardError):
+    """The registry admitted images are published to refused them or could not be reached.
+
+    The image passed every check, but it is not in the target: the pull is
+    refused as retryable, never reported as published.
+    """
+
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+    oci_code = "UNAVAILABLE"
+    http_status = 503
 
 
 class StagingError(PullguardError):

@@ -1,0 +1,320 @@
+"""A push client for the registry admitted images are published to.
+
+It speaks the push half of the OCI distribution API and nothing else:
+
+- ``HEAD /v2/<name>/blobs/<digest>`` skips a blob the target already has;
+- ``POST /v2/<name>/blobs/uploads/`` then one ``PUT <location>?digest=`` with
+  the blob streamed from its file (never held in memory), its size stated;
+- ``PUT /v2/<name>/manifests/<reference>`` with the manifest's exact bytes and
+  its own media type as Content-Type.
+
+Every request has connect/read/write timeouts and every operation a
+deadline; response bodies are read up to a bound. Upload locations must stay
+on the target's own scheme, host and port, so credentials never travel
+elsewhere. Credentials answer a Basic challenge, or a Bearer challenge whose
+token realm is on the target's own host. Any failure is a
+:class:`TargetError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from pullguard.services.runtime.config import Limits, Target
+from pullguard.services.runtime.errors import TargetError
+
+_CHUNK = 1024 * 1024
+_AUTH_PARAM_RE = re.compile(r'(\w+)="([^"]*)"')
+#: distribution's limit on a repository name.
+MAX_NAME_LENGTH = 255
+
+ContentFactory = Callable[[], AsyncIterator[bytes]]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A response whose body was read up to a bound."""
+
+    status_code: int
+    headers: httpx.Headers
+    content: bytes
+
+
+class RegistryTarget:
+    """Pushes verified content to ``target.url``; one instance per gateway."""
+
+    def __init__(self, target: Target, limits: Limits) -> None:
+        self.target = target
+        self.limits = limits
+        self._origin = urlsplit(target.url)
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(
+                connect=limits.connect_timeout,
+                read=limits.idle_timeout,
+                write=limits.idle_timeout,
+                pool=limits.connect_timeout,
+            ),
+            follow_redirects=False,
+            trust_env=False,
+            verify=True,
+        )
+        #: Bearer tokens per repository, with the monotonic time they expire.
+        self._tokens: dict[str, tuple[str, float]] = {}
+        self._basic = False
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    def describe(self, name: str) -> str:
+        return f"{self.target.url}/{name}"
+
+    # -- the push API -------------------------------------------------------
+
+    async def has_blob(self, name: str, digest: str) -> bool:
+        async with self._deadline(self.limits.manifest_deadline, f"HEAD blob {digest}"):
+            response = await self._send("HEAD", name, f"/v2/{name}/blobs/{digest}")
+        if response.status_code == 200:
+            return True
+        if response.status_code == 404:
+            return False
+        raise self._failed(response, f"HEAD blob {digest}")
+
+    async def push_blob(self, name: str, digest: str, path: Path, size: int) -> None:
+        """Upload one blob from ``path``, streamed, in one monolithic PUT."""
+        if size > self.limits.blob_bytes:
+            raise TargetError(f"target: blob {digest} is {size} bytes, more than limits.blob_bytes")
+        what = f"upload of blob {digest}"
+        async with self._deadline(self.limits.blob_deadline, what):
+            started = await self._send("POST", name, f"/v2/{name}/blobs/uploads/")
+            if started.status_code != 202:
+                raise self._failed(started, what)
+            location = self._location(started, what)
+            url = httpx.URL(location).copy_merge_params({"digest": digest})
+
+            def content() -> AsyncIterator[bytes]:
+                return _stream_file(path, size, digest)
+
+            finished = await self._send(
+                "PUT",
+                name,
+                url,
+                content=content,
+                headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+            )
+        if finished.status_code != 201:
+            raise self._failed(finished, what)
+        self._check_digest(finished, digest, what)
+
+    async def put_manifest(
+        self, name: str, reference: str, data: bytes, media_type: str, digest: str
+    ) -> None:
+        """PUT the manifest's exact bytes under a digest or a tag."""
+        what = f"PUT manifest {name}:{reference}" if ":" not in reference else f"PUT {digest}"
+
+        async def content() -> AsyncIterator[bytes]:
+            yield data
+
+        async with self._deadline(self.limits.manifest_deadline, what):
+            response = await self._send(
+                "PUT",
+                name,
+                f"/v2/{name}/manifests/{reference}",
+                content=content,
+                headers={"Content-Type": media_type, "Content-Length": str(len(data))},
+            )
+        if response.status_code not in (200, 201):
+            raise self._failed(response, what)
+        self._check_digest(response, digest, what)
+
+    # -- transport ----------------------------------------------------------
+
+    def _deadline(self, seconds: float, what: str) -> _Deadline:
+        return _Deadline(seconds, f"target: {what} at {self.target.url} took more than {seconds}s")
+
+    async def _send(
+        self,
+        method: str,
+        name: str,
+        url: str | httpx.URL,
+        *,
+        content: ContentFactory | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Answer:
+        """One request, answered once with credentials when the target challenges."""
+        full = httpx.URL(self.target.url).join(url) if isinstance(url, str) else url
+        response = await self._once(method, full, name, content, headers)
+        if response.status_code != 401:
+            return response
+        challenge = response.headers.get("WWW-Authenticate", "")
+        if self.target.username is None or not await self._authorise(name, challenge):
+            return response
+        return await self._once(method, full, name, content, headers)
+
+    async def _once(
+        self,
+        method: str,
+        url: httpx.URL,
+        name: str,
+        content: ContentFactory | None,
+        headers: dict[str, str] | None,
+    ) -> Answer:
+        request_headers = dict(headers or {})
+        authorization = self._authorization(name)
+        if authorization:
+            request_headers["Authorization"] = authorization
+        request = self._client.build_request(
+            method, url, headers=request_headers, content=content() if content else None
+        )
+        return await self._exchange(request, self.limits.error_body_bytes)
+
+    async def _exchange(self, request: httpx.Request, limit: int) -> Answer:
+        """Send; read at most ``limit`` bytes of the answer (registries answer small)."""
+        what = f"{request.method} {request.url.path}"
+        try:
+            response = await self._client.send(request, stream=True)
+            try:
+                body = b""
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > limit:
+                        break
+            finally:
+                await response.aclose()
+        except httpx.TimeoutException as exc:
+            raise TargetError(
+                f"target: {what} at {self.target.url} timed out ({type(exc).__name__})"
+            ) from None
+        except (httpx.HTTPError, OSError) as exc:
+            raise TargetError(
+                f"target: {what}: {self.target.url} cannot be reached ({type(exc).__name__}: {exc})"
+            ) from None
+        return Answer(response.status_code, response.headers, body[: limit + 1])
+
+    def _authorization(self, name: str) -> str:
+        token = self._tokens.get(name)
+        if token is not None and token[1] > time.monotonic():
+            return f"Bearer {token[0]}"
+        if self._basic and self.target.username is not None:
+            return _basic(self.target.username, self.target.password or "")
+        return ""
+
+    async def _authorise(self, name: str, challenge: str) -> bool:
+        """Answer a challenge; False when there is nothing new to try."""
+        scheme, _, params_text = challenge.partition(" ")
+        if scheme.lower() == "basic":
+            if self._basic:
+                return False
+            self._basic = True
+            return True
+        if scheme.lower() != "bearer":
+            return False
+        params = dict(_AUTH_PARAM_RE.findall(params_text))
+        realm = params.get("realm", "")
+        parts = urlsplit(realm)
+        # The token realm receives the password: only on the target's own host.
+        if parts.scheme not in ("https", "http") or parts.hostname != self.target.host:
+            raise TargetError(
+                f"target: token realm {realm[:200]!r} is not on the target's host"
+                f" {self.target.host}; credentials are sent only there"
+            )
+        if parts.scheme == "http" and not self.target.insecure:
+            raise TargetError("target: token realm is plain http; the target is not insecure")
+        query = {"scope": f"repository:{name}:pull,push"}
+        if "service" in params:
+            query["service"] = params["service"]
+        headers = {"Authorization": _basic(self.target.username or "", self.target.password or "")}
+        request = self._client.build_request("GET", realm, params=query, headers=headers)
+        async with self._deadline(self.limits.manifest_deadline, "token request"):
+            response = await self._exchange(request, self.limits.token_bytes)
+        if response.status_code != 200 or len(response.content) > self.limits.token_bytes:
+            raise self._failed(response, "token request")
+        try:
+            data = json.loads(response.content)
+            token = str(data.get("token") or data.get("access_token") or "")
+            lifetime = float(data.get("expires_in", 60))
+        except (ValueError, AttributeError, TypeError):
+            raise TargetError("target: token response is not JSON with a token") from None
+        if not token:
+            raise TargetError("target: token response holds no token")
+        self._tokens[name] = (token, time.monotonic() + max(10.0, lifetime - 10.0))
+        return True
+
+    def _location(self, response: Answer, what: str) -> str:
+        location = str(response.headers.get("Location", ""))
+        if not location:
+            raise TargetError(f"target: {what}: no upload Location")
+        absolute = urljoin(self.target.url + "/", location)
+        parts = urlsplit(absolute)
+        try:
+            port = parts.port or _default_port(parts.scheme)
+        except ValueError:
+            port = -1
+        if (parts.scheme, parts.hostname, port) != (
+            self._origin.scheme,
+            self.target.host,
+            self.target.port,
+        ):
+            raise TargetError(
+                f"target: {what}: upload Location {absolute[:200]!r} leaves {self.target.url}"
+            )
+        return absolute
+
+    def _check_digest(self, response: Answer, digest: str, what: str) -> None:
+        stated = response.headers.get("Docker-Content-Digest")
+        if stated is not None and stated != digest:
+            raise TargetError(f"target: {what}: target stored {stated[:100]}, expected {digest}")
+
+    def _failed(self, response: Answer, what: str) -> TargetError:
+        text = response.content[:300].decode("utf-8", errors="replace").strip().replace("\n", " ")
+        return TargetError(
+            f"target: {what} at {self.target.url} answered {response.status_code}"
+            + (f": {text}" if text else "")
+        )
+
+
+def _basic(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+def _default_port(scheme: str) -> int:
+    return 443 if scheme == "https" else 80
+
+
+async def _stream_file(path: Path, size: int, digest: str) -> AsyncIterator[bytes]:
+    """The file in chunks; fails when it holds other than ``size`` bytes."""
+    sent = 0
+    with path.open("rb") as handle:
+        while chunk := await asyncio.to_thread(handle.read, _CHUNK):
+            sent += len(chunk)
+            if sent > size:
+                break
+            yield chunk
+    if sent != size:
+        raise TargetError(f"target: admitted blob {digest} is not {size} bytes on disk")
+
+
+class _Deadline:
+    """An overall deadline for one operation, reported as a TargetError."""
+
+    def __init__(self, seconds: float, message: str) -> None:
+        self._timeout = asyncio.timeout(seconds)
+        self._message = message
+
+    async def __aenter__(self) -> None:
+        await self._timeout.__aenter__()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        try:
+            await self._timeout.__aexit__(*exc_info)  # type: ignore[arg-type]
+        except TimeoutError:
+            raise TargetError(self._message) from None
