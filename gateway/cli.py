@@ -306,7 +306,8 @@ def _quarantine(args: argparse.Namespace, config: Config) -> int:
 
 
 def _reevaluate(args: argparse.Namespace, config: Config) -> int:
-    """Exit 0 every image still admitted, 1 some revoked, 2 some undecided (or an error)."""
+    """Exit 0 every image still admitted, 1 some revoked, 2 some undecided, a revoked
+    image the registry target still holds, or an error."""
     from pullguard.v1 import gateway_pb2
 
     if not 1 <= args.limit <= 100_000:
@@ -331,9 +332,12 @@ def _reevaluate(args: argparse.Namespace, config: Config) -> int:
         line = f"{image['outcome']:<10} {image['repository']}@{image['digest']}"
         if image["outcome"] in ("revoked", "undecided"):
             line += f"  {image['denied_by']}: {image['reason']}"
+        if image["target"]:
+            line += f"  [target {image['target']}]"
         print(f"{line}  (decision {image['decision_id']})")
     outcomes = {image["outcome"] for image in images}
-    if "undecided" in outcomes:
+    # A revoked image the target still serves needs an operator: an error.
+    if "undecided" in outcomes or any(i["target"].startswith("failed") for i in images):
         return EXIT_ERROR
     return EXIT_DENIED if "revoked" in outcomes else EXIT_OK
 

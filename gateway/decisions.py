@@ -290,6 +290,35 @@ class DecisionLog:
             ).fetchone()
         return str(row[0]) if row else None
 
+    def published_references(self, target: str, repository: str, digest: str) -> list[str]:
+        """The references (digest, tags) under which ``digest`` was published to ``target``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT reference FROM published WHERE target=? AND repository=? AND digest=?"
+                " ORDER BY reference",
+                (target, repository, digest),
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def published_without_admission(self, target: str, limit: int) -> list[tuple[str, str]]:
+        """(repository, digest) still published to ``target`` but admitted under no policy."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT p.repository, p.digest FROM published p"
+                " LEFT JOIN admitted a ON a.repository = p.repository AND a.digest = p.digest"
+                " WHERE p.target=? AND a.digest IS NULL ORDER BY p.repository, p.digest LIMIT ?",
+                (target, limit),
+            ).fetchall()
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    def forget_published(self, target: str, repository: str, digest: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "DELETE FROM published WHERE target=? AND repository=? AND digest=?",
+                (target, repository, digest),
+            )
+            self._db.commit()
+
     def mark_published(self, target: str, repository: str, reference: str, digest: str) -> None:
         """Record a manifest PUT the target acknowledged."""
         with self._lock:

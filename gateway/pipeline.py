@@ -160,6 +160,7 @@ class Pipeline:
         """
         outcomes = []
         for admission, policy_version in self.decisions.admissions(limit):
+            target = ""
             result = await self._run(
                 admission.repository,
                 admission.digest,
@@ -183,6 +184,7 @@ class Pipeline:
                 self.decisions.revoke(admission.repository, admission.digest)
                 self.admitted.remove_references(admission.repository, admission.digest)
                 outcome = "revoked"
+                target = await self._withdraw(admission.repository, admission.digest)
             outcomes.append(
                 {
                     "repository": admission.repository,
@@ -194,9 +196,40 @@ class Pipeline:
                     "policy_version": report.policy_version,
                     "denied_by": report.denied_by,
                     "reason": report.reason,
+                    "target": target,
                 }
             )
+        # Revoked earlier, but the target could not be told then: try again.
+        if self.publisher is not None:
+            for repository, digest in self.decisions.published_without_admission(
+                self.publisher.key, limit
+            ):
+                outcomes.append(
+                    {
+                        "repository": repository,
+                        "digest": digest,
+                        "outcome": "revoked",
+                        "decision_id": "",
+                        "previous_decision": "",
+                        "previous_policy": "",
+                        "policy_version": self.config.policy_version,
+                        "denied_by": "",
+                        "reason": "revoked earlier; still in the target",
+                        "target": await self._withdraw(repository, digest),
+                    }
+                )
         return outcomes
+
+    async def _withdraw(self, repository: str, digest: str) -> str:
+        """Take a revoked image out of the registry target; say what happened."""
+        if self.publisher is None:
+            return ""
+        try:
+            references = await self.publisher.withdraw(repository, digest)
+        except TargetError as exc:
+            log.error("revoked %s@%s is still in the target: %s", repository, digest, exc.message)
+            return f"failed: {exc.message}"
+        return f"withdrawn: {', '.join(references)}" if references else ""
 
     async def _run(
         self,

@@ -140,6 +140,18 @@ class Publisher:
             await self._parents(repository, digest, policy_version, depth, outcome)
         return outcome
 
+    async def withdraw(self, repository: str, digest: str) -> list[str]:
+        """Delete a revoked manifest from the target; return the references it had there.
+
+        Its blobs stay until the target's garbage collector runs: without a
+        manifest they are no image.
+        """
+        references = self.decisions.published_references(self.key, repository, digest)
+        if references:
+            await self.client.delete_manifest(self.target.repository(repository), digest)
+            self.decisions.forget_published(self.key, repository, digest)
+        return references
+
     def _manifest(self, digest: str) -> bytes:
         """The admitted manifest's bytes, checked against the digest they are pushed under."""
         if not self.admitted.has(digest):

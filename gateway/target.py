@@ -136,6 +136,18 @@ class RegistryTarget:
             raise self._failed(response, what)
         self._check_digest(response, digest, what)
 
+    async def delete_manifest(self, name: str, digest: str) -> None:
+        """DELETE a manifest by digest (distribution also drops the tags naming it).
+
+        Gone already (404) is success. The target must allow deletes
+        (distribution: ``storage.delete.enabled``).
+        """
+        what = f"DELETE {name}@{digest}"
+        async with self._deadline(self.limits.manifest_deadline, what):
+            response = await self._send("DELETE", name, f"/v2/{name}/manifests/{digest}")
+        if response.status_code not in (200, 202, 404):
+            raise self._failed(response, what)
+
     # -- transport ----------------------------------------------------------
 
     def _deadline(self, seconds: float, what: str) -> _Deadline:

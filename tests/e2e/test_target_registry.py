@@ -281,3 +281,55 @@ def test_index_is_pushed_once_every_listed_manifest_is_there(
     )
     assert everything.returncode == 0, everything.stderr
     assert layout_manifest_digest(tmp_path / "all", "v1") == index.digest
+
+
+def _reevaluate(pg: Pullguard) -> tuple[int, dict[str, dict[str, str]]]:
+    done = pg.cli("reevaluate", "--json")
+    assert done.stdout, done.stderr + pg.log()
+    return done.returncode, {i["repository"]: i for i in json.loads(done.stdout)}
+
+
+def test_o07_a_revoked_image_is_withdrawn_from_the_target(
+    upstream: RegistryProcess,
+    target: RegistryProcess,
+    pullguard_factory: StartPullguard,
+    tmp_path: Path,
+) -> None:
+    import yaml
+
+    image, keep = _image(tmp_path, "app", seed=11), _image(tmp_path, "keep", seed=12)
+    push(image, upstream.address, "team/app")
+    push(keep, upstream.address, "team/keep")
+    pg = pullguard_factory(upstream.url, target=_target_config(target))
+    for repo in ("app", "keep"):
+        pulled = pull(f"{pg.address}/lab/team/{repo}:v1", tmp_path / f"out-{repo}", "v1")
+        assert pulled.returncode == 0, pulled.stderr + pg.log()
+    assert _get(target, "/v2/mirror/lab/team/app/manifests/v1").status_code == 200
+
+    # The repository is denied now; the target is down when the job runs.
+    pg.stop()
+    pg.config["policy"]["deny"] = ["**/evil/**", "lab/team/app"]
+    pg.config_path.write_text(yaml.safe_dump(pg.config))
+    pg.start()
+    target.stop()
+    code, images = _reevaluate(pg)
+
+    assert code == 2  # revoked here, but the private registry still serves it
+    assert images["lab/team/app"]["outcome"] == "revoked"
+    assert images["lab/team/app"]["target"].startswith("failed: ")
+    assert pg.get("/v2/lab/team/app/manifests/v1").status_code == 403
+
+    # The next run, with the target back, takes it out there too.
+    target.start()
+    code, images = _reevaluate(pg)
+
+    assert code == 1
+    withdrawn = images["lab/team/app"]["target"]
+    assert withdrawn.startswith("withdrawn: ") and image.digest in withdrawn and "v1" in withdrawn
+    for reference in ("v1", image.digest):
+        assert _get(target, f"/v2/mirror/lab/team/app/manifests/{reference}").status_code == 404
+    assert _get(target, "/v2/mirror/lab/team/keep/manifests/v1").content == keep.manifest
+    assert images["lab/team/keep"]["outcome"] == "current"
+    # Nothing is left to withdraw.
+    code, images = _reevaluate(pg)
+    assert code == 0 and set(images) == {"lab/team/keep"}
