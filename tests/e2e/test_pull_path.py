@@ -26,7 +26,7 @@ from tests.support.images import (
     random_layers,
 )
 from tests.support.registry_process import RegistryProcess
-from tests.support.stack import Pullguard, pullguard_command
+from tests.support.stack import Pullguard, pullguard_command, write_config
 
 StartPullguard = Callable[..., Pullguard]
 
@@ -315,3 +315,32 @@ def test_p03d_platform_child_of_a_pinned_index(
     error = _denial(pg, f"/v2/lab/team/multi/manifests/{stray.digest}")
     assert error["detail"]["findings"][0]["code"] == "analysis.digest_not_pinned"  # type: ignore[index]
     assert upstream.requests()[seen:] == []
+
+
+def test_check_and_admit_without_a_running_stack_use_a_private_one(
+    upstream: RegistryProcess, tmp_path: Path
+) -> None:
+    # No `pullguard up`: the command starts its own stack on free ports for
+    # the one command, on the configured state, and stops it again.
+    image = _image(tmp_path, "app")
+    push(image, upstream.address, "team/app")
+    path, config = write_config(tmp_path, upstream.url)
+    state = Path(config["state_dir"])
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*pullguard_command(), *args, "--config", str(path), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+
+    checked, admitted = run("check", "lab/team/app:v1"), run("admit", "lab/team/app:v1")
+
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert json.loads(checked.stdout)["admitted"] is False
+    assert admitted.returncode == 0, admitted.stdout + admitted.stderr
+    assert json.loads(admitted.stdout)["digest"] == image.digest
+    assert (state / "admitted" / "blobs" / "sha256" / image.digest.split(":")[1]).exists()
+    assert not (state / "up.json").exists()  # the private stack is gone
+    assert not grpc_healthy(config["grpc_listen"], timeout=0.5)
