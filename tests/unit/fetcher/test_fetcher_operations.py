@@ -130,7 +130,7 @@ async def test_o01_blob_fetches_are_bounded_in_concurrency(
             nonlocal active, peak
             active += 1
             peak = max(peak, active)
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)  # long enough to overlap even on a slow machine
             active -= 1
             return await upstream.send(request, Reply(body=data))
 
