@@ -22,8 +22,6 @@ image, and it cannot reach content no admitted index names.
 
 from __future__ import annotations
 
-import re
-
 from pullguard.services.analysis.reference import (
     INVALID_REFERENCE,
     TAG_MAX,
@@ -34,6 +32,7 @@ from pullguard.services.analysis.reference import (
 from pullguard.services.runtime.config import Rule
 from pullguard.services.runtime.errors import PullguardError
 from pullguard.services.runtime.findings import Finding
+from pullguard.services.runtime.patterns import compile_anchored
 
 TAG_DENIED = "analysis.tag_denied"
 TAG_NOT_ALLOWED = "analysis.tag_not_allowed"
@@ -61,7 +60,7 @@ class RuleReferences:
         self._denied_tags = frozenset(rule.tags.deny)
         # Validated as anchored by the configuration; fullmatch is used anyway
         # so that "$" cannot match before a trailing newline.
-        self._allowed_tags = tuple(re.compile(pattern) for pattern in rule.tags.allow)
+        self._allowed_tags = tuple(compile_anchored(pattern) for pattern in rule.tags.allow)
         self._pinned_digests = frozenset(rule.pins.values())
 
     def check(self, canonical: str, ref: Reference, parent_index: str) -> str:

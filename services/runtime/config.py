@@ -23,6 +23,7 @@ import yaml
 
 from pullguard.services.runtime.digests import DigestSyntaxError, parse_digest
 from pullguard.services.runtime.errors import ConfigError
+from pullguard.services.runtime.patterns import PatternError, compile_anchored
 
 LAYERS = ("analysis", "fetcher", "format", "hashverify", "source", "signature")
 SERVICES = (*LAYERS, "gateway")
@@ -540,12 +541,10 @@ def _netloc(scheme: str, host: str, port: int) -> str:
 def anchored_regex(reader: _Reader, value: Any, key: str) -> str:
     """A regular expression that must be anchored at both ends and compile."""
     text = reader.string(value, key)
-    if not (text.startswith("^") and text.endswith("$")) or text.endswith("\\$"):
-        raise reader.fail(key, f"regular expressions must be anchored (^...$), got {text!r}")
     try:
-        re.compile(text)
-    except re.error as exc:
-        raise reader.fail(key, f"invalid regular expression: {exc}") from None
+        compile_anchored(text)
+    except PatternError as exc:
+        raise reader.fail(key, str(exc)) from None
     return text
 
 

@@ -2,7 +2,7 @@
 
 A keyless signer is named by the pair (OIDC issuer, subject). The subject is
 either an exact string or a regular expression that the whole subject must
-match (``re.fullmatch``; the configuration also insists on ``^...$``), so
+match (RE2 ``fullmatch``; the configuration also insists on ``^...$``), so
 ``https://github.com/myorg/.*`` never accepts ``https://github.com/myorg-evil/x``
 or a value that merely contains the pattern (THREATS G-11 (d); cosign's
 ``regexp.MatchString`` is unanchored). Issuer and subject are checked as a
@@ -21,9 +21,10 @@ needs two entries to match.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+
+from pullguard.services.runtime.patterns import Pattern, PatternError, compile_anchored
 
 
 class IdentityConfigError(ValueError):
@@ -53,7 +54,7 @@ class KeylessSigner:
     issuer: str
     subject: str = ""
     subject_regex: str = ""
-    _pattern: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+    _pattern: Pattern | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def create(cls, issuer: str, subject: str = "", subject_regex: str = "") -> KeylessSigner:
@@ -64,14 +65,10 @@ class KeylessSigner:
             raise IdentityConfigError("a keyless identity needs exactly one of subject or regex")
         pattern = None
         if subject_regex:
-            if not (subject_regex.startswith("^") and subject_regex.endswith("$")):
-                raise IdentityConfigError(
-                    f"subject_regex must be anchored (^...$), got {subject_regex[:100]!r}"
-                )
             try:
-                pattern = re.compile(subject_regex)
-            except re.error as exc:
-                raise IdentityConfigError(f"subject_regex does not compile: {exc}") from None
+                pattern = compile_anchored(subject_regex)
+            except PatternError as exc:
+                raise IdentityConfigError(f"subject_regex {exc}") from None
         return cls(issuer, subject, subject_regex, pattern)
 
     @property
