@@ -23,6 +23,7 @@ import re
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from pullguard.services.runtime.denylist import algorithms_of
 from pullguard.services.runtime.digests import DigestSyntaxError, parse_digest
 from pullguard.services.runtime.findings import Finding
 
@@ -104,6 +105,12 @@ class DenySet:
     def denied(self, digests: Iterable[str]) -> list[str]:
         """The digests of ``digests`` that are denied, without repeats, in order."""
         return [d for d in dict.fromkeys(digests) if d in self]
+
+    def algorithms(self) -> frozenset[str]:
+        """Algorithms of its entries: a sha512 entry needs every blob's sha512 too."""
+        stated = getattr(self._database, "algorithms", None)
+        database = stated() if callable(stated) else frozenset()
+        return frozenset(database) | algorithms_of(self._extra)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ digests are consulted on the computed digests.
 Every manifest is hashed with both sha256 and sha512, and every blob with
 its address algorithm and sha256, so a deny entry in sha256 matches content
 addressed by sha512 too (F-08: sha512 is verified fully, never skipped).
+When the deny database lists sha512 digests, every blob is hashed with
+sha512 as well, so such an entry matches content addressed by sha256.
 Hashing streams in 1 MiB chunks; a blob's size is compared (from ``fstat``)
 before any of it is hashed, and no read goes past the claimed size + 1.
 """
@@ -36,6 +38,7 @@ from pullguard.services.hashverify.claims import (
     unusable_claim,
 )
 from pullguard.services.hashverify.embedded import data_findings
+from pullguard.services.runtime.denylist import algorithms_of
 from pullguard.services.runtime.digests import CHUNK
 from pullguard.services.runtime.findings import Finding, Verdict
 from pullguard.services.runtime.staging import StagingStore
@@ -69,6 +72,18 @@ def hash_stream(
             hasher.update(chunk)
         size += len(chunk)
     return {name: f"{name}:{h.hexdigest()}" for name, h in hashers.items()}, size
+
+
+def _deny_algorithms(deny: Container[str]) -> frozenset[str]:
+    """The known algorithms the deny database lists digests in (others cannot match)."""
+    stated = getattr(deny, "algorithms", None)
+    if callable(stated):
+        listed = frozenset(stated())
+    elif isinstance(deny, (set, frozenset, list, tuple)):
+        listed = algorithms_of(deny)
+    else:
+        listed = frozenset()
+    return listed & frozenset(_BOTH)
 
 
 def _denied(what: str, digests: Iterable[str], deny: Container[str]) -> list[Finding]:
@@ -302,7 +317,7 @@ def verify_blob(
                 )
             )
             return findings
-        needed = {algorithm, CANONICAL, *header_algorithms(responses)}
+        needed = {algorithm, CANONICAL, *header_algorithms(responses), *_deny_algorithms(deny)}
         computed, read = hash_stream(handle, sorted(needed), limit=blob.size + 1)
     if read != blob.size:
         findings.append(

@@ -84,3 +84,11 @@ class DenyList:
 
     def __len__(self) -> int:
         return len(self._inline | self._refresh())
+
+    def algorithms(self) -> frozenset[str]:
+        """The digest algorithms its entries use: content must be hashed with each."""
+        return algorithms_of(self._inline | self._refresh())
+
+
+def algorithms_of(digests: Iterable[str]) -> frozenset[str]:
+    return frozenset(d.partition(":")[0] for d in digests)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pullguard.services.hashverify.claims import Exchange, ResponseClaim
+from pullguard.services.hashverify.claims import DenySet, Exchange, ResponseClaim
 from pullguard.services.hashverify.verify import (
     BlobClaim,
     DescriptorClaim,
@@ -18,6 +18,7 @@ from pullguard.services.hashverify.verify import (
     verify_blobs,
     verify_manifest,
 )
+from pullguard.services.runtime.denylist import DenyList
 from pullguard.services.runtime.errors import StagingError
 from pullguard.services.runtime.findings import Verdict
 from pullguard.services.runtime.staging import StagingStore
@@ -475,6 +476,26 @@ async def test_denied_blob_re_addressed_by_sha512(store: StagingStore) -> None:
     data = b"known bad"
     key = stage(store, data, key=sha512(data))
     verdict = await verify_blobs(store, SESSION, [BlobClaim(key, 9)], deny={sha256(data)})
+    assert codes(verdict) == ["hash.denied_digest"]
+
+
+async def test_sha512_deny_entry_matches_a_blob_addressed_by_sha256(store: StagingStore) -> None:
+    data = b"known bad"
+    key = stage(store, data)
+    verdict = await verify_blobs(store, SESSION, [BlobClaim(key, 9)], deny={sha512(data)})
+    assert codes(verdict) == ["hash.denied_digest"]
+    assert verdict.findings[0].evidence["digest"] == sha512(data)
+
+
+async def test_sha512_entry_in_the_deny_file_matches_through_the_service_objects(
+    store: StagingStore, tmp_path: Path
+) -> None:
+    data, other = b"known bad", b"fine"
+    database = tmp_path / "deny.txt"
+    database.write_text(f"{sha512(data)}\n")
+    deny = DenySet(DenyList([], database))
+    bad, good = stage(store, data), stage(store, other)
+    verdict = await verify_blobs(store, SESSION, [BlobClaim(bad, 9), BlobClaim(good, 4)], deny=deny)
     assert codes(verdict) == ["hash.denied_digest"]
 
 
