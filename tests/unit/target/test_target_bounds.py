@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import tracemalloc
+import zlib
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,41 @@ async def test_a_huge_token_answer_is_read_only_up_to_the_limit(
     assert "token request" in str(error)
     assert peak < 8 * 1024 * 1024
     assert registry.seen("/token")[0].bytes_sent < HUGE // 2
+
+
+async def test_a_compressed_error_body_is_not_inflated_past_the_limit(
+    registry: HostileUpstream, make_target
+) -> None:
+    # 64 MB of zeros in about 64 KB of gzip: decoded whole on arrival, one
+    # network read would be a thousand times the bound.
+    encoder = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    bomb = encoder.compress(b"\0" * (64 * 1024 * 1024)) + encoder.flush()
+    registry.reply(
+        MANIFEST_PATH,
+        Reply(status=500, headers={"Content-Encoding": "gzip"}, body=bomb),
+        method="PUT",
+    )
+    client = make_target(registry.url, limits={"error_body_bytes": LIMIT})
+
+    error, peak = await peak_memory(client.put_manifest(NAME, "v1", MANIFEST, MEDIA_TYPE, DIGEST))
+
+    assert isinstance(error, TargetError)
+    assert f"at {registry.url} answered 500: (gzip-encoded body)" in str(error)
+    assert peak < 8 * 1024 * 1024
+    assert registry.seen(MANIFEST_PATH)[0].headers.get("accept-encoding") == "identity"
+
+
+async def test_a_compressed_token_answer_is_refused(registry: HostileUpstream, make_target) -> None:
+    encoder = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    body = encoder.compress(b'{"token": "push-token"}') + encoder.flush()
+    registry.reply(MANIFEST_PATH, bearer_challenge(f"{registry.url}/token"), method="PUT")
+    registry.reply("/token", Reply(headers={"Content-Encoding": "gzip"}, body=body))
+    client = make_target(registry.url, username="u", password="p")
+
+    with pytest.raises(TargetError, match="token response is gzip-encoded"):
+        await client.put_manifest(NAME, "v1", MANIFEST, MEDIA_TYPE, DIGEST)
+
+    assert registry.seen("/token")[0].headers.get("accept-encoding") == "identity"
 
 
 # -- stalls --------------------------------------------------------------------------
