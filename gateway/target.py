@@ -36,6 +36,8 @@ from pullguard.services.runtime.errors import TargetError
 
 _CHUNK = 1024 * 1024
 _AUTH_PARAM_RE = re.compile(r'(\w+)="([^"]*)"')
+#: RFC 6750's b64token: what a Bearer token may hold in a header, bounded.
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-._~+/]{1,8192}=*")
 #: distribution's limit on a repository name.
 MAX_NAME_LENGTH = 255
 
@@ -273,6 +275,9 @@ class RegistryTarget:
             raise TargetError("target: token response is not JSON with a token") from None
         if not token:
             raise TargetError("target: token response holds no token")
+        if not _TOKEN_RE.fullmatch(token):
+            # Anything else would fail in the header encoder, outside TargetError.
+            raise TargetError("target: token response holds a token that is not a b64token")
         self._tokens[name] = (token, time.monotonic() + max(10.0, lifetime - 10.0))
         return True
 

@@ -198,8 +198,10 @@ async def test_a_token_realm_that_redirects_elsewhere_is_not_followed(
         b"[]",
         b'{"token": ""}',
         b'{"expires_in": 300}',
+        b'{"token": "a\\u00e9b"}',
+        b'{"token": "a\\r\\nX-Injected: 1"}',
     ],
-    ids=["not json", "a list", "empty token", "no token"],
+    ids=["not json", "a list", "empty token", "no token", "non-ascii token", "CR LF in token"],
 )
 async def test_a_token_answer_without_a_usable_token_is_a_target_error(
     registry: HostileUpstream, make_target, body: bytes
