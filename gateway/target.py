@@ -284,7 +284,10 @@ class RegistryTarget:
     def _location(self, response: Answer, what: str) -> str:
         location = str(response.headers.get("Location", ""))
         if not location:
-            raise TargetError(f"target: {what}: no upload Location")
+            raise TargetError(
+                f"target: {what} at {self.target.url} answered {response.status_code}"
+                " without an upload Location"
+            )
         absolute = urljoin(self.target.url + "/", location)
         parts = urlsplit(absolute)
         try:

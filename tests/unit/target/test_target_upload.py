@@ -179,6 +179,21 @@ async def test_a_manifest_put_answered_500_names_the_step_the_target_and_its_wor
     )
 
 
+async def test_an_upload_accepted_without_a_location_names_the_step_and_the_target(
+    registry: HostileUpstream, make_target, blob_file: Callable[[bytes], Path]
+) -> None:
+    registry.reply(UPLOADS, Reply(status=202), method="POST")
+    client = make_target(registry.url)
+
+    with pytest.raises(TargetError) as caught:
+        await client.push_blob(NAME, sha256(BLOB), blob_file(BLOB), len(BLOB))
+
+    assert str(caught.value) == (
+        f"target: upload of blob {sha256(BLOB)} at {registry.url} answered 202"
+        " without an upload Location"
+    )
+
+
 @pytest.mark.parametrize(
     ("post", "put"),
     [
