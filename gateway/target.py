@@ -9,7 +9,8 @@ It speaks the push half of the OCI distribution API and nothing else:
   its own media type as Content-Type.
 
 Every request has connect/read/write timeouts and every operation a
-deadline; response bodies are read up to a bound. Upload locations must stay
+deadline; response bodies are asked for without content coding and read up
+to a bound, as sent (never inflated). Upload locations must stay
 on the target's own scheme, host and port, so credentials never travel
 elsewhere. Credentials answer a Basic challenge, or a Bearer challenge whose
 token realm is on the target's own host. Any failure is a
@@ -35,6 +36,8 @@ from pullguard.services.runtime.errors import TargetError
 
 _CHUNK = 1024 * 1024
 _AUTH_PARAM_RE = re.compile(r'(\w+)="([^"]*)"')
+#: RFC 6750's b64token: what a Bearer token may hold in a header, bounded.
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-._~+/]{1,8192}=*")
 #: distribution's limit on a repository name.
 MAX_NAME_LENGTH = 255
 
@@ -43,11 +46,17 @@ ContentFactory = Callable[[], AsyncIterator[bytes]]
 
 @dataclass(frozen=True)
 class Answer:
-    """A response whose body was read up to a bound."""
+    """A response whose body was read up to a bound, as sent."""
 
     status_code: int
     headers: httpx.Headers
     content: bytes
+
+    @property
+    def encoding(self) -> str:
+        """The content coding the target applied although none was asked for, or ''."""
+        codings = self.headers.get("Content-Encoding", "").strip().lower()
+        return "" if codings in ("", "identity") else codings
 
 
 class RegistryTarget:
@@ -67,6 +76,9 @@ class RegistryTarget:
             follow_redirects=False,
             trust_env=False,
             verify=True,
+            # A compressed body inflates a thousandfold and more on arrival,
+            # before any bound applies: ask for none, and never decode one.
+            headers={"Accept-Encoding": "identity"},
         )
         #: Bearer tokens per repository, with the monotonic time they expire.
         self._tokens: dict[str, tuple[str, float]] = {}
@@ -196,7 +208,7 @@ class RegistryTarget:
             response = await self._client.send(request, stream=True)
             try:
                 body = b""
-                async for chunk in response.aiter_bytes():
+                async for chunk in response.aiter_raw():
                     body += chunk
                     if len(body) > limit:
                         break
@@ -250,6 +262,11 @@ class RegistryTarget:
             response = await self._exchange(request, self.limits.token_bytes)
         if response.status_code != 200 or len(response.content) > self.limits.token_bytes:
             raise self._failed(response, "token request")
+        if response.encoding:
+            raise TargetError(
+                f"target: token response is {response.encoding[:40]}-encoded;"
+                " it was asked for without content coding"
+            )
         try:
             data = json.loads(response.content)
             token = str(data.get("token") or data.get("access_token") or "")
@@ -258,13 +275,19 @@ class RegistryTarget:
             raise TargetError("target: token response is not JSON with a token") from None
         if not token:
             raise TargetError("target: token response holds no token")
+        if not _TOKEN_RE.fullmatch(token):
+            # Anything else would fail in the header encoder, outside TargetError.
+            raise TargetError("target: token response holds a token that is not a b64token")
         self._tokens[name] = (token, time.monotonic() + max(10.0, lifetime - 10.0))
         return True
 
     def _location(self, response: Answer, what: str) -> str:
         location = str(response.headers.get("Location", ""))
         if not location:
-            raise TargetError(f"target: {what}: no upload Location")
+            raise TargetError(
+                f"target: {what} at {self.target.url} answered {response.status_code}"
+                " without an upload Location"
+            )
         absolute = urljoin(self.target.url + "/", location)
         parts = urlsplit(absolute)
         try:
@@ -288,6 +311,8 @@ class RegistryTarget:
 
     def _failed(self, response: Answer, what: str) -> TargetError:
         text = response.content[:300].decode("utf-8", errors="replace").strip().replace("\n", " ")
+        if response.encoding:
+            text = f"({response.encoding[:40]}-encoded body)"
         return TargetError(
             f"target: {what} at {self.target.url} answered {response.status_code}"
             + (f": {text}" if text else "")

@@ -151,7 +151,9 @@ class HostileUpstream:
         """Answer ``GET path`` with a redirect to ``location`` (sent verbatim)."""
         self.reply(path, Reply(status=status, headers={"Location": location}))
 
-    def guard(self, path: str, authorization: str, ok: Reply, challenge: Reply) -> None:
+    def guard(
+        self, path: str, authorization: str, ok: Reply, challenge: Reply, method: str = "GET"
+    ) -> None:
         """Answer ``ok`` when the request's Authorization equals ``authorization``,
         else ``challenge`` (typically :func:`bearer_challenge`)."""
 
@@ -159,7 +161,7 @@ class HostileUpstream:
             chosen = ok if request.headers.get("Authorization") == authorization else challenge
             return await self.send(request, chosen)
 
-        self._routes[("GET", path)] = handler
+        self._routes[(method, path)] = handler
 
     def seen(self, path: str | None = None) -> list[Seen]:
         """Requests received, all or those for ``path``."""
