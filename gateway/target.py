@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -40,6 +41,8 @@ _AUTH_PARAM_RE = re.compile(r'(\w+)="([^"]*)"')
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-._~+/]{1,8192}=*")
 #: distribution's limit on a repository name.
 MAX_NAME_LENGTH = 255
+#: A target token is fetched again at least this often (seconds), whatever it says.
+MAX_TOKEN_LIFETIME = 3600.0
 
 ContentFactory = Callable[[], AsyncIterator[bytes]]
 
@@ -278,7 +281,11 @@ class RegistryTarget:
         if not _TOKEN_RE.fullmatch(token):
             # Anything else would fail in the header encoder, outside TargetError.
             raise TargetError("target: token response holds a token that is not a b64token")
-        self._tokens[name] = (token, time.monotonic() + max(10.0, lifetime - 10.0))
+        if not math.isfinite(lifetime):
+            lifetime = 60.0
+        # Bounded both ways: a token is re-fetched at least every hour.
+        lifetime = min(max(10.0, lifetime - 10.0), MAX_TOKEN_LIFETIME)
+        self._tokens[name] = (token, time.monotonic() + lifetime)
         return True
 
     def _location(self, response: Answer, what: str) -> str:
@@ -310,7 +317,9 @@ class RegistryTarget:
             raise TargetError(f"target: {what}: target stored {stated[:100]}, expected {digest}")
 
     def _failed(self, response: Answer, what: str) -> TargetError:
-        text = response.content[:300].decode("utf-8", errors="replace").strip().replace("\n", " ")
+        text = response.content[:300].decode("utf-8", errors="replace")
+        # The target's words go into reports and logs: no control characters.
+        text = "".join(c if c.isprintable() else " " for c in text).strip()
         if response.encoding:
             text = f"({response.encoding[:40]}-encoded body)"
         return TargetError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 from urllib.parse import parse_qs
 
 import pytest
@@ -214,3 +215,26 @@ async def test_a_token_answer_without_a_usable_token_is_a_target_error(
         await client.put_manifest(NAME, "v1", MANIFEST, MEDIA_TYPE, DIGEST)
 
     assert [s.path for s in registry.requests] == [MANIFEST_PATH, "/token"]
+
+
+@pytest.mark.parametrize("expires_in", [10**12, "Infinity"])
+async def test_a_token_is_fetched_again_within_an_hour_whatever_it_claims(
+    registry: HostileUpstream, make_target, monkeypatch: pytest.MonkeyPatch, expires_in: object
+) -> None:
+    body = b'{"token": "push-token", "expires_in": %s}' % str(expires_in).encode()
+    registry.guard(
+        MANIFEST_PATH,
+        "Bearer push-token",
+        STORED,
+        bearer_challenge(f"{registry.url}/token"),
+        method="PUT",
+    )
+    registry.guard("/token", BASIC, Reply(body=body), Reply(status=403))
+    client = make_target(registry.url, username=USER, password=PASSWORD)
+    await client.put_manifest(NAME, "v1", MANIFEST, MEDIA_TYPE, DIGEST)
+    later = time.monotonic() + 3601
+    monkeypatch.setattr("pullguard.gateway.target.time.monotonic", lambda: later)
+
+    await client.put_manifest(NAME, "v1", MANIFEST, MEDIA_TYPE, DIGEST)
+
+    assert len(registry.seen("/token")) == 2

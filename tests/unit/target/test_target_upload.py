@@ -236,3 +236,18 @@ async def test_a_blob_head_or_a_delete_answered_500_is_a_target_error(
         await client.has_blob(NAME, digest)
     with pytest.raises(TargetError, match=f"DELETE {NAME}@{digest} at {registry.url} answered 500"):
         await client.delete_manifest(NAME, digest)
+
+
+async def test_the_targets_words_reach_reports_without_control_characters(
+    registry: HostileUpstream, make_target
+) -> None:
+    body = b"disk\x1b[31m full\x00\rforged: line\x07"
+    registry.reply(manifest_path("v1"), Reply(status=500, body=body), method="PUT")
+    client = make_target(registry.url)
+
+    with pytest.raises(TargetError) as caught:
+        await client.put_manifest(NAME, "v1", MANIFEST, MEDIA_TYPE, sha256(MANIFEST))
+
+    message = str(caught.value)
+    assert message.endswith("answered 500: disk [31m full  forged: line")
+    assert all(c.isprintable() for c in message)
