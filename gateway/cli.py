@@ -204,7 +204,9 @@ def _with_gateway(args: argparse.Namespace, config: Config, call: Any) -> Any:
                 details = exc.details()  # type: ignore[attr-defined]
                 if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:  # type: ignore[attr-defined]
                     raise _Refused(details) from None
-                raise PullguardError(f"gateway: {details}") from None
+                raise PullguardError(
+                    details if details.startswith("gateway:") else f"gateway: {details}"
+                ) from None
     finally:
         if stack is not None:
             stack.stop()
