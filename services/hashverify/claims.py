@@ -23,7 +23,7 @@ import re
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pullguard.services.runtime.denylist import algorithms_of
+from pullguard.services.runtime.denylist import algorithms_in, algorithms_of
 from pullguard.services.runtime.digests import DigestSyntaxError, parse_digest
 from pullguard.services.runtime.findings import Finding
 
@@ -108,9 +108,7 @@ class DenySet:
 
     def algorithms(self) -> frozenset[str]:
         """Algorithms of its entries: a sha512 entry needs every blob's sha512 too."""
-        stated = getattr(self._database, "algorithms", None)
-        database = stated() if callable(stated) else frozenset()
-        return frozenset(database) | algorithms_of(self._extra)
+        return algorithms_in(self._database) | algorithms_of(self._extra)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from pullguard.services.hashverify.claims import (
     unusable_claim,
 )
 from pullguard.services.hashverify.embedded import data_findings
-from pullguard.services.runtime.denylist import algorithms_of
+from pullguard.services.runtime.denylist import algorithms_in
 from pullguard.services.runtime.digests import CHUNK
 from pullguard.services.runtime.findings import Finding, Verdict
 from pullguard.services.runtime.staging import StagingStore
@@ -72,18 +72,6 @@ def hash_stream(
             hasher.update(chunk)
         size += len(chunk)
     return {name: f"{name}:{h.hexdigest()}" for name, h in hashers.items()}, size
-
-
-def _deny_algorithms(deny: Container[str]) -> frozenset[str]:
-    """The known algorithms the deny database lists digests in (others cannot match)."""
-    stated = getattr(deny, "algorithms", None)
-    if callable(stated):
-        listed = frozenset(stated())
-    elif isinstance(deny, (set, frozenset, list, tuple)):
-        listed = algorithms_of(deny)
-    else:
-        listed = frozenset()
-    return listed & frozenset(_BOTH)
 
 
 def _denied(what: str, digests: Iterable[str], deny: Container[str]) -> list[Finding]:
@@ -317,7 +305,9 @@ def verify_blob(
                 )
             )
             return findings
-        needed = {algorithm, CANONICAL, *header_algorithms(responses), *_deny_algorithms(deny)}
+        # A deny entry in an algorithm we cannot compute cannot match anyway.
+        denied_in = algorithms_in(deny) & frozenset(_BOTH)
+        needed = {algorithm, CANONICAL, *header_algorithms(responses), *denied_in}
         computed, read = hash_stream(handle, sorted(needed), limit=blob.size + 1)
     if read != blob.size:
         findings.append(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from pathlib import Path
 
 from pullguard.services.runtime.digests import DigestSyntaxError, parse_digest
@@ -92,3 +92,14 @@ class DenyList:
 
 def algorithms_of(digests: Iterable[str]) -> frozenset[str]:
     return frozenset(d.partition(":")[0] for d in digests)
+
+
+def algorithms_in(deny: Container[str]) -> frozenset[str]:
+    """The algorithms a deny container lists digests in: asked of a database
+    that can say (``algorithms()``), read off a plain collection, else none."""
+    stated = getattr(deny, "algorithms", None)
+    if callable(stated):
+        return frozenset(stated())
+    if isinstance(deny, (set, frozenset, list, tuple)):
+        return algorithms_of(deny)
+    return frozenset()
