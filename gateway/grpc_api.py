@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import Any
 
 import grpc
@@ -157,7 +158,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         limit = request.limit if 0 < request.limit <= 100_000 else 10_000
         outcomes = await self.pipeline.reevaluate(force=request.force, limit=limit)
         return gateway_pb2.ReevaluateResponse(
-            images=[gateway_pb2.ReevaluatedImage(**outcome) for outcome in outcomes]
+            images=[gateway_pb2.ReevaluatedImage(**asdict(outcome)) for outcome in outcomes]
         )
 
 

@@ -87,6 +87,24 @@ class PullResult:
         return self.report.decision == "ALLOW" and self.error is None
 
 
+@dataclass
+class Reevaluated:
+    """What a re-evaluation did with one image (the gateway proto's ReevaluatedImage)."""
+
+    repository: str
+    digest: str
+    #: "current", "readmitted", "revoked" or "undecided".
+    outcome: str
+    policy_version: str
+    decision_id: str = ""
+    previous_decision: str = ""
+    previous_policy: str = ""
+    denied_by: str = ""
+    reason: str = ""
+    #: For a revoked image and a registry target: "withdrawn: ..." or "failed: ...".
+    target: str = ""
+
+
 class _Denied(Exception):
     """Internal control flow: a step refused; the report says which."""
 
@@ -147,7 +165,7 @@ class Pipeline:
             },
         )
 
-    async def reevaluate(self, *, force: bool, limit: int) -> list[dict[str, Any]]:
+    async def reevaluate(self, *, force: bool, limit: int) -> list[Reevaluated]:
         """Verify every admitted image again under the current policy (O-07).
 
         An image still admitted under this policy is left alone unless
@@ -158,9 +176,8 @@ class Pipeline:
         could not decide (upstream down, a layer failing) revokes nothing.
         Images are verified one at a time, to spare the upstreams.
         """
-        outcomes = []
+        outcomes: list[Reevaluated] = []
         for admission, policy_version in self.decisions.admissions(limit):
-            target = ""
             result = await self._run(
                 admission.repository,
                 admission.digest,
@@ -172,51 +189,44 @@ class Pipeline:
                 },
             )
             report = result.report
+            seen = Reevaluated(
+                admission.repository,
+                admission.digest,
+                "revoked",
+                report.policy_version,
+                decision_id=report.decision_id,
+                previous_decision=admission.decision_id,
+                previous_policy=policy_version,
+                denied_by=report.denied_by,
+                reason=report.reason,
+            )
             if result.allowed:
-                outcome = "current" if report.cached else "readmitted"
+                seen.outcome = "current" if report.cached else "readmitted"
             elif (
                 report.transient
                 or any(step.error for step in report.steps)
                 or {f["code"] for f in report.denial_findings()} & _REQUEST_SHAPE_CODES
             ):
-                outcome = "undecided"
+                seen.outcome = "undecided"
             else:
                 self.decisions.revoke(admission.repository, admission.digest)
                 self.admitted.remove_references(admission.repository, admission.digest)
-                outcome = "revoked"
-                target = await self._withdraw(admission.repository, admission.digest)
-            outcomes.append(
-                {
-                    "repository": admission.repository,
-                    "digest": admission.digest,
-                    "outcome": outcome,
-                    "decision_id": report.decision_id,
-                    "previous_decision": admission.decision_id,
-                    "previous_policy": policy_version,
-                    "policy_version": report.policy_version,
-                    "denied_by": report.denied_by,
-                    "reason": report.reason,
-                    "target": target,
-                }
-            )
+                seen.target = await self._withdraw(admission.repository, admission.digest)
+            outcomes.append(seen)
         # Revoked earlier, but the target could not be told then: try again.
         if self.publisher is not None:
             for repository, digest in self.decisions.published_without_admission(
                 self.publisher.key, limit
             ):
                 outcomes.append(
-                    {
-                        "repository": repository,
-                        "digest": digest,
-                        "outcome": "revoked",
-                        "decision_id": "",
-                        "previous_decision": "",
-                        "previous_policy": "",
-                        "policy_version": self.config.policy_version,
-                        "denied_by": "",
-                        "reason": "revoked earlier; still in the target",
-                        "target": await self._withdraw(repository, digest),
-                    }
+                    Reevaluated(
+                        repository,
+                        digest,
+                        "revoked",
+                        self.config.policy_version,
+                        reason="revoked earlier; still in the target",
+                        target=await self._withdraw(repository, digest),
+                    )
                 )
         return outcomes
 
