@@ -347,6 +347,12 @@ class DecisionLog:
             dict(zip(("id", "time", "reference", "digest", "reason"), r, strict=True)) for r in rows
         ]
 
+    def is_quarantined(self, entry_id: str) -> bool:
+        """Whether ``entry_id`` is an open quarantine entry (not deleted or released)."""
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM quarantine WHERE id=?", (entry_id,)).fetchone()
+        return row is not None
+
     def forget_quarantine(self, entry_id: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM quarantine WHERE id=?", (entry_id,))

@@ -130,7 +130,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     ) -> gateway_pb2.DecisionReport:
         reason = check_reason(request.reason)
         operator = " ".join(request.operator.split())[:200] or "unknown"
-        if not any(e["id"] == request.id for e in self.decisions.list_quarantine()):
+        if not self.decisions.is_quarantined(request.id):
             raise NotFound(f"no open quarantine entry {request.id[:80]!r}", oci_code="NOT_FOUND")
         try:
             text = self.quarantine.report(request.id)
