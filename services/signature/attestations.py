@@ -38,6 +38,7 @@ from pullguard.services.signature.verifier import (
     Subject,
     read_attachment,
     read_blob,
+    too_many_artifacts,
     verified_bundle,
 )
 
@@ -79,13 +80,7 @@ def verify_attestations(
     checks: list[SignatureCheck] = []
     statements: list[VerifiedStatement] = []
     if len(artifacts) > limits.signatures:
-        checks.append(
-            SignatureCheck.reject(
-                "request",
-                policy.TOO_MANY,
-                f"got {len(artifacts)} attestation artifacts, expected at most {limits.signatures}",
-            )
-        )
+        checks.append(too_many_artifacts(len(artifacts), limits, "attestation"))
         artifacts = ()
     budget = Budget(limits.signatures)
     for artifact in artifacts:

@@ -119,7 +119,7 @@ def verify_signatures(
         return Outcome(policy.evaluate(requirement, ()), ())
     checks: list[SignatureCheck] = []
     if len(artifacts) > limits.signatures:
-        checks.append(_too_many_artifacts(len(artifacts), limits))
+        checks.append(too_many_artifacts(len(artifacts), limits, "signature"))
     else:
         budget = Budget(limits.signatures)
         for artifact in artifacts:
@@ -127,11 +127,12 @@ def verify_signatures(
     return Outcome(policy.evaluate(requirement, checks), tuple(checks))
 
 
-def _too_many_artifacts(count: int, limits: Limits) -> SignatureCheck:
+def too_many_artifacts(count: int, limits: Limits, kind: str) -> SignatureCheck:
+    """The refusal of a request naming more ``kind`` artifacts than the limit (G-08)."""
     return SignatureCheck.reject(
         "request",
         policy.TOO_MANY,
-        f"got {count} signature artifacts, expected at most {limits.signatures}",
+        f"got {count} {kind} artifacts, expected at most {limits.signatures}",
     )
 
 
