@@ -164,11 +164,7 @@ class FrontDoor:
         if repository is None or not self.decisions.blob_admitted(repository, digest):
             # Not pulled under this spelling: the name as the manifest route reads it.
             repository = await self.pipeline.repository_of(name)
-        if (
-            repository is None
-            or not self.decisions.blob_admitted(repository, digest)
-            or not self.admitted.has(digest)
-        ):
+        if repository is None or not self.decisions.blob_admitted(repository, digest):
             return oci_error(404, "BLOB_UNKNOWN", f"{digest} is not admitted for {name}")
         headers = {
             **API_HEADERS,

@@ -98,8 +98,8 @@ class _Connection(RequestHandler):
         waited = self._loop.time() - self._waiting_since
         if waited >= self._door.header_timeout:
             self._door.timed_out += 1
-            self.force_close()
             self.transport.close()
+            self.force_close()
             return
         self._arm(self._door.header_timeout - waited)
 
@@ -174,9 +174,9 @@ class DoorServer(web.Server):
             oldest = min(idle, key=lambda c: c.waiting_since)
             self.evicted += 1
             self._open.pop(oldest, None)
-            oldest.force_close()
             if oldest.transport is not None:
                 oldest.transport.close()
+            oldest.force_close()
         self._open[connection] = None
         return True
 

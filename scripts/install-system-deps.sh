@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real tools the tests use: Debian's docker-registry (CNCF
-# distribution) and skopeo from apt, and cosign 2.5 (Debian 13's package; on
-# Debian 12 its .deb is unpacked into a private folder without touching
-# /etc/apt). Idempotent: does nothing when everything is already there.
+# distribution), skopeo and Go (for the OCI conformance suite) from apt, and
+# cosign 2.5 (Debian 13's package; on Debian 12 its .deb is unpacked into a
+# private folder without touching /etc/apt). Idempotent: does nothing when everything is already there.
 set -euo pipefail
 tools_dir="${1:-.tools/bin}"
 mkdir -p "$tools_dir"
@@ -11,6 +11,9 @@ tools_dir="$(cd "$tools_dir" && pwd)"
 need_apt=()
 command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || need_apt+=(skopeo)
+# Go builds the OCI conformance suite (tests/conformance/oci-distribution);
+# golang-go is the name on Debian 12 (Go 1.19) and 13 (Go 1.24) alike.
+command -v go >/dev/null 2>&1 || ls /usr/lib/go-1.*/bin/go >/dev/null 2>&1 || need_apt+=(golang-go)
 
 sudo_cmd=()
 if [ "$(id -u)" != 0 ]; then sudo_cmd=(sudo); fi

@@ -223,10 +223,9 @@ class RegistryClient:
         return await self._with_retries(what, self._limits.blob_deadline, attempt)
 
     def tags_url(self, repository: str, last: str) -> httpx.URL:
-        """The first page of the tag list, after ``last`` when given."""
-        return self.url(f"/v2/{repository}/tags/list").copy_merge_params(
-            {"last": last} if last else {}
-        )
+        """The first page of the tag list (``limits.tag_page_size`` tags), after ``last``."""
+        params = {"n": str(max(1, self._limits.tag_page_size)), **({"last": last} if last else {})}
+        return self.url(f"/v2/{repository}/tags/list").copy_merge_params(params)
 
     async def list_tags(
         self, url: httpx.URL, repository: str, exchanges: list[Exchange]
