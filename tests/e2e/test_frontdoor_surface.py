@@ -108,6 +108,10 @@ def test_every_error_is_an_oci_body(upstream: RegistryProcess, pullguard_factory
     assert_oci_error(pg.get("/v2/lab/app/manifests/-bad-").content, "MANIFEST_UNKNOWN")
     assert_oci_error(pg.get("/v2/lab/app/manifests/sha256:totallywrong").content, "DIGEST_INVALID")
     assert_oci_error(pg.get("/v2/lab/App/manifests/v1").content, "NAME_INVALID")
+    assert_oci_error(pg.get("/v2/lab/App/tags/list").content, "NAME_INVALID")
+    denied = pg.get("/v2/lab/evil/app/tags/list")
+    assert denied.status_code == 403
+    assert_oci_error(denied.content, "DENIED")
     # The gateway still serves after all that.
     assert pg.get("/v2/lab/app/manifests/v1", headers=OCI_ACCEPT).status_code == 200
 
@@ -279,12 +283,31 @@ def test_malformed_requests_cannot_fill_the_disk(
     assert size() - before <= 64 * 1024
 
 
+def _start_with_file_limit(pullguard_factory, monkeypatch, upstream_url: str, limit: int, **extra):
+    """``pullguard up`` in a child process whose open-file limit is ``limit`` (``ulimit -n``)."""
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(
+            subprocess, "Popen", functools.partial(subprocess.Popen, preexec_fn=low_limit)
+        )
+        return pullguard_factory(upstream_url, **extra)
+
+
 def test_half_sent_requests_do_not_shut_out_clients(
-    upstream: RegistryProcess, pullguard_factory, tmp_path: Path
+    upstream: RegistryProcess, pullguard_factory, monkeypatch, tmp_path: Path
 ) -> None:
+    """1100 half-sent requests under ``ulimit -n 1024``: a normal pull still works."""
     image = push_image_sync(upstream.url, "app", "v1")
-    pg: Pullguard = pullguard_factory(
-        upstream.url, limits={"max_connections": 300, "header_timeout": 5.0}
+    # A long header timeout: here the connection cap alone must keep the door open.
+    pg: Pullguard = _start_with_file_limit(
+        pullguard_factory,
+        monkeypatch,
+        upstream.url,
+        1024,
+        limits={"max_connections": 300, "header_timeout": 120.0},
     )
     host, port = pg.address.rsplit(":", 1)
     slow: list[socket.socket] = []
@@ -311,13 +334,6 @@ def test_half_sent_requests_do_not_shut_out_clients(
     finally:
         for sock in slow:
             sock.close()
-    # A half-sent request alone is cut off after header_timeout.
-    with socket.create_connection((host, int(port)), timeout=60) as sock:
-        sock.sendall(b"GET /v2/ HTT")
-        started = time.monotonic()
-        got = sock.recv(100)
-        assert got == b"" or got.startswith(b"HTTP/1.1 4")
-        assert time.monotonic() - started < 55
     assert pg.get("/v2/").status_code == 200
     log = pg.log()
     assert log.count("Traceback") == 0, log[-3000:]
@@ -345,47 +361,46 @@ def test_blob_that_cannot_be_opened_is_503(upstream: RegistryProcess, pullguard_
 def test_blob_open_error_under_a_low_file_limit_is_503(
     upstream: RegistryProcess, pullguard_factory, monkeypatch
 ) -> None:
-    """Under a low open-file limit (``ulimit -n``), a blob that cannot be opened
-    is 503 with an OCI body, and the accept loop's errors do not flood the log."""
+    """Under a low open-file limit, a blob that cannot be opened is 503 with an
+    OCI body (never an empty 404), and the repeated error does not flood the log."""
     image = push_image_sync(upstream.url, "app", "v1", [{"big.bin": os.urandom(4096)}])
     limit = 160
-
-    def low_limit() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
-
-    with monkeypatch.context() as patch:
-        patch.setattr(
-            subprocess, "Popen", functools.partial(subprocess.Popen, preexec_fn=low_limit)
-        )
-        pg: Pullguard = pullguard_factory(upstream.url, limits={"max_connections": 10000})
+    pg: Pullguard = _start_with_file_limit(
+        pullguard_factory, monkeypatch, upstream.url, limit, limits={"max_connections": 10000}
+    )
     assert pg.get("/v2/lab/app/manifests/v1", headers=OCI_ACCEPT).status_code == 200
     digest = str(image.descriptors[1]["digest"])
     host, port = pg.address.rsplit(":", 1)
     first = socket.create_connection((host, int(port)), timeout=30)
     assert pg.get("/v2/").status_code == 200
     crowd: list[socket.socket] = []
+    answers: list[bytes] = []
     try:
         for _ in range(limit + 40):
             crowd.append(socket.create_connection((host, int(port)), timeout=30))
         # Connections still queue in the kernel's backlog while the gateway has
         # no descriptor left; wait until it has taken all it can.
         time.sleep(3)
-        first.sendall(f"GET /v2/lab/app/blobs/{digest} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        data = b""
-        while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
-            chunk = first.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        request = f"GET /v2/lab/app/blobs/{digest} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        reader = first.makefile("rb")
+        for _ in range(50):
+            first.sendall(request)
+            head = b""
+            while not head.endswith(b"\r\n\r\n"):
+                line = reader.readline()
+                assert line, head
+                head += line
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            answers.append(head + reader.read(length))
     finally:
         first.close()
         for sock in crowd:
             sock.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 503"), data[:500]
-    assert_oci_error(body, "UNAVAILABLE")
+    for answer in answers:
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503"), answer[:500]
+        assert_oci_error(body, "UNAVAILABLE")
     time.sleep(2)
     assert pg.get(f"/v2/lab/app/blobs/{digest}").status_code == 200
     log = pg.log()
-    assert "cannot open admitted blob" in log
-    assert log.count("out of system resource") <= 10, log[-3000:]
+    assert 1 <= log.count("cannot open admitted blob") <= 10, log[-3000:]

@@ -143,3 +143,17 @@ async def test_an_unfinished_request_head_is_cut_off(
     assert first.startswith(b"HTTP/1.1 200")
     assert await asyncio.wait_for(reader.read(), 30) == b""
     writer.close()
+
+
+async def test_an_escaped_pullguard_error_keeps_its_status_not_its_detail(
+    tmp_path: Path, cleanup: list[DoorRunner]
+) -> None:
+    runner, address, _pipeline = await _serve(
+        tmp_path, UpstreamError("upstream: lab: GET http://10.1.2.3:5000/v2/x: refused")
+    )
+    cleanup.append(runner)
+    async with httpx.AsyncClient(base_url=f"http://{address}") as client:
+        response = await client.get("/v2/lab/app/manifests/v1")
+    assert response.status_code == 502
+    assert response.json()["errors"][0]["code"] == "UNAVAILABLE"
+    assert "10.1.2.3" not in response.text
