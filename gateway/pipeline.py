@@ -354,7 +354,13 @@ class Pipeline:
         if not report.add("analysis", "plan", planned.verdict, ms):
             # Refused before any upstream traffic: nothing to quarantine.
             report.decision = "DENY"
-            codes = [f["code"] for f in report.denial_findings()]
+            denial = report.denial_findings()
+            # The full <alias>/<repository>, however the client spelled it.
+            report.repository = next(
+                (f["evidence"]["repository"] for f in denial if f["evidence"].get("repository")),
+                "",
+            )
+            codes = [f["code"] for f in denial]
             if syntax_status(codes) is not None:
                 # Refused by syntax: counted, not recorded one by one (disk).
                 self.syntax_refusals.count(codes[0])

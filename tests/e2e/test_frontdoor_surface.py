@@ -132,6 +132,13 @@ def test_denial_carries_a_warning_on_get_and_head(
         if method == "GET":
             error = assert_oci_error(response.content, "DENIED")
             assert error["detail"]["layer"] == "analysis"
+    # The decision names the full repository, however the client spelled it.
+    short = pg.get("/v2/evil/app/manifests/v1", headers=OCI_ACCEPT)
+    assert short.status_code == 403
+    decisions = audit(pg)
+    assert len(decisions) == 3
+    assert {d["repository"] for d in decisions} == {"lab/evil/app"}
+    assert decisions[-1]["client_name"] == "evil/app"
     # A syntax refusal is still a refusal, with its reason in the header.
     response = httpx.head(f"http://{pg.address}/v2/lab/app/manifests/-bad-")
     assert response.status_code == 404
