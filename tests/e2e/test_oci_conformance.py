@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.registry import push_manifest_sync
 from tests.support.registry_process import RegistryProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,4 +90,53 @@ def test_pull_workflow_passes(upstream: RegistryProcess, pullguard_factory, tmp_
     assert summary is not None, output[-4000:]
     ran, passed, failed = (int(g) for g in summary.groups())
     assert (ran, passed, failed) == (14, 14, 0), output[-6000:]
+    assert run.returncode == 0
+
+
+def test_content_discovery_tag_list_passes(
+    upstream: RegistryProcess, pullguard_factory, tmp_path: Path
+) -> None:
+    """The Content Discovery workflow's tag-list specs (sorted, ``n``, ``last``),
+    read-only: the tags exist upstream (OCI_TAG_LIST names them); the workflow's
+    referrers specs are left out (pullguard serves no referrers API)."""
+    binary = _suite_binary()
+    _tag, manifest, _blob = _seed(upstream, "conformance/tags", "v1")
+    document = httpx.get(
+        f"{upstream.url}/v2/conformance/tags/manifests/{manifest}",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+    ).content
+    tags = sorted({"v1", *(f"t{i:02d}" for i in range(12))})
+    for tag in tags:
+        push_manifest_sync(upstream.url, "conformance/tags", tag, document)
+    # Pages of 5 from the upstream: pullguard reads them all.
+    pg = pullguard_factory(upstream.url, limits={"tag_page_size": 5})
+    env = {
+        **os.environ,
+        "OCI_ROOT_URL": f"http://{pg.address}",
+        "OCI_NAMESPACE": "lab/conformance/tags",
+        "OCI_TEST_CONTENT_DISCOVERY": "1",
+        "OCI_TAG_LIST": ",".join(tags),
+        "OCI_HIDE_SKIPPED_WORKFLOWS": "1",
+        "OCI_REPORT_DIR": "none",
+    }
+    run = subprocess.run(
+        [
+            str(binary),
+            "-ginkgo.no-color",
+            "-ginkgo.v",
+            "-ginkgo.focus",
+            "listing tags|test tags",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    output = run.stdout + run.stderr
+    summary = re.search(r"Ran (\d+) of \d+ Specs.*?\n.*?(\d+) Passed \| (\d+) Failed", output, re.S)
+    assert summary is not None, output[-4000:]
+    ran, passed, failed = (int(g) for g in summary.groups())
+    assert ran >= 4 and passed == ran and failed == 0, output[-6000:]
+    assert "GET start of tag is set by `last` query parameter" in output
     assert run.returncode == 0
