@@ -290,11 +290,13 @@ def test_malformed_requests_cannot_fill_the_disk(
     assert size() - before <= 64 * 1024
 
 
-def _start_with_file_limit(pullguard_factory, monkeypatch, upstream_url: str, limit: int, **extra):
+def _start_with_file_limit(
+    pullguard_factory, monkeypatch, upstream_url: str, limit: int, soft: int = 0, **extra
+):
     """``pullguard up`` in a child process whose open-file limit is ``limit`` (``ulimit -n``)."""
 
     def low_limit() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft or limit, limit))
 
     with monkeypatch.context() as patch:
         patch.setattr(
@@ -411,3 +413,16 @@ def test_blob_open_error_under_a_low_file_limit_is_503(
     assert pg.get(f"/v2/lab/app/blobs/{digest}").status_code == 200
     log = pg.log()
     assert 1 <= log.count("cannot open admitted blob") <= 10, log[-3000:]
+
+
+def test_gateway_raises_its_soft_open_file_limit(
+    upstream: RegistryProcess, pullguard_factory, monkeypatch
+) -> None:
+    pg: Pullguard = _start_with_file_limit(
+        pullguard_factory, monkeypatch, upstream.url, 2048, soft=256
+    )
+    pid = pg.services["gateway"]["pid"]
+    limits = Path(f"/proc/{pid}/limits").read_text()
+    line = next(x for x in limits.splitlines() if x.startswith("Max open files"))
+    assert line.split()[3:5] == ["2048", "2048"], line
+    assert "open-file limit is 2048" in pg.log()
