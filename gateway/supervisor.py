@@ -181,6 +181,16 @@ def private_socket_dir(state_dir: Path, unique: bool = False) -> tuple[Path, boo
     (who could then swap the directory). Anyone who can write ``state_dir``
     owns the admitted store already, so nothing above it is checked.
     """
+    try:
+        return _socket_dir(state_dir, unique)
+    except OSError as exc:
+        raise PullguardError(
+            f"cannot make a private directory for the layers' sockets under {state_dir}:"
+            f" {exc.strerror or exc}"
+        ) from None
+
+
+def _socket_dir(state_dir: Path, unique: bool) -> tuple[Path, bool]:
     state_dir.mkdir(parents=True, exist_ok=True)
     info = os.stat(state_dir)
     shared = info.st_uid not in (os.geteuid(), 0) or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
@@ -461,7 +471,7 @@ def run_up(config: Config, config_path: str | None) -> int:
 
 
 def ephemeral_stack(config: Config, config_path: str | None) -> Stack:
-    """A private stack on free ports for one CLI command, its logs under state_dir/logs."""
+    """A private stack for one CLI command (its own sockets), logs in state_dir/logs."""
     stack = Stack.plan(config, config_path, ephemeral=True)
     stack.log_dir = config.state_dir / "logs"
     stack.start()

@@ -128,3 +128,9 @@ def test_ephemeral_stacks_get_a_directory_of_their_own(tmp_path: Path) -> None:
         first.stop()
         second.stop()
     assert not first.socket_dir.exists()
+
+
+def test_a_state_dir_that_cannot_be_made_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(PullguardError, match="cannot make a private directory"):
+        private_socket_dir(tmp_path / "file" / "state")
