@@ -6,6 +6,7 @@ script makes work in a real gRPC handshake."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from pullguard.services.runtime.channels import open_channel
 from pullguard.services.runtime.config import LAYERS, ServicesTls
 from pullguard.services.runtime.server import start_server
 from pullguard.services.runtime.tls import channel_credentials, server_credentials
@@ -128,5 +130,12 @@ async def test_the_scripts_certificates_carry_a_real_handshake(
         # use it to call another layer as if it were the gateway.
         fetcher = script_secrets["pullguard-fetcher-tls"]
         assert await _health(port, fetcher, "pullguard-hashverify") == "UNAVAILABLE"
+        # What the gateway's channels do with services_tls.server_name.
+        named = dataclasses.replace(gateway, server_name="pullguard-hashverify")
+        async with open_channel(f"127.0.0.1:{port}", named) as channel:
+            response = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=5
+            )
+        assert response.status == health_pb2.HealthCheckResponse.SERVING
     finally:
         await server.stop(None)
