@@ -39,7 +39,7 @@ def build_pipeline(config: Config) -> tuple[Pipeline, DecisionLog, AdmittedStore
     # admitted and is not trusted now, so it goes before the first pull.
     shutil.rmtree(state / "staging", ignore_errors=True)
     staging = StagingStore(state / "staging")
-    clients = LayerClients(config.services, config.limits.layer_timeout)
+    clients = LayerClients(config.services, config.limits.layer_timeout, config.services_tls)
     publisher = None
     if config.target.kind == "registry":
         publisher = Publisher(

@@ -37,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config")
     serve.add_argument("--grpc-listen", metavar="HOST:PORT", help="gateway only: its gRPC address")
     serve.add_argument(
+        "--health-listen",
+        metavar="HOST:PORT",
+        help="layers only: a plaintext port answering health checks alone (for probes)",
+    )
+    serve.add_argument(
         "--service",
         action="append",
         default=[],
@@ -166,7 +171,7 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
     import importlib
 
     servicer = importlib.import_module(f"pullguard.services.{args.service}.servicer")
-    return run_service(args.service, servicer.register, config, args.listen)
+    return run_service(args.service, servicer.register, config, args.listen, args.health_listen)
 
 
 def _check(args: argparse.Namespace, config: Config) -> int:

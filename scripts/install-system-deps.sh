@@ -11,6 +11,9 @@ tools_dir="$(cd "$tools_dir" && pwd)"
 need_apt=()
 command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || need_apt+=(skopeo)
+# setpriv: tests run a second, unprivileged uid; openssl: deploy/k8s's certificate script.
+command -v setpriv >/dev/null 2>&1 || need_apt+=(util-linux)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 
 sudo_cmd=()
 if [ "$(id -u)" != 0 ]; then sudo_cmd=(sudo); fi
