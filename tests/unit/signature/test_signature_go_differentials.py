@@ -26,6 +26,7 @@ from tests.support.cosign import (
     MemoryStaging,
     SignatureLayer,
     dsse_envelope,
+    key_bundle,
 )
 from tests.support.cosign import statement as make_statement
 from tests.unit.signature.test_signature_attestations import (
@@ -37,6 +38,9 @@ from tests.unit.signature.test_signature_attestations import (
 )
 from tests.unit.signature.test_signature_attestations import codes as attestation_codes
 from tests.unit.signature.test_signature_attestations import run as run_attestations
+from tests.unit.signature.test_signature_bundles import DIGEST as BUNDLE_DIGEST
+from tests.unit.signature.test_signature_bundles import codes as bundle_codes
+from tests.unit.signature.test_signature_bundles import run as run_bundles
 from tests.unit.signature.test_signature_verifier import (
     DIGEST,
     LOCATION,
@@ -322,3 +326,14 @@ def test_other_differentials_refused_by_the_loader(data: bytes, message: str) ->
 
 def test_surrogate_pair_is_one_character() -> None:
     assert loads_strict(b'{"a": "\\ud83d\\ude00"}') == {"a": "\U0001f600"}
+
+
+def test_collisions_in_a_bundle_envelope_and_statement(alice: LocalSigner) -> None:
+    envelope = dsse_envelope([alice], make_statement(BUNDLE_DIGEST))
+    envelope["PayloadType"] = "text/plain"
+    outcome = run_bundles([key_bundle({"dsseEnvelope": envelope})], keys=(alice,), keyless=())
+    assert bundle_codes(outcome) == [ENVELOPE_COLLISION]
+    body = make_statement(BUNDLE_DIGEST).replace(b'"subject"', b'"Subject": [], "subject"', 1)
+    envelope = dsse_envelope([alice], body)
+    outcome = run_bundles([key_bundle({"dsseEnvelope": envelope})], keys=(alice,), keyless=())
+    assert bundle_codes(outcome) == [STATEMENT_COLLISION]
