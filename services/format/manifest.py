@@ -6,7 +6,9 @@ body this module accepted. The checks follow THREATS section B:
 
 - F-01 a body with ``manifests`` and ``config``/``layers`` is ambiguous,
   whatever the Content-Type says (CVE-2021-41190);
-- F-03/F-04 strict JSON (see :mod:`jsonstrict`);
+- F-03/F-04 strict JSON (see :mod:`jsonstrict`), and no key that a Go
+  client would read as another field than pullguard does (a case variant
+  of a manifest, index, descriptor or platform field), at any depth;
 - F-06 the body's ``mediaType`` must equal the Content-Type's media type;
   without one, only an OCI Content-Type whose structure agrees is accepted;
 - F-07 Docker schema1 is refused, by header and by body;
@@ -35,7 +37,12 @@ from pullguard.services.format.descriptors import (
     parse_descriptor,
     parse_media_type,
 )
-from pullguard.services.format.jsonstrict import StrictJsonError, is_int, loads_strict
+from pullguard.services.format.jsonstrict import (
+    StrictJsonError,
+    is_int,
+    key_case_findings,
+    loads_strict,
+)
 from pullguard.services.format.mediatypes import (
     DOCKER_LIST,
     IMAGE_CONFIG_TYPES,
@@ -49,6 +56,7 @@ from pullguard.services.format.mediatypes import (
 )
 from pullguard.services.runtime.config import Limits
 from pullguard.services.runtime.findings import Finding, Verdict
+from pullguard.services.runtime.goschemas import MANIFEST
 from pullguard.services.runtime.staging import StagingStore
 
 LAYER = "format"
@@ -125,6 +133,11 @@ def check_manifest(
         return _deny(exc.code, exc.message)
     if not isinstance(document, dict):
         return _deny("format.invalid_manifest", "expected a JSON object at the top level")
+    collisions = key_case_findings(document, MANIFEST)
+    if collisions:
+        # Go reads another document than this one: nothing below would be
+        # about what a runtime pulls.
+        return ManifestResult(bounded_verdict(collisions))
     schema_version = document.get("schemaVersion")
     if (
         "fsLayers" in document
