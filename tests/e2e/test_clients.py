@@ -355,6 +355,50 @@ def test_containerd_recipe_without_fallback(
     assert public.requests()[since:] == []  # all through pullguard
 
 
+# -- podman's registries.conf: a mirror falls back, a rewritten prefix does not
+
+
+def test_podman_mirror_falls_back_to_the_registry_after_a_denial(
+    stack: Stack, public: RegistryProcess
+) -> None:
+    require("podman")
+    podman = ContainersStorage(
+        "podman",
+        stack.root / "podman-mirror",
+        [],
+        f'[[registry]]\nlocation = "{public.address}"\ninsecure = true\n'
+        f'[[registry.mirror]]\nlocation = "{stack.pg}/lab"\ninsecure = true\n',
+    )
+    since = len(public.requests())
+
+    done = podman.pull(f"{public.address}/team/evil/app:v1")
+
+    assert done.returncode == 0, done.stderr  # the denied image was pulled: a bypass
+    assert _served(public, since, "team/evil/app"), public.requests()[since:]
+
+
+def test_podman_recipe_without_fallback(stack: Stack, public: RegistryProcess) -> None:
+    require("podman")
+    # The README's recipe: the public registry's prefix rewritten to pullguard.
+    podman = ContainersStorage(
+        "podman",
+        stack.root / "podman-prefix",
+        [],
+        f'[[registry]]\nprefix = "{public.address}"\nlocation = "{stack.pg}/lab"\n'
+        "insecure = true\n",
+    )
+    since = len(public.requests())
+
+    denied = podman.pull(f"{public.address}/team/evil/app:v1")
+    allowed = podman.pull(f"{public.address}/team/app:v1")
+
+    assert denied.returncode != 0
+    assert DENIAL_SHOWN["podman"] in denied.stderr, denied.stderr
+    assert allowed.returncode == 0, allowed.stderr
+    assert podman.has_image(f"{public.address}/team/app:v1", _config_digest(stack.images.single))
+    assert public.requests()[since:] == []  # all through pullguard
+
+
 # -- a pull-through cache keeps what pullguard revoked ------------------------
 
 

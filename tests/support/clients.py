@@ -106,7 +106,9 @@ def _wait_until(ready: object, process: subprocess.Popen[bytes], log: Path, what
 class ContainersStorage:
     """podman or buildah, rootful, vfs, with a root and a configuration of its own."""
 
-    def __init__(self, binary: str, home: Path, insecure: list[str]) -> None:
+    def __init__(self, binary: str, home: Path, insecure: list[str], registries: str = "") -> None:
+        """``insecure``: registries spoken to over plain http; ``registries``: more
+        registries.conf text (``[[registry]]`` tables)."""
         self.binary = binary
         self.home = home
         home.mkdir(parents=True, exist_ok=True)
@@ -114,6 +116,7 @@ class ContainersStorage:
         self.registries_conf.write_text(
             "unqualified-search-registries = []\n"
             + "".join(f'[[registry]]\nlocation = "{r}"\ninsecure = true\n' for r in insecure)
+            + registries
         )
         self.policy = home / "policy.json"
         self.policy.write_text(json.dumps({"default": [{"type": "insecureAcceptAnything"}]}))
@@ -280,15 +283,11 @@ class Dockerd:
         exec_root = self.home / "exec"
         exec_root.mkdir(parents=True, exist_ok=True)
         config = self.home / "daemon.json"
-        config.write_text(
-            json.dumps(
-                {
-                    "insecure-registries": self.insecure,
-                    # Else the daemon writes /etc/docker/key.json.
-                    "deprecated-key-path": str(self.home / "key.json"),
-                }
-            )
-        )
+        settings: dict[str, object] = {"insecure-registries": self.insecure}
+        if self.major_version() < 23:
+            # Else the daemon writes /etc/docker/key.json (docker 23 dropped the key).
+            settings["deprecated-key-path"] = str(self.home / "key.json")
+        config.write_text(json.dumps(settings))
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [
@@ -319,6 +318,15 @@ class Dockerd:
             self.log,
             "dockerd",
         )
+
+    @staticmethod
+    def major_version() -> int:
+        """``Docker version 20.10.24+dfsg1, build ...`` -> 20."""
+        done = run(["dockerd", "--version"])
+        assert done.returncode == 0, done.stderr
+        words = done.stdout.split()
+        assert len(words) >= 3 and words[2].split(".")[0].isdigit(), done.stdout
+        return int(words[2].split(".")[0])
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return run(
