@@ -288,42 +288,36 @@ def _served(registry: RegistryProcess, since: int, repository: str) -> list[str]
     return [r for r in registry.requests()[since:] if f"/v2/{repository}/manifests/" in r]
 
 
-def test_containerd_falls_back_to_server_after_a_denial(
-    containerd: Containerd, stack: Stack, public: RegistryProcess
-) -> None:
+#: hosts.toml files that send a denied pull to the registry in the image name.
+BYPASSING_HOSTS_TOML = {
     # The usual mirror recipe: pullguard as a [host], the public registry as
     # `server`. containerd tries the next host after pullguard's 403.
+    "server-after-denial": (
+        'server = "http://{public}"\n'
+        '[host."http://{pg}/v2/lab"]\n'
+        '  capabilities = ["pull", "resolve"]\n'
+        "  override_path = true\n"
+    ),
+    # containerd 1.6 logs "invalid `host` tree", ignores the file and uses
+    # the default host: the registry named in the image reference.
+    "no-host-table": 'server = "http://{pg}/v2/lab"\noverride_path = true\n',
+}
+
+
+@pytest.mark.parametrize("case", list(BYPASSING_HOSTS_TOML))
+def test_containerd_hosts_toml_that_bypasses_pullguard(
+    case: str, containerd: Containerd, stack: Stack, public: RegistryProcess
+) -> None:
     hosts = containerd.hosts_toml(
         public.address,
-        f'server = "http://{public.address}"\n'
-        f'[host."http://{stack.pg}/v2/lab"]\n'
-        '  capabilities = ["pull", "resolve"]\n'
-        "  override_path = true\n",
-        hosts_dir=stack.root / "hosts-fallback",
+        BYPASSING_HOSTS_TOML[case].format(public=public.address, pg=stack.pg),
+        hosts_dir=stack.root / f"hosts-{case}",
     )
     since = len(public.requests())
 
     done = containerd.pull(f"{public.address}/team/evil/app:v1", hosts)
 
     assert done.returncode == 0, done.stderr  # the denied image was pulled: a bypass
-    assert _served(public, since, "team/evil/app"), public.requests()[since:]
-
-
-def test_containerd_ignores_a_hosts_toml_without_a_host_table(
-    containerd: Containerd, stack: Stack, public: RegistryProcess
-) -> None:
-    # containerd 1.6 logs "invalid `host` tree" and uses the default host:
-    # the registry named in the image reference, not pullguard.
-    hosts = containerd.hosts_toml(
-        public.address,
-        f'server = "http://{stack.pg}/v2/lab"\noverride_path = true\n',
-        hosts_dir=stack.root / "hosts-no-table",
-    )
-    since = len(public.requests())
-
-    done = containerd.pull(f"{public.address}/team/evil/app:v1", hosts)
-
-    assert done.returncode == 0, done.stderr
     assert _served(public, since, "team/evil/app"), public.requests()[since:]
 
 

@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -91,16 +92,25 @@ def _stop(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
         process.wait()
 
 
-def _wait_until(ready: object, process: subprocess.Popen[bytes], log: Path, what: str) -> None:
-    assert callable(ready)
+def _start_daemon(
+    args: list[str], log_path: Path, ready: Callable[[], bool]
+) -> subprocess.Popen[bytes]:
+    """Start ``args`` in a session of its own, logging to ``log_path``, until ``ready()``."""
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            args, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+        )
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"{what} exited: {log.read_text(errors='replace')[-4000:]}")
+            raise AssertionError(
+                f"{args[0]} exited: {log_path.read_text(errors='replace')[-4000:]}"
+            )
         if ready():
-            return
+            return process
         time.sleep(0.1)
-    raise AssertionError(f"{what} not ready in {READY_TIMEOUT}s: {log.read_text()[-4000:]}")
+    _stop(process)
+    raise AssertionError(f"{args[0]} not ready in {READY_TIMEOUT}s: {log_path.read_text()[-4000:]}")
 
 
 class ContainersStorage:
@@ -213,19 +223,10 @@ class Containerd:
             # Without this containerd creates /opt/containerd.
             f'[plugins."io.containerd.internal.v1.opt"]\n  path = "{self.home / "opt"}"\n'
         )
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                ["containerd", "--config", str(config)],
-                stdout=log,
-                stderr=log,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        _wait_until(
-            lambda: self.socket.exists() and self.ctr("version").returncode == 0,
-            self.process,
+        self.process = _start_daemon(
+            ["containerd", "--config", str(config)],
             self.log,
-            "containerd",
+            lambda: self.socket.exists() and self.ctr("version").returncode == 0,
         )
 
     def ctr(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -288,35 +289,26 @@ class Dockerd:
             # Else the daemon writes /etc/docker/key.json (docker 23 dropped the key).
             settings["deprecated-key-path"] = str(self.home / "key.json")
         config.write_text(json.dumps(settings))
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    "dockerd",
-                    "--config-file",
-                    str(config),
-                    "--iptables=false",
-                    "--ip6tables=false",
-                    "--bridge=none",
-                    "--storage-driver=vfs",
-                    "--data-root",
-                    str(self.home / "data"),
-                    "--exec-root",
-                    str(exec_root),
-                    "--pidfile",
-                    str(exec_root / "docker.pid"),
-                    "--host",
-                    f"unix://{self.socket}",
-                ],
-                stdout=log,
-                stderr=log,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        _wait_until(
-            lambda: self.socket.exists() and self.cli("version").returncode == 0,
-            self.process,
+        self.process = _start_daemon(
+            [
+                "dockerd",
+                "--config-file",
+                str(config),
+                "--iptables=false",
+                "--ip6tables=false",
+                "--bridge=none",
+                "--storage-driver=vfs",
+                "--data-root",
+                str(self.home / "data"),
+                "--exec-root",
+                str(exec_root),
+                "--pidfile",
+                str(exec_root / "docker.pid"),
+                "--host",
+                f"unix://{self.socket}",
+            ],
             self.log,
-            "dockerd",
+            lambda: self.socket.exists() and self.cli("version").returncode == 0,
         )
 
     @staticmethod
