@@ -8,10 +8,13 @@ this machine's platform), an image by digest, and is refused one image: what
 its user sees is asserted. Everything is on 127.0.0.1; every process is
 stopped by PID and every folder unmounted and removed.
 
-Two recipes can let a denied pull bypass pullguard; the containerd one is
-shown here with a second real registry standing in for the public one.
-docker's ``registry-mirrors`` falls back to Docker Hub itself, which no test
-here may contact, so that one is documented in the README, not run.
+Mirror recipes can let a denied pull bypass pullguard: containerd's
+hosts.toml and podman's ``[[registry.mirror]]`` are shown doing so here, with
+a second real registry standing in for the public one, beside the README's
+recipes that do not. docker's ``registry-mirrors`` falls back to Docker Hub
+itself, which no test here may contact, so that one is documented in the
+README, not run. A pull-through cache is shown serving what pullguard
+revoked.
 """
 
 from __future__ import annotations
@@ -190,8 +193,8 @@ DENIAL_SHOWN = {
     "podman": f"denied: {DENIED_REASON}",
     "buildah": f"denied: {DENIED_REASON}",
     # ctr resolves with HEAD, whose answer has no body: it shows the status
-    # line only. pullguard's reason also travels in a Warning header, which
-    # containerd 1.6 does not print.
+    # line only. containerd 1.6 prints no Warning header either (checked by
+    # hand against a server that sends one), so the reason stays unseen.
     "ctr": "failed with status code [manifests v1]: 403 Forbidden",
     "docker": f"denied: {DENIED_REASON}",
 }
