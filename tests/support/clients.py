@@ -3,7 +3,8 @@
 Each client keeps all of its state under one folder of the test's: podman
 and buildah get their own ``--root``/``--runroot`` (vfs, no mounts), their
 own registries.conf and signature policy; containerd and dockerd are started
-by the test with their own root, state and socket and stopped by PID.
+by the test with their own root, state and socket and stopped by PID
+(dockerd uses a containerd of the test's, not one of its own).
 Nothing under /etc or /var/lib is written. :func:`remove_tree` unmounts
 whatever a daemon left mounted under a folder before deleting it.
 """
@@ -271,6 +272,8 @@ class Dockerd:
         self.log = home / "dockerd.log"
         self.insecure = insecure
         self.process: subprocess.Popen[bytes] | None = None
+        # A containerd of its own: the one dockerd would start creates /opt/containerd.
+        self.containerd = Containerd(home / "containerd")
         #: dockerd 20.10 always makes /run/docker/plugins; removed again if it made it.
         plugins = Path("/run/docker/plugins")
         self.made = [p for p in (plugins.parent, plugins) if not p.exists()]
@@ -289,11 +292,14 @@ class Dockerd:
             # Else the daemon writes /etc/docker/key.json (docker 23 dropped the key).
             settings["deprecated-key-path"] = str(self.home / "key.json")
         config.write_text(json.dumps(settings))
+        self.containerd.start()
         self.process = _start_daemon(
             [
                 "dockerd",
                 "--config-file",
                 str(config),
+                "--containerd",
+                str(self.containerd.socket),
                 "--iptables=false",
                 "--ip6tables=false",
                 "--bridge=none",
@@ -337,6 +343,7 @@ class Dockerd:
     def stop(self) -> None:
         if self.process is not None:
             _stop(self.process)
+        self.containerd.stop()
         for folder in reversed(self.made):
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
