@@ -35,9 +35,14 @@ def native_arch() -> str:
     return _MACHINE_TO_GOARCH.get(machine, machine)
 
 
+def find(binary: str) -> str | None:
+    """``binary`` on PATH, or in /usr/sbin (dockerd) when PATH lacks it."""
+    return shutil.which(binary, path=os.environ.get("PATH", "") + os.pathsep + "/usr/sbin")
+
+
 def require(*binaries: str) -> None:
     for binary in binaries:
-        if shutil.which(binary) is None:
+        if find(binary) is None:
             pytest.fail(f"{binary} is not installed: run `make system-deps`")
 
 
@@ -279,7 +284,8 @@ class Dockerd:
         self.made = [p for p in (plugins.parent, plugins) if not p.exists()]
         # The client of the same package (/usr/sbin/dockerd, /usr/bin/docker),
         # not another one earlier on PATH.
-        daemon = Path(shutil.which("dockerd") or "/usr/sbin/dockerd")
+        self.dockerd = find("dockerd") or "dockerd"
+        daemon = Path(self.dockerd)
         packaged = daemon.parent.parent / "bin" / "docker"
         self.docker = str(packaged) if packaged.exists() else "docker"
 
@@ -295,7 +301,7 @@ class Dockerd:
         self.containerd.start()
         self.process = _start_daemon(
             [
-                "dockerd",
+                self.dockerd,
                 "--config-file",
                 str(config),
                 "--containerd",
@@ -317,10 +323,9 @@ class Dockerd:
             lambda: self.socket.exists() and self.cli("version").returncode == 0,
         )
 
-    @staticmethod
-    def major_version() -> int:
+    def major_version(self) -> int:
         """``Docker version 20.10.24+dfsg1, build ...`` -> 20."""
-        done = run(["dockerd", "--version"])
+        done = run([self.dockerd, "--version"])
         assert done.returncode == 0, done.stderr
         words = done.stdout.split()
         assert len(words) >= 3 and words[2].split(".")[0].isdigit(), done.stdout
