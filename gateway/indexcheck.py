@@ -33,7 +33,7 @@ platform is first pulled.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +89,21 @@ def child_plan(plan: common_pb2.Plan, parent: str, digest: str) -> common_pb2.Pl
     child.rule.pinned_digest = ""
     child.parent_index = parent
     return child
+
+
+async def _together(
+    calls: list[Coroutine[Any, Any, format_pb2.ManifestSummary | None]],
+) -> list[format_pb2.ManifestSummary | None]:
+    """Run ``calls`` at once; when one raises, the others are cancelled and awaited
+    before the error goes on, so nothing writes to the session after the refusal."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 def _first_error(verdict: common_pb2.Verdict) -> str:
@@ -185,9 +200,7 @@ class IndexUnit:
                 )
                 return
             todo.append((where, entry))
-        nested = await asyncio.gather(
-            *(self._child(plan, parent, entry, where) for where, entry in todo)
-        )
+        nested = await _together([self._child(plan, parent, entry, where) for where, entry in todo])
         for (where, entry), summary in zip(todo, nested, strict=True):
             if summary is None or summary.kind != format_pb2.IMAGE_INDEX:
                 continue

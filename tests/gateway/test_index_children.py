@@ -9,6 +9,7 @@ tests/e2e/test_index_unit.py.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ class UnitLayers(FakeLayers):
     entries: list[common_pb2.Descriptor] = []
     child_faults: dict[str, str] = {}
     child_calls: list[tuple[str, str]] = []
+    cancelled: list[str] = []
 
     async def call(
         self, layer: str, method: str, request: Any, timeout: float | None = None
@@ -49,15 +51,21 @@ class UnitLayers(FakeLayers):
             raise NotFound("manifest unknown")
         if fault == "upstream" and method == "FetchManifest":
             raise UpstreamError("upstream: injected")
+        if fault == "hang" and method == "FetchManifest":
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled.append(child)
+                raise
         if fault == "crash" and method == "CheckManifest":
             raise LayerFailure("format", "format: service unavailable")
         response = self._healthy(layer, method, request)
         if method == "VerifyManifest":
             response.digest = child
-        if fault == "deny" and method == "VerifyManifest":
+        if fault == f"deny:{method}":
             response.verdict.decision = common_pb2.DENY
             response.verdict.findings.add(
-                code="hash.denied_digest", severity=common_pb2.ERROR, message="denied"
+                code=f"{layer}.injected", severity=common_pb2.ERROR, message="denied"
             )
         if fault == "index" and method == "CheckManifest":
             response.summary.Clear()
@@ -87,6 +95,7 @@ def _run(tmp_path: Path, entries: list[common_pb2.Descriptor], faults: dict[str,
     layers.entries = entries
     layers.child_faults = faults
     layers.child_calls = []
+    layers.cancelled = []
     pipeline.clients = layers  # type: ignore[assignment]
     return pipeline, layers
 
@@ -106,7 +115,10 @@ async def test_every_listed_manifest_is_checked_without_blobs(tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("fault", "code"),
     [
-        ("deny", "gateway.index_child_refused"),
+        ("deny:FetchManifest", "gateway.index_child_refused"),
+        ("deny:CheckManifest", "gateway.index_child_refused"),
+        ("deny:VerifyManifest", "gateway.index_child_refused"),
+        ("deny:CheckSource", "gateway.index_child_refused"),
         ("missing", "gateway.index_child_missing"),
     ],
 )
@@ -119,6 +131,8 @@ async def test_one_bad_child_refuses_the_index(tmp_path: Path, fault: str, code:
     assert finding["code"] == code
     assert finding["evidence"]["child"] == _child(0)
     assert _child(0) in result.report.reason
+    if fault.startswith("deny:"):
+        assert finding["evidence"]["codes"].endswith(".injected")
     assert not pipeline.admitted.has(result.report.digest)
 
 
@@ -135,6 +149,15 @@ async def test_a_layer_failing_on_a_child_fails_closed(tmp_path: Path) -> None:
     result = await pipeline.pull("lab/app", "v1")
     assert not result.allowed
     assert result.report.denied_by == "format"
+
+
+async def test_a_failure_stops_the_other_child_checks(tmp_path: Path) -> None:
+    # Nothing may keep writing into the session once it is refused and quarantined.
+    faults = {_child(0): "crash", _child(1): "hang"}
+    pipeline, layers = _run(tmp_path, [_entry(0), _entry(1, "linux/arm64")], faults)
+    result = await asyncio.wait_for(pipeline.pull("lab/app", "v1"), 30)
+    assert not result.allowed
+    assert layers.cancelled == [_child(1)]
 
 
 async def test_an_upstream_error_on_a_child_is_an_outage(tmp_path: Path) -> None:
