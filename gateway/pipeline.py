@@ -39,6 +39,7 @@ from opentelemetry.trace import SpanKind
 from pullguard.gateway.clients import LayerClients, LayerFailure
 from pullguard.gateway.decisions import Admission, DecisionLog
 from pullguard.gateway.discovery import Discovery, Found
+from pullguard.gateway.indexcheck import IndexUnit
 from pullguard.gateway.publish import Publisher
 from pullguard.gateway.release import ReleasePlan
 from pullguard.gateway.report import Report
@@ -411,12 +412,12 @@ class Pipeline:
         parents = self.decisions.parent_indexes(repository, reference, self.config.policy_version)
         return parents[0] if parents else ""
 
-    def _check_nesting(self, report: Report, plan: common_pb2.Plan) -> None:
+    def _check_nesting(self, report: Report, plan: common_pb2.Plan) -> int:
         """Refuse an index nested MAX_INDEX_DEPTH or more levels below a tagged one (F-12).
 
-        pullguard never recurses into an index (each one is its own pull), so
-        depth shows only through the chain of admitted parents; the walk up it
-        is bounded.
+        Depth above this index shows through the chain of admitted parents;
+        the walk up it is bounded. Returns that depth: the indexes this one
+        lists are checked with it (see :mod:`indexcheck`).
         """
         depth, parent = 0, plan.parent_index
         while parent and depth <= MAX_INDEX_DEPTH:
@@ -433,6 +434,7 @@ class Pipeline:
                 evidence={"parent_index": plan.parent_index},
             )
             self._require(report, "gateway", "index depth", verdict, 0.0)
+        return depth
 
     def _parent_entries(self, report: Report, plan: common_pb2.Plan) -> list[common_pb2.Descriptor]:
         """The parent index's entry for this manifest: its digest and size are claims too."""
@@ -508,8 +510,7 @@ class Pipeline:
         report.digest = digest
         summary: format_pb2.ManifestSummary = fmt[0].summary
         report.media_type = summary.media_type
-        if summary.kind == format_pb2.IMAGE_INDEX:
-            self._check_nesting(report, plan)
+        depth = self._check_nesting(report, plan) if summary.kind == format_pb2.IMAGE_INDEX else 0
 
         descriptors = [
             d
@@ -536,6 +537,8 @@ class Pipeline:
         source_ok = report.add("source", "source", src.verdict, src_ms)
         if not (signature_ok and source_ok):
             raise _Denied
+        if summary.kind == format_pb2.IMAGE_INDEX:
+            await self._check_index_unit(report, plan, digest, summary, depth, sig, statements)
 
         blob_keys: list[str] = []
         if summary.kind == format_pb2.IMAGE_MANIFEST:
@@ -680,6 +683,44 @@ class Pipeline:
             )
         self._record(report)
         return PullResult(report, manifest=data)
+
+    async def _check_index_unit(
+        self,
+        report: Report,
+        plan: common_pb2.Plan,
+        digest: str,
+        summary: format_pb2.ManifestSummary,
+        depth: int,
+        signature: common_pb2.Verdict,
+        statements: list[source_pb2.VerifiedProvenance],
+    ) -> None:
+        """Refuse the index unless every manifest it lists passes (see :mod:`indexcheck`)."""
+
+        async def call(
+            layer: str, method: str, request: Any, timeout: float | None
+        ) -> tuple[Any, float]:
+            return await self._call(report, layer, method, request, timeout=timeout)
+
+        started = time.monotonic()
+        unit = IndexUnit(
+            call,
+            lambda p: self._provenance(report, p),
+            self.config.limits,
+            report.decision_id,
+            depth=depth,
+            max_depth=MAX_INDEX_DEPTH,
+            signed=plan.rule.signature.mode != common_pb2.SignaturePolicy.NONE
+            and verdict_allows(signature)
+            and all(f.severity == common_pb2.INFO for f in signature.findings),
+            statements=statements,
+        )
+        verdict = await unit.check(plan, digest, summary)
+        # The unit's verdict first: a refusal names the child, then each child's steps.
+        allowed = report.add("gateway", "index unit", verdict, (time.monotonic() - started) * 1000)
+        for step in unit.outcome.steps:
+            report.add(step.layer, step.step, step.verdict, step.duration_ms)
+        if not allowed:
+            raise _Denied
 
     def _discovery(self, report: Report) -> Discovery:
         async def call(

@@ -14,7 +14,8 @@ body this module accepted. The checks follow THREATS section B:
 - F-07 Docker schema1 is refused, by header and by body;
 - F-08/F-09/F-10 descriptor digests and sizes (see :mod:`descriptors`);
 - F-11 size limits; F-12 the number of index entries (depth is the
-  gateway's to track: one document cannot show it);
+  gateway's to track: one document cannot show it); no two index entries
+  may claim one platform a runtime could be asked for (:mod:`platforms`);
 - F-14 artifacts: an artifact (empty config, or another config type) passes
   only when the rule lists its type (``artifactType``, else the config's
   media type); an empty config needs ``artifactType``; image layers must have
@@ -54,6 +55,7 @@ from pullguard.services.format.mediatypes import (
     SCHEMA1_TYPES,
     header_media_type,
 )
+from pullguard.services.format.platforms import duplicate_platforms
 from pullguard.services.runtime.config import Limits
 from pullguard.services.runtime.findings import Finding, Verdict
 from pullguard.services.runtime.goschemas import MANIFEST
@@ -408,6 +410,8 @@ def _parse_index(
                     Finding.error("format.invalid_descriptor", f"{where}: platform is required")
                 )
             entries.append(entry)
+        # A runtime runs the first match: no two entries may claim one platform.
+        findings.extend(duplicate_platforms(raw_entries))
     return ManifestSummary(
         kind="index",
         media_type=media_type,

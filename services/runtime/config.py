@@ -865,10 +865,17 @@ def _limits(reader: _Reader, raw: Any) -> Limits:
     return Limits(**values)
 
 
+#: Part of every policy version; raised when what a verdict checks changes,
+#: so that admissions an older pullguard made are verified again.
+#: 2: an index is admitted only with every manifest it lists (issue 7).
+CHECKS_REVISION = 2
+
+
 def _policy_version(config_text: str, policy: Policy, upstreams: Mapping[str, Upstream]) -> str:
     """Hash of everything a verdict depends on: the policy, the key and pin
     contents it loaded, and the non-secret upstream settings."""
     material = {
+        "checks": CHECKS_REVISION,
         "rules": [
             {
                 "match": r.match,

@@ -166,6 +166,7 @@ def public(upstream: HostileUpstream, make_fetcher):  # noqa: ANN201 - returns a
     fetcher = make_fetcher(
         f"http://registry.test:{upstream.port}",
         options={"resolver": dns, "connector": connector},
+        redirect_hosts=["cdn.test", "rebind.test"],
     )
     return fetcher, dns, connector
 
