@@ -15,7 +15,7 @@ The admitted store is never trusted blindly:
   The verified file then *replaces* whatever has that name: a damaged file
   never survives a verified pull because "a file of that name exists".
 - **While serving**, a manifest is hashed on every serve (it is small). A
-  blob carries a verified-at stamp (size, mtime, inode) taken when its hash
+  blob carries a verified-at stamp (size, ctime, inode) taken when its hash
   was last checked; a blob whose stamp no longer matches is hashed again
   before it is served, and one whose hash differs is moved to
   ``state_dir/damaged/`` and never served. Stamps live in memory, so after a
@@ -83,7 +83,8 @@ def file_digest(path: Path, algorithm: str) -> str:
 
 
 def _stamp(stat: os.stat_result) -> tuple[int, int, int]:
-    return (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    # ctime, not mtime: any write changes it, and no one can set it back (utime cannot).
+    return (stat.st_size, stat.st_ctime_ns, stat.st_ino)
 
 
 def _ref_repository(name: str) -> str:
@@ -120,7 +121,7 @@ class AdmittedStore:
                 json.dumps({"schemaVersion": 2, "mediaType": _OCI_INDEX, "manifests": []}).encode(),
             )
         self._lock = threading.Lock()
-        #: digest -> (size, mtime_ns, inode) of the file when its hash was last checked.
+        #: digest -> (size, ctime_ns, inode) of the file when its hash was last checked.
         self._stamps: dict[str, tuple[int, int, int]] = {}
         self.damaged_dir = root.parent / "damaged"
 
