@@ -10,9 +10,12 @@ Order matters for cost and for safety:
    signature, which need format's parse and hashverify's digest. All of this
    happens before any blob is downloaded, so a bad image costs no layer traffic;
 5. fetcher stages the blobs; hashverify and format re-read them;
-6. only when every step allowed are the staged objects moved into the
-   admitted store, manifest and index.json last. Otherwise the staging
-   session goes to quarantine with its report;
+6. only when every step allowed, and the digests the fetcher streamed equal
+   the descriptors, are the staged objects hashed again and moved into the
+   admitted store, manifest last; the admission and its decision row then
+   commit in one transaction, and index.json comes last. A refusal whose
+   every step ran sends the staging session to quarantine with its report;
+   a pull that could not finish (layer error, full disk) is discarded;
 7. with a registry target, the admitted content is pushed there (blobs,
    then the manifest) before the admission is recorded: a pull whose push
    failed is a retryable error (503), never served as published.

@@ -60,9 +60,7 @@ def _index_names(pg: Pullguard) -> list[tuple[str, str]]:
 def _held(pg: Pullguard, image: BuiltImage) -> dict[str, Any]:
     """What the state directory holds for ``image``: store, database, audit log."""
     blobs = pg.state_dir / "admitted" / "blobs" / "sha256"
-    admitted = _db_rows(
-        pg, f"SELECT decision_id FROM admitted WHERE digest='{image.digest}'"
-    )
+    admitted = _db_rows(pg, f"SELECT decision_id FROM admitted WHERE digest='{image.digest}'")
     decisions = _db_rows(pg, "SELECT id, decision FROM decisions")
     return {
         "blob_files": sum((blobs / d.split(":")[1]).exists() for d in image.blob_digests),
@@ -88,9 +86,7 @@ def _assert_served_recorded_verified(pg: Pullguard, image: BuiltImage, tmp_path:
         (str(r[0]), str(r[1])): str(r[2])
         for r in _db_rows(pg, "SELECT repository, digest, decision_id FROM admitted")
     }
-    decisions = {
-        str(r[0]): str(r[1]) for r in _db_rows(pg, "SELECT id, decision FROM decisions")
-    }
+    decisions = {str(r[0]): str(r[1]) for r in _db_rows(pg, "SELECT id, decision FROM decisions")}
     audited = set(_audit_ids(pg))
     for name, digest in _index_names(pg):
         repository = name.partition("@")[0] if "@" in name else name.rpartition(":")[0]

@@ -20,6 +20,7 @@ from pullguard.gateway.decisions import Admission, DecisionLog, StateError
 from pullguard.gateway.stores import AdmittedStore
 from pullguard.services.runtime.errors import StagingError
 from pullguard.services.runtime.staging import StagingStore
+from pullguard.v1 import fetcher_pb2
 from tests.gateway.test_pipeline_faults import (
     CONFIG_BLOB,
     DIGEST,
@@ -30,7 +31,6 @@ from tests.gateway.test_pipeline_faults import (
     _pipeline,
 )
 from tests.support.stack import pullguard_command
-from pullguard.v1 import fetcher_pb2
 
 SESSION = "0" * 32
 
