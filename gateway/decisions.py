@@ -24,6 +24,7 @@ Durability:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -113,6 +114,8 @@ CREATE TABLE IF NOT EXISTS quarantine (
 );
 """
 
+
+log = logging.getLogger("pullguard.gateway")
 
 #: How much of the audit log's end :meth:`DecisionLog.flush_audit` searches.
 _AUDIT_TAIL = 16 << 20
@@ -216,8 +219,19 @@ class DecisionLog:
         return line
 
     def _audit(self, decision_id: str, line: str) -> None:
-        """Append a committed decision's audit line, then clear its pending note."""
-        _append_line(self._audit_path, line.encode())
+        """Append a committed decision's audit line, then clear its pending note.
+
+        The decision is committed already: a failed append (a full disk) must
+        not turn it into another outcome, so it is logged and the pending note
+        kept for the next start's :meth:`flush_audit`.
+        """
+        try:
+            _append_line(self._audit_path, line.encode())
+        except OSError as exc:
+            log.error(
+                "audit line of %s not written (%s): appended at the next start", decision_id, exc
+            )
+            return
         failpoints.hit("admit.after_audit")
         self._db.execute("DELETE FROM audit_pending WHERE id=?", (decision_id,))
         self._db.commit()

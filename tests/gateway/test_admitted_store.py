@@ -193,6 +193,18 @@ def test_admission_and_decision_commit_together(tmp_path: Path) -> None:
     assert log.pending_audit() == []
 
 
+def test_a_failed_audit_append_keeps_the_admission_and_its_allow(tmp_path: Path) -> None:
+    log = DecisionLog(tmp_path)
+    (tmp_path / "audit.jsonl").mkdir()  # appending fails, as on a full disk
+    admission = Admission("lab/app", DIGEST, "m", 1, "c" * 32)
+    log.admit_and_record(admission, "v", [], [], "lab/app", _report("c" * 32))
+    assert log.admitted("lab/app", DIGEST, "v") == admission
+    assert log.pending_audit() == ["c" * 32]
+    (tmp_path / "audit.jsonl").rmdir()
+    assert log.flush_audit() == 1
+    assert json.loads((tmp_path / "audit.jsonl").read_bytes())["decision_id"] == "c" * 32
+
+
 def test_an_unaudited_decision_is_appended_once_at_start(tmp_path: Path) -> None:
     log = DecisionLog(tmp_path)
     log.record(_report("d" * 32))
