@@ -17,6 +17,7 @@ import yaml
 
 from pullguard.gateway import fsck
 from pullguard.gateway.decisions import Admission, DecisionLog, StateError
+from pullguard.gateway.pipeline import Pipeline
 from pullguard.gateway.stores import AdmittedStore
 from pullguard.services.runtime.errors import StagingError
 from pullguard.services.runtime.staging import StagingStore
@@ -283,7 +284,7 @@ def test_the_cli_names_the_bad_database_without_a_traceback(tmp_path: Path) -> N
 # -- start-up reconciliation and fsck ------------------------------------------------
 
 
-async def _admitted_pipeline(tmp_path: Path):  # type: ignore[no-untyped-def]
+async def _admitted_pipeline(tmp_path: Path) -> Pipeline:
     pipeline = _pipeline(tmp_path, {})
     assert (await pipeline.pull("lab/app", "v1")).allowed
     return pipeline
