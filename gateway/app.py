@@ -13,6 +13,7 @@ from aiohttp import web
 from pullguard.gateway.clients import LayerClients
 from pullguard.gateway.decisions import DecisionLog
 from pullguard.gateway.frontdoor import FrontDoor
+from pullguard.gateway.fsck import log_reconciled, reconcile
 from pullguard.gateway.grpc_api import GatewayServicer, register
 from pullguard.gateway.pipeline import Pipeline
 from pullguard.gateway.publish import Publisher
@@ -34,6 +35,8 @@ def build_pipeline(config: Config) -> tuple[Pipeline, DecisionLog, AdmittedStore
     state: Path = config.state_dir
     decisions = DecisionLog(state)
     admitted = AdmittedStore(state / "admitted")
+    # What a crash left half-done: audit lines, index.json, temporary files.
+    log_reconciled(reconcile(decisions, admitted))
     quarantine = Quarantine(state / "quarantine")
     # One gateway owns a state_dir: whatever a crash left in staging was never
     # admitted and is not trusted now, so it goes before the first pull.

@@ -89,6 +89,20 @@ def _parser() -> argparse.ArgumentParser:
     quarantine.add_argument("--config")
     quarantine.add_argument("--json", action="store_true")
 
+    fsck = sub.add_parser(
+        "fsck",
+        help="hash every admitted file; check the database, audit log and layout"
+        " (exit 0 clean, 1 problems found, 2 error)",
+    )
+    fsck.add_argument("--config")
+    fsck.add_argument("--json", action="store_true")
+    fsck.add_argument(
+        "--repair",
+        action="store_true",
+        help="move damaged files to state_dir/damaged/, withdraw admissions that lost content,"
+        " fix the layout (stop the gateway first)",
+    )
+
     policy = sub.add_parser("policy", help="policy tools")
     policy.add_argument("action", choices=("validate",))
     policy.add_argument("file")
@@ -142,6 +156,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _decisions(args, config)
     if args.command == "reevaluate":
         return _reevaluate(args, config)
+    if args.command == "fsck":
+        from pullguard.gateway import fsck
+
+        return fsck.run(config.state_dir, repair=args.repair, as_json=args.json)
     return _quarantine(args, config)
 
 

@@ -24,6 +24,7 @@ from pullguard.services.runtime.config import LAYERS, ServicesTls
 from pullguard.services.runtime.errors import (
     NotFound,
     PullguardError,
+    StagingFull,
     UpstreamError,
     UpstreamTimeout,
 )
@@ -146,6 +147,8 @@ def _translate(layer: str, exc: grpc.aio.AioRpcError) -> PullguardError:
             if isinstance(status, str) and status.isdigit():
                 error.http_status = int(status)
             return error
+        if error_class == "StagingFull":
+            return StagingFull(details)
         if error_class == "NotFound":
             oci_code = trailing.get(ERROR_OCI_KEY, "MANIFEST_UNKNOWN")
             return NotFound(details, oci_code=str(oci_code))

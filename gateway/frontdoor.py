@@ -8,6 +8,7 @@ store, and only to a repository name whose manifest pull was admitted.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -126,13 +127,12 @@ class FrontDoor:
         except DigestSyntaxError as exc:
             return oci_error(400, "DIGEST_INVALID", str(exc))
         repository = self.decisions.repository_for(name)
-        if (
-            repository is None
-            or not self.decisions.blob_admitted(repository, digest)
-            or not self.admitted.has(digest)
-        ):
+        path = None
+        if repository is not None and self.decisions.blob_admitted(repository, digest):
+            # Hashed again unless unchanged since last verified; damaged is never served.
+            path = await asyncio.to_thread(self.admitted.verified_blob, digest)
+        if path is None:
             return oci_error(404, "BLOB_UNKNOWN", f"{digest} is not admitted for {name}")
-        path = self.admitted.blob_path(digest)
         headers = {
             **API_HEADERS,
             "Docker-Content-Digest": digest,

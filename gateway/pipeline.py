@@ -10,9 +10,12 @@ Order matters for cost and for safety:
    signature, which need format's parse and hashverify's digest. All of this
    happens before any blob is downloaded, so a bad image costs no layer traffic;
 5. fetcher stages the blobs; hashverify and format re-read them;
-6. only when every step allowed are the staged objects moved into the
-   admitted store, manifest and index.json last. Otherwise the staging
-   session goes to quarantine with its report;
+6. only when every step allowed, and the digests the fetcher streamed equal
+   the descriptors, are the staged objects hashed again and moved into the
+   admitted store, manifest last; the admission and its decision row then
+   commit in one transaction, and index.json comes last. A refusal whose
+   every step ran sends the staging session to quarantine with its report;
+   a pull that could not finish (layer error, full disk) is discarded;
 7. with a registry target, the admitted content is pushed there (blobs,
    then the manifest) before the admission is recorded: a pull whose push
    failed is a retryable error (503), never served as published.
@@ -36,6 +39,7 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind
 
+from pullguard.gateway import failpoints
 from pullguard.gateway.clients import LayerClients, LayerFailure
 from pullguard.gateway.decisions import Admission, DecisionLog
 from pullguard.gateway.discovery import Discovery, Found
@@ -48,6 +52,7 @@ from pullguard.services.runtime.config import Config
 from pullguard.services.runtime.errors import (
     NotFound,
     PullguardError,
+    StagingFull,
     TargetError,
     UpstreamError,
 )
@@ -276,7 +281,7 @@ class Pipeline:
         except _Denied:
             fetched = True
             result = PullResult(report)
-        except (UpstreamError, NotFound) as exc:
+        except (UpstreamError, NotFound, StagingFull) as exc:
             report.transient = True
             report.denied_by = report.denied_by or "fetcher"
             report.reason = exc.message
@@ -305,7 +310,7 @@ class Pipeline:
             result = PullResult(report)
         report.decision = "DENY"
         report.admitted = False
-        if admit and fetched and self.staging.session_dir(report.decision_id).exists():
+        if self._quarantines(report, admit, fetched):
             self.quarantine.put(self.staging, report.decision_id, report.as_json())
             self.decisions.quarantined(
                 report.decision_id, report.time, report.reference_text, report.digest, report.reason
@@ -314,6 +319,20 @@ class Pipeline:
             self.staging.discard(report.decision_id)
         self._record(report)
         return result
+
+    def _quarantines(self, report: Report, admit: bool, fetched: bool) -> bool:
+        """Whether a refused pull's staged content goes to quarantine.
+
+        A quarantine entry is a verdict: only a refusal every step of which
+        ran (no layer error, no internal error, no full disk) keeps its bytes.
+        Partial content of a pull that could not finish is discarded.
+        """
+        return (
+            admit
+            and fetched
+            and not any(step.error for step in report.steps)
+            and self.staging.session_dir(report.decision_id).exists()
+        )
 
     def _record(self, report: Report) -> None:
         self.decisions.record(report.as_json())
@@ -541,6 +560,7 @@ class Pipeline:
             await self._check_index_unit(report, plan, digest, summary, depth, sig, statements)
 
         blob_keys: list[str] = []
+        streamed: dict[str, str] = {}
         if summary.kind == format_pb2.IMAGE_MANIFEST:
             blobs = [summary.config, *summary.layers]
             got, ms = await self._call(
@@ -614,6 +634,7 @@ class Pipeline:
             if not (config_ok and layers_ok):
                 raise _Denied
             blob_keys = [b.digest for b in blobs]
+            streamed = {b.digest: b.computed_digest for b in got.blobs}
         elif summary.kind != format_pb2.IMAGE_INDEX:
             report.add_error("format", "manifest", "format: manifest kind not stated", 0.0)
             raise _Denied
@@ -630,7 +651,10 @@ class Pipeline:
                     report.decision_id,
                     {**report.release, "time": report.time},
                 )
-            await self._admit(report, plan, staged, summary, blob_keys)
+            # The decision is recorded in the admission's own transaction.
+            await self._admit(report, plan, staged, summary, blob_keys, streamed)
+            self.staging.discard(session)
+            return PullResult(report, manifest=data)
         self.staging.discard(session)
         self._record(report)
         return PullResult(report, manifest=data)
@@ -664,6 +688,9 @@ class Pipeline:
         data = self.admitted.read_manifest(digest, self.config.limits.manifest_bytes)
         if hashlib.new(digest.split(":")[0], data).hexdigest() != digest.split(":", 1)[1]:
             log.error("admitted store object %s does not match its digest", digest)
+            self.admitted.move_aside(digest)
+            return None
+        if not await self._blobs_intact(report.repository, digest):
             return None
         report.digest = digest
         report.media_type = admission.media_type
@@ -721,6 +748,18 @@ class Pipeline:
             report.add(step.layer, step.step, step.verdict, step.duration_ms)
         if not allowed:
             raise _Denied
+
+    async def _blobs_intact(self, repository: str, digest: str) -> bool:
+        """Whether every blob of an admitted manifest is present and still verified.
+
+        A damaged or missing blob makes the pull verify and fetch again, which
+        replaces it with verified bytes (see stores.AdmittedStore).
+        """
+        for blob in self.decisions.manifest_blobs(repository, digest):
+            if await asyncio.to_thread(self.admitted.verified_blob, blob) is None:
+                log.error("admitted %s of %s is damaged or missing: verifying again", blob, digest)
+                return False
+        return True
 
     def _discovery(self, report: Report) -> Discovery:
         async def call(
@@ -837,29 +876,52 @@ class Pipeline:
         staged: common_pb2.StagedManifest,
         summary: format_pb2.ManifestSummary,
         blob_keys: list[str],
+        streamed: dict[str, str],
     ) -> None:
+        """Move the verified content in, then admit and record in one transaction.
+
+        ``streamed`` maps each blob to the digest the fetcher computed while
+        writing it. Order (each step a failpoint, see :mod:`failpoints`): blobs,
+        manifest, then the admission with its decision row (one commit), the
+        audit line, and index.json last. A crash before the commit leaves
+        only unreferenced content; after it, start-up reconciles the rest.
+        """
         session = report.decision_id
         if staged.staged_key != report.digest:
             raise PullguardError("staged manifest key differs from the verified digest")
-        for key in blob_keys:
-            self.admitted.take_from_staging(self.staging, session, key)
-        self.admitted.take_from_staging(self.staging, session, staged.staged_key)
+        verdict = _streamed_verdict(report, staged, blob_keys, streamed)
+        if not verdict_allows(verdict):
+            self._require(report, "gateway", "staged digests", verdict, 0.0)
+        await asyncio.to_thread(self._take_staged, session, blob_keys, streamed)
+        failpoints.hit("admit.after_blobs")
+        await asyncio.to_thread(self._take_staged, session, [staged.staged_key], {})
+        failpoints.hit("admit.after_manifest")
         size = self.admitted.blob_path(report.digest).stat().st_size
         # Published before the admission is recorded: if the push fails, the
         # image is not admitted and its next pull verifies and pushes again.
         await self._publish(report, plan, report.digest, summary.media_type)
-        ref_names = [f"{report.repository}@{report.digest}"]
-        if plan.ref.tag:
-            ref_names.append(f"{report.repository}:{plan.ref.tag}")
-        self.admitted.add_reference(report.digest, summary.media_type, size, ref_names)
-        self.decisions.admit(
+        report.admitted = True
+        self.decisions.admit_and_record(
             Admission(report.repository, report.digest, summary.media_type, size, session),
             plan.policy_version,
             blobs=blob_keys,
             children=[(m.digest, m.media_type, m.size) for m in summary.manifests],
+            client_name=report.client_name,
+            report=report.as_json(),
         )
-        self.decisions.link_name(report.client_name, report.repository)
-        report.admitted = True
+        ref_names = [f"{report.repository}@{report.digest}"]
+        if plan.ref.tag:
+            ref_names.append(f"{report.repository}:{plan.ref.tag}")
+        try:
+            self.admitted.add_reference(report.digest, summary.media_type, size, ref_names)
+        except OSError as exc:
+            # Admitted and recorded: start-up reconciles index.json with the database.
+            log.error("index.json not updated for %s: %s", report.digest, exc)
+        failpoints.hit("admit.after_index")
+
+    def _take_staged(self, session: str, keys: list[str], streamed: dict[str, str]) -> None:
+        for key in keys:
+            self.admitted.take_from_staging(self.staging, session, key, streamed.get(key, ""))
 
     async def _publish(
         self, report: Report, plan: common_pb2.Plan, digest: str, media_type: str
@@ -924,6 +986,28 @@ class Pipeline:
                     "headers": dict(exchange.headers),
                 }
             )
+
+
+def _streamed_verdict(
+    report: Report,
+    staged: common_pb2.StagedManifest,
+    blob_keys: list[str],
+    streamed: dict[str, str],
+) -> common_pb2.Verdict:
+    """The gateway's own check that the fetcher streamed exactly the verified digests."""
+    verdict = common_pb2.Verdict(decision=common_pb2.ALLOW, layer="gateway")
+    claims = [(report.digest, staged.computed_digest)]
+    claims += [(key, streamed.get(key, "")) for key in blob_keys]
+    for expected, got in claims:
+        if got != expected:
+            verdict.decision = common_pb2.DENY
+            verdict.findings.add(
+                code="gateway.staged_digest_mismatch",
+                severity=common_pb2.ERROR,
+                message=f"got {got or 'no digest'} from the fetcher's stream, expected {expected}",
+                evidence={"descriptor": expected, "streamed": got},
+            )
+    return verdict
 
 
 def _results(results: Any, digest: str, kind: str) -> list[dict[str, Any]]:
