@@ -15,6 +15,7 @@ from pullguard.gateway import ratelog
 from pullguard.gateway.clients import LayerClients
 from pullguard.gateway.decisions import DecisionLog
 from pullguard.gateway.frontdoor import FrontDoor
+from pullguard.gateway.fsck import log_reconciled, reconcile
 from pullguard.gateway.grpc_api import GatewayServicer, register
 from pullguard.gateway.httpserver import DoorRunner
 from pullguard.gateway.pipeline import Pipeline
@@ -56,12 +57,14 @@ def build_pipeline(config: Config) -> tuple[Pipeline, DecisionLog, AdmittedStore
     state: Path = config.state_dir
     decisions = DecisionLog(state)
     admitted = AdmittedStore(state / "admitted")
+    # What a crash left half-done: audit lines, index.json, temporary files.
+    log_reconciled(reconcile(decisions, admitted))
     quarantine = Quarantine(state / "quarantine")
     # One gateway owns a state_dir: whatever a crash left in staging was never
     # admitted and is not trusted now, so it goes before the first pull.
     shutil.rmtree(state / "staging", ignore_errors=True)
     staging = StagingStore(state / "staging")
-    clients = LayerClients(config.services, config.limits.layer_timeout)
+    clients = LayerClients(config.services, config.limits.layer_timeout, config.services_tls)
     publisher = None
     if config.target.kind == "registry":
         publisher = Publisher(

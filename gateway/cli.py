@@ -37,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config")
     serve.add_argument("--grpc-listen", metavar="HOST:PORT", help="gateway only: its gRPC address")
     serve.add_argument(
+        "--health-listen",
+        metavar="HOST:PORT",
+        help="layers only: a plaintext port answering health checks alone (for probes)",
+    )
+    serve.add_argument(
         "--service",
         action="append",
         default=[],
@@ -83,6 +88,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     quarantine.add_argument("--config")
     quarantine.add_argument("--json", action="store_true")
+
+    fsck = sub.add_parser(
+        "fsck",
+        help="hash every admitted file; check the database, audit log and layout"
+        " (exit 0 clean, 1 problems found, 2 error)",
+    )
+    fsck.add_argument("--config")
+    fsck.add_argument("--json", action="store_true")
+    fsck.add_argument(
+        "--repair",
+        action="store_true",
+        help="move damaged files to state_dir/damaged/, withdraw admissions that lost content,"
+        " fix the layout (stop the gateway first)",
+    )
 
     policy = sub.add_parser("policy", help="policy tools")
     policy.add_argument("action", choices=("validate",))
@@ -137,6 +156,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _decisions(args, config)
     if args.command == "reevaluate":
         return _reevaluate(args, config)
+    if args.command == "fsck":
+        from pullguard.gateway import fsck
+
+        return fsck.run(config.state_dir, repair=args.repair, as_json=args.json)
     return _quarantine(args, config)
 
 
@@ -166,7 +189,7 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
     import importlib
 
     servicer = importlib.import_module(f"pullguard.services.{args.service}.servicer")
-    return run_service(args.service, servicer.register, config, args.listen)
+    return run_service(args.service, servicer.register, config, args.listen, args.health_listen)
 
 
 def _check(args: argparse.Namespace, config: Config) -> int:

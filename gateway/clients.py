@@ -20,10 +20,11 @@ import grpc
 from opentelemetry.trace import SpanKind
 
 from pullguard.services.runtime.channels import open_channel
-from pullguard.services.runtime.config import LAYERS
+from pullguard.services.runtime.config import LAYERS, ServicesTls
 from pullguard.services.runtime.errors import (
     NotFound,
     PullguardError,
+    StagingFull,
     UpstreamError,
     UpstreamTimeout,
 )
@@ -80,11 +81,16 @@ class CallTiming:
 class LayerClients:
     """One channel and stub per layer; calls are timed and traced."""
 
-    def __init__(self, addresses: Mapping[str, str], default_timeout: float) -> None:
+    def __init__(
+        self,
+        addresses: Mapping[str, str],
+        default_timeout: float,
+        tls: ServicesTls | None = None,
+    ) -> None:
         missing = [name for name in LAYERS if name not in addresses]
         if missing:
             raise PullguardError(f"no address for layer services: {', '.join(missing)}")
-        self._channels = {name: open_channel(addresses[name]) for name in LAYERS}
+        self._channels = {name: open_channel(addresses[name], tls) for name in LAYERS}
         self._stubs = {name: _STUBS[name](self._channels[name]) for name in LAYERS}
         self.default_timeout = default_timeout
         self._tracer = tracer("gateway")
@@ -141,6 +147,8 @@ def _translate(layer: str, exc: grpc.aio.AioRpcError) -> PullguardError:
             if isinstance(status, str) and status.isdigit():
                 error.http_status = int(status)
             return error
+        if error_class == "StagingFull":
+            return StagingFull(details)
         if error_class == "NotFound":
             oci_code = trailing.get(ERROR_OCI_KEY, "MANIFEST_UNKNOWN")
             return NotFound(details, oci_code=str(oci_code))

@@ -4,11 +4,27 @@ Every pull's decision is recorded with each layer's verdict. Admissions are
 recorded per (repository, digest, policy version): the next pull of the same
 digest under the same policy is served without verifying again, and a policy
 change (new keys, pins, rules) makes every image verify again.
+
+Durability:
+
+- An admission and its decision row are one SQLite transaction
+  (:meth:`DecisionLog.admit_and_record`): nothing is servable without its
+  record. The same transaction notes the decision in ``audit_pending``; the
+  audit line is appended after the commit and the note then cleared, so a
+  crash in between is repaired at the next start (:meth:`DecisionLog.flush_audit`
+  appends the lines the log lacks).
+- Each audit append starts on a fresh line: a line torn by a crash or a full
+  disk never swallows the next record.
+- At start-up the database must pass ``PRAGMA quick_check``; a file that is not
+  SQLite, is damaged, or is missing or empty while the audit log holds
+  records is refused with a message naming the file, never replaced by an
+  empty database.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -16,6 +32,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pullguard.gateway import failpoints
+from pullguard.services.runtime.errors import PullguardError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -83,6 +102,9 @@ CREATE TABLE IF NOT EXISTS published (
     digest TEXT NOT NULL,
     PRIMARY KEY (target, repository, reference)
 );
+CREATE TABLE IF NOT EXISTS audit_pending (
+    id TEXT PRIMARY KEY
+);
 CREATE TABLE IF NOT EXISTS quarantine (
     id TEXT PRIMARY KEY,
     time TEXT NOT NULL,
@@ -91,6 +113,55 @@ CREATE TABLE IF NOT EXISTS quarantine (
     reason TEXT NOT NULL
 );
 """
+
+
+log = logging.getLogger("pullguard.gateway")
+
+#: How much of the audit log's end :meth:`DecisionLog.flush_audit` searches.
+_AUDIT_TAIL = 16 << 20
+_DATABASE = "decisions.sqlite3"
+_AUDIT = "audit.jsonl"
+
+
+class StateError(PullguardError):
+    """The state directory's database or audit log cannot be trusted; names the file."""
+
+
+def _open_database(state_dir: Path) -> sqlite3.Connection:
+    """Open the database, refusing one that is damaged or lost (see the module doc)."""
+    path = state_dir / _DATABASE
+    audit = state_dir / _AUDIT
+    fresh = not path.exists() or path.stat().st_size == 0
+    if fresh and audit.exists() and audit.stat().st_size > 0:
+        raise StateError(
+            f"{path} is missing or empty but {audit} holds records: restore the database"
+            " from a backup, or move the state directory aside to start anew"
+        )
+    try:
+        db = sqlite3.connect(path, check_same_thread=False)
+        if not fresh:
+            problems = [str(row[0]) for row in db.execute("PRAGMA quick_check(5)").fetchall()]
+            if problems != ["ok"]:
+                db.close()
+                raise StateError(f"{path} is damaged: {'; '.join(problems)[:500]}")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(_SCHEMA)
+    except sqlite3.DatabaseError as exc:
+        raise StateError(f"{path} is not a usable pullguard database: {exc}") from None
+    return db
+
+
+def _append_line(path: Path, line: bytes) -> None:
+    """Append ``line`` and a newline, on a fresh line, fsynced."""
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line  # the previous line was torn: never join it
+        os.write(fd, line + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -111,10 +182,8 @@ class DecisionLog:
 
     def __init__(self, state_dir: Path) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(state_dir / "decisions.sqlite3", check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
-        self._audit_path = state_dir / "audit.jsonl"
+        self._db = _open_database(state_dir)
+        self._audit_path = state_dir / _AUDIT
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -122,31 +191,120 @@ class DecisionLog:
 
     def record(self, report: Mapping[str, Any]) -> None:
         """Write one decision: the database row and an audit line, fsynced."""
-        line = json.dumps(report, sort_keys=True, ensure_ascii=True)
         with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO decisions VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    report["decision_id"],
-                    report["time"],
-                    report["reference"],
-                    report["repository"],
-                    report.get("digest", ""),
-                    report["decision"],
-                    report.get("denied_by", ""),
-                    report.get("reason", ""),
-                    report["policy_version"],
-                    int(bool(report.get("transient"))),
-                    line,
-                ),
-            )
+            line = self._insert_decision(report)
             self._db.commit()
-            fd = os.open(self._audit_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._audit(report["decision_id"], line)
+
+    def _insert_decision(self, report: Mapping[str, Any]) -> str:
+        """Insert the row and its audit_pending note, uncommitted; return the audit line."""
+        line = json.dumps(report, sort_keys=True, ensure_ascii=True)
+        self._db.execute(
+            "INSERT OR REPLACE INTO decisions VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                report["decision_id"],
+                report["time"],
+                report["reference"],
+                report["repository"],
+                report.get("digest", ""),
+                report["decision"],
+                report.get("denied_by", ""),
+                report.get("reason", ""),
+                report["policy_version"],
+                int(bool(report.get("transient"))),
+                line,
+            ),
+        )
+        self._db.execute("INSERT OR IGNORE INTO audit_pending VALUES (?)", (report["decision_id"],))
+        return line
+
+    def _audit(self, decision_id: str, line: str) -> None:
+        """Append a committed decision's audit line, then clear its pending note.
+
+        The decision is committed already: a failed append (a full disk) must
+        not turn it into another outcome, so it is logged and the pending note
+        kept for the next start's :meth:`flush_audit`.
+        """
+        try:
+            _append_line(self._audit_path, line.encode())
+        except OSError as exc:
+            log.error(
+                "audit line of %s not written (%s): appended at the next start", decision_id, exc
+            )
+            return
+        failpoints.hit("admit.after_audit")
+        self._db.execute("DELETE FROM audit_pending WHERE id=?", (decision_id,))
+        self._db.commit()
+
+    def flush_audit(self) -> int:
+        """Append the audit lines a crash kept from the log; return how many.
+
+        A pending decision whose id is already in the log's tail was written
+        before the crash and is not written twice.
+        """
+        with self._lock:
+            pending = [
+                (str(r[0]), str(r[1]))
+                for r in self._db.execute(
+                    "SELECT p.id, COALESCE(d.report, '') FROM audit_pending p"
+                    " LEFT JOIN decisions d ON d.id = p.id"
+                ).fetchall()
+            ]
+            if not pending:
+                return 0
+            tail = b""
+            if self._audit_path.exists():
+                with self._audit_path.open("rb") as handle:
+                    size = handle.seek(0, os.SEEK_END)
+                    handle.seek(max(0, size - _AUDIT_TAIL))
+                    tail = handle.read(_AUDIT_TAIL)
+            written = 0
+            for decision_id, line in pending:
+                if line and f'"decision_id": "{decision_id}"'.encode() not in tail:
+                    _append_line(self._audit_path, line.encode())
+                    written += 1
+                self._db.execute("DELETE FROM audit_pending WHERE id=?", (decision_id,))
+            self._db.commit()
+        return written
+
+    def pending_audit(self) -> list[str]:
+        """Decisions committed whose audit line may be missing (a crash came between)."""
+        with self._lock:
+            rows = self._db.execute("SELECT id FROM audit_pending ORDER BY id").fetchall()
+        return [str(r[0]) for r in rows]
+
+    def quick_check(self) -> list[str]:
+        """SQLite's own consistency check: ``["ok"]`` or the problems it found."""
+        with self._lock:
+            return [str(r[0]) for r in self._db.execute("PRAGMA quick_check(20)").fetchall()]
+
+    def admit_and_record(
+        self,
+        admission: Admission,
+        policy_version: str,
+        blobs: Iterable[str],
+        children: Iterable[tuple[str, str, int]],
+        client_name: str,
+        report: Mapping[str, Any],
+    ) -> None:
+        """Admit an image and record its decision in one transaction, then audit it.
+
+        Nothing is servable without its decision row: both commit together or
+        neither does. The audit line follows the commit (see the module doc).
+        """
+        with self._lock:
             try:
-                os.write(fd, line.encode() + b"\n")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+                self._insert_admission(admission, policy_version, list(blobs), children)
+                self._db.execute(
+                    "INSERT OR REPLACE INTO names VALUES (?,?)", (client_name, admission.repository)
+                )
+                line = self._insert_decision(report)
+                self._db.commit()
+            except BaseException:
+                self._db.rollback()
+                raise
+            failpoints.hit("admit.after_commit")
+            self._audit(admission.decision_id, line)
 
     def admit(
         self,
@@ -156,36 +314,83 @@ class DecisionLog:
         children: Iterable[tuple[str, str, int]] = (),
     ) -> None:
         """Record an admission; ``children`` are an index's entries (digest, media type, size)."""
-        blobs = list(blobs)
         with self._lock:
-            self._db.executemany(
-                "INSERT OR IGNORE INTO admitted_blobs VALUES (?,?)",
-                [(admission.repository, digest) for digest in blobs],
-            )
-            self._db.executemany(
-                "INSERT OR IGNORE INTO manifest_blobs VALUES (?,?,?)",
-                [(admission.repository, admission.digest, digest) for digest in blobs],
-            )
-            self._db.executemany(
-                "INSERT OR IGNORE INTO index_entries VALUES (?,?,?,?,?,?)",
-                [
-                    (admission.repository, admission.digest, digest, policy_version, media, size)
-                    for digest, media, size in children
-                ],
-            )
-            # The manifest row goes last: it is what makes the image servable.
-            self._db.execute(
-                "INSERT OR REPLACE INTO admitted VALUES (?,?,?,?,?,?)",
-                (
-                    admission.repository,
-                    admission.digest,
-                    policy_version,
-                    admission.media_type,
-                    admission.size,
-                    admission.decision_id,
-                ),
-            )
+            self._insert_admission(admission, policy_version, list(blobs), children)
             self._db.commit()
+
+    def _insert_admission(
+        self,
+        admission: Admission,
+        policy_version: str,
+        blobs: list[str],
+        children: Iterable[tuple[str, str, int]],
+    ) -> None:
+        self._db.executemany(
+            "INSERT OR IGNORE INTO admitted_blobs VALUES (?,?)",
+            [(admission.repository, digest) for digest in blobs],
+        )
+        self._db.executemany(
+            "INSERT OR IGNORE INTO manifest_blobs VALUES (?,?,?)",
+            [(admission.repository, admission.digest, digest) for digest in blobs],
+        )
+        self._db.executemany(
+            "INSERT OR IGNORE INTO index_entries VALUES (?,?,?,?,?,?)",
+            [
+                (admission.repository, admission.digest, digest, policy_version, media, size)
+                for digest, media, size in children
+            ],
+        )
+        # The manifest row goes last: it is what makes the image servable.
+        self._db.execute(
+            "INSERT OR REPLACE INTO admitted VALUES (?,?,?,?,?,?)",
+            (
+                admission.repository,
+                admission.digest,
+                policy_version,
+                admission.media_type,
+                admission.size,
+                admission.decision_id,
+            ),
+        )
+
+    def admission_map(self) -> dict[tuple[str, str], tuple[str, int]]:
+        """(repository, digest) -> (media type, size) of every admission, under any policy."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT repository, digest, media_type, MAX(size) FROM admitted"
+                " GROUP BY repository, digest"
+            ).fetchall()
+        return {(str(r[0]), str(r[1])): (str(r[2]), int(r[3])) for r in rows}
+
+    def referenced_digests(self) -> set[str]:
+        """Every digest an admission needs in the admitted store: manifests and blobs."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT digest FROM admitted UNION SELECT digest FROM admitted_blobs"
+            ).fetchall()
+        return {str(r[0]) for r in rows}
+
+    def manifest_blobs(self, repository: str, digest: str) -> list[str]:
+        """The blobs an admitted manifest of ``repository`` lists."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT blob_digest FROM manifest_blobs WHERE repository=? AND manifest_digest=?"
+                " ORDER BY blob_digest",
+                (repository, digest),
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def admissions_needing(self, digest: str) -> list[tuple[str, str]]:
+        """(repository, manifest digest) of the admissions that need ``digest``'s content."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT repository, digest FROM admitted WHERE digest=?"
+                " UNION SELECT m.repository, m.manifest_digest FROM manifest_blobs m"
+                " JOIN admitted a ON a.repository = m.repository AND a.digest = m.manifest_digest"
+                " WHERE m.blob_digest=? ORDER BY 1, 2",
+                (digest, digest),
+            ).fetchall()
+        return [(str(r[0]), str(r[1])) for r in rows]
 
     def admissions(self, limit: int) -> list[tuple[Admission, str]]:
         """Every admitted (repository, digest) once, with its newest admission's policy.

@@ -8,6 +8,7 @@ store, and only to a repository name whose manifest pull was admitted.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -166,6 +167,13 @@ class FrontDoor:
             repository = await self.pipeline.repository_of(name)
         if repository is None or not self.decisions.blob_admitted(repository, digest):
             return oci_error(404, "BLOB_UNKNOWN", f"{digest} is not admitted for {name}")
+        try:
+            # Hashed again unless unchanged since last verified; damaged is never served.
+            verified = await asyncio.to_thread(self.admitted.verified_blob, digest)
+        except OSError as exc:
+            return self._unreadable(digest, exc)
+        if verified is None:
+            return oci_error(404, "BLOB_UNKNOWN", f"{digest} is not admitted for {name}")
         headers = {
             **API_HEADERS,
             "Docker-Content-Digest": digest,
@@ -174,10 +182,9 @@ class FrontDoor:
         try:
             # Opened here, not by aiohttp's FileResponse, which turns every
             # open error (EMFILE too) into an empty 404.
-            handle = open(self.admitted.blob_path(digest), "rb")  # noqa: SIM115 - the response closes it
+            handle = open(verified, "rb")  # noqa: SIM115 - the response closes it
         except OSError as exc:
-            log.error("front door: cannot open admitted blob %s: %s", digest, exc.strerror)
-            return oci_error(503, "UNAVAILABLE", f"{digest} cannot be read now; retry")
+            return self._unreadable(digest, exc)
         try:
             info = os.fstat(handle.fileno())
         except OSError:
@@ -191,6 +198,12 @@ class FrontDoor:
             handle.close()
             return web.Response(status=200, headers=headers)
         return web.Response(status=200, body=handle, headers=headers)
+
+    @staticmethod
+    def _unreadable(digest: str, exc: OSError) -> web.Response:
+        """An admitted blob that cannot be read now (no descriptor left, gone): retry."""
+        log.error("front door: cannot open admitted blob %s: %s", digest, exc.strerror or exc)
+        return oci_error(503, "UNAVAILABLE", f"{digest} cannot be read now; retry")
 
     async def tags(self, request: web.Request, name: str) -> web.StreamResponse:
         text = request.query.get("n")

@@ -10,9 +10,12 @@ Order matters for cost and for safety:
    signature, which need format's parse and hashverify's digest. All of this
    happens before any blob is downloaded, so a bad image costs no layer traffic;
 5. fetcher stages the blobs; hashverify and format re-read them;
-6. only when every step allowed are the staged objects moved into the
-   admitted store, manifest and index.json last. Otherwise the staging
-   session goes to quarantine with its report;
+6. only when every step allowed, and the digests the fetcher streamed equal
+   the descriptors, are the staged objects hashed again and moved into the
+   admitted store, manifest last; the admission and its decision row then
+   commit in one transaction, and index.json comes last. A refusal whose
+   every step ran sends the staging session to quarantine with its report;
+   a pull that could not finish (layer error, full disk) is discarded;
 7. with a registry target, the admitted content is pushed there (blobs,
    then the manifest) before the admission is recorded: a pull whose push
    failed is a retryable error (503), never served as published.
@@ -36,9 +39,11 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind
 
+from pullguard.gateway import failpoints
 from pullguard.gateway.clients import LayerClients, LayerFailure
 from pullguard.gateway.decisions import Admission, DecisionLog
 from pullguard.gateway.discovery import Discovery, Found
+from pullguard.gateway.indexcheck import IndexUnit
 from pullguard.gateway.publish import Publisher
 from pullguard.gateway.release import ReleasePlan
 from pullguard.gateway.report import Report
@@ -49,6 +54,7 @@ from pullguard.services.runtime.errors import (
     InvalidRequest,
     NotFound,
     PullguardError,
+    StagingFull,
     TargetError,
     UpstreamError,
 )
@@ -278,7 +284,7 @@ class Pipeline:
         except _Denied:
             fetched = True
             result = PullResult(report)
-        except (UpstreamError, NotFound) as exc:
+        except (UpstreamError, NotFound, StagingFull) as exc:
             report.transient = True
             report.denied_by = report.denied_by or "fetcher"
             report.reason = exc.message
@@ -307,7 +313,7 @@ class Pipeline:
             result = PullResult(report)
         report.decision = "DENY"
         report.admitted = False
-        if admit and fetched and self.staging.session_dir(report.decision_id).exists():
+        if self._quarantines(report, admit, fetched):
             self.quarantine.put(self.staging, report.decision_id, report.as_json())
             self.decisions.quarantined(
                 report.decision_id, report.time, report.reference_text, report.digest, report.reason
@@ -316,6 +322,20 @@ class Pipeline:
             self.staging.discard(report.decision_id)
         self._record(report)
         return result
+
+    def _quarantines(self, report: Report, admit: bool, fetched: bool) -> bool:
+        """Whether a refused pull's staged content goes to quarantine.
+
+        A quarantine entry is a verdict: only a refusal every step of which
+        ran (no layer error, no internal error, no full disk) keeps its bytes.
+        Partial content of a pull that could not finish is discarded.
+        """
+        return (
+            admit
+            and fetched
+            and not any(step.error for step in report.steps)
+            and self.staging.session_dir(report.decision_id).exists()
+        )
 
     def _record(self, report: Report) -> None:
         self.decisions.record(report.as_json())
@@ -425,12 +445,12 @@ class Pipeline:
         parents = self.decisions.parent_indexes(repository, reference, self.config.policy_version)
         return parents[0] if parents else ""
 
-    def _check_nesting(self, report: Report, plan: common_pb2.Plan) -> None:
+    def _check_nesting(self, report: Report, plan: common_pb2.Plan) -> int:
         """Refuse an index nested MAX_INDEX_DEPTH or more levels below a tagged one (F-12).
 
-        pullguard never recurses into an index (each one is its own pull), so
-        depth shows only through the chain of admitted parents; the walk up it
-        is bounded.
+        Depth above this index shows through the chain of admitted parents;
+        the walk up it is bounded. Returns that depth: the indexes this one
+        lists are checked with it (see :mod:`indexcheck`).
         """
         depth, parent = 0, plan.parent_index
         while parent and depth <= MAX_INDEX_DEPTH:
@@ -447,6 +467,7 @@ class Pipeline:
                 evidence={"parent_index": plan.parent_index},
             )
             self._require(report, "gateway", "index depth", verdict, 0.0)
+        return depth
 
     def _parent_entries(self, report: Report, plan: common_pb2.Plan) -> list[common_pb2.Descriptor]:
         """The parent index's entry for this manifest: its digest and size are claims too."""
@@ -522,8 +543,7 @@ class Pipeline:
         report.digest = digest
         summary: format_pb2.ManifestSummary = fmt[0].summary
         report.media_type = summary.media_type
-        if summary.kind == format_pb2.IMAGE_INDEX:
-            self._check_nesting(report, plan)
+        depth = self._check_nesting(report, plan) if summary.kind == format_pb2.IMAGE_INDEX else 0
 
         descriptors = [
             d
@@ -550,8 +570,11 @@ class Pipeline:
         source_ok = report.add("source", "source", src.verdict, src_ms)
         if not (signature_ok and source_ok):
             raise _Denied
+        if summary.kind == format_pb2.IMAGE_INDEX:
+            await self._check_index_unit(report, plan, digest, summary, depth, sig, statements)
 
         blob_keys: list[str] = []
+        streamed: dict[str, str] = {}
         if summary.kind == format_pb2.IMAGE_MANIFEST:
             blobs = [summary.config, *summary.layers]
             got, ms = await self._call(
@@ -625,6 +648,7 @@ class Pipeline:
             if not (config_ok and layers_ok):
                 raise _Denied
             blob_keys = [b.digest for b in blobs]
+            streamed = {b.digest: b.computed_digest for b in got.blobs}
         elif summary.kind != format_pb2.IMAGE_INDEX:
             report.add_error("format", "manifest", "format: manifest kind not stated", 0.0)
             raise _Denied
@@ -641,7 +665,10 @@ class Pipeline:
                     report.decision_id,
                     {**report.release, "time": report.time},
                 )
-            await self._admit(report, plan, staged, summary, blob_keys)
+            # The decision is recorded in the admission's own transaction.
+            await self._admit(report, plan, staged, summary, blob_keys, streamed)
+            self.staging.discard(session)
+            return PullResult(report, manifest=data)
         self.staging.discard(session)
         self._record(report)
         return PullResult(report, manifest=data)
@@ -693,6 +720,9 @@ class Pipeline:
         data = self.admitted.read_manifest(digest, self.config.limits.manifest_bytes)
         if hashlib.new(digest.split(":")[0], data).hexdigest() != digest.split(":", 1)[1]:
             log.error("admitted store object %s does not match its digest", digest)
+            self.admitted.move_aside(digest)
+            return None
+        if not await self._blobs_intact(report.repository, digest):
             return None
         report.digest = digest
         report.media_type = admission.media_type
@@ -712,6 +742,56 @@ class Pipeline:
             )
         self._record(report)
         return PullResult(report, manifest=data)
+
+    async def _check_index_unit(
+        self,
+        report: Report,
+        plan: common_pb2.Plan,
+        digest: str,
+        summary: format_pb2.ManifestSummary,
+        depth: int,
+        signature: common_pb2.Verdict,
+        statements: list[source_pb2.VerifiedProvenance],
+    ) -> None:
+        """Refuse the index unless every manifest it lists passes (see :mod:`indexcheck`)."""
+
+        async def call(
+            layer: str, method: str, request: Any, timeout: float | None
+        ) -> tuple[Any, float]:
+            return await self._call(report, layer, method, request, timeout=timeout)
+
+        started = time.monotonic()
+        unit = IndexUnit(
+            call,
+            lambda p: self._provenance(report, p),
+            self.config.limits,
+            report.decision_id,
+            depth=depth,
+            max_depth=MAX_INDEX_DEPTH,
+            signed=plan.rule.signature.mode != common_pb2.SignaturePolicy.NONE
+            and verdict_allows(signature)
+            and all(f.severity == common_pb2.INFO for f in signature.findings),
+            statements=statements,
+        )
+        verdict = await unit.check(plan, digest, summary)
+        # The unit's verdict first: a refusal names the child, then each child's steps.
+        allowed = report.add("gateway", "index unit", verdict, (time.monotonic() - started) * 1000)
+        for step in unit.outcome.steps:
+            report.add(step.layer, step.step, step.verdict, step.duration_ms)
+        if not allowed:
+            raise _Denied
+
+    async def _blobs_intact(self, repository: str, digest: str) -> bool:
+        """Whether every blob of an admitted manifest is present and still verified.
+
+        A damaged or missing blob makes the pull verify and fetch again, which
+        replaces it with verified bytes (see stores.AdmittedStore).
+        """
+        for blob in self.decisions.manifest_blobs(repository, digest):
+            if await asyncio.to_thread(self.admitted.verified_blob, blob) is None:
+                log.error("admitted %s of %s is damaged or missing: verifying again", blob, digest)
+                return False
+        return True
 
     def _discovery(self, report: Report) -> Discovery:
         async def call(
@@ -828,29 +908,52 @@ class Pipeline:
         staged: common_pb2.StagedManifest,
         summary: format_pb2.ManifestSummary,
         blob_keys: list[str],
+        streamed: dict[str, str],
     ) -> None:
+        """Move the verified content in, then admit and record in one transaction.
+
+        ``streamed`` maps each blob to the digest the fetcher computed while
+        writing it. Order (each step a failpoint, see :mod:`failpoints`): blobs,
+        manifest, then the admission with its decision row (one commit), the
+        audit line, and index.json last. A crash before the commit leaves
+        only unreferenced content; after it, start-up reconciles the rest.
+        """
         session = report.decision_id
         if staged.staged_key != report.digest:
             raise PullguardError("staged manifest key differs from the verified digest")
-        for key in blob_keys:
-            self.admitted.take_from_staging(self.staging, session, key)
-        self.admitted.take_from_staging(self.staging, session, staged.staged_key)
+        verdict = _streamed_verdict(report, staged, blob_keys, streamed)
+        if not verdict_allows(verdict):
+            self._require(report, "gateway", "staged digests", verdict, 0.0)
+        await asyncio.to_thread(self._take_staged, session, blob_keys, streamed)
+        failpoints.hit("admit.after_blobs")
+        await asyncio.to_thread(self._take_staged, session, [staged.staged_key], {})
+        failpoints.hit("admit.after_manifest")
         size = self.admitted.blob_path(report.digest).stat().st_size
         # Published before the admission is recorded: if the push fails, the
         # image is not admitted and its next pull verifies and pushes again.
         await self._publish(report, plan, report.digest, summary.media_type)
-        ref_names = [f"{report.repository}@{report.digest}"]
-        if plan.ref.tag:
-            ref_names.append(f"{report.repository}:{plan.ref.tag}")
-        self.admitted.add_reference(report.digest, summary.media_type, size, ref_names)
-        self.decisions.admit(
+        report.admitted = True
+        self.decisions.admit_and_record(
             Admission(report.repository, report.digest, summary.media_type, size, session),
             plan.policy_version,
             blobs=blob_keys,
             children=[(m.digest, m.media_type, m.size) for m in summary.manifests],
+            client_name=report.client_name,
+            report=report.as_json(),
         )
-        self.decisions.link_name(report.client_name, report.repository)
-        report.admitted = True
+        ref_names = [f"{report.repository}@{report.digest}"]
+        if plan.ref.tag:
+            ref_names.append(f"{report.repository}:{plan.ref.tag}")
+        try:
+            self.admitted.add_reference(report.digest, summary.media_type, size, ref_names)
+        except OSError as exc:
+            # Admitted and recorded: start-up reconciles index.json with the database.
+            log.error("index.json not updated for %s: %s", report.digest, exc)
+        failpoints.hit("admit.after_index")
+
+    def _take_staged(self, session: str, keys: list[str], streamed: dict[str, str]) -> None:
+        for key in keys:
+            self.admitted.take_from_staging(self.staging, session, key, streamed.get(key, ""))
 
     async def _publish(
         self, report: Report, plan: common_pb2.Plan, digest: str, media_type: str
@@ -915,6 +1018,28 @@ class Pipeline:
                     "headers": dict(exchange.headers),
                 }
             )
+
+
+def _streamed_verdict(
+    report: Report,
+    staged: common_pb2.StagedManifest,
+    blob_keys: list[str],
+    streamed: dict[str, str],
+) -> common_pb2.Verdict:
+    """The gateway's own check that the fetcher streamed exactly the verified digests."""
+    verdict = common_pb2.Verdict(decision=common_pb2.ALLOW, layer="gateway")
+    claims = [(report.digest, staged.computed_digest)]
+    claims += [(key, streamed.get(key, "")) for key in blob_keys]
+    for expected, got in claims:
+        if got != expected:
+            verdict.decision = common_pb2.DENY
+            verdict.findings.add(
+                code="gateway.staged_digest_mismatch",
+                severity=common_pb2.ERROR,
+                message=f"got {got or 'no digest'} from the fetcher's stream, expected {expected}",
+                evidence={"descriptor": expected, "streamed": got},
+            )
+    return verdict
 
 
 def _results(results: Any, digest: str, kind: str) -> list[dict[str, Any]]:

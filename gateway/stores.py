@@ -7,39 +7,105 @@ session whose every check passed; ``index.json`` is rewritten atomically and
 last. The quarantine keeps a failing pull's staged content and a
 ``report.json`` under ``state_dir/quarantine/<decision-id>/``; nothing there
 is ever served.
+
+The admitted store is never trusted blindly:
+
+- **At admission** a staged object is hashed again before it is moved, and
+  must equal its key (and the digest the fetcher computed while streaming).
+  The verified file then *replaces* whatever has that name: a damaged file
+  never survives a verified pull because "a file of that name exists".
+- **While serving**, a manifest is hashed on every serve (it is small). A
+  blob carries a verified-at stamp (size, ctime, inode) taken when its hash
+  was last checked; a blob whose stamp no longer matches is hashed again
+  before it is served, and one whose hash differs is moved to
+  ``state_dir/damaged/`` and never served. Stamps live in memory, so after a
+  restart each blob is hashed once, at its first serve.
+- **By** ``pullguard fsck`` (see :mod:`pullguard.gateway.fsck`), every admitted
+  file is hashed again; ``--repair`` moves damaged files aside and withdraws
+  the admissions that lost content, so the next pull fetches and verifies
+  again.
+- **At start-up** :meth:`AdmittedStore.reconcile` removes temporary files a
+  crash left, and makes ``index.json`` agree with the database's admissions.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pullguard.services.runtime.digests import parse_digest
+from pullguard.gateway import failpoints
+from pullguard.services.runtime.digests import DigestSyntaxError, parse_digest
 from pullguard.services.runtime.errors import StagingError
 from pullguard.services.runtime.staging import StagingStore
 
 _OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 _DECISION_ID_RE = re.compile(r"[0-9a-f]{32}")
+_REF_NAME = "org.opencontainers.image.ref.name"
+_TMP_PREFIX = ".tmp-"
+_CHUNK = 1 << 20
+
+log = logging.getLogger("pullguard.gateway")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, temp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+def _atomic_write(path: Path, data: bytes, failpoint: str = "") -> None:
+    fd, temp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        if failpoint:
+            failpoints.hit(failpoint)
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    """``<algorithm>:<hex>`` of a file's bytes, read in bounded chunks."""
+    hasher = hashlib.new(algorithm)
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            hasher.update(chunk)
+    return f"{algorithm}:{hasher.hexdigest()}"
+
+
+def _stamp(stat: os.stat_result) -> tuple[int, int, int]:
+    # ctime, not mtime: any write changes it, and no one can set it back (utime cannot).
+    return (stat.st_size, stat.st_ctime_ns, stat.st_ino)
+
+
+def _ref_repository(name: str) -> str:
+    """The repository part of an index.json reference name (``repo@digest`` or ``repo:tag``)."""
+    if "@" in name:
+        return name.partition("@")[0]
+    return name.rpartition(":")[0]
+
+
+@dataclass
+class Reconciled:
+    """What :meth:`AdmittedStore.reconcile` found (and, unless dry, fixed)."""
+
+    tmp_files: list[str] = field(default_factory=list)
+    #: index.json names whose (repository, digest) has no admission.
+    unadmitted_names: list[str] = field(default_factory=list)
+    #: ``repository@digest`` of admissions index.json did not name.
+    unnamed_admissions: list[str] = field(default_factory=list)
+
+    def problems(self) -> int:
+        return len(self.tmp_files) + len(self.unadmitted_names) + len(self.unnamed_admissions)
 
 
 class AdmittedStore:
@@ -55,6 +121,9 @@ class AdmittedStore:
                 json.dumps({"schemaVersion": 2, "mediaType": _OCI_INDEX, "manifests": []}).encode(),
             )
         self._lock = threading.Lock()
+        #: digest -> (size, ctime_ns, inode) of the file when its hash was last checked.
+        self._stamps: dict[str, tuple[int, int, int]] = {}
+        self.damaged_dir = root.parent / "damaged"
 
     def blob_path(self, digest: str) -> Path:
         algorithm, encoded = parse_digest(digest)
@@ -63,16 +132,125 @@ class AdmittedStore:
     def has(self, digest: str) -> bool:
         return self.blob_path(digest).is_file()
 
-    def take_from_staging(self, staging: StagingStore, session: str, key: str) -> None:
-        """Move a verified staged object into the store (same filesystem: a rename)."""
-        target = self.blob_path(key)
-        if target.is_file():
-            return
+    def take_from_staging(
+        self, staging: StagingStore, session: str, key: str, streamed: str = ""
+    ) -> None:
+        """Move a verified staged object into the store (same filesystem: a rename).
+
+        The staged file is hashed here and must equal ``key`` (and ``streamed``,
+        the digest the fetcher computed while writing it, when given). It then
+        replaces whatever file has that name, which may be damaged.
+        """
+        if streamed and streamed != key:
+            raise StagingError(f"fetcher streamed {streamed} for {key}")
         source = staging.path(session, key)
         if not source.is_file():
             raise StagingError(f"{key} is not staged in session {session}")
+        algorithm = parse_digest(key)[0]
+        actual = file_digest(source, algorithm)
+        if actual != key:
+            raise StagingError(f"staged {key} hashes to {actual}")
+        target = self.blob_path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(source, target)
+        self._stamps[key] = _stamp(target.stat())
+
+    def verified_blob(self, digest: str) -> Path | None:
+        """The admitted file of ``digest`` if its bytes still hash to it; else None.
+
+        Cheap when the file's stamp is unchanged since its hash was last
+        checked; otherwise the file is hashed again. A damaged file is moved to
+        ``damaged/`` so that it is never served and the next pull replaces it.
+        """
+        path = self.blob_path(digest)
+        try:
+            stamp = _stamp(path.stat())
+        except FileNotFoundError:
+            return None
+        if self._stamps.get(digest) == stamp:
+            return path
+        if file_digest(path, parse_digest(digest)[0]) != digest:
+            log.error(
+                "admitted %s does not match its digest: moved to %s", digest, self.damaged_dir
+            )
+            self.move_aside(digest)
+            return None
+        self._stamps[digest] = stamp
+        return path
+
+    def move_aside(self, digest: str) -> Path | None:
+        """Move an admitted file to ``damaged/`` (kept for inspection, never served)."""
+        self._stamps.pop(digest, None)
+        self.damaged_dir.mkdir(parents=True, exist_ok=True)
+        algorithm, encoded = parse_digest(digest)
+        target = self.damaged_dir / f"{algorithm}-{encoded}-{time.time_ns()}"
+        try:
+            os.replace(self.blob_path(digest), target)
+        except FileNotFoundError:
+            return None
+        return target
+
+    def files(self) -> Iterator[tuple[str, Path]]:
+        """(digest, path) of every file under ``blobs/``; a misnamed file gets digest ""."""
+        blobs = self.root / "blobs"
+        for algorithm_dir in sorted(blobs.iterdir()):
+            if not algorithm_dir.is_dir():
+                yield "", algorithm_dir
+                continue
+            for path in sorted(algorithm_dir.iterdir()):
+                digest = f"{algorithm_dir.name}:{path.name}"
+                try:
+                    parse_digest(digest)
+                except DigestSyntaxError:
+                    digest = ""
+                yield digest, path
+
+    def reconcile(
+        self, admissions: Mapping[tuple[str, str], tuple[str, int]], *, dry: bool
+    ) -> Reconciled:
+        """Make the layout agree with the database's ``admissions``.
+
+        ``admissions`` maps (repository, digest) to (media type, size).
+
+        Removes temporary files a crash left, drops index.json names with no
+        admission, and names each admission that index.json lost by digest
+        (its tags come back at its next pull). ``dry`` only reports.
+        """
+        found = Reconciled()
+        with self._lock:
+            for temp in sorted(self.root.glob(f"{_TMP_PREFIX}*")):
+                found.tmp_files.append(temp.name)
+                if not dry:
+                    temp.unlink(missing_ok=True)
+            index = json.loads((self.root / "index.json").read_bytes())
+            manifests: list[dict[str, Any]] = index["manifests"]
+            kept = []
+            named = set()
+            for entry in manifests:
+                name = str(entry.get("annotations", {}).get(_REF_NAME, ""))
+                key = (_ref_repository(name), str(entry.get("digest", "")))
+                if key in admissions:
+                    kept.append(entry)
+                    named.add(key)
+                else:
+                    found.unadmitted_names.append(name)
+            for repository, digest in sorted(set(admissions) - named):
+                if not self.blob_path(digest).is_file():
+                    continue  # lost content: fsck reports it, --repair withdraws it
+                media_type, size = admissions[(repository, digest)]
+                found.unnamed_admissions.append(f"{repository}@{digest}")
+                kept.append(
+                    {
+                        "mediaType": media_type,
+                        "digest": digest,
+                        "size": size,
+                        "annotations": {_REF_NAME: f"{repository}@{digest}"},
+                    }
+                )
+            if not dry and (found.unadmitted_names or found.unnamed_admissions):
+                manifests[:] = kept
+                _atomic_write(self.root / "index.json", json.dumps(index, indent=1).encode())
+        return found
 
     def read_manifest(self, digest: str, limit: int) -> bytes:
         with self.blob_path(digest).open("rb") as handle:
@@ -114,7 +292,11 @@ class AdmittedStore:
                         "annotations": {"org.opencontainers.image.ref.name": name},
                     }
                 )
-            _atomic_write(self.root / "index.json", json.dumps(index, indent=1).encode())
+            _atomic_write(
+                self.root / "index.json",
+                json.dumps(index, indent=1).encode(),
+                failpoint="index.before_replace",
+            )
 
     def remove_references(self, repository: str, digest: str) -> int:
         """Drop index.json's names for ``repository`` that point at ``digest``; return how many.

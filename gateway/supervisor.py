@@ -5,6 +5,30 @@ every one answers the gRPC health check, starts the gateway pointed at them,
 waits for the front door, and on SIGINT/SIGTERM stops the gateway first and
 the layers after it. Pids and addresses are written to ``state_dir/up.json``
 so that operators (and tests) can find each process.
+
+**Who may answer on a layer's address.** The gateway believes whatever
+answers there: a process of another user that takes a dead layer's TCP port
+could answer ALLOW to everything. Without explicit ``services:`` addresses,
+``up`` therefore puts the layers on Unix domain sockets in a directory only
+this user can open (``<state_dir>/run``, mode 0700; a fresh ``mkdtemp``
+directory under /tmp when that path is too long for ``sun_path`` or
+``state_dir`` is writable by others). Unix sockets were chosen over mutual
+TLS with a CA made at each start because the kernel does the checking: no
+key material to make, store or rotate, no handshake, and a bind or connect by
+another user fails with EACCES on the directory. Across machines, and with
+``services_tls`` configured, the layers listen on TCP with mutual TLS instead.
+Explicit ``services:`` addresses are used as given (for ``pullguard serve``
+deployments); plain TCP ones get a warning.
+
+**Restarts.** A layer that dies (a signal or a non-zero exit code) is
+started again on the same address after a backoff of 0.5 s doubling to
+30 s, back to 0.5 s once it has run for a minute; each restart is logged and
+``up.json`` gets the new pid. The gateway's channels reconnect by themselves.
+A layer that exits with code 0 was stopped on purpose (SIGTERM) and stays
+stopped, as with systemd's ``Restart=on-failure``. A gateway that dies is not
+restarted: ``up`` stops the layers and exits 1, so that the service manager
+running ``up`` restarts the whole stack (the gateway owns the state
+directory, and a crash-looping gateway should be seen, not hidden).
 """
 
 from __future__ import annotations
@@ -13,10 +37,14 @@ import contextlib
 import http.client
 import json
 import os
+import resource
+import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -25,11 +53,16 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from pullguard.services.runtime.config import LAYERS, Config
+from pullguard.services.runtime.config import LAYERS, MAX_SOCKET_PATH, Config, ServicesTls
 from pullguard.services.runtime.errors import PullguardError
+from pullguard.services.runtime.tls import channel_credentials, channel_options
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
+#: Below this many open files, a few hundred concurrent pulls fail.
+LOW_OPEN_FILE_LIMIT = 4096
+#: Linux's default fs.nr_open: the most a soft limit can be when the hard one is unlimited.
+_NR_OPEN = 1 << 20
 
 
 def free_address() -> str:
@@ -38,8 +71,14 @@ def free_address() -> str:
         return f"127.0.0.1:{sock.getsockname()[1]}"
 
 
-def grpc_healthy(address: str, timeout: float = 1.0) -> bool:
-    with grpc.insecure_channel(address) as channel:
+def grpc_healthy(address: str, timeout: float = 1.0, tls: ServicesTls | None = None) -> bool:
+    if tls is None:
+        channel = grpc.insecure_channel(address)
+    else:
+        channel = grpc.secure_channel(
+            address, channel_credentials(tls), options=channel_options(tls)
+        )
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             response = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
@@ -98,6 +137,106 @@ def http_ready(address: str, timeout: float = 1.0) -> bool:
         return False
 
 
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; children inherit it.
+
+    Returns (soft, hard) as they are afterwards and warns when the hard limit
+    is low: every pull holds sockets and files in several processes at once.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = _NR_OPEN if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as exc:
+            print(
+                f"pullguard: cannot raise the open-file limit from {soft} to {wanted}: {exc}",
+                file=sys.stderr,
+                flush=True,
+            )
+        else:
+            print(f"pullguard: open-file limit raised from {soft} to {wanted}", flush=True)
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if hard != resource.RLIM_INFINITY and hard < LOW_OPEN_FILE_LIMIT:
+        print(
+            f"pullguard: warning: the hard open-file limit is {hard} (below"
+            f" {LOW_OPEN_FILE_LIMIT}); concurrent pulls may fail. Raise it (ulimit -Hn,"
+            " systemd LimitNOFILE=) before starting pullguard",
+            file=sys.stderr,
+            flush=True,
+        )
+    return soft, hard
+
+
+_SOCKET_NAME_ROOM = len("/hashverify.sock")
+
+
+def private_socket_dir(state_dir: Path, unique: bool = False) -> tuple[Path, bool]:
+    """A directory for the layers' Unix sockets that no other user can open.
+
+    ``<state_dir>/run`` (or a fresh ``run-*`` directory in it when ``unique``),
+    mode 0700 and owned by this user; the bool is True when it is a fresh
+    ``mkdtemp`` directory under /tmp instead, because the socket paths would be
+    longer than ``sun_path`` allows or ``state_dir`` is writable by others
+    (who could then swap the directory). Anyone who can write ``state_dir``
+    owns the admitted store already, so nothing above it is checked.
+    """
+    try:
+        return _socket_dir(state_dir, unique)
+    except OSError as exc:
+        raise PullguardError(
+            f"cannot make a private directory for the layers' sockets under {state_dir}:"
+            f" {exc.strerror or exc}"
+        ) from None
+
+
+def _socket_dir(state_dir: Path, unique: bool) -> tuple[Path, bool]:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    info = os.stat(state_dir)
+    shared = info.st_uid not in (os.geteuid(), 0) or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    candidate = state_dir / "run"
+    # mkdtemp's "run-" plus 8 random characters is 9 longer than "run".
+    longest = len(os.fsencode(candidate)) + (9 if unique else 0) + _SOCKET_NAME_ROOM
+    if not shared and longest <= MAX_SOCKET_PATH:
+        if unique:
+            return Path(tempfile.mkdtemp(prefix="run-", dir=state_dir)), False
+        with contextlib.suppress(FileExistsError):
+            candidate.mkdir(mode=0o700)
+        own = os.lstat(candidate)
+        if not stat.S_ISDIR(own.st_mode) or own.st_uid != os.geteuid():
+            raise PullguardError(
+                f"{candidate} is not a directory of this user; not putting the layers' sockets"
+                " there"
+            )
+        if stat.S_IMODE(own.st_mode) != 0o700:
+            os.chmod(candidate, 0o700)
+        return candidate, False
+    short = "/tmp" if os.path.isdir("/tmp") else None  # noqa: S108 - mkdtemp: 0700, random name
+    return Path(tempfile.mkdtemp(prefix="pullguard-", dir=short)), True
+
+
+def _private(address: str) -> bool:
+    return address.startswith("unix:")
+
+
+@dataclass
+class Backoff:
+    """Delays before restarting one process: 0.5 s doubling to 30 s, back to
+    0.5 s once it has run for a minute."""
+
+    initial: float = 0.5
+    maximum: float = 30.0
+    reset_after: float = 60.0
+    upcoming: float = 0.5
+
+    def delay(self, ran_for: float) -> float:
+        if ran_for >= self.reset_after:
+            self.upcoming = self.initial
+        delay = self.upcoming
+        self.upcoming = min(self.upcoming * 2, self.maximum)
+        return delay
+
+
 @dataclass
 class Stack:
     """The processes of one pullguard deployment on this machine."""
@@ -110,18 +249,35 @@ class Stack:
     #: When set, each process's output goes to <log_dir>/<name>.log instead of ours.
     log_dir: Path | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    #: When each process was last started (time.monotonic()).
+    started: dict[str, float] = field(default_factory=dict)
+    #: The private directory of the layers' sockets, removed by stop().
+    socket_dir: Path | None = None
 
     @classmethod
     def plan(cls, config: Config, config_path: str | None, ephemeral: bool = False) -> Stack:
-        """Use the configured addresses; pick free loopback ports for the rest
-        (for all of them when ``ephemeral``, as ``check`` does without a gateway)."""
+        """Use the configured addresses; the other layers get Unix sockets in a
+        private directory, or free loopback ports with mutual TLS when
+        ``services_tls`` is set (all of them when ``ephemeral``, as ``check``
+        does without a gateway)."""
+        configured = {} if ephemeral else dict(config.services)
+        socket_dir = None
+        if config.services_tls is None and any(name not in configured for name in LAYERS):
+            socket_dir, _ = private_socket_dir(config.state_dir, unique=ephemeral)
         addresses = {
-            name: (config.services.get(name) if not ephemeral else None) or free_address()
+            name: configured.get(name)
+            or (f"unix:{socket_dir}/{name}.sock" if socket_dir else free_address())
             for name in LAYERS
         }
         listen = free_address() if ephemeral else config.listen
         grpc_listen = free_address() if ephemeral else config.grpc_listen
-        return cls(config, config_path, listen, grpc_listen, addresses)
+        return cls(config, config_path, listen, grpc_listen, addresses, socket_dir=socket_dir)
+
+    def exposed(self) -> list[str]:
+        """Layers on plain TCP: any local user who takes such a port can answer for them."""
+        if self.config.services_tls is not None:
+            return []
+        return [name for name in LAYERS if not _private(self.addresses[name])]
 
     def _command(self, service: str, listen: str) -> list[str]:
         command = [
@@ -138,12 +294,22 @@ class Stack:
         return command
 
     def _spawn(self, name: str, command: list[str]) -> None:
+        self.started[name] = time.monotonic()
         if self.log_dir is None:
             self.processes[name] = subprocess.Popen(command)
             return
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with (self.log_dir / f"{name}.log").open("ab") as log_file:
             self.processes[name] = subprocess.Popen(command, stdout=log_file, stderr=log_file)
+
+    def respawn(self, layer: str) -> int:
+        """Start a dead layer again on its address; returns the new pid."""
+        self._spawn(layer, self._command(layer, self.addresses[layer]))
+        self._write_state()
+        return self.processes[layer].pid
+
+    def healthy(self, layer: str) -> bool:
+        return grpc_healthy(self.addresses[layer], tls=self.config.services_tls)
 
     def start(self) -> None:
         taken: dict[str, str] = {}
@@ -160,7 +326,7 @@ class Stack:
                 self._spawn(layer, self._command(layer, self.addresses[layer]))
             self._wait(
                 "layer services",
-                lambda: all(grpc_healthy(self.addresses[layer]) for layer in LAYERS),
+                lambda: all(self.healthy(layer) for layer in LAYERS),
             )
             command = self._command("gateway", self.listen) + ["--grpc-listen", self.grpc_listen]
             for layer in LAYERS:
@@ -218,11 +384,51 @@ class Stack:
                     process.wait()
         with contextlib.suppress(FileNotFoundError):
             (self.config.state_dir / "up.json").unlink()
+        if self.socket_dir is not None:
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+
+@dataclass
+class Restarter:
+    """Restarts the layers of a running stack that die (see the module doc)."""
+
+    stack: Stack
+    backoffs: dict[str, Backoff] = field(default_factory=dict)
+    #: Layers waiting for their restart, and when it is due (time.monotonic()).
+    due: dict[str, float] = field(default_factory=dict)
+    reported: set[str] = field(default_factory=set)
+
+    def step(self, now: float) -> bool:
+        """Handle exits and due restarts; False once the gateway has died."""
+        for name, returncode in self.stack.exited():
+            if name == "gateway":
+                _say(f"gateway exited with code {returncode}; stopping the stack")
+                return False
+            if name in self.due or name in self.reported:
+                continue
+            if returncode == 0:
+                self.reported.add(name)
+                _say(f"{name} stopped (exit code 0); not restarted, pulls that need it fail")
+                continue
+            ran_for = now - self.stack.started.get(name, now)
+            delay = self.backoffs.setdefault(name, Backoff()).delay(ran_for)
+            self.due[name] = now + delay
+            _say(f"{name} exited with code {returncode}; restarting it in {delay:.1f} s")
+        for name, when in list(self.due.items()):
+            if now >= when:
+                del self.due[name]
+                pid = self.stack.respawn(name)
+                _say(f"{name} restarted (pid {pid}) on {self.stack.addresses[name]}")
+        return True
+
+
+def _say(message: str) -> None:
+    print(f"pullguard: {message}", file=sys.stderr, flush=True)
 
 
 def run_up(config: Config, config_path: str | None) -> int:
     """Start everything, print where the front door listens, stop on SIGINT/SIGTERM."""
-    stack = Stack.plan(config, config_path)
+    raise_open_file_limit()
     stopping = False
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -232,6 +438,7 @@ def run_up(config: Config, config_path: str | None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     try:
+        stack = Stack.plan(config, config_path)
         stack.start()
     except PullguardError as exc:
         print(f"pullguard: {exc}", file=sys.stderr)
@@ -243,20 +450,18 @@ def run_up(config: Config, config_path: str | None) -> int:
         print(
             f"  {layer:<10} {stack.addresses[layer]}  pid {stack.processes[layer].pid}", flush=True
         )
+    exposed = stack.exposed()
+    if exposed:
+        _say(
+            f"warning: {', '.join(exposed)} listen on plain TCP from services:, where any local"
+            " user who takes a port can answer for that layer; leave services: out (private"
+            " Unix sockets) or set services_tls"
+        )
     print("press Ctrl-C to stop", flush=True)
+    restarter = Restarter(stack)
     code = 0
-    reported: set[str] = set()
     while not stopping:
-        for name, returncode in stack.exited():
-            if name not in reported:
-                reported.add(name)
-                print(
-                    f"pullguard: {name} exited with code {returncode}; pulls that need it are"
-                    " refused",
-                    file=sys.stderr,
-                    flush=True,
-                )
-        if "gateway" in reported:
+        if not restarter.step(time.monotonic()):
             code = 1
             break
         time.sleep(0.2)
@@ -266,7 +471,7 @@ def run_up(config: Config, config_path: str | None) -> int:
 
 
 def ephemeral_stack(config: Config, config_path: str | None) -> Stack:
-    """A private stack on free ports for one CLI command, its logs under state_dir/logs."""
+    """A private stack for one CLI command (its own sockets), logs in state_dir/logs."""
     stack = Stack.plan(config, config_path, ephemeral=True)
     stack.log_dir = config.state_dir / "logs"
     stack.start()

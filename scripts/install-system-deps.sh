@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the real tools the tests use: Debian's docker-registry (CNCF
-# distribution), skopeo and Go (for the OCI conformance suite) from apt, and
+# distribution), skopeo and Go (for the OCI conformance suite) from apt, the
+# container clients (podman, buildah, containerd, docker.io) from apt, and
 # cosign 2.5 (Debian 13's package; on Debian 12 its .deb is unpacked into a
-# private folder without touching /etc/apt). Idempotent: does nothing when everything is already there.
+# private folder without touching /etc/apt). Idempotent: does nothing when
+# everything is already there.
 set -euo pipefail
 tools_dir="${1:-.tools/bin}"
 mkdir -p "$tools_dir"
@@ -14,6 +16,9 @@ command -v skopeo >/dev/null 2>&1 || need_apt+=(skopeo)
 # Go builds the OCI conformance suite (tests/conformance/oci-distribution);
 # golang-go is the name on Debian 12 (Go 1.19) and 13 (Go 1.24) alike.
 command -v go >/dev/null 2>&1 || ls /usr/lib/go-1.*/bin/go >/dev/null 2>&1 || need_apt+=(golang-go)
+# setpriv: tests run a second, unprivileged uid; openssl: deploy/k8s's certificate script.
+command -v setpriv >/dev/null 2>&1 || need_apt+=(util-linux)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 
 sudo_cmd=()
 if [ "$(id -u)" != 0 ]; then sudo_cmd=(sudo); fi
@@ -25,10 +30,25 @@ if ! have_cosign && [ "$codename" != "bookworm" ]; then
   need_apt+=(cosign)
 fi
 
-if [ "${#need_apt[@]}" -gt 0 ]; then
-  echo "installing apt packages: ${need_apt[*]}"
+# The clients of the README's recipes (tests/e2e/test_clients.py): podman,
+# buildah, containerd's ctr and docker's daemon, without recommends (criu,
+# slirp4netns, fuse-overlayfs, apparmor...: pulls into vfs need none of them;
+# about 13 packages, some 15 s). runc, crun and uidmap come as dependencies.
+need_clients=()
+command -v podman >/dev/null 2>&1 || need_clients+=(podman)
+command -v buildah >/dev/null 2>&1 || need_clients+=(buildah)
+{ command -v containerd && command -v ctr; } >/dev/null 2>&1 || need_clients+=(containerd)
+command -v dockerd >/dev/null 2>&1 || need_clients+=(docker.io)
+
+if [ "$((${#need_apt[@]} + ${#need_clients[@]}))" -gt 0 ]; then
+  echo "installing apt packages: ${need_apt[*]} ${need_clients[*]}"
   "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  apt_install=("${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
+               -o DPkg::Lock::Timeout=300)
+  if [ "${#need_apt[@]}" -gt 0 ]; then "${apt_install[@]}" "${need_apt[@]}" >/dev/null; fi
+  if [ "${#need_clients[@]}" -gt 0 ]; then
+    "${apt_install[@]}" --no-install-recommends "${need_clients[@]}" >/dev/null
+  fi
 fi
 
 if ! have_cosign; then
@@ -49,5 +69,6 @@ fi
 
 command -v docker-registry >/dev/null
 command -v skopeo >/dev/null
+for client in podman buildah containerd ctr dockerd; do command -v "$client" >/dev/null; done
 if command -v cosign >/dev/null 2>&1; then cosign version 2>/dev/null | grep -m1 GitVersion || true
 else "$tools_dir/cosign" version 2>/dev/null | grep -m1 GitVersion || true; fi

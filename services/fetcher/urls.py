@@ -1,12 +1,16 @@
 """URL rules of the fetcher: origins, redaction, and which redirects to follow.
 
-Host allowlisting of redirect targets is the source layer's job (it reads
-the provenance); the fetcher refuses only what must never be followed at all:
-schemes other than http(s), https-to-http downgrades, URLs carrying
-credentials, malformed ``Location`` values, numeric hosts in a spelling only
-libc understands (``2130706433``, ``0177.0.0.1``, ``127.1``), and hops to
-loopback, private, link-local, multicast or unspecified addresses from an
-upstream that is not itself on one (SSRF, T-07).
+A redirect is judged before any connection is made to its target. The
+fetcher refuses what must never be followed at all: schemes other than
+http(s), https-to-http downgrades, URLs carrying credentials, malformed
+``Location`` values, numeric hosts in a spelling only libc understands
+(``2130706433``, ``0177.0.0.1``, ``127.1``), and hops to loopback, private,
+link-local, multicast or unspecified addresses from an upstream that is not
+itself on one (SSRF, T-07). And it refuses a hop to any host the upstream may
+not send it to (``fetch.redirect_host_not_allowed``): only the upstream's own
+host and port, or a host its ``redirect_hosts`` name, exactly or by glob (see
+:func:`redirect_host_allowed`). The source layer judges the recorded
+redirects again from the provenance (defence in depth).
 
 The checks here see only the URL. Names are resolved and every resolved
 address checked again when the connection is opened (:mod:`network`), so a
@@ -22,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from pullguard.services.fetcher.models import FetchDenied
-from pullguard.services.runtime.config import Upstream
+from pullguard.services.runtime.config import Upstream, host_matches
 
 REDACTED = "REDACTED"
 #: Longest Location header the fetcher will consider.
@@ -186,4 +190,34 @@ def resolve_redirect(current: httpx.URL, location: str | None, upstream: Upstrea
             f"got a redirect to non-public address {target.host}, expected a public host",
             location=shown,
         )
+    if not redirect_host_allowed(target, upstream):
+        host = wire_host(target)
+        raise FetchDenied.of(
+            "fetch.redirect_host_not_allowed",
+            f"got a redirect to {host[:100]}:{origin(target)[2]}, expected"
+            f" {upstream.host}:{upstream.port} or a host in redirect_hosts"
+            f" [{', '.join(upstream.redirect_hosts)[:200]}]; not contacted",
+            host=host[:253],
+            location=shown,
+        )
     return target
+
+
+def wire_host(url: httpx.URL) -> str:
+    """The host as it goes on the wire: IDNA (``xn--``) form, lower case, nothing dropped."""
+    return url.raw_host.decode("ascii", "replace")
+
+
+def redirect_host_allowed(target: httpx.URL, upstream: Upstream) -> bool:
+    """Whether a redirect may go to ``target``'s host, as the source layer judges it.
+
+    The upstream's own host counts only on its own port; ``redirect_hosts``
+    entries name hosts (any port), exactly or by ``*`` glob, compared with the
+    IDNA form of the host and never by prefix: ``127.0.0.1`` does not allow
+    ``127.0.0.10``, ``cdn.example.com`` does not allow ``cdn.example.com.`` or
+    ``cdn.example.com.evil``.
+    """
+    host = wire_host(target)
+    if host == upstream.host and origin(target)[2] == upstream.port:
+        return True
+    return host_matches(host, upstream.redirect_hosts)

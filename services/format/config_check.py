@@ -1,6 +1,9 @@
 """Image config JSON against the manifest that lists it (THREATS F-17).
 
-The config is read with the same strict loader as manifests. What is checked:
+The config is read with the same strict loader as manifests, and a key that
+a Go runtime would read as a config field without being spelled as it
+(``"user"`` beside ``"User"``, at any depth) is refused
+(``format.json_key_case_collision``). What is checked:
 ``rootfs`` (type ``layers``, one well-formed diff_id per manifest layer:
 ``format.config_mismatch``), the types of the fields a runtime acts on
 (``format.invalid_config``), and values that structurally pass but have
@@ -20,11 +23,12 @@ from __future__ import annotations
 from typing import Any
 
 from pullguard.services.format.descriptors import Descriptor, check_digest
-from pullguard.services.format.jsonstrict import StrictJsonError, loads_strict
+from pullguard.services.format.jsonstrict import StrictJsonError, key_case_findings, loads_strict
 from pullguard.services.format.manifest import LAYER, bounded_verdict, read_staged
 from pullguard.services.format.mediatypes import IMAGE_CONFIG_TYPES, OCI_EMPTY
 from pullguard.services.runtime.config import Limits
 from pullguard.services.runtime.findings import Finding, Verdict
+from pullguard.services.runtime.goschemas import IMAGE_CONFIG
 from pullguard.services.runtime.staging import StagingStore
 
 _MAX_UID = 2**31 - 1
@@ -51,6 +55,9 @@ def check_config(
         return _deny(exc.code, f"config: {exc.message}")
     if not isinstance(document, dict):
         return _deny("format.invalid_config", "config: expected a JSON object")
+    collisions = key_case_findings(document, IMAGE_CONFIG, "config")
+    if collisions:
+        return bounded_verdict(collisions)
     findings: list[Finding] = []
     for name in ("architecture", "os"):
         value = document.get(name)

@@ -7,6 +7,12 @@ raises ``ValueError``. :func:`loads_strict` closes each of these and turns
 every problem into a :class:`StrictJsonError` with a stable finding code, so
 callers never see any other exception from a hostile document.
 
+Go's ``encoding/json`` (containerd, docker, CRI-O) matches object keys to
+struct fields case-insensitively, last match winning: :func:`key_case_findings`
+refuses keys that a Go client would read as a known field without being
+spelled as it (``format.json_key_case_collision``, see
+:mod:`pullguard.services.runtime.gojson`).
+
 The loader keeps Python's types as they are: ``1000.0`` stays a float and
 ``true`` stays a bool. Callers decide which type a field needs with
 :func:`is_int` / :func:`is_size`, never by coercion.
@@ -19,6 +25,9 @@ import math
 import re
 from typing import Any
 
+from pullguard.services.runtime.findings import Finding
+from pullguard.services.runtime.gojson import GoStruct, has_lone_surrogate, key_collisions
+
 #: Deepest nesting of arrays and objects accepted. OCI documents need about 5.
 MAX_DEPTH = 64
 #: Longest integer literal accepted (int64 has 19 digits, plus a sign).
@@ -30,7 +39,6 @@ _UTF8_BOM = b"\xef\xbb\xbf"
 # A JSON string token (unrolled so long strings match without backtracking),
 # a bracket, or a lone quote that opens an unterminated string.
 _TOKEN_RE = re.compile(r'"[^"\\]*(?:\\[\s\S][^"\\]*)*"|[\[\]{}]|"')
-_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
 class StrictJsonError(ValueError):
@@ -94,24 +102,6 @@ def nesting_depth(text: str, limit: int = MAX_DEPTH) -> int:
     return deepest
 
 
-def _check_strings(value: Any) -> None:
-    """Refuse lone surrogates (``"\\ud800"``) anywhere, keys included.
-
-    The walk is iterative; the depth is already bounded by the pre-scan.
-    """
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if _SURROGATE_RE.search(item):
-                raise StrictJsonError("format.invalid_json", "string contains a lone surrogate")
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-
-
 def loads_strict(data: bytes, limit: int, max_depth: int = MAX_DEPTH) -> Any:
     """Parse ``data`` as I-JSON (RFC 7493) or raise :class:`StrictJsonError`.
 
@@ -147,7 +137,8 @@ def loads_strict(data: bytes, limit: int, max_depth: int = MAX_DEPTH) -> Any:
         raise StrictJsonError("format.too_deep", "nesting too deep") from None
     except ValueError as exc:  # JSONDecodeError and int-conversion limits
         raise StrictJsonError("format.invalid_json", f"not JSON: {exc}") from None
-    _check_strings(value)
+    if has_lone_surrogate(value):
+        raise StrictJsonError("format.invalid_json", "string contains a lone surrogate")
     return value
 
 
@@ -159,3 +150,19 @@ def is_int(value: Any) -> bool:
 def is_size(value: Any) -> bool:
     """True for a descriptor size: an integer in [0, 2^53]."""
     return is_int(value) and 0 <= value <= MAX_SIZE
+
+
+def key_case_findings(document: Any, struct: GoStruct, where: str = "") -> list[Finding]:
+    """One ``format.json_key_case_collision`` error per key that a Go client
+    reads as a field of ``struct`` (or of a struct nested in it) although it
+    is not spelled as that field."""
+    return [
+        Finding.error(
+            "format.json_key_case_collision",
+            f"{collision.describe()}, not to pullguard",
+            key=collision.key,
+            field=collision.field,
+            where=collision.where,
+        )
+        for collision in key_collisions(document, struct, where)
+    ]

@@ -6,13 +6,16 @@ body this module accepted. The checks follow THREATS section B:
 
 - F-01 a body with ``manifests`` and ``config``/``layers`` is ambiguous,
   whatever the Content-Type says (CVE-2021-41190);
-- F-03/F-04 strict JSON (see :mod:`jsonstrict`);
+- F-03/F-04 strict JSON (see :mod:`jsonstrict`), and no key that a Go
+  client would read as another field than pullguard does (a case variant
+  of a manifest, index, descriptor or platform field), at any depth;
 - F-06 the body's ``mediaType`` must equal the Content-Type's media type;
   without one, only an OCI Content-Type whose structure agrees is accepted;
 - F-07 Docker schema1 is refused, by header and by body;
 - F-08/F-09/F-10 descriptor digests and sizes (see :mod:`descriptors`);
 - F-11 size limits; F-12 the number of index entries (depth is the
-  gateway's to track: one document cannot show it);
+  gateway's to track: one document cannot show it); no two index entries
+  may claim one platform a runtime could be asked for (:mod:`platforms`);
 - F-14 artifacts: an artifact (empty config, or another config type) passes
   only when the rule lists its type (``artifactType``, else the config's
   media type); an empty config needs ``artifactType``; image layers must have
@@ -35,7 +38,12 @@ from pullguard.services.format.descriptors import (
     parse_descriptor,
     parse_media_type,
 )
-from pullguard.services.format.jsonstrict import StrictJsonError, is_int, loads_strict
+from pullguard.services.format.jsonstrict import (
+    StrictJsonError,
+    is_int,
+    key_case_findings,
+    loads_strict,
+)
 from pullguard.services.format.mediatypes import (
     DOCKER_LIST,
     IMAGE_CONFIG_TYPES,
@@ -47,8 +55,10 @@ from pullguard.services.format.mediatypes import (
     SCHEMA1_TYPES,
     header_media_type,
 )
+from pullguard.services.format.platforms import duplicate_platforms
 from pullguard.services.runtime.config import Limits
 from pullguard.services.runtime.findings import Finding, Verdict
+from pullguard.services.runtime.goschemas import MANIFEST
 from pullguard.services.runtime.staging import StagingStore
 
 LAYER = "format"
@@ -125,6 +135,11 @@ def check_manifest(
         return _deny(exc.code, exc.message)
     if not isinstance(document, dict):
         return _deny("format.invalid_manifest", "expected a JSON object at the top level")
+    collisions = key_case_findings(document, MANIFEST)
+    if collisions:
+        # Go reads another document than this one: nothing below would be
+        # about what a runtime pulls.
+        return ManifestResult(bounded_verdict(collisions))
     schema_version = document.get("schemaVersion")
     if (
         "fsLayers" in document
@@ -395,6 +410,8 @@ def _parse_index(
                     Finding.error("format.invalid_descriptor", f"{where}: platform is required")
                 )
             entries.append(entry)
+        # A runtime runs the first match: no two entries may claim one platform.
+        findings.extend(duplicate_platforms(raw_entries))
     return ManifestSummary(
         kind="index",
         media_type=media_type,

@@ -7,8 +7,10 @@ from typing import Any
 
 import grpc
 
+from pullguard.services.runtime.config import ServicesTls
 from pullguard.services.runtime.server import CHANNEL_OPTIONS
 from pullguard.services.runtime.telemetry import inject_metadata
+from pullguard.services.runtime.tls import channel_credentials, channel_options
 
 
 class _TraceClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
@@ -30,7 +32,21 @@ class _TraceClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ig
         return await continuation(details, request)
 
 
-def open_channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(
-        address, options=CHANNEL_OPTIONS, interceptors=[_TraceClientInterceptor()]
+def open_channel(address: str, tls: ServicesTls | None = None) -> grpc.aio.Channel:
+    """A channel to a layer: ``HOST:PORT`` or ``unix:/path``, with mutual TLS when ``tls``.
+
+    Without ``tls`` nothing authenticates the peer: only a Unix socket in a
+    directory no other user can open (what ``pullguard up`` uses) or a
+    network no one else can reach makes that safe.
+    """
+    interceptors = [_TraceClientInterceptor()]
+    if tls is None:
+        return grpc.aio.insecure_channel(
+            address, options=CHANNEL_OPTIONS, interceptors=interceptors
+        )
+    return grpc.aio.secure_channel(
+        address,
+        channel_credentials(tls),
+        options=[*CHANNEL_OPTIONS, *channel_options(tls)],
+        interceptors=interceptors,
     )

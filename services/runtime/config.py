@@ -218,6 +218,22 @@ class Target:
 
 
 @dataclass(frozen=True)
+class ServicesTls:
+    """Mutual TLS between the gateway and the layers: PEM bytes read at load.
+
+    Every process presents ``certificate`` and accepts only peers whose
+    certificate ``ca`` signed; ``server_name``, when set, replaces the host of
+    a layer's address as the name its certificate must carry."""
+
+    ca: bytes = field(repr=False)
+    certificate: bytes = field(repr=False)
+    key: bytes = field(repr=False)
+    server_name: str = ""
+    #: The configuration file, for error messages.
+    source: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     source: str
     base_dir: Path
@@ -232,6 +248,7 @@ class Config:
     telemetry: Telemetry
     services: Mapping[str, str]
     policy_version: str
+    services_tls: ServicesTls | None = None
 
     def with_services(self, services: Mapping[str, str]) -> Config:
         merged = dict(self.services)
@@ -377,6 +394,38 @@ def _hostport(reader: _Reader, value: Any, key: str) -> str:
     if match is None or not 0 <= int(match.group("port")) <= 65535:
         raise reader.fail(key, f"must be HOST:PORT, got {text!r}")
     return text
+
+
+#: sun_path holds 108 bytes with its terminating NUL.
+MAX_SOCKET_PATH = 107
+
+
+def _service_address(reader: _Reader, value: Any, key: str) -> str:
+    """HOST:PORT, or ``unix:/absolute/path`` for a Unix domain socket."""
+    text = reader.string(value, key)
+    if not text.startswith("unix:"):
+        return _hostport(reader, text, key)
+    path = text.removeprefix("unix:")
+    if not path.startswith("/") or path.startswith("//"):
+        raise reader.fail(key, f"must be unix:/ABSOLUTE/PATH, got {text!r}")
+    if len(path.encode()) > MAX_SOCKET_PATH:
+        raise reader.fail(key, f"socket path is longer than {MAX_SOCKET_PATH} bytes: {path!r}")
+    return text
+
+
+def _services_tls(reader: _Reader, raw: Any) -> ServicesTls | None:
+    if raw is None:
+        return None
+    data = reader.mapping(raw, "services_tls")
+    reader.known(data, "services_tls", {"ca", "certificate", "key", "server_name"})
+    pem = {
+        name: reader.read_file(data.get(name), f"services_tls.{name}")[1].encode()
+        for name in ("ca", "certificate", "key")
+    }
+    server_name = data.get("server_name")
+    if server_name is not None:
+        server_name = reader.string(server_name, "services_tls.server_name")
+    return ServicesTls(**pem, server_name=server_name or "", source=reader.source)
 
 
 def _upstream(reader: _Reader, alias: str, raw: Any) -> Upstream:
@@ -824,10 +873,17 @@ def _limits(reader: _Reader, raw: Any) -> Limits:
     return Limits(**values)
 
 
+#: Part of every policy version; raised when what a verdict checks changes,
+#: so that admissions an older pullguard made are verified again.
+#: 2: an index is admitted only with every manifest it lists (issue 7).
+CHECKS_REVISION = 2
+
+
 def _policy_version(config_text: str, policy: Policy, upstreams: Mapping[str, Upstream]) -> str:
     """Hash of everything a verdict depends on: the policy, the key and pin
     contents it loaded, and the non-secret upstream settings."""
     material = {
+        "checks": CHECKS_REVISION,
         "rules": [
             {
                 "match": r.match,
@@ -891,6 +947,7 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
             "limits",
             "telemetry",
             "services",
+            "services_tls",
         },
     )
     listen = _hostport(reader, data.get("listen", "127.0.0.1:5000"), "listen")
@@ -918,7 +975,9 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
         endpoint = reader.string(endpoint, "telemetry.endpoint")
     services_raw = reader.mapping(data.get("services"), "services")
     reader.known(services_raw, "services", set(LAYERS))
-    services = {name: _hostport(reader, v, f"services.{name}") for name, v in services_raw.items()}
+    services = {
+        name: _service_address(reader, v, f"services.{name}") for name, v in services_raw.items()
+    }
     return Config(
         source=source,
         base_dir=base_dir,
@@ -933,6 +992,7 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
         telemetry=Telemetry(exporter=exporter, endpoint=endpoint),
         services=services,
         policy_version=_policy_version(text, policy, upstreams),
+        services_tls=_services_tls(reader, data.get("services_tls")),
     )
 
 

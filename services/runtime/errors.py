@@ -10,6 +10,7 @@
      │    └── UpstreamTimeout       (DEADLINE_EXCEEDED, 504)
      ├── TargetError                (UNAVAILABLE, 503, UNAVAILABLE)  target registry failed; retry
      ├── StagingError               (INTERNAL)  staged content missing or unreadable
+     │    └── StagingFull           (UNAVAILABLE, 503)  no space left to stage; retry
      └── LayerUnavailable           (UNAVAILABLE)  a security layer could not run
 
 Each class declares its gRPC status code, OCI error code and HTTP status, so
@@ -93,6 +94,17 @@ class TargetError(PullguardError):
 
 class StagingError(PullguardError):
     grpc_code = grpc.StatusCode.INTERNAL
+
+
+class StagingFull(StagingError):
+    """The staging filesystem is full: an outage, never a verdict; retry later."""
+
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+    oci_code = "UNAVAILABLE"
+    http_status = 503
+
+    def __init__(self, message: str = "staging: no space left") -> None:
+        super().__init__(message)
 
 
 class LayerUnavailable(PullguardError):

@@ -14,6 +14,7 @@ from pullguard.services.runtime.config import Config, load_config
 from pullguard.services.runtime.errors import ConfigError
 from pullguard.services.runtime.server import serve_forever
 from pullguard.services.runtime.telemetry import setup_telemetry, shutdown_telemetry
+from pullguard.services.runtime.tls import server_credentials
 
 Register = Callable[[grpc.aio.Server, Config], Sequence[str]]
 
@@ -26,11 +27,24 @@ def configure_logging() -> None:
     )
 
 
-def run_service(name: str, register: Register, config: Config, listen: str) -> int:
-    """Serve one layer until SIGINT/SIGTERM. Returns the process exit code."""
+def run_service(
+    name: str, register: Register, config: Config, listen: str, health_listen: str | None = None
+) -> int:
+    """Serve one layer until SIGINT/SIGTERM (mutual TLS when ``services_tls`` is set).
+
+    Returns the process exit code."""
+    credentials = server_credentials(config.services_tls) if config.services_tls else None
     setup_telemetry(config.telemetry, name)
     try:
-        asyncio.run(serve_forever(name, listen, lambda server: register(server, config)))
+        asyncio.run(
+            serve_forever(
+                name,
+                listen,
+                lambda server: register(server, config),
+                credentials=credentials,
+                health_listen=health_listen,
+            )
+        )
     finally:
         shutdown_telemetry()
     return 0

@@ -111,9 +111,16 @@ Registrar = Callable[[grpc.aio.Server], Sequence[str]]
 
 
 async def start_server(
-    name: str, listen: str, register: Registrar
+    name: str,
+    listen: str,
+    register: Registrar,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
-    """Build and start a server; ``register`` adds servicers and returns their full names."""
+    """Build and start a server; ``register`` adds servicers and returns their full names.
+
+    ``listen`` is HOST:PORT or ``unix:/path``. With ``credentials`` (mutual
+    TLS, see :mod:`pullguard.services.runtime.tls`) no plaintext port is opened.
+    """
     server = grpc.aio.server(interceptors=[ServiceInterceptor(name)], options=GRPC_OPTIONS)
     service_names = list(register(server))
     health_servicer = health.aio.HealthServicer()
@@ -126,13 +133,43 @@ async def start_server(
         ],
         server,
     )
-    port = server.add_insecure_port(listen)
+    port = _add_port(server, listen, credentials)
     if port == 0:
         raise PullguardError(f"{name}: cannot listen on {listen}")
     await server.start()
     for service_name in ("", *service_names):
         await health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
     return server, health_servicer, port
+
+
+def _add_port(
+    server: grpc.aio.Server, listen: str, credentials: grpc.ServerCredentials | None
+) -> int:
+    """The bound port (1 for a Unix socket), or 0 when the address cannot be bound."""
+    try:
+        if credentials is None:
+            return int(server.add_insecure_port(listen))
+        return int(server.add_secure_port(listen, credentials))
+    except RuntimeError:
+        # grpcio raises instead of returning 0 when binding fails (its log names the errno).
+        return 0
+
+
+async def start_health_server(
+    listen: str, health_servicer: health.aio.HealthServicer
+) -> grpc.aio.Server:
+    """A plaintext server that answers only the health service.
+
+    Kubernetes' gRPC probes cannot present a client certificate, so a layer
+    serving mutual TLS gives them this port: it shares the layer's health
+    state and carries no other service.
+    """
+    server = grpc.aio.server(options=GRPC_OPTIONS)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if _add_port(server, listen, None) == 0:
+        raise PullguardError(f"health: cannot listen on {listen}")
+    await server.start()
+    return server
 
 
 async def serve_forever(
@@ -142,10 +179,22 @@ async def serve_forever(
     grace: float = 5.0,
     on_started: Callable[[int], None] | None = None,
     on_stopping: Callable[[], Awaitable[None]] | None = None,
+    credentials: grpc.ServerCredentials | None = None,
+    health_listen: str | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM, then drain: NOT_SERVING first, then stop with grace."""
-    server, health_servicer, port = await start_server(name, listen, register)
-    log.info("%s listening on %s (port %d)", name, listen, port)
+    server, health_servicer, port = await start_server(name, listen, register, credentials)
+    health_server = None
+    if health_listen is not None:
+        health_server = await start_health_server(health_listen, health_servicer)
+        log.info("%s answers health checks in plaintext on %s", name, health_listen)
+    log.info(
+        "%s listening on %s (port %d, %s)",
+        name,
+        listen,
+        port,
+        "mutual TLS" if credentials is not None else "plaintext",
+    )
     if on_started is not None:
         on_started(port)
     stop = asyncio.Event()
@@ -158,3 +207,5 @@ async def serve_forever(
     if on_stopping is not None:
         await on_stopping()
     await server.stop(grace)
+    if health_server is not None:
+        await health_server.stop(grace)

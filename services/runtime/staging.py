@@ -10,16 +10,22 @@ claim that hashverify checks by reading the bytes itself.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
 from pullguard.services.runtime.digests import parse_digest
-from pullguard.services.runtime.errors import StagingError
+from pullguard.services.runtime.errors import StagingError, StagingFull
+
+#: Errors that mean the staging filesystem is full (or the quota used up).
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 _SESSION_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
@@ -31,31 +37,39 @@ class StagedWriter:
         self._store = store
         self._session = session
         session_dir = store.session_dir(session)
-        session_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=".partial-", dir=session_dir)
+        with _full_is_staging_full():
+            session_dir.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=".partial-", dir=session_dir)
         self._file: BinaryIO = os.fdopen(fd, "wb")
         self._temp = Path(name)
         self._committed = False
         self.size = 0
 
     def write(self, data: bytes) -> None:
-        self._file.write(data)
+        with _full_is_staging_full():
+            self._file.write(data)
         self.size += len(data)
 
     def commit(self, key: str) -> Path:
         """Flush, fsync and rename into place under ``key``."""
         target = self._store.path(self._session, key)
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        target.parent.mkdir(parents=True, exist_ok=True)
+        with _full_is_staging_full():
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self._temp, target)
         self._committed = True
         return target
 
     def abort(self) -> None:
         if not self._file.closed:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError as exc:
+                if exc.errno not in _FULL:
+                    raise
+                # Buffered bytes could not be flushed: the file goes anyway.
         self._temp.unlink(missing_ok=True)
 
     def __enter__(self) -> StagedWriter:
@@ -69,6 +83,17 @@ class StagedWriter:
     ) -> None:
         if not self._committed:
             self.abort()
+
+
+@contextlib.contextmanager
+def _full_is_staging_full() -> Iterator[None]:
+    """Turn "no space left" into StagingFull: an outage with a clear message."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _FULL:
+            raise StagingFull() from None
+        raise
 
 
 class StagingStore:

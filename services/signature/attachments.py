@@ -33,7 +33,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pullguard.services.runtime.digests import DigestSyntaxError, parse_digest
-from pullguard.services.signature.strictjson import StrictJsonError, loads_strict
+from pullguard.services.runtime.goschemas import MANIFEST
+from pullguard.services.signature.strictjson import (
+    StrictJsonError,
+    key_case_problem,
+    loads_strict,
+)
 
 #: Longest signature annotation accepted, in base64 characters. An RSA-8192
 #: signature is 1 KiB; anything near this limit is not a signature.
@@ -42,6 +47,8 @@ MAX_SIGNATURE_CHARS = 16 * 1024
 MAX_ANNOTATIONS = 64
 #: Largest descriptor size taken as a number (I-JSON's exact integers).
 MAX_SIZE = 2**53
+#: A key that cosign (Go) reads as a manifest or descriptor field under another spelling.
+KEY_CASE_COLLISION = "signature.manifest_key_case_collision"
 
 
 class AttachmentError(ValueError):
@@ -95,7 +102,8 @@ def parse_attachment(data: bytes, max_layers: int) -> Attachment:
     """A staged signature artifact manifest.
 
     Raises AttachmentError with ``signature.invalid`` for a malformed
-    document and ``signature.too_many`` for more than ``max_layers`` layers.
+    document, :data:`KEY_CASE_COLLISION` for one a Go client reads otherwise,
+    and ``signature.too_many`` for more than ``max_layers`` layers.
     """
     try:
         document = loads_strict(data)
@@ -103,6 +111,9 @@ def parse_attachment(data: bytes, max_layers: int) -> Attachment:
         raise AttachmentError("signature.invalid", f"signature manifest: {exc}") from None
     if not isinstance(document, dict):
         raise AttachmentError("signature.invalid", "signature manifest is not a JSON object")
+    problem = key_case_problem(document, MANIFEST)
+    if problem is not None:
+        raise AttachmentError(KEY_CASE_COLLISION, f"signature manifest: {problem}")
     layers = document.get("layers")
     if not isinstance(layers, list):
         raise AttachmentError(

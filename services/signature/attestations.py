@@ -152,7 +152,7 @@ def _envelope(
     try:
         envelope = dsse.parse_envelope(data)
     except dsse.EnvelopeError as exc:
-        return SignatureCheck.reject(location, policy.INVALID, str(exc))
+        return SignatureCheck.reject(location, exc.code or policy.INVALID, str(exc))
     signer = identify(
         location,
         envelope.pae(),
@@ -172,7 +172,7 @@ def _statement(
     try:
         statement = dsse.parse_statement(envelope)
     except dsse.EnvelopeError as exc:
-        return SignatureCheck.reject(location, policy.INVALID, str(exc), signer.name)
+        return SignatureCheck.reject(location, exc.code or policy.INVALID, str(exc), signer.name)
     if dsse.binds_digest(statement, subject.digest, subject.content) is None:
         return SignatureCheck.reject(
             location,

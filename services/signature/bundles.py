@@ -169,7 +169,7 @@ def _key_bundle(
         try:
             envelope = dsse.envelope_from(document["dsseEnvelope"])
         except dsse.EnvelopeError as exc:
-            raise BundleRejected(policy.BUNDLE_INVALID, str(exc)) from None
+            raise BundleRejected(exc.code or policy.BUNDLE_INVALID, str(exc)) from None
         signature = envelope.signature
         key = next((k for k in trust.keys if k.verifies(signature, envelope.pae())), None)
         payload_sha256 = hashlib.sha256(envelope.payload).hexdigest()
@@ -267,7 +267,7 @@ def _statement(envelope: dsse.Envelope, signer: str) -> dsse.Statement:
     try:
         return dsse.parse_statement(envelope)
     except dsse.EnvelopeError as exc:
-        raise BundleRejected(policy.INVALID, str(exc), signer) from None
+        raise BundleRejected(exc.code or policy.INVALID, str(exc), signer) from None
 
 
 def _bind_statement(verified: VerifiedBundle, artifact: ArtifactRef) -> VerifiedBundle:

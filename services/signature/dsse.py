@@ -23,6 +23,12 @@ provenance:
   Actions build type), else ``externalParameters.source`` (a URI or
   ``{uri}``), else the first ``resolvedDependencies`` URI.
 
+A key that a Go verifier (cosign, go-securesystemslib, in-toto-golang,
+slsa-verifier) reads as an envelope, statement or predicate field under
+another spelling is refused (:data:`ENVELOPE_KEY_CASE_COLLISION`,
+:data:`STATEMENT_KEY_CASE_COLLISION`): such a document means one thing here
+and another there.
+
 A source URI is normalised for comparison: a ``git+`` prefix and an ``@ref``
 suffix are dropped (``git+https://github.com/o/r@refs/heads/main`` becomes
 ``https://github.com/o/r``); the digest/ref is not part of "which repository".
@@ -36,7 +42,17 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from pullguard.services.signature.strictjson import StrictJsonError, loads_strict
+from pullguard.services.runtime.goschemas import (
+    DSSE_ENVELOPE,
+    IN_TOTO_STATEMENT,
+    SLSA_V02_PREDICATE,
+    SLSA_V1_PREDICATE,
+)
+from pullguard.services.signature.strictjson import (
+    StrictJsonError,
+    key_case_problem,
+    loads_strict,
+)
 
 ENVELOPE_MEDIA_TYPE = "application/vnd.dsse.envelope.v1+json"
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -48,10 +64,19 @@ SLSA_V1 = "https://slsa.dev/provenance/v1"
 MAX_SUBJECTS = 1024
 MAX_DIGESTS_PER_SUBJECT = 32
 MAX_FACT_CHARS = 2048
+ENVELOPE_KEY_CASE_COLLISION = "signature.envelope_key_case_collision"
+STATEMENT_KEY_CASE_COLLISION = "signature.statement_key_case_collision"
 
 
 class EnvelopeError(ValueError):
-    """The envelope or its statement is malformed; the message says why."""
+    """The envelope or its statement is malformed; the message says why.
+
+    ``code`` is a finding code, ``None`` for the caller's code for malformed documents.
+    """
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -96,6 +121,9 @@ def envelope_from(document: Any) -> Envelope:
     """An envelope from parsed JSON (a layer blob, or a bundle's ``dsseEnvelope``)."""
     if not isinstance(document, dict):
         raise EnvelopeError("DSSE envelope is not an object")
+    problem = key_case_problem(document, DSSE_ENVELOPE)
+    if problem is not None:
+        raise EnvelopeError(f"DSSE envelope: {problem}", ENVELOPE_KEY_CASE_COLLISION)
     payload_type = document.get("payloadType")
     if not isinstance(payload_type, str) or not payload_type:
         raise EnvelopeError("DSSE envelope has no payloadType")
@@ -125,6 +153,12 @@ def parse_statement(envelope: Envelope) -> Statement:
         raise EnvelopeError(f"statement is not strict JSON: {exc}") from None
     if not isinstance(document, dict):
         raise EnvelopeError("statement is not an object")
+    problem = key_case_problem(document, IN_TOTO_STATEMENT)
+    predicate_shape = _PREDICATES.get(str(document.get("predicateType")))
+    if problem is None and predicate_shape is not None:
+        problem = key_case_problem(document.get("predicate"), predicate_shape, "predicate")
+    if problem is not None:
+        raise EnvelopeError(f"statement: {problem}", STATEMENT_KEY_CASE_COLLISION)
     statement_type = document.get("_type")
     if statement_type not in STATEMENT_TYPES:
         raise EnvelopeError(f"got statement _type {str(statement_type)[:80]!r}")
@@ -142,6 +176,10 @@ def parse_statement(envelope: Envelope) -> Statement:
         subjects=tuple(_subject(item, i) for i, item in enumerate(raw_subjects)),
         predicate=document.get("predicate"),
     )
+
+
+#: Predicates pullguard reads, by predicate type (others are not walked).
+_PREDICATES = {SLSA_V02: SLSA_V02_PREDICATE, SLSA_V1: SLSA_V1_PREDICATE}
 
 
 def _subject(item: Any, index: int) -> Subject:

@@ -12,7 +12,9 @@ reject any payload whose ``critical`` object holds an unrecognised or
 unexpected member (THREATS G-04), so every object in ``critical`` must have
 exactly the members above, each of the right type. ``optional`` is null or an
 object; only its ``creator`` (string) and ``timestamp`` (integer) are read,
-and they are informational.
+and they are informational. A key that cosign's Go decoder reads as one of
+these members under another spelling (``"Critical"``, ``"docker-\u212aeference"``...)
+is refused with :data:`KEY_CASE_COLLISION`, before the exact-member checks.
 
 The payload is parsed only after its signature verified under a trusted key,
 so this parser never sees bytes an untrusted signer chose.
@@ -26,11 +28,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from pullguard.services.runtime.digests import is_digest
-from pullguard.services.signature.strictjson import StrictJsonError, loads_strict
+from pullguard.services.runtime.goschemas import SIMPLE_SIGNING
+from pullguard.services.signature.strictjson import (
+    StrictJsonError,
+    key_case_problem,
+    loads_strict,
+)
 
 MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 SIGNATURE_TYPE = "cosign container image signature"
+#: A payload key that cosign reads as a member under another spelling.
+KEY_CASE_COLLISION = "signature.payload_key_case_collision"
 
 DOCKER_HUB = "docker.io"
 #: Docker Hub's registry host as cosign writes it (go-containerregistry's default).
@@ -40,7 +49,14 @@ _TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 
 
 class PayloadError(ValueError):
-    """The payload is not a well-formed cosign simple-signing payload."""
+    """The payload is not a well-formed cosign simple-signing payload.
+
+    ``code`` is a finding code, ``None`` for the caller's code for malformed payloads.
+    """
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -89,6 +105,9 @@ def parse_payload(data: bytes) -> SimpleSigningPayload:
         document = loads_strict(data)
     except StrictJsonError as exc:
         raise PayloadError(f"payload is not strict JSON: {exc}") from None
+    problem = key_case_problem(document, SIMPLE_SIGNING)
+    if problem is not None:
+        raise PayloadError(f"payload: {problem}", KEY_CASE_COLLISION)
     top = _exact_object(document, "payload", ("critical", "optional"))
     critical = _exact_object(top["critical"], "critical", ("identity", "image", "type"))
     signature_type = _string(critical["type"], "critical.type")

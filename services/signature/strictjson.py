@@ -6,8 +6,14 @@ payload (only after its signature verified). Python's :mod:`json` is lenient
 where a verifier must not be (THREATS G-04): a repeated name keeps the last
 value, so ``docker-manifest-digest`` given twice would be read as whichever
 came last; ``NaN`` and ``Infinity`` are accepted; a huge integer literal burns
-CPU. :func:`loads_strict` refuses all of these with :class:`StrictJsonError`,
+CPU; a lone surrogate ``"\\ud800"`` is an unpaired code point to Python and
+U+FFFD to Go. :func:`loads_strict` refuses all of these with :class:`StrictJsonError`,
 and no other exception escapes it for any input.
+
+cosign and the runtimes decode these documents with Go's ``encoding/json``,
+which matches keys to fields case-insensitively (last match wins):
+:func:`key_case_problem` says when a document holds a key that Go reads as a
+known field although it is not spelled as that field.
 
 The signature service has its own loader on purpose: a check never imports
 another check's modules (STYLE.md, habit 8).
@@ -17,6 +23,8 @@ from __future__ import annotations
 
 import json
 from typing import Any
+
+from pullguard.services.runtime.gojson import GoStruct, has_lone_surrogate, key_collisions
 
 #: Longest integer literal accepted: int64 has 19 digits, plus a sign.
 MAX_INT_CHARS = 20
@@ -71,7 +79,7 @@ def loads_strict(data: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise StrictJsonError(f"not UTF-8: invalid byte at offset {exc.start}") from None
     try:
-        return json.loads(
+        value = json.loads(
             text,
             object_pairs_hook=_unique_object,
             parse_constant=_reject_constant,
@@ -86,3 +94,16 @@ def loads_strict(data: bytes) -> Any:
         raise StrictJsonError("nesting too deep") from None
     except ValueError as exc:  # JSONDecodeError and int-conversion limits
         raise StrictJsonError(f"not JSON: {exc}") from None
+    if has_lone_surrogate(value):
+        raise StrictJsonError("string contains a lone surrogate")
+    return value
+
+
+def key_case_problem(document: Any, struct: GoStruct, where: str = "") -> str | None:
+    """Why a Go client would read ``document`` (shaped as ``struct``) otherwise
+    than pullguard does, or ``None`` when no key folds onto a field."""
+    collisions = key_collisions(document, struct, where)
+    if not collisions:
+        return None
+    more = f" (and {len(collisions) - 1} more)" if len(collisions) > 1 else ""
+    return f"{collisions[0].describe()}, not to pullguard{more}"

@@ -249,7 +249,7 @@ def _simple_signing(
     try:
         claims = simplesigning.parse_payload(payload)
     except simplesigning.PayloadError as exc:
-        return [SignatureCheck.reject(location, policy.INVALID, str(exc), signer.name)]
+        return [SignatureCheck.reject(location, exc.code or policy.INVALID, str(exc), signer.name)]
     if claims.manifest_digest != subject.digest:
         return [
             SignatureCheck.reject(

@@ -183,11 +183,18 @@ class FakeLayers:
         if method == "VerifySignatures":
             return signature_pb2.VerifySignaturesResponse(verdict=ALLOW)
         if method == "FetchBlobs":
+            staged = []
             for data in (CONFIG_BLOB, LAYER_BLOB):
                 with self.staging.writer(request.session) as writer:
                     writer.write(data)
                     writer.commit(_digest(data))
-            return fetcher_pb2.FetchBlobsResponse(verdict=ALLOW)
+                # What the real fetcher reports: the digest it computed while streaming.
+                staged.append(
+                    fetcher_pb2.StagedBlob(
+                        digest=_digest(data), size=len(data), computed_digest=_digest(data)
+                    )
+                )
+            return fetcher_pb2.FetchBlobsResponse(verdict=ALLOW, blobs=staged)
         if method == "VerifyBlobs":
             return hashverify_pb2.VerifyBlobsResponse(verdict=ALLOW)
         if method == "CheckConfig":

@@ -71,8 +71,9 @@ def build_image(
     tag: str,
     layer_files: list[dict[str, bytes]],
     annotations: dict[str, str] | None = None,
+    architecture: str = "amd64",
 ) -> BuiltImage:
-    """Write an OCI layout with one image under ``tag``."""
+    """Write an OCI layout with one image under ``tag``, for linux/``architecture``."""
     layers, diff_ids = [], []
     for files in layer_files:
         blob, diff_id = make_layer(files)
@@ -80,7 +81,7 @@ def build_image(
         diff_ids.append(diff_id)
     config = json.dumps(
         {
-            "architecture": "amd64",
+            "architecture": architecture,
             "os": "linux",
             "config": {"Env": ["PATH=/usr/bin"], "Cmd": ["/bin/true"]},
             "rootfs": {"type": "layers", "diff_ids": diff_ids},
@@ -187,7 +188,10 @@ def build_index(
     children = []
     for i, (os_name, arch) in enumerate(platforms):
         child = build_image(
-            layout, f"{tag}-{os_name}-{arch}", random_layers(1, 4096, seed=seed + i)
+            layout,
+            f"{tag}-{os_name}-{arch}",
+            random_layers(1, 4096, seed=seed + i),
+            architecture=arch,
         )
         children.append(child)
     index_doc = {

@@ -72,6 +72,18 @@ def test_policy_version_changes_with_pins(tmp_path: Path) -> None:
     assert parse_config(text, "c.yaml", tmp_path).policy_version != first
 
 
+def test_policy_version_changes_with_the_checks_revision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Admissions made before a check was added (an index as one unit) verify again.
+    from pullguard.services.runtime import config as runtime_config
+
+    text = "upstreams: {lab: {url: 'https://x'}}\npolicy: {rules: [{match: '**'}]}"
+    first = parse_config(text, "c.yaml", tmp_path).policy_version
+    monkeypatch.setattr(runtime_config, "CHECKS_REVISION", runtime_config.CHECKS_REVISION - 1)
+    assert parse_config(text, "c.yaml", tmp_path).policy_version != first
+
+
 def test_canonical_host_defaults_to_the_registry_name_signers_use(tmp_path: Path) -> None:
     text = (
         "upstreams:\n"

@@ -20,6 +20,7 @@ from pullguard.services.fetcher import auth
 from pullguard.services.fetcher.models import Descriptor
 from pullguard.services.runtime.config import Upstream
 from pullguard.services.runtime.errors import UpstreamError, UpstreamTimeout
+from tests.support.bounds import LIMIT_NOT_FALLBACK
 from tests.support.configs import make_config
 from tests.support.hostile import (
     HostileUpstream,
@@ -30,6 +31,9 @@ from tests.support.hostile import (
 )
 
 REPO = "team/app"
+#: Fake CDNs listen on other ports of 127.0.0.1: the upstream may redirect there
+#: only because its redirect_hosts name the host.
+LOOPBACK_CDN = "127.0.0.1"
 MANIFEST_PATH = f"/v2/{REPO}/manifests/v1"
 BLOB = b"layer bytes"
 SCOPE = f"repository:{REPO}:pull"
@@ -76,7 +80,7 @@ async def test_t08_cross_host_challenge_gets_an_anonymous_token_from_that_hosts_
             bearer_challenge(f"{other.url}/token", service="b-cdn"),
         )
     other.reply("/token", token_reply("b-token"))
-    fetcher = make_fetcher(upstream.url, username="u", password="p")
+    fetcher = make_fetcher(upstream.url, username="u", password="p", redirect_hosts=[LOOPBACK_CDN])
     result = await fetcher.fetch_blobs("s1", "lab", REPO, [descriptor(BLOB)])
     assert result.verdict.allowed and [b.computed_digest for b in result.blobs] == [sha256(BLOB)]
     # A's realm (same host and port as A) gets A's credentials; B's gets nothing.
@@ -115,7 +119,9 @@ async def test_t08_cross_host_realm_on_a_third_host_is_refused(
             bearer_challenge(f"http://localhost:{third.port}/token"),
         )
         third.reply("/token", token_reply("x"))
-        fetcher = make_fetcher(upstream.url, username="u", password="p")
+        fetcher = make_fetcher(
+            upstream.url, username="u", password="p", redirect_hosts=[LOOPBACK_CDN]
+        )
         with pytest.raises(UpstreamError, match="is neither on 127.0.0.1"):
             await fetcher.fetch_blobs("s1", "lab", REPO, [descriptor(BLOB)])
         assert third.requests == []
@@ -128,7 +134,7 @@ async def test_t08_cross_host_basic_challenge_gets_no_credentials(
     other.reply(
         f"/cdn/{sha256(BLOB)}", Reply(status=401, headers={"WWW-Authenticate": 'Basic realm="b"'})
     )
-    fetcher = make_fetcher(upstream.url, username="u", password="p")
+    fetcher = make_fetcher(upstream.url, username="u", password="p", redirect_hosts=[LOOPBACK_CDN])
     with pytest.raises(UpstreamError, match="credentials never cross hosts"):
         await fetcher.fetch_blobs("s1", "lab", REPO, [descriptor(BLOB)])
     assert all("authorization" not in r.headers for r in other.requests)
@@ -147,7 +153,9 @@ async def test_t08_cross_host_challenge_is_answered_once(
     )
     other.reply("/token", token_reply("not-it"))
     with pytest.raises(UpstreamError, match="refused access"):
-        await make_fetcher(upstream.url).fetch_blobs("s1", "lab", REPO, [descriptor(BLOB)])
+        await make_fetcher(upstream.url, redirect_hosts=[LOOPBACK_CDN]).fetch_blobs(
+            "s1", "lab", REPO, [descriptor(BLOB)]
+        )
     assert len(other.seen(f"/cdn/{sha256(BLOB)}")) == 2
 
 
@@ -262,7 +270,7 @@ async def test_t09_stalled_token_endpoint_times_out(
         await make_fetcher(upstream.url, limits={"idle_timeout": 0.3}).fetch_manifest(
             "s1", "lab", REPO, "v1"
         )
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < LIMIT_NOT_FALLBACK
 
 
 async def test_t09_token_body_stalling_midway_times_out(
@@ -275,4 +283,4 @@ async def test_t09_token_body_stalling_midway_times_out(
         await make_fetcher(upstream.url, limits={"idle_timeout": 0.3}).fetch_manifest(
             "s1", "lab", REPO, "v1"
         )
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < LIMIT_NOT_FALLBACK

@@ -67,6 +67,7 @@ def fetcher(tmp_path: Path, internet: FakeInternet) -> Fetcher:
                 "username": "puller",
                 "password": "s3cret",
                 "realm_hosts": ["auth.example"],
+                "redirect_hosts": ["cdn.example"],
             }
         },
         default_upstream="hub",

@@ -82,7 +82,7 @@ def test_t07_bad_redirects_are_denied(hub: Upstream, location: str) -> None:
 
 
 def test_t07_lab_upstream_on_loopback_may_redirect_on_loopback(tmp_path: Path) -> None:
-    lab = _upstream(tmp_path, "http://127.0.0.1:5001", insecure=True)
+    lab = _upstream(tmp_path, "http://127.0.0.1:5001", insecure=True, redirect_hosts=["127.0.0.1"])
     current = httpx.URL("http://127.0.0.1:5001/v2/x/blobs/sha256:" + "a" * 64)
     assert resolve_redirect(current, "http://127.0.0.1:6000/data", lab).port == 6000
 

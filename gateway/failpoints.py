@@ -1,0 +1,56 @@
+"""Failpoints: named places on the admission path where a test can stop the gateway.
+
+Only the environment variable ``PULLGUARD_FAILPOINTS`` enables them, and only
+tests set it: ``PULLGUARD_FAILPOINTS=admit.after_blobs:kill`` SIGKILLs the own
+process when the admission path reaches ``admit.after_blobs``;
+``NAME:enospc`` raises ``OSError(ENOSPC)`` there instead. Several are
+separated by commas. Unset, :func:`hit` is one dictionary lookup.
+
+The points, in the order an admission passes them (see ``pipeline._admit``):
+
+- ``admit.after_blobs``: blobs moved into the admitted store, manifest not yet;
+- ``admit.after_manifest``: manifest moved too, nothing recorded;
+- ``admit.after_commit``: decision row and admission committed in one transaction;
+- ``admit.after_audit``: the audit line written and fsynced;
+- ``index.before_replace``: ``index.json``'s temporary file written, not yet renamed;
+- ``admit.after_index``: ``index.json`` names the image.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+
+ENV = "PULLGUARD_FAILPOINTS"
+POINTS = (
+    "admit.after_blobs",
+    "admit.after_manifest",
+    "admit.after_commit",
+    "admit.after_audit",
+    "index.before_replace",
+    "admit.after_index",
+)
+ACTIONS = ("kill", "enospc")
+
+
+def _parse(text: str) -> dict[str, str]:
+    armed: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, action = item.partition(":")
+        if name not in POINTS or action not in ACTIONS:
+            raise ValueError(f"{ENV}: unknown failpoint {item!r}")
+        armed[name] = action
+    return armed
+
+
+_armed = _parse(os.environ.get(ENV, ""))
+
+
+def hit(name: str) -> None:
+    """Act on failpoint ``name`` when a test armed it; otherwise do nothing."""
+    action = _armed.get(name)
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "enospc":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name)
