@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 TOOLS  := .tools/bin
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-unit test-e2e protos check-protos system-deps lint typecheck bench clean
+.PHONY: install run test test-unit test-e2e protos check-protos system-deps lint typecheck bench clean conformance
 
 install: $(STAMP)
 
@@ -48,6 +48,10 @@ test-unit: install
 
 test-e2e: install system-deps
 	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(BIN)/pytest -q -m e2e $(PYTEST_ARGS)
+
+# The OCI distribution-spec conformance suite's Pull workflow against `pullguard up`.
+conformance: install system-deps
+	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(BIN)/pytest -q -ra tests/e2e/test_oci_conformance.py $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check services gateway tests

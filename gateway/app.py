@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import shutil
 import signal
 from pathlib import Path
 
 from aiohttp import web
 
+from pullguard.gateway import ratelog
 from pullguard.gateway.clients import LayerClients
 from pullguard.gateway.decisions import DecisionLog
 from pullguard.gateway.frontdoor import FrontDoor
 from pullguard.gateway.fsck import log_reconciled, reconcile
 from pullguard.gateway.grpc_api import GatewayServicer, register
+from pullguard.gateway.httpserver import DoorRunner
 from pullguard.gateway.pipeline import Pipeline
 from pullguard.gateway.publish import Publisher
 from pullguard.gateway.stores import AdmittedStore, Quarantine
@@ -29,6 +32,25 @@ log = logging.getLogger("pullguard.gateway")
 def split_hostport(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host.strip("[]"), int(port)
+
+
+def raise_open_files() -> None:
+    """Raise the soft open-file limit to the hard one; say so when that is low.
+
+    Each front-door connection and each blob served holds a descriptor; at
+    the limit, accept() fails and blobs cannot be opened.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("gateway: cannot raise the open-file limit from %d: %s", soft, exc)
+            return
+    if hard != resource.RLIM_INFINITY and hard < 4096:
+        log.warning(
+            "gateway: open-file limit is %d; keep limits.max_connections well below it", hard
+        )
 
 
 def build_pipeline(config: Config) -> tuple[Pipeline, DecisionLog, AdmittedStore, Quarantine]:
@@ -59,8 +81,18 @@ def build_pipeline(config: Config) -> tuple[Pipeline, DecisionLog, AdmittedStore
 async def serve_gateway(config: Config) -> None:
     """Serve until SIGINT/SIGTERM, then drain both servers."""
     pipeline, decisions, admitted, quarantine = build_pipeline(config)
+    ratelog.install()
+    raise_open_files()
     front = FrontDoor(pipeline, decisions, admitted)
-    runner = web.AppRunner(front.app(), access_log=None, handle_signals=False)
+    limits = config.limits
+    runner = DoorRunner(
+        front.app(),
+        max_connections=limits.max_connections,
+        header_timeout=limits.header_timeout,
+        body_timeout=limits.body_timeout,
+        access_log=None,
+        handle_signals=False,
+    )
     await runner.setup()
     host, port = split_hostport(config.listen)
     site = web.TCPSite(runner, host, port, shutdown_timeout=5.0)

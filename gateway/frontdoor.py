@@ -1,7 +1,7 @@
 """The HTTP front door: the pull half of the OCI distribution API.
 
 Handlers are thin: parse the path exactly, ask the pipeline, and map the
-outcome through one table (:func:`error_response`). Repository names are
+outcome through one table (:meth:`FrontDoor.error`). Repository names are
 ``<upstream-alias>/<repository>``; blobs are served only from the admitted
 store, and only to a repository name whose manifest pull was admitted.
 """
@@ -11,58 +11,64 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
+import stat
+from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from aiohttp import web
 
 from pullguard.gateway.decisions import DecisionLog
+from pullguard.gateway.httpserver import API_HEADERS, error_body
 from pullguard.gateway.pipeline import Pipeline, PullResult
+from pullguard.gateway.public import Scrubber, warning_header
 from pullguard.gateway.stores import AdmittedStore
+from pullguard.gateway.syntax import syntax_status
 from pullguard.services.runtime.digests import DigestSyntaxError, parse_digest
 from pullguard.services.runtime.errors import PullguardError
 
 log = logging.getLogger("pullguard.frontdoor")
 
-API_HEADERS = {"Docker-Distribution-API-Version": "registry/2.0"}
 _MANIFEST_RE = re.compile(r"/v2/(?P<name>.+)/manifests/(?P<reference>[^/]+)")
 _BLOB_RE = re.compile(r"/v2/(?P<name>.+)/blobs/(?P<digest>[^/]+)")
 _TAGS_RE = re.compile(r"/v2/(?P<name>.+)/tags/list")
 MAX_PATH = 2048
+#: Most tags one page of the front door's tag list holds.
+MAX_PAGE = 10000
+#: HTTP statuses aiohttp may raise itself, and the OCI code each gets.
+_HTTP_CODES = {404: "NOT_FOUND", 405: "UNSUPPORTED", 413: "SIZE_INVALID"}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def oci_error(
     status: int, code: str, message: str, detail: Any = None, headers: dict[str, str] | None = None
 ) -> web.Response:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if detail is not None:
-        error["detail"] = detail
     return web.Response(
         status=status,
-        body=json.dumps({"errors": [error]}).encode(),
+        body=error_body(code, message, detail),
         content_type="application/json",
         headers={**API_HEADERS, **(headers or {})},
     )
 
 
-def error_response(exc: PullguardError, decision_id: str = "") -> web.Response:
-    """The one mapping from pullguard errors to HTTP: each class declares its status and code."""
-    detail = {"decision": decision_id} if decision_id else None
-    return oci_error(exc.http_status, exc.oci_code, exc.message, detail)
-
-
-def denial_response(result: PullResult) -> web.Response:
-    report = result.report
-    layer = report.denied_by or "gateway"
-    reason = report.reason or "denied"
-    message = reason if reason.startswith(f"{layer}:") else f"{layer}: {reason}"
-    return oci_error(
-        403,
-        "DENIED",
-        message,
-        {"decision": report.decision_id, "layer": layer, "findings": report.denial_findings()},
-    )
+@web.middleware
+async def oci_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Nothing but an OCI error body leaves the front door, whatever went wrong."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return oci_error(exc.status, _HTTP_CODES.get(exc.status, "UNSUPPORTED"), exc.reason)
+    except PullguardError as exc:
+        log.error("front door: %s %s: %s", request.method, request.path[:200], exc.message)
+        return oci_error(exc.http_status, exc.oci_code, "request failed; see the gateway's log")
+    except Exception:
+        log.exception("front door: %s %s failed", request.method, request.path[:200])
+        return oci_error(500, "UNKNOWN", "internal error; see the gateway's log")
 
 
 def _decoded_path(request: web.Request) -> str:
@@ -78,15 +84,44 @@ class FrontDoor:
         self.pipeline = pipeline
         self.decisions = decisions
         self.admitted = admitted
+        self.scrub = Scrubber(u.url for u in pipeline.config.upstreams.values())
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=1024)
+        app = web.Application(client_max_size=1024, middlewares=[oci_errors])
         app.router.add_route("*", "/{tail:.*}", self.dispatch)
         return app
 
+    def error(self, exc: PullguardError, decision_id: str = "") -> web.Response:
+        """The one mapping from pullguard errors to HTTP: each class declares status and code."""
+        detail = {"decision": decision_id} if decision_id else None
+        return oci_error(exc.http_status, exc.oci_code, self.scrub.text(exc.message), detail)
+
+    def denial(self, result: PullResult) -> web.Response:
+        report = result.report
+        layer = report.denied_by or "gateway"
+        reason = report.reason or "denied"
+        message = self.scrub.text(
+            reason if reason.startswith(f"{layer}:") else f"{layer}: {reason}"
+        )
+        findings = report.denial_findings()
+        headers = {"Warning": warning_header(message)}
+        syntax = syntax_status(f["code"] for f in findings) if layer == "analysis" else None
+        if syntax is not None:
+            # Refused by syntax before any policy question: the spec's status.
+            status, code = syntax
+            return oci_error(status, code, message, None, headers)
+        detail = {"decision": report.decision_id, "layer": layer, "findings": findings}
+        return oci_error(403, "DENIED", message, self.scrub.data(detail), headers)
+
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         if request.method not in ("GET", "HEAD"):
-            return oci_error(405, "UNSUPPORTED", "pullguard serves pulls only (GET and HEAD)")
+            return oci_error(
+                405,
+                "UNSUPPORTED",
+                "pullguard serves pulls only (GET and HEAD)",
+                None,
+                {"Allow": "GET, HEAD"},
+            )
         try:
             path = _decoded_path(request)
         except (PullguardError, UnicodeDecodeError):
@@ -104,9 +139,9 @@ class FrontDoor:
     async def manifest(self, request: web.Request, name: str, reference: str) -> web.StreamResponse:
         result = await self.pipeline.pull(name, reference, admit=True)
         if result.error is not None:
-            return error_response(result.error, result.report.decision_id)
+            return self.error(result.error, result.report.decision_id)
         if not result.allowed or result.manifest is None:
-            return denial_response(result)
+            return self.denial(result)
         report = result.report
         headers = {
             **API_HEADERS,
@@ -127,35 +162,76 @@ class FrontDoor:
         except DigestSyntaxError as exc:
             return oci_error(400, "DIGEST_INVALID", str(exc))
         repository = self.decisions.repository_for(name)
-        path = None
-        if repository is not None and self.decisions.blob_admitted(repository, digest):
+        if repository is None or not self.decisions.blob_admitted(repository, digest):
+            # Not pulled under this spelling: the name as the manifest route reads it.
+            repository = await self.pipeline.repository_of(name)
+        if repository is None or not self.decisions.blob_admitted(repository, digest):
+            return oci_error(404, "BLOB_UNKNOWN", f"{digest} is not admitted for {name}")
+        try:
             # Hashed again unless unchanged since last verified; damaged is never served.
-            path = await asyncio.to_thread(self.admitted.verified_blob, digest)
-        if path is None:
+            verified = await asyncio.to_thread(self.admitted.verified_blob, digest)
+        except OSError as exc:
+            return self._unreadable(digest, exc)
+        if verified is None:
             return oci_error(404, "BLOB_UNKNOWN", f"{digest} is not admitted for {name}")
         headers = {
             **API_HEADERS,
             "Docker-Content-Digest": digest,
             "Content-Type": "application/octet-stream",
         }
+        try:
+            # Opened here, not by aiohttp's FileResponse, which turns every
+            # open error (EMFILE too) into an empty 404.
+            handle = open(verified, "rb")  # noqa: SIM115 - the response closes it
+        except OSError as exc:
+            return self._unreadable(digest, exc)
+        try:
+            info = os.fstat(handle.fileno())
+        except OSError:
+            handle.close()
+            return oci_error(503, "UNAVAILABLE", f"{digest} cannot be read now; retry")
+        if not stat.S_ISREG(info.st_mode):
+            handle.close()
+            return oci_error(503, "UNAVAILABLE", f"{digest} cannot be read now; retry")
+        headers["Content-Length"] = str(info.st_size)
         if request.method == "HEAD":
-            headers["Content-Length"] = str(path.stat().st_size)
+            handle.close()
             return web.Response(status=200, headers=headers)
-        return web.FileResponse(path, headers=headers)
+        return web.Response(status=200, body=handle, headers=headers)
+
+    @staticmethod
+    def _unreadable(digest: str, exc: OSError) -> web.Response:
+        """An admitted blob that cannot be read now (no descriptor left, gone): retry."""
+        log.error("front door: cannot open admitted blob %s: %s", digest, exc.strerror or exc)
+        return oci_error(503, "UNAVAILABLE", f"{digest} cannot be read now; retry")
 
     async def tags(self, request: web.Request, name: str) -> web.StreamResponse:
+        text = request.query.get("n")
+        n = MAX_PAGE
+        if text is not None:
+            try:
+                n = int(text, 10)
+            except ValueError:
+                n = -1
+            if n < 0 or not text.isdigit():
+                return oci_error(
+                    400, "PAGINATION_NUMBER_INVALID", "n must be a non-negative integer"
+                )
+            n = min(n, MAX_PAGE)
+        last = request.query.get("last", "")
         try:
-            n = int(request.query.get("n", "1000"))
-        except ValueError:
-            return oci_error(400, "PAGINATION_NUMBER_INVALID", "n must be an integer")
-        try:
-            tags = await self.pipeline.list_tags(
-                name, max(0, min(n, 10000)), request.query.get("last", "")
-            )
+            tags = await self.pipeline.list_tags(name, last)
         except PullguardError as exc:
-            return error_response(exc)
+            return self.error(exc)
+        page = sorted(t for t in set(tags) if not last or t > last)
+        headers = dict(API_HEADERS)
+        if len(page) > n:
+            page = page[:n]
+            if page:
+                following = f"/v2/{quote(name)}/tags/list?n={n}&last={quote(page[-1], safe='')}"
+                headers["Link"] = f'<{following}>; rel="next"'
         return web.Response(
-            body=json.dumps({"name": name, "tags": tags}).encode(),
+            body=json.dumps({"name": name, "tags": page}).encode(),
             content_type="application/json",
-            headers=API_HEADERS,
+            headers=headers,
         )

@@ -48,8 +48,10 @@ from pullguard.gateway.publish import Publisher
 from pullguard.gateway.release import ReleasePlan
 from pullguard.gateway.report import Report
 from pullguard.gateway.stores import AdmittedStore, Quarantine
+from pullguard.gateway.syntax import SyntaxRefusals, syntax_status
 from pullguard.services.runtime.config import Config
 from pullguard.services.runtime.errors import (
+    InvalidRequest,
     NotFound,
     PullguardError,
     StagingFull,
@@ -137,6 +139,7 @@ class Pipeline:
         self._tracer = tracer("gateway")
         self._inflight: dict[tuple[str, str, bool], asyncio.Task[PullResult]] = {}
         self._digest_locks: dict[tuple[str, str], list[Any]] = {}
+        self.syntax_refusals = SyntaxRefusals()
 
     async def pull(self, name: str, reference: str, *, admit: bool = True) -> PullResult:
         """Run (or join) the pipeline for ``name`` at ``reference``.
@@ -371,7 +374,18 @@ class Pipeline:
         if not report.add("analysis", "plan", planned.verdict, ms):
             # Refused before any upstream traffic: nothing to quarantine.
             report.decision = "DENY"
-            self._record(report)
+            denial = report.denial_findings()
+            # The full <alias>/<repository>, however the client spelled it.
+            report.repository = next(
+                (f["evidence"]["repository"] for f in denial if f["evidence"].get("repository")),
+                "",
+            )
+            codes = [f["code"] for f in denial]
+            if syntax_status(codes) is not None:
+                # Refused by syntax: counted, not recorded one by one (disk).
+                self.syntax_refusals.count(codes[0])
+            else:
+                self._record(report)
             return PullResult(report)
         plan: common_pb2.Plan = planned.plan
         report.repository = f"{plan.ref.upstream_alias}/{plan.ref.repository}"
@@ -659,19 +673,37 @@ class Pipeline:
         self._record(report)
         return PullResult(report, manifest=data)
 
-    async def list_tags(self, name: str, n: int, last: str) -> list[str]:
-        """Tags of a repository upstream, after analysis allowed the repository itself."""
-        report = Report(decision_id=uuid.uuid4().hex, client_name=name, reference="")
+    async def _repository_plan(self, name: str) -> common_pb2.Plan:
+        """Analysis's plan for ``name`` alone; a refusal raises (400 for syntax, else 403)."""
         planned = await self.clients.call(
             "analysis",
             "Plan",
             analysis_pb2.PlanRequest(name=name, reference="", repository_only=True),
         )
         if not verdict_allows(planned.verdict):
+            report = Report(decision_id="", client_name=name, reference="")
             report.add("analysis", "plan", planned.verdict, 0.0)
+            status = syntax_status(f["code"] for f in report.denial_findings())
+            if status is not None:
+                raise InvalidRequest(report.reason, oci_code=status[1])
             raise LayerFailure("analysis", f"analysis: {report.reason}")
+        plan: common_pb2.Plan = planned.plan
+        return plan
+
+    async def repository_of(self, name: str) -> str | None:
+        """``<alias>/<repository>`` for a client's name as a manifest pull reads it, or None."""
+        try:
+            plan = await self._repository_plan(name)
+        except (InvalidRequest, LayerFailure):
+            return None
+        return f"{plan.ref.upstream_alias}/{plan.ref.repository}"
+
+    async def list_tags(self, name: str, last: str) -> list[str]:
+        """Every tag upstream after ``last`` (all pages, bounded by the fetcher), once
+        analysis allowed the repository itself."""
+        plan = await self._repository_plan(name)
         listed = await self.clients.call(
-            "fetcher", "ListTags", fetcher_pb2.ListTagsRequest(plan=planned.plan, n=n, last=last)
+            "fetcher", "ListTags", fetcher_pb2.ListTagsRequest(plan=plan, n=0, last=last)
         )
         return list(listed.tags)
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the real tools the tests use: Debian's docker-registry (CNCF
-# distribution) and skopeo from apt, the container clients (podman, buildah,
-# containerd, docker.io) from apt, and cosign 2.5 (Debian 13's package; on
-# Debian 12 its .deb is unpacked into a private folder without touching
-# /etc/apt). Idempotent: does nothing when everything is already there.
+# distribution), skopeo and Go (for the OCI conformance suite) from apt, the
+# container clients (podman, buildah, containerd, docker.io) from apt, and
+# cosign 2.5 (Debian 13's package; on Debian 12 its .deb is unpacked into a
+# private folder without touching /etc/apt). Idempotent: does nothing when
+# everything is already there.
 set -euo pipefail
 tools_dir="${1:-.tools/bin}"
 mkdir -p "$tools_dir"
@@ -12,6 +13,9 @@ tools_dir="$(cd "$tools_dir" && pwd)"
 need_apt=()
 command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || need_apt+=(skopeo)
+# Go builds the OCI conformance suite (tests/conformance/oci-distribution);
+# golang-go is the name on Debian 12 (Go 1.19) and 13 (Go 1.24) alike.
+command -v go >/dev/null 2>&1 || ls /usr/lib/go-1.*/bin/go >/dev/null 2>&1 || need_apt+=(golang-go)
 # setpriv: tests run a second, unprivileged uid; openssl: deploy/k8s's certificate script.
 command -v setpriv >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)

@@ -222,19 +222,19 @@ class RegistryClient:
 
         return await self._with_retries(what, self._limits.blob_deadline, attempt)
 
+    def tags_url(self, repository: str, last: str) -> httpx.URL:
+        """The first page of the tag list (``limits.tag_page_size`` tags), after ``last``."""
+        params = {"n": str(max(1, self._limits.tag_page_size)), **({"last": last} if last else {})}
+        return self.url(f"/v2/{repository}/tags/list").copy_merge_params(params)
+
     async def list_tags(
-        self, repository: str, n: int, last: str, exchanges: list[Exchange]
-    ) -> bytes:
-        """GET one page of the tag list; returns the body (at most manifest_bytes)."""
+        self, url: httpx.URL, repository: str, exchanges: list[Exchange]
+    ) -> tuple[bytes, str]:
+        """GET one page of the tag list: (body of at most manifest_bytes, Link header)."""
         what = f"tag list of {repository}"
-        params = {
-            key: value for key, value in (("n", str(n) if n > 0 else ""), ("last", last)) if value
-        }
-        url = self.url(f"/v2/{repository}/tags/list").copy_merge_params(params)
-        body, _ = await self._small_document(
+        return await self._small_document(
             url, repository, "", "tags", "application/json", what, "fetch.tags_too_large", exchanges
         )
-        return body
 
     async def referrers_page(
         self, url: httpx.URL, repository: str, digest: str, exchanges: list[Exchange]

@@ -256,7 +256,9 @@ class Fetcher:
     async def list_tags(
         self, alias: str, repository: str, n: int, last: str
     ) -> tuple[list[str], list[Exchange]]:
-        """One page of the upstream's tag list."""
+        """Every tag of the upstream's list after ``last``: each page, following its
+        ``Link``, at most ``limits.tag_pages`` pages and ``limits.tags`` tags (an
+        error past them, never a silent cut)."""
         _check_repository(repository)
         if n < 0:
             raise InvalidRequest(
@@ -265,23 +267,27 @@ class Fetcher:
         if last and not _TAG_RE.fullmatch(last):
             raise InvalidRequest(f"invalid tag {last[:140]!r} in last", oci_code="TAG_INVALID")
         client = self.client(alias)
+        limits = self._config.limits
         exchanges: list[Exchange] = []
         where = f"upstream: {client.upstream.alias}: tag list of {repository}"
-        try:
-            body = await client.list_tags(repository, n, last, exchanges)
-        except FetchDenied as denied:
-            # A tag list is not checked content: a broken bound is an upstream failure.
-            raise UpstreamError(f"{where}: {denied.finding.message}") from None
-        try:
-            data = json.loads(body)
-        except (ValueError, RecursionError):
-            raise UpstreamError(f"{where} is not JSON") from None
-        tags = data.get("tags") if isinstance(data, dict) else None
-        if tags is None and isinstance(data, dict):
-            tags = []
-        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-            raise UpstreamError(f"{where} has no list of tags")
-        return tags, exchanges
+        first = url = client.tags_url(repository, last)
+        seen = {str(url)}
+        tags: list[str] = []
+        for _ in range(limits.tag_pages):
+            try:
+                body, link = await client.list_tags(url, repository, exchanges)
+                following = _next_referrers_page(link, url, first, seen)
+            except FetchDenied as denied:
+                # A tag list is not checked content: a broken bound is an upstream failure.
+                raise UpstreamError(f"{where}: {denied.finding.message}") from None
+            tags.extend(_page_tags(body, where))
+            if len(tags) > limits.tags:
+                raise UpstreamError(f"{where} has more than limits.tags = {limits.tags} tags")
+            if following is None:
+                return tags, exchanges
+            url = following
+            seen.add(str(url))
+        raise UpstreamError(f"{where} has more than limits.tag_pages = {limits.tag_pages} pages")
 
     # -- helpers ------------------------------------------------------------
 
@@ -406,6 +412,20 @@ def _next_referrers_page(
             "fetch.referrers_loop", "got a Link back to a page already read, expected a new page"
         )
     return target
+
+
+def _page_tags(body: bytes, where: str) -> list[str]:
+    """The ``tags`` of one tag-list page (null means none)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise UpstreamError(f"{where} is not JSON") from None
+    tags = data.get("tags") if isinstance(data, dict) else None
+    if tags is None and isinstance(data, dict):
+        tags = []
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise UpstreamError(f"{where} has no list of tags")
+    return tags
 
 
 def _check_repository(repository: str) -> None:

@@ -177,6 +177,14 @@ class Limits:
     min_bytes_per_second: int = 16 * 1024
     layer_timeout: float = 120.0
     retries: int = 2
+    #: Tags asked per page of an upstream's tag list; pages and tags read, at most.
+    tag_page_size: int = 1000
+    tag_pages: int = 100
+    tags: int = 20000
+    #: Front door: open connections, and seconds to send a request head or a body.
+    max_connections: int = 512
+    header_timeout: float = 10.0
+    body_timeout: float = 10.0
 
 
 @dataclass(frozen=True)

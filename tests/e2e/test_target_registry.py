@@ -210,8 +210,10 @@ def test_target_down_fails_the_pull_and_nothing_lands(
     error = response.json()["errors"][0]
     assert error["code"] == "UNAVAILABLE"
     assert error["message"].startswith("target: ")
-    assert target.url in error["message"]
+    # The target's address is for the operator: in the report, not for clients.
+    assert target.address not in error["message"]
     report = _decision(pg, error["detail"]["decision"])
+    assert target.url in report["reason"]
     assert report["decision"] == "DENY" and report["denied_by"] == "target"
     assert report["transient"] is True and report["admitted"] is False
     # Not admitted: the embedded store does not list it, nothing is quarantined.

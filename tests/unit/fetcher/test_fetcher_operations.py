@@ -264,7 +264,8 @@ async def test_list_tags(upstream: HostileUpstream, make_fetcher) -> None:
     )
     tags, exchanges = await make_fetcher(upstream.url).list_tags("lab", REPO, 10, "0.9")
     assert tags == ["1.0", "latest"]
-    assert upstream.requests[0].query == "n=10&last=0.9"
+    # Pages of limits.tag_page_size; the whole list is read (n is the front door's).
+    assert upstream.requests[0].query == "n=1000&last=0.9"
     assert exchanges[0].purpose == "tags"
     assert exchanges[0].url.endswith("?n=REDACTED&last=REDACTED")
 
@@ -276,6 +277,45 @@ async def test_list_tags_body_is_bounded(upstream: HostileUpstream, make_fetcher
         await make_fetcher(upstream.url, limits={"manifest_bytes": 1000}).list_tags(
             "lab", REPO, 0, ""
         )
+
+
+async def test_list_tags_follows_link_pages_on_the_same_url(
+    upstream: HostileUpstream, make_fetcher
+) -> None:
+    path = f"/v2/{REPO}/tags/list"
+
+    def page(tags: list[str], link: str = "") -> Reply:
+        headers = {"Link": link} if link else {}
+        return Reply(headers=headers, body=json.dumps({"tags": tags}).encode())
+
+    upstream.reply(
+        path,
+        page(["a", "b"], f'<{path}?n=2&last=b>; rel="next"'),
+        page(["c", "d"], f'<{upstream.url}{path}?n=2&last=d>; rel="next"'),
+        page(["e"]),
+    )
+    tags, _ = await make_fetcher(upstream.url).list_tags("lab", REPO, 0, "")
+    assert tags == ["a", "b", "c", "d", "e"]
+    assert [r.query for r in upstream.requests] == ["n=1000", "n=2&last=b", "n=2&last=d"]
+
+
+@pytest.mark.parametrize(
+    ("link", "problem"),
+    [
+        ('<http://elsewhere.example/v2/{repo}/tags/list?last=b>; rel="next"', "another host"),
+        ('</v2/{repo}/tags/list?n=1000>; rel="next"', "already read"),
+    ],
+)
+async def test_list_tags_refuses_links_elsewhere_or_back(
+    upstream: HostileUpstream, make_fetcher, link: str, problem: str
+) -> None:
+    upstream.reply(
+        f"/v2/{REPO}/tags/list",
+        Reply(headers={"Link": link.format(repo=REPO)}, body=b'{"tags": ["a"]}'),
+    )
+    with pytest.raises(UpstreamError, match=problem):
+        await make_fetcher(upstream.url).list_tags("lab", REPO, 0, "")
+    assert len(upstream.requests) == 1
 
 
 @pytest.mark.parametrize("body", [b"nope", b'{"tags": "x"}', b'{"tags": [1]}'])
