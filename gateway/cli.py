@@ -224,10 +224,13 @@ def _report_outcome(args: argparse.Namespace, report: Any) -> int:
 
 
 def _print_report(report: dict[str, Any]) -> None:
+    outage = report.get("outage")
     print(
         f"{report['reference']}: {report['decision']}"
         + (
-            f" by {report['denied_by']}: {report['reason']}"
+            f" ({outage['kind']} of {outage['layer']}; no verdict, retry): {report['reason']}"
+            if outage
+            else f" by {report['denied_by']}: {report['reason']}"
             if report["decision"] != "ALLOW"
             else ""
         )
@@ -271,6 +274,8 @@ def _decisions(args: argparse.Namespace, config: Config) -> int:
         outcome = row["decision"] + (
             f" by {row['denied_by']}" if row["decision"] != "ALLOW" else ""
         )
+        if row.get("outage"):
+            outcome = f"outage of {row['outage']['layer']}"
         digest = row.get("digest", "")
         print(f"{row['time']}  {row['decision_id']}  {outcome:<20} {row['reference']}  {digest}")
     return EXIT_OK

@@ -48,7 +48,8 @@ def oci_error(
 def error_response(exc: PullguardError, decision_id: str = "") -> web.Response:
     """The one mapping from pullguard errors to HTTP: each class declares its status and code."""
     detail = {"decision": decision_id} if decision_id else None
-    return oci_error(exc.http_status, exc.oci_code, exc.message, detail)
+    retry = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+    return oci_error(exc.http_status, exc.oci_code, exc.message, detail, retry)
 
 
 def denial_response(result: PullResult) -> web.Response:
@@ -114,6 +115,11 @@ class FrontDoor:
             "Content-Length": str(len(result.manifest)),
             "X-Pullguard-Decision": report.decision_id,
         }
+        if report.outage:  # a tag served while its upstream is unreachable
+            headers["Warning"] = (
+                '299 - "pullguard: upstream unreachable; serving last admitted digest'
+                f' {report.digest}"'
+            )
         if request.method == "HEAD":
             return web.Response(status=200, headers=headers)
         response = web.Response(status=200, body=result.manifest, headers=headers)

@@ -78,6 +78,9 @@ class Upstream:
     realm_hosts: tuple[str, ...]
     canonical_host: str
     tls: TlsRule = TlsRule()
+    #: While the upstream cannot be reached, a tag pull gets the tag's last
+    #: admitted digest ("serve", with a Warning) or a 502/504 ("refuse").
+    offline_tags: str = "serve"
 
     @property
     def netloc(self) -> str:
@@ -389,8 +392,12 @@ def _upstream(reader: _Reader, alias: str, raw: Any) -> Upstream:
             "realm_hosts",
             "canonical_host",
             "tls",
+            "offline_tags",
         },
     )
+    offline_tags = data.get("offline_tags", "serve")
+    if offline_tags not in ("serve", "refuse"):
+        raise reader.fail(f"{key}.offline_tags", f"must be serve or refuse, got {offline_tags!r}")
     parts, insecure, host, port = _registry_url(reader, data, key)
     username, password = _credentials(reader, data, key)
     known = WELL_KNOWN_UPSTREAMS.get(host, {})
@@ -415,6 +422,7 @@ def _upstream(reader: _Reader, alias: str, raw: Any) -> Upstream:
             else (known.get("canonical_host") or (_netloc(parts.scheme, host, port),))[0]
         ),
         tls=tls,
+        offline_tags=offline_tags,
     )
 
 

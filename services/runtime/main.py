@@ -12,6 +12,7 @@ import grpc
 
 from pullguard.services.runtime.config import Config, load_config
 from pullguard.services.runtime.errors import ConfigError
+from pullguard.services.runtime.readiness import readiness_for
 from pullguard.services.runtime.server import serve_forever
 from pullguard.services.runtime.telemetry import setup_telemetry, shutdown_telemetry
 
@@ -30,7 +31,14 @@ def run_service(name: str, register: Register, config: Config, listen: str) -> i
     """Serve one layer until SIGINT/SIGTERM. Returns the process exit code."""
     setup_telemetry(config.telemetry, name)
     try:
-        asyncio.run(serve_forever(name, listen, lambda server: register(server, config)))
+        asyncio.run(
+            serve_forever(
+                name,
+                listen,
+                lambda server: register(server, config),
+                readiness=readiness_for(name, config),
+            )
+        )
     finally:
         shutdown_telemetry()
     return 0

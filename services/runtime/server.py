@@ -5,6 +5,12 @@ error/tracing interceptor and a graceful shutdown on SIGINT/SIGTERM. The
 interceptor is the one place where errors become gRPC statuses: a
 :class:`PullguardError` keeps its declared code, anything else becomes
 INTERNAL with the exception's type and no traceback on the wire.
+
+A service may pass a readiness check: a function that lists what keeps it
+from working (its staging store gone, its trust material unreadable). The
+health service reports NOT_SERVING while the list is not empty; the check
+runs on every health Check and every few seconds for watchers (the gateway
+watches each layer and treats NOT_SERVING as an outage).
 """
 
 from __future__ import annotations
@@ -108,15 +114,68 @@ def error_metadata(exc: PullguardError) -> tuple[tuple[str, str], ...]:
 
 
 Registrar = Callable[[grpc.aio.Server], Sequence[str]]
+#: What keeps a service from working, one line each; empty when it can work.
+Readiness = Callable[[], Sequence[str]]
+#: How often readiness is checked for health watchers between Checks.
+READINESS_INTERVAL = 2.0
+
+
+class ReadinessHealth(health.aio.HealthServicer):  # type: ignore[misc]
+    """The standard health service, NOT_SERVING while ``readiness`` lists a problem."""
+
+    def __init__(self, name: str, readiness: Readiness | None) -> None:
+        super().__init__()
+        self._name = name
+        self._readiness = readiness
+        self._services: list[str] = [""]
+        self._problems: tuple[str, ...] = ()
+
+    async def serve(self, service_names: Sequence[str]) -> None:
+        self._services = ["", *service_names]
+        await self.refresh(force=True)
+
+    async def refresh(self, force: bool = False) -> None:
+        """Run the readiness check; publish the status when it changed."""
+        problems: tuple[str, ...] = ()
+        if self._readiness is not None:
+            try:
+                problems = tuple(self._readiness())
+            except Exception as exc:  # noqa: BLE001 - a failing check means not ready
+                problems = (f"readiness check failed ({type(exc).__name__})",)
+        if problems == self._problems and not force:
+            return
+        if problems:
+            log.error("%s: not serving: %s", self._name, "; ".join(problems))
+        elif self._problems:
+            log.info("%s: serving again", self._name)
+        self._problems = problems
+        status = (
+            health_pb2.HealthCheckResponse.NOT_SERVING
+            if problems
+            else health_pb2.HealthCheckResponse.SERVING
+        )
+        for service in self._services:
+            await self.set(service, status)
+
+    async def watch_readiness(self, interval: float = READINESS_INTERVAL) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await self.refresh()
+
+    async def Check(  # noqa: N802 - the gRPC method name
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+    ) -> health_pb2.HealthCheckResponse:
+        await self.refresh()
+        return await super().Check(request, context)
 
 
 async def start_server(
-    name: str, listen: str, register: Registrar
-) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
+    name: str, listen: str, register: Registrar, readiness: Readiness | None = None
+) -> tuple[grpc.aio.Server, ReadinessHealth, int]:
     """Build and start a server; ``register`` adds servicers and returns their full names."""
     server = grpc.aio.server(interceptors=[ServiceInterceptor(name)], options=GRPC_OPTIONS)
     service_names = list(register(server))
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = ReadinessHealth(name, readiness)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [
@@ -130,8 +189,7 @@ async def start_server(
     if port == 0:
         raise PullguardError(f"{name}: cannot listen on {listen}")
     await server.start()
-    for service_name in ("", *service_names):
-        await health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.serve(service_names)
     return server, health_servicer, port
 
 
@@ -142,9 +200,11 @@ async def serve_forever(
     grace: float = 5.0,
     on_started: Callable[[int], None] | None = None,
     on_stopping: Callable[[], Awaitable[None]] | None = None,
+    readiness: Readiness | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM, then drain: NOT_SERVING first, then stop with grace."""
-    server, health_servicer, port = await start_server(name, listen, register)
+    server, health_servicer, port = await start_server(name, listen, register, readiness)
+    watcher = asyncio.create_task(health_servicer.watch_readiness())
     log.info("%s listening on %s (port %d)", name, listen, port)
     if on_started is not None:
         on_started(port)
@@ -154,6 +214,7 @@ async def serve_forever(
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     log.info("%s shutting down", name)
+    watcher.cancel()
     await health_servicer.enter_graceful_shutdown()
     if on_stopping is not None:
         await on_stopping()
