@@ -212,7 +212,7 @@ def test_target_down_fails_the_pull_and_nothing_lands(
     assert error["message"].startswith("target: ")
     assert target.url in error["message"]
     report = _decision(pg, error["detail"]["decision"])
-    assert report["decision"] == "DENY" and report["denied_by"] == "target"
+    assert report["outcome"] == "outage" and report["outage"]["layer"] == "target"
     assert report["transient"] is True and report["admitted"] is False
     # Not admitted: the embedded store does not list it, nothing is quarantined.
     index = json.loads((pg.state_dir / "admitted" / "index.json").read_text())
