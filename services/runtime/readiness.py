@@ -60,13 +60,15 @@ def _trust_files(layer: str, config: Config) -> Iterator[tuple[str, Path]]:
         seen: set[Path] = set()
         for rule in policy.rules:
             for signature in (rule.signature, rule.provenance.signers):
-                for path in _key_files(signature, config.base_dir):
+                for what, path in _signature_files(signature, config.base_dir):
                     if path not in seen:
                         seen.add(path)
-                        yield f"key file of rule {rule.match!r}", path
+                        yield f"{what} of rule {rule.match!r}", path
 
 
-def _key_files(signature: SignatureRule, base_dir: Path) -> Iterator[Path]:
+def _signature_files(signature: SignatureRule, base_dir: Path) -> Iterator[tuple[str, Path]]:
     for name, _pem in signature.keys:
         path = Path(name)
-        yield path if path.is_absolute() else base_dir / path
+        yield "key file", path if path.is_absolute() else base_dir / path
+    if signature.trusted_root_file:
+        yield "trusted root", Path(signature.trusted_root_file)
