@@ -10,7 +10,7 @@ Every call has a deadline. A call that does not complete becomes one of:
 - :class:`UpstreamError` / :class:`NotFound` — the fetcher reported that the
   upstream failed or has no such content. Not a security verdict; never cached.
 
-Each layer's health is watched in the background; a call to a layer whose
+Each layer's health is polled in the background; a call to a layer whose
 last reported status is NOT_SERVING fails at once.
 """
 
@@ -63,8 +63,8 @@ _STUBS: dict[str, Callable[[grpc.aio.Channel], Any]] = {
 
 #: How long a call waits for an unreachable layer to come back before refusing.
 RECONNECT_WAIT = 2.0
-#: Pause before watching a layer's health again after the watch broke.
-HEALTH_RETRY = 1.0
+#: How often each layer's health service is asked.
+HEALTH_INTERVAL = 1.0
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
@@ -139,25 +139,32 @@ class LayerClients:
                     timings.append(CallTiming(layer, (time.monotonic() - started) * 1000))
 
     def _watch_health(self) -> None:
-        """Start one health watch per layer, once, on the running event loop."""
+        """Start one health poller per layer, once, on the running event loop."""
         if not self._watchers:
-            self._watchers = [asyncio.create_task(self._watch(layer)) for layer in LAYERS]
+            self._watchers = [asyncio.create_task(self._poll(layer)) for layer in LAYERS]
 
-    async def _watch(self, layer: str) -> None:
+    async def _poll(self, layer: str) -> None:
+        """Ask the layer's health service every HEALTH_INTERVAL; remember the answer.
+
+        A Check, not a Watch: grpc's health servicer forgets every watcher of
+        a service when one of them leaves, so a watch from one gateway replica
+        could go stale when another disconnects. A Check also runs the layer's
+        readiness check afresh.
+        """
         stub = health_pb2_grpc.HealthStub(self._channels[layer])
+        request = health_pb2.HealthCheckRequest(service="")
         while True:
             try:
-                async for response in stub.Watch(health_pb2.HealthCheckRequest(service="")):
-                    if response.status == _NOT_SERVING and self.health.get(layer) != _NOT_SERVING:
-                        log.error(
-                            "%s reports NOT_SERVING: its pulls are refused as an outage", layer
-                        )
-                    self.health[layer] = response.status
+                response = await stub.Check(request, timeout=HEALTH_INTERVAL)
             except grpc.aio.AioRpcError as exc:
-                # Down or restarting: calls find out for themselves meanwhile.
-                log.debug("health watch of %s ended: %s", layer, exc.code().name)
-            self.health.pop(layer, None)
-            await asyncio.sleep(HEALTH_RETRY)
+                # Down, restarting or hung: calls find out for themselves.
+                log.debug("health check of %s failed: %s", layer, exc.code().name)
+                self.health.pop(layer, None)
+            else:
+                if response.status == _NOT_SERVING and self.health.get(layer) != _NOT_SERVING:
+                    log.error("%s reports NOT_SERVING: its pulls are refused as an outage", layer)
+                self.health[layer] = response.status
+            await asyncio.sleep(HEALTH_INTERVAL)
 
     async def close(self) -> None:
         for watcher in self._watchers:
@@ -193,7 +200,8 @@ def _translate(layer: str, exc: grpc.aio.AioRpcError) -> PullguardError:
         return LayerFailure(layer, f"{layer}: no verdict within the deadline", "layer_timeout")
     if exc.code() is grpc.StatusCode.UNAVAILABLE and not error_class:
         return LayerFailure(layer, f"{layer}: service unavailable")
-    # INTERNAL, UNKNOWN (a servicer exception) or an error the layer raised on
-    # purpose: no verdict either way.
+    # INTERNAL, UNKNOWN (a servicer exception), a layer that is not ready, or
+    # an error the layer raised on purpose: no verdict either way.
     message = details if details.startswith(layer) else f"{layer}: {details}"
-    return LayerFailure(layer, message, "layer_error")
+    kind = "layer_not_serving" if error_class == "NotServing" else "layer_error"
+    return LayerFailure(layer, message, kind)

@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     outage TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS decisions_time ON decisions(time);
+CREATE INDEX IF NOT EXISTS decisions_repository ON decisions(repository, time);
 CREATE TABLE IF NOT EXISTS admitted (
     repository TEXT NOT NULL,
     digest TEXT NOT NULL,

@@ -12,6 +12,7 @@
      │         └── UpstreamTimeout  (DEADLINE_EXCEEDED, 504)
      ├── TargetError                (UNAVAILABLE, 503, UNAVAILABLE)  target registry failed; retry
      ├── StagingError               (INTERNAL)  staged content missing or unreadable
+     ├── NotServing                 (UNAVAILABLE, 503, UNAVAILABLE)  a layer cannot work (readiness)
      └── LayerUnavailable           (UNAVAILABLE, 503, UNAVAILABLE)  a security layer could not run
 
 Each class declares its gRPC status code, OCI error code and HTTP status, so
@@ -149,6 +150,16 @@ class LayerUnavailable(PullguardError):
         super().__init__(message)
         self.layer = layer
         self.outage = outage
+
+
+class NotServing(PullguardError):
+    """A layer refuses a call while its readiness check fails (see ``server``)."""
+
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+    oci_code = "UNAVAILABLE"
+    http_status = 503
+    outage = "layer_not_serving"
+    retry_after = 5
 
 
 #: gRPC status codes that carry an upstream failure from the fetcher; the

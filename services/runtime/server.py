@@ -8,9 +8,10 @@ INTERNAL with the exception's type and no traceback on the wire.
 
 A service may pass a readiness check: a function that lists what keeps it
 from working (its staging store gone, its trust material unreadable). The
-health service reports NOT_SERVING while the list is not empty; the check
-runs on every health Check and every few seconds for watchers (the gateway
-watches each layer and treats NOT_SERVING as an outage).
+health service reports NOT_SERVING while the list is not empty, and every
+call meanwhile fails with :class:`NotServing` (no verdict). The check runs on
+every call, every health Check and every few seconds for watchers; the
+gateway polls each layer's health and treats NOT_SERVING as an outage.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from pullguard.services.runtime.errors import PullguardError
+from pullguard.services.runtime.errors import NotServing, PullguardError
 from pullguard.services.runtime.telemetry import extract_context, tracer
 
 log = logging.getLogger("pullguard.server")
@@ -50,9 +51,13 @@ CHANNEL_OPTIONS = [
 class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Maps errors to statuses and joins each call to the caller's trace."""
 
-    def __init__(self, service: str) -> None:
+    def __init__(
+        self, service: str, ready: Callable[[], Awaitable[Sequence[str]]] | None = None
+    ) -> None:
         self._service = service
         self._tracer = tracer(service)
+        #: What keeps the service from working now; a call then gets no verdict.
+        self._ready = ready
 
     async def intercept_service(
         self,
@@ -69,12 +74,16 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         service = self._service
         span_tracer = self._tracer
         metadata = handler_call_details.invocation_metadata
+        ready = self._ready
 
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             token = otel_context.attach(extract_context(metadata))  # type: ignore[arg-type]
             try:
                 with span_tracer.start_as_current_span(method, kind=SpanKind.SERVER) as span:
                     try:
+                        problems = await ready() if ready is not None else ()
+                        if problems:
+                            raise NotServing(f"not serving: {problems[0]}")
                         return await inner(request, context)
                     except PullguardError as exc:
                         span.set_status(Status(StatusCode.ERROR, exc.message))
@@ -157,6 +166,11 @@ class ReadinessHealth(health.aio.HealthServicer):  # type: ignore[misc]
         for service in self._services:
             await self.set(service, status)
 
+    async def problems(self) -> tuple[str, ...]:
+        """The readiness check run now: a layer refuses calls it cannot answer soundly."""
+        await self.refresh()
+        return self._problems
+
     async def watch_readiness(self, interval: float = READINESS_INTERVAL) -> None:
         while True:
             await asyncio.sleep(interval)
@@ -173,9 +187,10 @@ async def start_server(
     name: str, listen: str, register: Registrar, readiness: Readiness | None = None
 ) -> tuple[grpc.aio.Server, ReadinessHealth, int]:
     """Build and start a server; ``register`` adds servicers and returns their full names."""
-    server = grpc.aio.server(interceptors=[ServiceInterceptor(name)], options=GRPC_OPTIONS)
-    service_names = list(register(server))
     health_servicer = ReadinessHealth(name, readiness)
+    interceptor = ServiceInterceptor(name, health_servicer.problems if readiness else None)
+    server = grpc.aio.server(interceptors=[interceptor], options=GRPC_OPTIONS)
+    service_names = list(register(server))
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [

@@ -22,10 +22,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pullguard.gateway.supervisor import grpc_healthy
+from pullguard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 from tests.support.images import BuiltImage, build_image, pull, push, random_layers
 from tests.support.registry_process import RegistryProcess
 from tests.support.stack import Pullguard, pullguard_command
@@ -64,6 +67,13 @@ def _assert_outage(pg: Pullguard, response: httpx.Response, layer: str, kind: st
     assert row["transient"] is True and row["admitted"] is False
     text = pg.cli("decisions")
     assert f"outage of {layer}" in text.stdout, text.stdout
+    with grpc.insecure_channel(pg.config["grpc_listen"]) as channel:
+        listed = gateway_pb2_grpc.GatewayStub(channel).ListDecisions(
+            gateway_pb2.ListDecisionsRequest(limit=10), timeout=30
+        )
+    (proto,) = [d for d in listed.decisions if d.decision_id == row["decision_id"]]
+    assert (proto.outcome, proto.outage_layer, proto.outage_kind) == ("outage", layer, kind)
+    assert proto.decision == common_pb2.DECISION_UNSPECIFIED and proto.transient
     quarantine = pg.cli("quarantine", "list", "--json")
     assert quarantine.returncode == 0 and json.loads(quarantine.stdout) == [], quarantine.stdout
 
@@ -80,12 +90,14 @@ def _layer_pid(pg: Pullguard, layer: str) -> int:
 
 
 @contextlib.contextmanager
-def _replacement(command: list[str], address: str) -> Iterator[subprocess.Popen[bytes]]:
+def _replacement(
+    command: list[str], address: str, serving: bool = True
+) -> Iterator[subprocess.Popen[bytes]]:
     """A process we start on a layer's address; stopped by its pid afterwards."""
     process = subprocess.Popen(command, cwd=ROOT, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
-        while not grpc_healthy(address):
+        while _health(address) != serving:
             assert process.poll() is None, "replacement layer exited"
             assert time.monotonic() < deadline, "replacement layer not healthy"
             time.sleep(0.1)
@@ -97,6 +109,18 @@ def _replacement(command: list[str], address: str) -> Iterator[subprocess.Popen[
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def _health(address: str) -> bool | None:
+    """True SERVING, False another status, None no answer."""
+    with grpc.insecure_channel(address) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=1
+            )
+        except grpc.RpcError:
+            return None
+    return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
 
 
 def _wait_gone(pid: int) -> None:
@@ -168,12 +192,33 @@ def test_crashing_layer_is_a_503_outage(
     upstream: RegistryProcess, pullguard_factory: StartPullguard, tmp_path: Path
 ) -> None:
     pg, address = _stack_without(upstream, pullguard_factory, tmp_path, "source")
-    with _replacement([sys.executable, "-m", "tests.support.crashing_layer", address], address):
+    with _replacement(
+        [sys.executable, "-m", "tests.support.fake_source", "crash", address], address
+    ):
         response = pg.get(MANIFEST)
         _assert_outage(pg, response, "source", "layer_error")
         assert "RuntimeError" in response.json()["errors"][0]["message"]
         _check_exits_2(pg, "source")
     assert not (pg.state_dir / "admitted" / "index.json").read_text().count("team/app")
+
+
+def test_gateway_does_not_ask_a_layer_that_reports_not_serving(
+    upstream: RegistryProcess, pullguard_factory: StartPullguard, tmp_path: Path
+) -> None:
+    pg, address = _stack_without(upstream, pullguard_factory, tmp_path, "source")
+    fake = [sys.executable, "-m", "tests.support.fake_source", "not-serving", address]
+    with _replacement(fake, address, serving=False):
+        # `check` admits nothing, so a pull the fake allowed is not served from cache later.
+        deadline = time.monotonic() + 30
+        while True:
+            checked = pg.cli("check", "lab/team/app:v1", "--json")
+            report = json.loads(checked.stdout)
+            if report.get("outage", {}).get("kind") == "layer_not_serving":
+                break
+            assert time.monotonic() < deadline, report
+            time.sleep(0.2)
+        assert checked.returncode == 2 and report["outage"]["layer"] == "source", report
+        _assert_outage(pg, pg.get(MANIFEST), "source", "layer_not_serving")
 
 
 def test_upstream_404_is_manifest_unknown(
@@ -200,12 +245,21 @@ def _health_is(address: str, serving: bool) -> None:
         time.sleep(0.1)
 
 
-def _outage_pull(pg: Pullguard) -> httpx.Response:
-    """The pull once the gateway has seen the layer's new health (a watch, so soon)."""
+def _outage_pull(pg: Pullguard, kind: str) -> httpx.Response:
+    """A pull once the gateway has seen the layer's new health (it asks every second).
+
+    Pulls before that are outages too (the layer fails when called), of
+    another kind; each is read back from the audit log.
+    """
     deadline = time.monotonic() + 30
     while True:
         response = pg.get(MANIFEST)
-        if response.status_code == 503 or time.monotonic() > deadline:
+        if response.status_code != 503 or time.monotonic() > deadline:
+            return response
+        decision = response.json()["errors"][0]["detail"]["decision"]
+        audit = (pg.state_dir / "audit.jsonl").read_text().splitlines()
+        (row,) = [r for r in map(json.loads, audit) if r["decision_id"] == decision]
+        if row["outage"]["kind"] == kind:
             return response
         time.sleep(0.2)
 
@@ -223,7 +277,7 @@ def test_layer_without_its_staging_store_is_not_serving_and_a_503(
     _health_is(fetcher, serving=False)
     assert grpc_healthy(pg.config["services"]["analysis"])  # analysis needs no staging
 
-    response = _outage_pull(pg)
+    response = _outage_pull(pg, "layer_not_serving")
     _assert_outage(pg, response, "fetcher", "layer_not_serving")
 
     staging.unlink()
@@ -251,7 +305,7 @@ def test_layer_without_its_deny_file_is_not_serving_and_a_503(
     deny_file.unlink()
     _health_is(pg.config["services"]["hashverify"], serving=False)
     _health_is(pg.config["services"]["analysis"], serving=False)
-    response = _outage_pull(pg)
+    response = _outage_pull(pg, "layer_not_serving")
     deny_file.write_text("# back, so that the CLI can load the configuration\n")
     _assert_outage(pg, response, "analysis", "layer_not_serving")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import grpc
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -100,6 +101,28 @@ async def test_a_failing_readiness_check_is_not_serving() -> None:
             health_pb2.HealthCheckRequest(service="")
         )
         assert response.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    finally:
+        await channel.close()
+        await server.stop(None)
+
+
+async def test_a_layer_that_is_not_ready_refuses_calls_without_a_verdict(tmp_path: Path) -> None:
+    from pullguard.services.source.servicer import register
+    from pullguard.v1 import source_pb2, source_pb2_grpc
+
+    config = make_config(tmp_path)
+    problems = ["trusted root gone"]
+    server, _health, port = await start_server(
+        "source", "127.0.0.1:0", lambda s: register(s, config), readiness=lambda: problems
+    )
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await source_pb2_grpc.SourceStub(channel).CheckSource(source_pb2.CheckSourceRequest())
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "not serving: trusted root gone" in (caught.value.details() or "")
+        trailing = dict(caught.value.trailing_metadata() or ())
+        assert trailing["pullguard-error-class"] == "NotServing"
     finally:
         await channel.close()
         await server.stop(None)
