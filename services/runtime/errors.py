@@ -12,8 +12,8 @@
      │         └── UpstreamTimeout  (DEADLINE_EXCEEDED, 504)
      ├── TargetError                (UNAVAILABLE, 503, UNAVAILABLE)  target registry failed; retry
      ├── StagingError               (INTERNAL)  staged content missing or unreadable
-     ├── NotServing                 (UNAVAILABLE, 503, UNAVAILABLE)  a layer cannot work (readiness)
      └── LayerUnavailable           (UNAVAILABLE, 503, UNAVAILABLE)  a security layer could not run
+          └── NotServing            a layer cannot work now (its readiness check fails)
 
 Each class declares its gRPC status code, OCI error code and HTTP status, so
 that one server interceptor and one front-door handler map every error the
@@ -152,14 +152,11 @@ class LayerUnavailable(PullguardError):
         self.outage = outage
 
 
-class NotServing(PullguardError):
+class NotServing(LayerUnavailable):
     """A layer refuses a call while its readiness check fails (see ``server``)."""
 
-    grpc_code = grpc.StatusCode.UNAVAILABLE
-    oci_code = "UNAVAILABLE"
-    http_status = 503
-    outage = "layer_not_serving"
-    retry_after = 5
+    def __init__(self, message: str) -> None:
+        super().__init__("", message, "layer_not_serving")
 
 
 #: gRPC status codes that carry an upstream failure from the fetcher; the
