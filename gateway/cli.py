@@ -30,6 +30,11 @@ def _parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="start every service and the gateway; Ctrl-C stops them")
     up.add_argument("--config")
+    up.add_argument(
+        "--no-restart",
+        action="store_true",
+        help="leave a layer that dies down (its pulls are outages) instead of restarting it",
+    )
 
     serve = sub.add_parser("serve", help="run one service alone")
     serve.add_argument("service", choices=SERVICES)
@@ -147,7 +152,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from pullguard.gateway.supervisor import run_up
 
         configure_logging()
-        return run_up(config, args.config)
+        return run_up(config, args.config, restart=not args.no_restart)
     if args.command == "serve":
         return _serve(args, config)
     if args.command in ("check", "admit"):
@@ -247,10 +252,13 @@ def _report_outcome(args: argparse.Namespace, report: Any) -> int:
 
 
 def _print_report(report: dict[str, Any]) -> None:
+    outage = report.get("outage")
     print(
         f"{report['reference']}: {report['decision']}"
         + (
-            f" by {report['denied_by']}: {report['reason']}"
+            f" ({outage['kind']} of {outage['layer']}; no verdict, retry): {report['reason']}"
+            if outage
+            else f" by {report['denied_by']}: {report['reason']}"
             if report["decision"] != "ALLOW"
             else ""
         )
@@ -294,6 +302,8 @@ def _decisions(args: argparse.Namespace, config: Config) -> int:
         outcome = row["decision"] + (
             f" by {row['denied_by']}" if row["decision"] != "ALLOW" else ""
         )
+        if row.get("outage"):
+            outcome = f"outage of {row['outage']['layer']}"
         digest = row.get("digest", "")
         print(f"{row['time']}  {row['decision_id']}  {outcome:<20} {row['reference']}  {digest}")
     return EXIT_OK

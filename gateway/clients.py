@@ -2,31 +2,41 @@
 
 Every call has a deadline. A call that does not complete becomes one of:
 
-- :class:`LayerFailure` — the layer could not give a verdict (unreachable,
-  timed out, internal error). The pull is refused: fail closed.
+- :class:`LayerFailure` — the layer could not give a verdict: unreachable
+  (``layer_unavailable``), past its deadline (``layer_timeout``), crashing
+  (``layer_error``: INTERNAL, UNKNOWN, a servicer exception) or reporting
+  NOT_SERVING on its health service (``layer_not_serving``). An outage: the
+  pull is refused as retryable (503), never recorded as a verdict.
 - :class:`UpstreamError` / :class:`NotFound` — the fetcher reported that the
   upstream failed or has no such content. Not a security verdict; never cached.
+
+Each layer's health is polled in the background; a call to a layer whose
+last reported status is NOT_SERVING fails at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.trace import SpanKind
 
 from pullguard.services.runtime.channels import open_channel
 from pullguard.services.runtime.config import LAYERS, ServicesTls
 from pullguard.services.runtime.errors import (
+    LayerUnavailable,
     NotFound,
     PullguardError,
     StagingFull,
     UpstreamError,
     UpstreamTimeout,
+    UpstreamUnreachable,
 )
 from pullguard.services.runtime.server import ERROR_CLASS_KEY, ERROR_HTTP_KEY, ERROR_OCI_KEY
 from pullguard.services.runtime.telemetry import tracer
@@ -40,6 +50,7 @@ from pullguard.v1 import (
 )
 
 Response = TypeVar("Response")
+log = logging.getLogger("pullguard.gateway")
 
 _STUBS: dict[str, Callable[[grpc.aio.Channel], Any]] = {
     "analysis": analysis_pb2_grpc.AnalysisStub,
@@ -53,6 +64,9 @@ _STUBS: dict[str, Callable[[grpc.aio.Channel], Any]] = {
 
 #: How long a call waits for an unreachable layer to come back before refusing.
 RECONNECT_WAIT = 2.0
+#: How often each layer's health service is asked.
+HEALTH_INTERVAL = 1.0
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def _unreachable(exc: grpc.aio.AioRpcError) -> bool:
@@ -61,15 +75,8 @@ def _unreachable(exc: grpc.aio.AioRpcError) -> bool:
     return exc.code() is grpc.StatusCode.UNAVAILABLE and ERROR_CLASS_KEY not in trailing
 
 
-class LayerFailure(PullguardError):
-    """A layer did not return a verdict; the gateway refuses the pull."""
-
-    oci_code = "DENIED"
-    http_status = 403
-
-    def __init__(self, layer: str, message: str) -> None:
-        super().__init__(message)
-        self.layer = layer
+class LayerFailure(LayerUnavailable):
+    """A layer did not return a verdict: an outage (503), never a denial."""
 
 
 @dataclass
@@ -94,6 +101,9 @@ class LayerClients:
         self._stubs = {name: _STUBS[name](self._channels[name]) for name in LAYERS}
         self.default_timeout = default_timeout
         self._tracer = tracer("gateway")
+        #: The last status each layer's health service reported (absent: unknown).
+        self.health: dict[str, int] = {}
+        self._watchers: list[asyncio.Task[None]] = []
 
     def stub(self, layer: str) -> Any:
         return self._stubs[layer]
@@ -107,6 +117,11 @@ class LayerClients:
         timings: list[CallTiming] | None = None,
     ) -> Any:
         """Call ``layer.method`` and translate every failure (see module doc)."""
+        self._watch_health()
+        if self.health.get(layer) == _NOT_SERVING:
+            raise LayerFailure(
+                layer, f"{layer}: not serving (its health check fails)", "layer_not_serving"
+            )
         rpc: Callable[..., Awaitable[Any]] = getattr(self._stubs[layer], method)
         started = time.monotonic()
         with self._tracer.start_as_current_span(f"{layer}.{method}", kind=SpanKind.CLIENT):
@@ -129,9 +144,45 @@ class LayerClients:
                 if timings is not None:
                     timings.append(CallTiming(layer, (time.monotonic() - started) * 1000))
 
+    def _watch_health(self) -> None:
+        """Start one health poller per layer, once, on the running event loop."""
+        if not self._watchers:
+            self._watchers = [asyncio.create_task(self._poll(layer)) for layer in LAYERS]
+
+    async def _poll(self, layer: str) -> None:
+        """Ask the layer's health service every HEALTH_INTERVAL; remember the answer.
+
+        A Check, not a Watch: grpc's health servicer forgets every watcher of
+        a service when one of them leaves, so a watch from one gateway replica
+        could go stale when another disconnects. A Check also runs the layer's
+        readiness check afresh.
+        """
+        stub = health_pb2_grpc.HealthStub(self._channels[layer])
+        request = health_pb2.HealthCheckRequest(service="")
+        while True:
+            try:
+                response = await stub.Check(request, timeout=HEALTH_INTERVAL)
+            except grpc.aio.AioRpcError as exc:
+                # Down, restarting or hung: calls find out for themselves.
+                log.debug("health check of %s failed: %s", layer, exc.code().name)
+                self.health.pop(layer, None)
+            else:
+                if response.status == _NOT_SERVING and self.health.get(layer) != _NOT_SERVING:
+                    log.error("%s reports NOT_SERVING: its pulls are refused as an outage", layer)
+                self.health[layer] = response.status
+            await asyncio.sleep(HEALTH_INTERVAL)
+
     async def close(self) -> None:
+        for watcher in self._watchers:
+            watcher.cancel()
         for channel in self._channels.values():
             await channel.close()
+
+
+_UPSTREAM_ERRORS: dict[str, type[UpstreamError]] = {
+    "UpstreamError": UpstreamError,
+    "UpstreamUnreachable": UpstreamUnreachable,
+}
 
 
 def _translate(layer: str, exc: grpc.aio.AioRpcError) -> PullguardError:
@@ -141,8 +192,9 @@ def _translate(layer: str, exc: grpc.aio.AioRpcError) -> PullguardError:
     if layer == "fetcher":
         if error_class == "UpstreamTimeout":
             return UpstreamTimeout(details)
-        if error_class == "UpstreamError":
-            error = UpstreamError(details)
+        upstream = _UPSTREAM_ERRORS.get(str(error_class))
+        if upstream is not None:
+            error = upstream(details)
             status = trailing.get(ERROR_HTTP_KEY, "")
             if isinstance(status, str) and status.isdigit():
                 error.http_status = int(status)
@@ -153,7 +205,11 @@ def _translate(layer: str, exc: grpc.aio.AioRpcError) -> PullguardError:
             oci_code = trailing.get(ERROR_OCI_KEY, "MANIFEST_UNKNOWN")
             return NotFound(details, oci_code=str(oci_code))
     if exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
-        return LayerFailure(layer, f"{layer}: no verdict within the deadline")
+        return LayerFailure(layer, f"{layer}: no verdict within the deadline", "layer_timeout")
     if exc.code() is grpc.StatusCode.UNAVAILABLE and not error_class:
         return LayerFailure(layer, f"{layer}: service unavailable")
-    return LayerFailure(layer, details if details.startswith(layer) else f"{layer}: {details}")
+    # INTERNAL, UNKNOWN (a servicer exception), a layer that is not ready, or
+    # an error the layer raised on purpose: no verdict either way.
+    message = details if details.startswith(layer) else f"{layer}: {details}"
+    kind = "layer_not_serving" if error_class == "NotServing" else "layer_error"
+    return LayerFailure(layer, message, kind)

@@ -48,9 +48,11 @@ CREATE TABLE IF NOT EXISTS decisions (
     reason TEXT NOT NULL,
     policy_version TEXT NOT NULL,
     transient INTEGER NOT NULL,
-    report TEXT NOT NULL
+    report TEXT NOT NULL,
+    outage TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS decisions_time ON decisions(time);
+CREATE INDEX IF NOT EXISTS decisions_repository ON decisions(repository, time);
 CREATE TABLE IF NOT EXISTS admitted (
     repository TEXT NOT NULL,
     digest TEXT NOT NULL,
@@ -164,6 +166,14 @@ def _append_line(path: Path, line: bytes) -> None:
         os.close(fd)
 
 
+def _add_outage_column(db: sqlite3.Connection) -> None:
+    """Databases made before outages were recorded get the column (empty: a verdict)."""
+    columns = {str(row[1]) for row in db.execute("PRAGMA table_info(decisions)")}
+    if "outage" not in columns:
+        db.execute("ALTER TABLE decisions ADD COLUMN outage TEXT NOT NULL DEFAULT ''")
+        db.commit()
+
+
 @dataclass(frozen=True)
 class Admission:
     repository: str
@@ -183,6 +193,7 @@ class DecisionLog:
     def __init__(self, state_dir: Path) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
         self._db = _open_database(state_dir)
+        _add_outage_column(self._db)
         self._audit_path = state_dir / _AUDIT
         self._lock = threading.Lock()
 
@@ -200,7 +211,9 @@ class DecisionLog:
         """Insert the row and its audit_pending note, uncommitted; return the audit line."""
         line = json.dumps(report, sort_keys=True, ensure_ascii=True)
         self._db.execute(
-            "INSERT OR REPLACE INTO decisions VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO decisions (id, time, reference, repository, digest,"
+            " decision, denied_by, reason, policy_version, transient, report, outage)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 report["decision_id"],
                 report["time"],
@@ -213,6 +226,9 @@ class DecisionLog:
                 report["policy_version"],
                 int(bool(report.get("transient"))),
                 line,
+                # The layer (or "fetcher" for the upstream, "target") that
+                # failed when no verdict was reached; empty for verdicts.
+                str((report.get("outage") or {}).get("layer", "")),
             ),
         )
         self._db.execute("INSERT OR IGNORE INTO audit_pending VALUES (?)", (report["decision_id"],))
@@ -600,6 +616,21 @@ class DecisionLog:
                 ],
             )
             self._db.commit()
+
+    def last_admitted_for_tag(self, repository: str, tag: str, reference: str) -> str | None:
+        """The digest the newest allowed pull of ``repository:tag`` served, if any.
+
+        ``reference`` is the name as this client spells it (it may omit the
+        default upstream's alias). Whether that digest is still admitted is
+        the caller's question.
+        """
+        with self._lock:
+            row = self._db.execute(
+                "SELECT digest FROM decisions WHERE repository=? AND decision='ALLOW'"
+                " AND reference IN (?, ?) AND digest != '' ORDER BY time DESC LIMIT 1",
+                (repository, f"{repository}:{tag}", reference),
+            ).fetchone()
+        return str(row[0]) if row else None
 
     def list_decisions(self, limit: int) -> list[dict[str, Any]]:
         with self._lock:

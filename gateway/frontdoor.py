@@ -94,7 +94,8 @@ class FrontDoor:
     def error(self, exc: PullguardError, decision_id: str = "") -> web.Response:
         """The one mapping from pullguard errors to HTTP: each class declares status and code."""
         detail = {"decision": decision_id} if decision_id else None
-        return oci_error(exc.http_status, exc.oci_code, self.scrub.text(exc.message), detail)
+        retry = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return oci_error(exc.http_status, exc.oci_code, self.scrub.text(exc.message), detail, retry)
 
     def denial(self, result: PullResult) -> web.Response:
         report = result.report
@@ -150,6 +151,11 @@ class FrontDoor:
             "Content-Length": str(len(result.manifest)),
             "X-Pullguard-Decision": report.decision_id,
         }
+        if report.outage:  # a tag served while its upstream is unreachable
+            headers["Warning"] = (
+                '299 - "pullguard: upstream unreachable; serving last admitted digest'
+                f' {report.digest}"'
+            )
         if request.method == "HEAD":
             return web.Response(status=200, headers=headers)
         response = web.Response(status=200, body=result.manifest, headers=headers)

@@ -61,6 +61,9 @@ def report_to_proto(report: dict[str, Any]) -> gateway_pb2.DecisionReport:
         transient=bool(report.get("transient")),
         time=str(report["time"]),
         report_json=json.dumps(report, sort_keys=True),
+        outcome=str(report.get("outcome", "")),
+        outage_layer=str((report.get("outage") or {}).get("layer", "")),
+        outage_kind=str((report.get("outage") or {}).get("kind", "")),
     )
 
 

@@ -21,8 +21,9 @@ Order matters for cost and for safety:
    failed is a retryable error (503), never served as published.
 
 Any exception, timeout or missing service ends in a refusal (fail closed).
-Upstream outages are reported as such (retryable), never as a verdict, and
-never cached.
+Outages — a layer down, hung, crashing or not serving, an upstream down or
+without the content, a target that refused — are reported as such
+(retryable), never as a verdict: never cached, never quarantined.
 """
 
 from __future__ import annotations
@@ -51,12 +52,15 @@ from pullguard.gateway.stores import AdmittedStore, Quarantine
 from pullguard.gateway.syntax import SyntaxRefusals, syntax_status
 from pullguard.services.runtime.config import Config
 from pullguard.services.runtime.errors import (
+    Denied,
     InvalidRequest,
+    LayerUnavailable,
     NotFound,
     PullguardError,
     StagingFull,
     TargetError,
     UpstreamError,
+    UpstreamUnreachable,
 )
 from pullguard.services.runtime.protoconv import verdict_allows
 from pullguard.services.runtime.staging import StagingStore
@@ -284,26 +288,8 @@ class Pipeline:
         except _Denied:
             fetched = True
             result = PullResult(report)
-        except (UpstreamError, NotFound, StagingFull) as exc:
-            report.transient = True
-            report.denied_by = report.denied_by or "fetcher"
-            report.reason = exc.message
-            self.staging.discard(report.decision_id)
-            self._record(report)
-            return PullResult(report, error=exc)
-        except TargetError as exc:
-            # Every check passed, but the image is not in the target: a
-            # retryable error, recorded as such, with nothing to quarantine.
-            report.transient = True
-            report.decision = "DENY"
-            report.admitted = False
-            self.staging.discard(report.decision_id)
-            self._record(report)
-            return PullResult(report, error=exc)
-        except LayerFailure as exc:
-            fetched = True
-            report.add_error(exc.layer, "call", exc.message, 0.0)
-            result = PullResult(report)
+        except (LayerUnavailable, UpstreamError, NotFound, TargetError, StagingFull) as exc:
+            return self._outage(report, exc)
         except Exception as exc:  # noqa: BLE001 - fail closed on anything unforeseen
             log.exception("pull %s failed inside the gateway", report.decision_id)
             fetched = True
@@ -337,6 +323,20 @@ class Pipeline:
             and self.staging.session_dir(report.decision_id).exists()
         )
 
+    def _outage(self, report: Report, exc: PullguardError) -> PullResult:
+        """No verdict was reached: a layer, the upstream or the target failed.
+
+        Recorded as an outage, not a verdict: nothing is admitted, quarantined
+        or cached, and the client is told to retry (the error's own status).
+        """
+        layer = getattr(exc, "layer", "") or (
+            "target" if isinstance(exc, TargetError) else "fetcher"
+        )
+        report.set_outage(layer, exc.outage or "error", exc.message)
+        self.staging.discard(report.decision_id)
+        self._record(report)
+        return PullResult(report, error=exc)
+
     def _record(self, report: Report) -> None:
         self.decisions.record(report.as_json())
 
@@ -347,8 +347,10 @@ class Pipeline:
         try:
             response = await self.clients.call(layer, method, request, timeout=timeout)
         except LayerFailure as exc:
+            # An outage, not a verdict: the step is kept in the report, and
+            # _guarded records the pull as an outage.
             report.add_error(layer, method, exc.message, (time.monotonic() - started) * 1000)
-            raise _Denied from None
+            raise
         return response, (time.monotonic() - started) * 1000
 
     def _require(
@@ -399,13 +401,19 @@ class Pipeline:
             if cached is not None:
                 return cached
 
-        fetched, ms = await self._call(
-            report,
-            "fetcher",
-            "FetchManifest",
-            fetcher_pb2.FetchManifestRequest(session=session, plan=plan),
-            timeout=limits.manifest_deadline + 5,
-        )
+        try:
+            fetched, ms = await self._call(
+                report,
+                "fetcher",
+                "FetchManifest",
+                fetcher_pb2.FetchManifestRequest(session=session, plan=plan),
+                timeout=limits.manifest_deadline + 5,
+            )
+        except UpstreamUnreachable as exc:
+            stale = await self._offline_tag(report, plan, exc) if admit else None
+            if stale is None:
+                raise
+            return stale
         self._provenance(report, fetched.provenance)
         self._require(report, "fetcher", "manifest", fetched.verdict, ms)
         staged: common_pb2.StagedManifest = fetched.manifest
@@ -686,7 +694,7 @@ class Pipeline:
             status = syntax_status(f["code"] for f in report.denial_findings())
             if status is not None:
                 raise InvalidRequest(report.reason, oci_code=status[1])
-            raise LayerFailure("analysis", f"analysis: {report.reason}")
+            raise Denied(f"analysis: {report.reason}")
         plan: common_pb2.Plan = planned.plan
         return plan
 
@@ -694,7 +702,7 @@ class Pipeline:
         """``<alias>/<repository>`` for a client's name as a manifest pull reads it, or None."""
         try:
             plan = await self._repository_plan(name)
-        except (InvalidRequest, LayerFailure):
+        except (InvalidRequest, Denied):
             return None
         return f"{plan.ref.upstream_alias}/{plan.ref.repository}"
 
@@ -792,6 +800,33 @@ class Pipeline:
                 log.error("admitted %s of %s is damaged or missing: verifying again", blob, digest)
                 return False
         return True
+
+    async def _offline_tag(
+        self, report: Report, plan: common_pb2.Plan, exc: UpstreamUnreachable
+    ) -> PullResult | None:
+        """While the upstream is down, serve the tag's last admitted digest (``offline_tags``).
+
+        Only a digest still admitted under the current policy, with its bytes
+        intact, is served (``_cached``); the pull is recorded as an outage.
+        """
+        upstream = self.config.upstreams.get(plan.ref.upstream_alias)
+        if not plan.ref.tag or upstream is None or upstream.offline_tags != "serve":
+            return None
+        digest = self.decisions.last_admitted_for_tag(
+            report.repository, plan.ref.tag, report.reference_text
+        )
+        if digest is None:
+            return None
+        report.outage = {
+            "layer": "fetcher",
+            "kind": "stale_tag",
+            "message": f"upstream unreachable; serving last admitted digest {digest}:"
+            f" {exc.message}",
+        }
+        cached = await self._cached(report, plan, digest)
+        if cached is None:
+            report.outage = {}
+        return cached
 
     def _discovery(self, report: Report) -> Discovery:
         async def call(

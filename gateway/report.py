@@ -95,6 +95,8 @@ class Report:
     reevaluation: dict[str, Any] | None = None
     #: What publishing to a registry target did (empty for the embedded target).
     target: dict[str, Any] = field(default_factory=dict)
+    #: Set when no verdict was reached: {"layer", "kind", "message"} (see set_outage).
+    outage: dict[str, str] = field(default_factory=dict)
 
     def add(self, layer: str, step: str, verdict: common_pb2.Verdict, duration_ms: float) -> bool:
         """Record a verdict; return whether it allows. The first refusal names the layer.
@@ -120,6 +122,23 @@ class Report:
         if not self.denied_by:
             self.denied_by = layer
             self.reason = message
+
+    def set_outage(self, layer: str, kind: str, message: str) -> None:
+        """Mark this pull as an outage: no verdict, nothing admitted, retry later."""
+        self.decision = "OUTAGE"
+        self.transient = True
+        self.admitted = False
+        self.cached = False
+        self.denied_by = ""
+        self.reason = message
+        self.outage = {"layer": layer, "kind": kind, "message": message}
+
+    @property
+    def outcome(self) -> str:
+        """ "allowed", "denied" or "outage" (no verdict reached)."""
+        if self.outage:
+            return "outage"
+        return "allowed" if self.decision == "ALLOW" else "denied"
 
     def denial_findings(self) -> list[dict[str, Any]]:
         for step in self.steps:
@@ -151,6 +170,7 @@ class Report:
             "digest": self.digest,
             "media_type": self.media_type,
             "decision": self.decision,
+            "outcome": self.outcome,
             "denied_by": self.denied_by,
             "reason": self.reason,
             "policy_version": self.policy_version,
@@ -165,4 +185,5 @@ class Report:
             **({"release": self.release} if self.release is not None else {}),
             **({"reevaluation": self.reevaluation} if self.reevaluation is not None else {}),
             "target": self.target,
+            **({"outage": self.outage} if self.outage else {}),
         }

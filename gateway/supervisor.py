@@ -393,6 +393,8 @@ class Restarter:
     """Restarts the layers of a running stack that die (see the module doc)."""
 
     stack: Stack
+    #: False (``up --no-restart``): a dead layer stays down, and its pulls are outages.
+    enabled: bool = True
     backoffs: dict[str, Backoff] = field(default_factory=dict)
     #: Layers waiting for their restart, and when it is due (time.monotonic()).
     due: dict[str, float] = field(default_factory=dict)
@@ -406,9 +408,12 @@ class Restarter:
                 return False
             if name in self.due or name in self.reported:
                 continue
-            if returncode == 0:
+            if returncode == 0 or not self.enabled:
                 self.reported.add(name)
-                _say(f"{name} stopped (exit code 0); not restarted, pulls that need it fail")
+                _say(
+                    f"{name} exited with code {returncode}; not restarted,"
+                    " pulls that need it are outages (503)"
+                )
                 continue
             ran_for = now - self.stack.started.get(name, now)
             delay = self.backoffs.setdefault(name, Backoff()).delay(ran_for)
@@ -426,8 +431,11 @@ def _say(message: str) -> None:
     print(f"pullguard: {message}", file=sys.stderr, flush=True)
 
 
-def run_up(config: Config, config_path: str | None) -> int:
-    """Start everything, print where the front door listens, stop on SIGINT/SIGTERM."""
+def run_up(config: Config, config_path: str | None, restart: bool = True) -> int:
+    """Start everything, print where the front door listens, stop on SIGINT/SIGTERM.
+
+    Layers that die are restarted unless ``restart`` is False (``--no-restart``).
+    """
     raise_open_file_limit()
     stopping = False
 
@@ -458,7 +466,7 @@ def run_up(config: Config, config_path: str | None) -> int:
             " Unix sockets) or set services_tls"
         )
     print("press Ctrl-C to stop", flush=True)
-    restarter = Restarter(stack)
+    restarter = Restarter(stack, enabled=restart)
     code = 0
     while not stopping:
         if not restarter.step(time.monotonic()):

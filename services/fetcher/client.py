@@ -56,7 +56,12 @@ from pullguard.services.fetcher.session import (
 from pullguard.services.fetcher.transfer import THROUGHPUT_GRACE, Copied, TooSlow, copy_body
 from pullguard.services.runtime.config import Limits, Upstream
 from pullguard.services.runtime.digests import is_digest, parse_digest
-from pullguard.services.runtime.errors import NotFound, UpstreamError, UpstreamTimeout
+from pullguard.services.runtime.errors import (
+    NotFound,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 from pullguard.services.runtime.findings import sanitize
 from pullguard.services.runtime.staging import StagingStore
 
@@ -423,7 +428,7 @@ class RegistryClient:
                 f"upstream: {self._name}: {what} not complete within the {deadline:g} s deadline"
             ) from None
         assert failure is not None
-        kind = UpstreamTimeout if failure.timeout else UpstreamError
+        kind = UpstreamTimeout if failure.timeout else UpstreamUnreachable
         error = kind(f"upstream: {self._name}: {what}: {failure} ({attempts} attempts)")
         error.http_status = failure.status
         raise error

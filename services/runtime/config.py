@@ -78,6 +78,9 @@ class Upstream:
     realm_hosts: tuple[str, ...]
     canonical_host: str
     tls: TlsRule = TlsRule()
+    #: While the upstream cannot be reached, a tag pull gets the tag's last
+    #: admitted digest ("serve", with a Warning) or a 502/504 ("refuse").
+    offline_tags: str = "serve"
 
     @property
     def netloc(self) -> str:
@@ -98,6 +101,9 @@ class SignatureRule:
     threshold: int = 1
     keyless: tuple[KeylessIdentity, ...] = ()
     trusted_root: str = ""  # trusted_root.json text; "" = sigstore's production root
+    #: Where trusted_root was read from, for the signature layer's readiness
+    #: check; not part of the policy (the text is).
+    trusted_root_file: str = field(default="", repr=False, compare=False)
     rekor: str = "optional"  # "required" or "optional"
     repository: str = ""  # where signatures live, on the same upstream
     identity: str = ""  # "<host>/<repository>" signatures must name, when remapped
@@ -446,8 +452,12 @@ def _upstream(reader: _Reader, alias: str, raw: Any) -> Upstream:
             "realm_hosts",
             "canonical_host",
             "tls",
+            "offline_tags",
         },
     )
+    offline_tags = data.get("offline_tags", "serve")
+    if offline_tags not in ("serve", "refuse"):
+        raise reader.fail(f"{key}.offline_tags", f"must be serve or refuse, got {offline_tags!r}")
     parts, insecure, host, port = _registry_url(reader, data, key)
     username, password = _credentials(reader, data, key)
     known = WELL_KNOWN_UPSTREAMS.get(host, {})
@@ -472,6 +482,7 @@ def _upstream(reader: _Reader, alias: str, raw: Any) -> Upstream:
             else (known.get("canonical_host") or (_netloc(parts.scheme, host, port),))[0]
         ),
         tls=tls,
+        offline_tags=offline_tags,
     )
 
 
@@ -664,11 +675,12 @@ def _signature(reader: _Reader, raw: Any, key: str, allow_none: bool = True) -> 
             f"{key}.threshold",
             f"{threshold} is more than the {len(keys) + len(keyless)} signers given",
         )
-    trusted_root = ""
+    trusted_root, trusted_root_file = "", ""
     if "trusted_root" in data:
-        _, trusted_root = reader.read_file(
+        root_path, trusted_root = reader.read_file(
             data["trusted_root"], f"{key}.trusted_root", limit=16 * 1024 * 1024
         )
+        trusted_root_file = str(root_path)
     rekor = data.get("rekor", "optional")
     if rekor not in ("required", "optional"):
         raise reader.fail(f"{key}.rekor", f"must be required or optional, got {rekor!r}")
@@ -688,6 +700,7 @@ def _signature(reader: _Reader, raw: Any, key: str, allow_none: bool = True) -> 
         threshold=threshold,
         keyless=keyless,
         trusted_root=trusted_root,
+        trusted_root_file=trusted_root_file,
         rekor=rekor,
         repository=repository,
         identity=identity,

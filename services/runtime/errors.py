@@ -5,17 +5,27 @@
     PullguardError                  (INTERNAL, 500, UNKNOWN)
      ├── ConfigError                (FAILED_PRECONDITION)  a configuration file is wrong
      ├── InvalidRequest             (INVALID_ARGUMENT, 400, NAME_INVALID ...)  unparseable request
+     ├── Denied                     (PERMISSION_DENIED, 403, DENIED)  refused by a layer's verdict
      ├── NotFound                   (NOT_FOUND, 404, MANIFEST_UNKNOWN / BLOB_UNKNOWN)
      ├── UpstreamError              (UNAVAILABLE, 502/503/504, UNAVAILABLE)  upstream failed; retry
-     │    └── UpstreamTimeout       (DEADLINE_EXCEEDED, 504)
+     │    └── UpstreamUnreachable   (UNAVAILABLE)  down: connections refused, 5xx, after retries
+     │         └── UpstreamTimeout  (DEADLINE_EXCEEDED, 504)
      ├── TargetError                (UNAVAILABLE, 503, UNAVAILABLE)  target registry failed; retry
      ├── StagingError               (INTERNAL)  staged content missing or unreadable
      │    └── StagingFull           (UNAVAILABLE, 503)  no space left to stage; retry
-     └── LayerUnavailable           (UNAVAILABLE)  a security layer could not run
+     └── LayerUnavailable           (UNAVAILABLE, 503, UNAVAILABLE)  a security layer could not run
+          └── NotServing            a layer cannot work now (its readiness check fails)
 
 Each class declares its gRPC status code, OCI error code and HTTP status, so
 that one server interceptor and one front-door handler map every error the
 same way. A verdict (ALLOW/DENY) is never an error: see ``findings``.
+
+An *outage* (:attr:`PullguardError.outage` set) is an error that says nothing
+about the image: a layer down, hung, crashing or not ready, an upstream that
+cannot be reached or has no such content, a target that refused. It is
+recorded as an outage, never as a verdict, never cached and never
+quarantined; the client is told to retry (``retry_after``, in seconds, when
+set, becomes a ``Retry-After`` header).
 """
 
 from __future__ import annotations
@@ -29,6 +39,10 @@ class PullguardError(Exception):
     grpc_code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     oci_code: str = "UNKNOWN"
     http_status: int = 500
+    #: Set on outages: what kind ("layer_unavailable", "upstream_unreachable", ...).
+    outage: str = ""
+    #: Seconds a client should wait before it retries; 0 for no Retry-After header.
+    retry_after: int = 0
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -57,10 +71,19 @@ class InvalidRequest(PullguardError):
         self.oci_code = oci_code
 
 
+class Denied(PullguardError):
+    """A layer refused the request (a verdict, not an outage): 403 DENIED."""
+
+    grpc_code = grpc.StatusCode.PERMISSION_DENIED
+    oci_code = "DENIED"
+    http_status = 403
+
+
 class NotFound(PullguardError):
     grpc_code = grpc.StatusCode.NOT_FOUND
     oci_code = "MANIFEST_UNKNOWN"
     http_status = 404
+    outage = "not_found"
 
     def __init__(self, message: str, oci_code: str = "MANIFEST_UNKNOWN") -> None:
         super().__init__(message)
@@ -73,11 +96,24 @@ class UpstreamError(PullguardError):
     grpc_code = grpc.StatusCode.UNAVAILABLE
     oci_code = "UNAVAILABLE"
     http_status = 502
+    outage = "upstream_error"
+    retry_after = 10
 
 
-class UpstreamTimeout(UpstreamError):
+class UpstreamUnreachable(UpstreamError):
+    """No answer worth having: refused or broken connections, 5xx, 429, after every retry.
+
+    Unlike a 401/403 or a TLS failure, this says the upstream is down, so a
+    tag's last admitted digest may be served meanwhile (``offline_tags``).
+    """
+
+    outage = "upstream_unreachable"
+
+
+class UpstreamTimeout(UpstreamUnreachable):
     grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED
     http_status = 504
+    outage = "upstream_timeout"
 
 
 class TargetError(PullguardError):
@@ -90,6 +126,8 @@ class TargetError(PullguardError):
     grpc_code = grpc.StatusCode.UNAVAILABLE
     oci_code = "UNAVAILABLE"
     http_status = 503
+    outage = "target_unavailable"
+    retry_after = 10
 
 
 class StagingError(PullguardError):
@@ -102,17 +140,37 @@ class StagingFull(StagingError):
     grpc_code = grpc.StatusCode.UNAVAILABLE
     oci_code = "UNAVAILABLE"
     http_status = 503
+    outage = "staging_full"
+    retry_after = 5
 
     def __init__(self, message: str = "staging: no space left") -> None:
         super().__init__(message)
 
 
 class LayerUnavailable(PullguardError):
-    """A security layer could not give a verdict; the pull is refused."""
+    """A security layer gave no verdict: down, hung, crashing or not ready.
+
+    Fail closed, but not a denial: nothing is admitted or served that was not
+    admitted already, and the client is told to retry (503).
+    """
 
     grpc_code = grpc.StatusCode.UNAVAILABLE
-    oci_code = "DENIED"
-    http_status = 403
+    oci_code = "UNAVAILABLE"
+    http_status = 503
+    outage = "layer_unavailable"
+    retry_after = 5
+
+    def __init__(self, layer: str, message: str, outage: str = "layer_unavailable") -> None:
+        super().__init__(message)
+        self.layer = layer
+        self.outage = outage
+
+
+class NotServing(LayerUnavailable):
+    """A layer refuses a call while its readiness check fails (see ``server``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("", message, "layer_not_serving")
 
 
 #: gRPC status codes that carry an upstream failure from the fetcher; the

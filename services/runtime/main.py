@@ -12,6 +12,7 @@ import grpc
 
 from pullguard.services.runtime.config import Config, load_config
 from pullguard.services.runtime.errors import ConfigError
+from pullguard.services.runtime.readiness import readiness_for
 from pullguard.services.runtime.server import serve_forever
 from pullguard.services.runtime.telemetry import setup_telemetry, shutdown_telemetry
 from pullguard.services.runtime.tls import server_credentials
@@ -43,6 +44,7 @@ def run_service(
                 lambda server: register(server, config),
                 credentials=credentials,
                 health_listen=health_listen,
+                readiness=readiness_for(name, config),
             )
         )
     finally:

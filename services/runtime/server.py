@@ -5,6 +5,13 @@ error/tracing interceptor and a graceful shutdown on SIGINT/SIGTERM. The
 interceptor is the one place where errors become gRPC statuses: a
 :class:`PullguardError` keeps its declared code, anything else becomes
 INTERNAL with the exception's type and no traceback on the wire.
+
+A service may pass a readiness check: a function that lists what keeps it
+from working (its staging store gone, its trust material unreadable). The
+health service reports NOT_SERVING while the list is not empty, and every
+call meanwhile fails with :class:`NotServing` (no verdict). The check runs on
+every call, every health Check and every few seconds for watchers; the
+gateway polls each layer's health and treats NOT_SERVING as an outage.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from pullguard.services.runtime.errors import PullguardError
+from pullguard.services.runtime.errors import NotServing, PullguardError
 from pullguard.services.runtime.telemetry import extract_context, tracer
 
 log = logging.getLogger("pullguard.server")
@@ -44,9 +51,13 @@ CHANNEL_OPTIONS = [
 class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Maps errors to statuses and joins each call to the caller's trace."""
 
-    def __init__(self, service: str) -> None:
+    def __init__(
+        self, service: str, ready: Callable[[], Awaitable[Sequence[str]]] | None = None
+    ) -> None:
         self._service = service
         self._tracer = tracer(service)
+        #: What keeps the service from working now; a call then gets no verdict.
+        self._ready = ready
 
     async def intercept_service(
         self,
@@ -63,12 +74,16 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         service = self._service
         span_tracer = self._tracer
         metadata = handler_call_details.invocation_metadata
+        ready = self._ready
 
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             token = otel_context.attach(extract_context(metadata))  # type: ignore[arg-type]
             try:
                 with span_tracer.start_as_current_span(method, kind=SpanKind.SERVER) as span:
                     try:
+                        problems = await ready() if ready is not None else ()
+                        if problems:
+                            raise NotServing(f"not serving: {problems[0]}")
                         return await inner(request, context)
                     except PullguardError as exc:
                         span.set_status(Status(StatusCode.ERROR, exc.message))
@@ -108,6 +123,64 @@ def error_metadata(exc: PullguardError) -> tuple[tuple[str, str], ...]:
 
 
 Registrar = Callable[[grpc.aio.Server], Sequence[str]]
+#: What keeps a service from working, one line each; empty when it can work.
+Readiness = Callable[[], Sequence[str]]
+#: How often readiness is checked for health watchers between Checks.
+READINESS_INTERVAL = 2.0
+
+
+class ReadinessHealth(health.aio.HealthServicer):  # type: ignore[misc]
+    """The standard health service, NOT_SERVING while ``readiness`` lists a problem."""
+
+    def __init__(self, name: str, readiness: Readiness | None) -> None:
+        super().__init__()
+        self._name = name
+        self._readiness = readiness
+        self._services: list[str] = [""]
+        self._problems: tuple[str, ...] = ()
+
+    async def serve(self, service_names: Sequence[str]) -> None:
+        self._services = ["", *service_names]
+        await self.refresh(force=True)
+
+    async def refresh(self, force: bool = False) -> None:
+        """Run the readiness check; publish the status when it changed."""
+        problems: tuple[str, ...] = ()
+        if self._readiness is not None:
+            try:
+                problems = tuple(self._readiness())
+            except Exception as exc:  # noqa: BLE001 - a failing check means not ready
+                problems = (f"readiness check failed ({type(exc).__name__})",)
+        if problems == self._problems and not force:
+            return
+        if problems:
+            log.error("%s: not serving: %s", self._name, "; ".join(problems))
+        elif self._problems:
+            log.info("%s: serving again", self._name)
+        self._problems = problems
+        status = (
+            health_pb2.HealthCheckResponse.NOT_SERVING
+            if problems
+            else health_pb2.HealthCheckResponse.SERVING
+        )
+        for service in self._services:
+            await self.set(service, status)
+
+    async def problems(self) -> tuple[str, ...]:
+        """The readiness check run now: a layer refuses calls it cannot answer soundly."""
+        await self.refresh()
+        return self._problems
+
+    async def watch_readiness(self, interval: float = READINESS_INTERVAL) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await self.refresh()
+
+    async def Check(  # noqa: N802 - the gRPC method name
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+    ) -> health_pb2.HealthCheckResponse:
+        await self.refresh()
+        return await super().Check(request, context)
 
 
 async def start_server(
@@ -115,15 +188,18 @@ async def start_server(
     listen: str,
     register: Registrar,
     credentials: grpc.ServerCredentials | None = None,
-) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
+    readiness: Readiness | None = None,
+) -> tuple[grpc.aio.Server, ReadinessHealth, int]:
     """Build and start a server; ``register`` adds servicers and returns their full names.
 
     ``listen`` is HOST:PORT or ``unix:/path``. With ``credentials`` (mutual
     TLS, see :mod:`pullguard.services.runtime.tls`) no plaintext port is opened.
+    With ``readiness``, health says NOT_SERVING and calls are refused while it fails.
     """
-    server = grpc.aio.server(interceptors=[ServiceInterceptor(name)], options=GRPC_OPTIONS)
+    health_servicer = ReadinessHealth(name, readiness)
+    interceptor = ServiceInterceptor(name, health_servicer.problems if readiness else None)
+    server = grpc.aio.server(interceptors=[interceptor], options=GRPC_OPTIONS)
     service_names = list(register(server))
-    health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [
@@ -137,8 +213,7 @@ async def start_server(
     if port == 0:
         raise PullguardError(f"{name}: cannot listen on {listen}")
     await server.start()
-    for service_name in ("", *service_names):
-        await health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.serve(service_names)
     return server, health_servicer, port
 
 
@@ -181,9 +256,13 @@ async def serve_forever(
     on_stopping: Callable[[], Awaitable[None]] | None = None,
     credentials: grpc.ServerCredentials | None = None,
     health_listen: str | None = None,
+    readiness: Readiness | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM, then drain: NOT_SERVING first, then stop with grace."""
-    server, health_servicer, port = await start_server(name, listen, register, credentials)
+    server, health_servicer, port = await start_server(
+        name, listen, register, credentials, readiness
+    )
+    watcher = asyncio.create_task(health_servicer.watch_readiness())
     health_server = None
     if health_listen is not None:
         health_server = await start_health_server(health_listen, health_servicer)
@@ -203,6 +282,7 @@ async def serve_forever(
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     log.info("%s shutting down", name)
+    watcher.cancel()
     await health_servicer.enter_graceful_shutdown()
     if on_stopping is not None:
         await on_stopping()

@@ -36,9 +36,9 @@ def upstream(tmp_path: Path) -> Iterator[RegistryProcess]:
 def pullguard_factory(tmp_path: Path) -> Iterator[object]:
     started: list[Pullguard] = []
 
-    def start(upstream_url: str, **extra: object) -> Pullguard:
+    def start(upstream_url: str, up_args: tuple[str, ...] = (), **extra: object) -> Pullguard:
         path, config = write_config(tmp_path, upstream_url, **extra)
-        instance = Pullguard(path, config)
+        instance = Pullguard(path, config, up_args=up_args)
         started.append(instance)
         instance.start()
         return instance

@@ -125,7 +125,9 @@ def test_o04_upstream_outage_keeps_admitted_digests_and_refuses_the_rest(
     upstream.stop()
 
     by_digest = pull(f"{pg.address}/lab/team/app@{image.digest}", tmp_path / "digest", "v1")
-    by_tag = pg.get("/v2/lab/team/app/manifests/v1")
+    # A tag never admitted is refused; an admitted one is served (offline_tags,
+    # tests/e2e/test_outages.py).
+    by_tag = pg.get("/v2/lab/team/app/manifests/other")
 
     assert by_digest.returncode == 0, by_digest.stderr
     assert by_tag.status_code in (502, 503, 504), by_tag.text
@@ -135,7 +137,14 @@ def test_o04_upstream_outage_keeps_admitted_digests_and_refuses_the_rest(
     assert decisions[error["detail"]["decision"]]["transient"] is True
     # The outage was not cached as a verdict: the next pull verifies and passes.
     upstream.start()
-    assert pg.get("/v2/lab/team/app/manifests/v1").status_code == 200
+    tagged = skopeo(
+        "copy",
+        "--dest-tls-verify=false",
+        f"oci:{image.layout}:v1",
+        f"docker://{upstream.address}/team/app:other",
+    )
+    assert tagged.returncode == 0, tagged.stderr
+    assert pg.get("/v2/lab/team/app/manifests/other").status_code == 200
 
 
 def test_o06_quarantined_content_is_unreachable_and_reports_are_clean(

@@ -213,7 +213,7 @@ def test_malformed_references_refused_with_clear_message(
     assert upstream.requests()[seen_before:] == []
 
 
-def test_stopped_layer_denies_then_recovers(
+def test_stopped_layer_is_an_outage_then_recovers(
     upstream: RegistryProcess, pullguard_factory: StartPullguard, tmp_path: Path
 ) -> None:
     image = _image(tmp_path, "app")
@@ -230,7 +230,10 @@ def test_stopped_layer_denies_then_recovers(
     denied = pull(f"{pg.address}/lab/team/app:v1", tmp_path / "out1", "v1")
 
     assert denied.returncode != 0
-    error = _denial(pg, "/v2/lab/team/app/manifests/v1")
+    response = pg.get("/v2/lab/team/app/manifests/v1")
+    assert response.status_code == 503, response.text  # an outage, not a denial
+    error = response.json()["errors"][0]
+    assert error["code"] == "UNAVAILABLE"
     assert error["message"] == "format: service unavailable"
     assert not (pg.state_dir / "admitted" / "blobs" / "sha256" / _hex(image.digest)).exists()
 

@@ -213,8 +213,8 @@ def test_target_down_fails_the_pull_and_nothing_lands(
     # The target's address is for the operator: in the report, not for clients.
     assert target.address not in error["message"]
     report = _decision(pg, error["detail"]["decision"])
-    assert target.url in report["reason"]
-    assert report["decision"] == "DENY" and report["denied_by"] == "target"
+    assert target.url in report["outage"]["message"]
+    assert report["outcome"] == "outage" and report["outage"]["layer"] == "target"
     assert report["transient"] is True and report["admitted"] is False
     # Not admitted: the embedded store does not list it, nothing is quarantined.
     index = json.loads((pg.state_dir / "admitted" / "index.json").read_text())

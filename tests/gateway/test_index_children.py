@@ -148,7 +148,9 @@ async def test_a_layer_failing_on_a_child_fails_closed(tmp_path: Path) -> None:
     pipeline, _layers = _run(tmp_path, [_entry(0)], {_child(0): "crash"})
     result = await pipeline.pull("lab/app", "v1")
     assert not result.allowed
-    assert result.report.denied_by == "format"
+    # No verdict on the child: the index is an outage of format (503), never admitted.
+    assert result.report.outcome == "outage" and result.report.outage["layer"] == "format"
+    assert result.error is not None and result.error.http_status == 503
 
 
 async def test_a_failure_stops_the_other_child_checks(tmp_path: Path) -> None:

@@ -3,8 +3,9 @@
 The pipeline runs against a fake set of layer clients that answer like
 healthy services, except at one injected point, where they raise or return
 something broken. No real service returns these on purpose, which is why a
-fake is the right tool here. Every run must end in DENY (or a transient
-upstream error), record a decision, and leave the admitted store untouched.
+fake is the right tool here. Every run must end in DENY (or an outage: a
+layer or upstream failure, recorded as such), record a decision, and leave
+the admitted store untouched.
 """
 
 from __future__ import annotations
@@ -241,10 +242,16 @@ async def test_o03_no_fault_turns_into_allow(
     assert not pipeline.admitted.has(DIGEST)
     assert not pipeline.decisions.blob_admitted("lab/app", _digest(LAYER_BLOB))
     decisions = pipeline.decisions.list_decisions(10)
-    assert len(decisions) == 1 and decisions[0]["decision"] == "DENY"
+    assert len(decisions) == 1
     if result.error is not None:
+        # No verdict: an outage, retryable, never quarantined.
         assert isinstance(result.error, PullguardError) and decisions[0]["transient"]
+        assert decisions[0]["decision"] == "OUTAGE" and decisions[0]["outcome"] == "outage"
+        if fault == "layer_failure":
+            assert decisions[0]["outage"]["layer"] == step[0]
+        assert not pipeline.decisions.list_quarantine()
     else:
+        assert decisions[0]["decision"] == "DENY" and decisions[0]["outcome"] == "denied"
         assert decisions[0]["denied_by"], decisions[0]
     # Nothing of the pull is left in staging: it was quarantined or discarded.
     assert not pipeline.staging.session_dir(result.report.decision_id).exists()
@@ -264,3 +271,19 @@ async def test_o03_property_combined_faults_never_allow(
     result = await pipeline.pull("lab/app", "v1")
     assert not result.allowed, (faults, result.report.as_json())
     assert not pipeline.admitted.has(DIGEST)
+
+
+@pytest.mark.parametrize("step", STEPS, ids=lambda s: f"{s[0]}.{s[1]}")
+async def test_layer_failure_is_an_outage_not_a_denial(
+    tmp_path: Path, step: tuple[str, str]
+) -> None:
+    pipeline = _pipeline(tmp_path, {step: "layer_failure"})
+    result = await pipeline.pull("lab/app", "v1")
+    assert isinstance(result.error, LayerFailure), result.report.as_json()
+    assert (result.error.http_status, result.error.oci_code) == (503, "UNAVAILABLE")
+    assert result.error.retry_after > 0
+    report = result.report.as_json()
+    assert report["outage"]["kind"] == "layer_unavailable" and report["denied_by"] == ""
+    assert not pipeline.decisions.list_quarantine()
+    root = pipeline.quarantine.root
+    assert not root.exists() or not any(root.iterdir())

@@ -180,7 +180,7 @@ async def test_unreachable_upstream_is_unavailable(tmp_path: Path) -> None:
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert (caught.value.details() or "").startswith("fetcher: upstream: lab")
     trailing = dict(caught.value.trailing_metadata() or ())
-    assert trailing["pullguard-error-class"] == "UpstreamError"
+    assert trailing["pullguard-error-class"] == "UpstreamUnreachable"
 
 
 async def test_limit_breach_is_a_deny_verdict(tmp_path: Path) -> None:

@@ -53,6 +53,8 @@ class Pullguard:
     process: subprocess.Popen[bytes] | None = None
     output: Path | None = None
     services: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Extra arguments of `pullguard up` (e.g. --no-restart).
+    up_args: tuple[str, ...] = ()
 
     @property
     def address(self) -> str:
@@ -66,7 +68,7 @@ class Pullguard:
         self.output = self.config_path.with_suffix(".log")
         with self.output.open("ab") as log:
             self.process = subprocess.Popen(
-                [*pullguard_command(), "up", "--config", str(self.config_path)],
+                [*pullguard_command(), "up", "--config", str(self.config_path), *self.up_args],
                 stdout=log,
                 stderr=log,
                 start_new_session=True,

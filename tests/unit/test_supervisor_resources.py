@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pullguard.gateway.supervisor import Backoff, Stack, private_socket_dir
+from pullguard.gateway.supervisor import Backoff, Restarter, Stack, private_socket_dir
 from pullguard.services.runtime.errors import PullguardError
 from tests.support.configs import make_config
 
@@ -134,3 +134,34 @@ def test_a_state_dir_that_cannot_be_made_is_a_clear_error(tmp_path: Path) -> Non
     (tmp_path / "file").write_text("not a directory")
     with pytest.raises(PullguardError, match="cannot make a private directory"):
         private_socket_dir(tmp_path / "file" / "state")
+
+
+class _DeadLayerStack:
+    """The part of a Stack the Restarter uses: one layer that keeps dying."""
+
+    def __init__(self) -> None:
+        self.started: dict[str, float] = {"format": 0.0}
+        self.addresses = {"format": "unix:/run/format.sock"}
+        self.respawned: list[str] = []
+
+    def exited(self) -> list[tuple[str, int]]:
+        return [("format", -9)] if not self.respawned else []
+
+    def respawn(self, layer: str) -> int:
+        self.respawned.append(layer)
+        return 4242
+
+
+def test_a_dead_layer_is_restarted_after_its_backoff() -> None:
+    stack = _DeadLayerStack()
+    restarter = Restarter(stack)  # type: ignore[arg-type]
+    assert restarter.step(100.0) and stack.respawned == []
+    assert restarter.step(100.0 + 0.5) and stack.respawned == ["format"]
+
+
+def test_no_restart_leaves_a_dead_layer_down() -> None:
+    stack = _DeadLayerStack()
+    restarter = Restarter(stack, enabled=False)  # type: ignore[arg-type]
+    for now in (100.0, 101.0, 200.0):
+        assert restarter.step(now)
+    assert stack.respawned == []
