@@ -262,13 +262,20 @@ def _validate(path: str, strict: bool) -> int:
 
 def _check_addresses_free(config: Config) -> None:
     """Refuse before anything starts when an address to listen on is taken."""
-    import socket
-
     wanted = {"listen": config.listen, "grpc_listen": config.grpc_listen}
     wanted.update({f"services.{name}": address for name, address in config.services.items()})
-    for key, address in wanted.items():
+    _refuse_taken({f"{key} in {config.source}": address for key, address in wanted.items()})
+
+
+def _refuse_taken(wanted: dict[str, str]) -> None:
+    """``wanted`` maps where an address was given to the HOST:PORT to listen on."""
+    import socket
+
+    for origin, address in wanted.items():
         host, _, port = address.rpartition(":")
         host = host.strip("[]")
+        if not host or not port.isdigit() or int(port) > 65535:
+            raise PullguardError(f"{origin} wants HOST:PORT, got {address[:100]!r}")
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -276,7 +283,7 @@ def _check_addresses_free(config: Config) -> None:
                 probe.bind((host, int(port)))
             except OSError as exc:
                 raise PullguardError(
-                    f"cannot listen on {address} ({key} in {config.source}):"
+                    f"cannot listen on {address} ({origin}):"
                     f" {exc.strerror or exc}; nothing was started"
                 ) from None
 
@@ -299,6 +306,7 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
             listen=args.listen,
             grpc_listen=args.grpc_listen or config.grpc_listen,
         )
+        _refuse_taken({"--listen": config.listen, "--grpc-listen": config.grpc_listen})
         from pullguard.services.runtime.telemetry import setup_telemetry
 
         setup_telemetry(config.telemetry, "gateway")
@@ -312,6 +320,7 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
         return EXIT_OK
     import importlib
 
+    _refuse_taken({"--listen": args.listen})
     servicer = importlib.import_module(f"pullguard.services.{args.service}.servicer")
     return run_service(args.service, servicer.register, config, args.listen)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.stack import free_port, pullguard_command
+from tests.support.stack import LAYERS, free_port, pullguard_command
 
 
 def write_config(tmp_path: Path, **extra: object) -> Path:
@@ -228,3 +228,21 @@ def test_check_without_a_running_stack_says_which_configuration(tmp_path: Path) 
     done = run(tmp_path, "check", "lab/app:v1", env={"PULLGUARD_CONFIG": str(config)})
     assert done.returncode in (1, 2)
     assert f"pullguard: using {config} (from $PULLGUARD_CONFIG)" in done.stderr
+
+
+@pytest.mark.parametrize("service", ["analysis", "gateway"])
+def test_serve_on_a_taken_or_malformed_address_is_a_clear_error(
+    tmp_path: Path, service: str
+) -> None:
+    config = str(write_config(tmp_path))
+    layers = [f"--service={layer}=127.0.0.1:1" for layer in LAYERS] if service == "gateway" else []
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = f"127.0.0.1:{holder.getsockname()[1]}"
+        done = run(tmp_path, "serve", service, "--listen", taken, "--config", config, *layers)
+    assert done.returncode == 2
+    assert f"cannot listen on {taken} (--listen)" in done.stderr
+    done = run(tmp_path, "serve", service, "--listen", "nowhere", "--config", config, *layers)
+    assert done.returncode == 2
+    assert "--listen wants HOST:PORT, got 'nowhere'" in done.stderr
