@@ -6,6 +6,20 @@ from __future__ import annotations
 
 import pytest
 
+from tests import tmpguard
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    tmpguard.start(config)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    tmpguard.check(session)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    tmpguard.finish(config)
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
-import yaml
-
+from pullguard.services.runtime.configload import ConfigUnreadable, Gathered, load_yaml
 from pullguard.services.runtime.digests import DigestSyntaxError, parse_digest
 from pullguard.services.runtime.errors import ConfigError
 from pullguard.services.runtime.patterns import PatternError, compile_anchored
@@ -274,6 +273,7 @@ class _Reader:
     def __init__(self, source: str, base_dir: Path) -> None:
         self.source = source
         self.base_dir = base_dir
+        self.gathered = Gathered()
 
     def fail(self, key: str, problem: str) -> ConfigError:
         return ConfigError(self.source, key, problem)
@@ -783,9 +783,9 @@ def _pins(reader: _Reader, raw: Any, key: str) -> dict[str, str]:
         return {}
     path, text = reader.read_file(raw, key, limit=64 * 1024 * 1024)
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise reader.fail(key, f"{path} is not valid YAML: {exc}") from None
+        data = load_yaml(text, str(path))
+    except ConfigError as exc:
+        raise reader.fail(key, exc.message) from None
     pins = reader.mapping(data, f"{key} ({path})")
     out: dict[str, str] = {}
     for tag, digest in pins.items():
@@ -807,49 +807,8 @@ def _policy(reader: _Reader, raw: Any) -> Policy:
         rules_raw = []
     if not isinstance(rules_raw, list):
         raise reader.fail("policy.rules", f"must be a list, got {_kind(rules_raw)}")
-    rules: list[Rule] = []
-    for i, item in enumerate(rules_raw):
-        key = f"policy.rules[{i}]"
-        rule = reader.mapping(item, key)
-        reader.known(
-            rule,
-            key,
-            {
-                "match",
-                "signature",
-                "pins",
-                "foreign_urls",
-                "layer_media_types",
-                "tags",
-                "layers",
-                "sources",
-                "require_source",
-                "provenance",
-                "artifact_types",
-            },
-        )
-        match = reader.string(rule.get("match"), f"{key}.match")
-        rules.append(
-            Rule(
-                index=i,
-                match=match,
-                pattern=glob_to_regex(match),
-                signature=_signature(reader, rule.get("signature"), f"{key}.signature"),
-                pins=_pins(reader, rule.get("pins"), f"{key}.pins"),
-                foreign_url_hosts=reader.strings(rule.get("foreign_urls"), f"{key}.foreign_urls"),
-                layer_media_types=reader.strings(
-                    rule.get("layer_media_types"), f"{key}.layer_media_types"
-                ),
-                tags=_tags(reader, rule.get("tags"), f"{key}.tags"),
-                layers=_layers(reader, rule.get("layers"), f"{key}.layers"),
-                approved_sources=reader.strings(rule.get("sources"), f"{key}.sources"),
-                require_source_annotation=reader.boolean(
-                    rule.get("require_source", False), f"{key}.require_source"
-                ),
-                provenance=_provenance(reader, rule.get("provenance"), f"{key}.provenance"),
-                artifact_types=reader.strings(rule.get("artifact_types"), f"{key}.artifact_types"),
-            )
-        )
+    found = (reader.gathered.attempt(None, _rule, reader, i, r) for i, r in enumerate(rules_raw))
+    rules = [rule for rule in found if rule is not None]
     deny = reader.strings(data.get("deny"), "policy.deny")
     deny_digests = reader.strings(data.get("deny_digests"), "policy.deny_digests")
     for i, digest in enumerate(deny_digests):
@@ -867,6 +826,46 @@ def _policy(reader: _Reader, raw: Any) -> Policy:
         deny=tuple((glob, glob_to_regex(glob)) for glob in deny),
         deny_digests=frozenset(deny_digests),
         deny_digests_file=deny_file,
+    )
+
+
+def _rule(reader: _Reader, i: int, item: Any) -> Rule:
+    key = f"policy.rules[{i}]"
+    rule = reader.mapping(item, key)
+    reader.known(
+        rule,
+        key,
+        {
+            "match",
+            "signature",
+            "pins",
+            "foreign_urls",
+            "layer_media_types",
+            "tags",
+            "layers",
+            "sources",
+            "require_source",
+            "provenance",
+            "artifact_types",
+        },
+    )
+    match = reader.string(rule.get("match"), f"{key}.match")
+    return Rule(
+        index=i,
+        match=match,
+        pattern=glob_to_regex(match),
+        signature=_signature(reader, rule.get("signature"), f"{key}.signature"),
+        pins=_pins(reader, rule.get("pins"), f"{key}.pins"),
+        foreign_url_hosts=reader.strings(rule.get("foreign_urls"), f"{key}.foreign_urls"),
+        layer_media_types=reader.strings(rule.get("layer_media_types"), f"{key}.layer_media_types"),
+        tags=_tags(reader, rule.get("tags"), f"{key}.tags"),
+        layers=_layers(reader, rule.get("layers"), f"{key}.layers"),
+        approved_sources=reader.strings(rule.get("sources"), f"{key}.sources"),
+        require_source_annotation=reader.boolean(
+            rule.get("require_source", False), f"{key}.require_source"
+        ),
+        provenance=_provenance(reader, rule.get("provenance"), f"{key}.provenance"),
+        artifact_types=reader.strings(rule.get("artifact_types"), f"{key}.artifact_types"),
     )
 
 
@@ -940,13 +939,20 @@ def _policy_version(config_text: str, policy: Policy, upstreams: Mapping[str, Up
 
 
 def parse_config(text: str, source: str, base_dir: Path) -> Config:
+    """Every error of the file at once: each part is read even when another failed."""
     reader = _Reader(source, base_dir)
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, "", f"not valid YAML: {exc}") from None
-    data = reader.mapping(raw, "(top level)")
-    reader.known(
+    config: Config | None = reader.gathered.attempt(None, _parse_config, reader, text)
+    reader.gathered.raise_any()
+    assert config is not None
+    return config
+
+
+def _parse_config(reader: _Reader, text: str) -> Config:
+    source, base_dir, got = reader.source, reader.base_dir, reader.gathered
+    data = reader.mapping(load_yaml(text, source), "(top level)")
+    got.attempt(
+        None,
+        reader.known,
         data,
         "",
         {
@@ -963,34 +969,32 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
             "services_tls",
         },
     )
-    listen = _hostport(reader, data.get("listen", "127.0.0.1:5000"), "listen")
-    grpc_listen = _hostport(reader, data.get("grpc_listen", "127.0.0.1:5050"), "grpc_listen")
-    state_dir = reader.path(data.get("state_dir", ".pullguard"), "state_dir")
-    upstreams_raw = reader.mapping(data.get("upstreams"), "upstreams")
-    if not upstreams_raw:
-        raise reader.fail("upstreams", "at least one upstream is required")
-    upstreams = {alias: _upstream(reader, alias, raw) for alias, raw in upstreams_raw.items()}
-    default_upstream = reader.string(
-        data.get("default_upstream", next(iter(upstreams))), "default_upstream"
+    listen = got.attempt("", _hostport, reader, data.get("listen", "127.0.0.1:5000"), "listen")
+    grpc_listen = got.attempt(
+        "", _hostport, reader, data.get("grpc_listen", "127.0.0.1:5050"), "grpc_listen"
     )
-    if default_upstream not in upstreams:
-        raise reader.fail("default_upstream", f"{default_upstream!r} is not an upstream alias")
-    target = _target(reader, data.get("target"), upstreams)
-    policy = _policy(reader, data.get("policy"))
-    limits = _limits(reader, data.get("limits"))
-    telemetry_raw = reader.mapping(data.get("telemetry"), "telemetry")
-    reader.known(telemetry_raw, "telemetry", {"exporter", "endpoint"})
-    exporter = telemetry_raw.get("exporter", "none")
-    if exporter not in ("none", "console", "otlp"):
-        raise reader.fail("telemetry.exporter", f"must be none, console or otlp, got {exporter!r}")
-    endpoint = telemetry_raw.get("endpoint", "")
-    if exporter == "otlp":
-        endpoint = reader.string(endpoint, "telemetry.endpoint")
-    services_raw = reader.mapping(data.get("services"), "services")
-    reader.known(services_raw, "services", set(LAYERS))
-    services = {
-        name: _service_address(reader, v, f"services.{name}") for name, v in services_raw.items()
-    }
+    state_dir = got.attempt(base_dir, reader.path, data.get("state_dir", ".pullguard"), "state_dir")
+    upstreams_raw = got.attempt(None, reader.mapping, data.get("upstreams"), "upstreams")
+    if upstreams_raw == {}:
+        got.add(reader.fail("upstreams", "at least one upstream is required"))
+    upstreams: dict[str, Upstream] = {}
+    for alias, raw_upstream in (upstreams_raw or {}).items():
+        upstream = got.attempt(None, _upstream, reader, alias, raw_upstream)
+        if upstream is not None:
+            upstreams[alias] = upstream
+    default_upstream = got.attempt(
+        "",
+        reader.string,
+        data.get("default_upstream", next(iter(upstreams_raw or {"-": None}))),
+        "default_upstream",
+    )
+    if upstreams_raw and default_upstream and default_upstream not in upstreams_raw:
+        got.add(reader.fail("default_upstream", f"{default_upstream!r} is not an upstream alias"))
+    target = got.attempt(Target(), _target, reader, data.get("target"), upstreams)
+    policy = got.attempt(Policy((), (), frozenset()), _policy, reader, data.get("policy"))
+    limits = got.attempt(Limits(), _limits, reader, data.get("limits"))
+    telemetry = got.attempt(Telemetry(), _telemetry, reader, data.get("telemetry"))
+    services: dict[str, str] = got.attempt({}, _services, reader, data.get("services"))
     return Config(
         source=source,
         base_dir=base_dir,
@@ -1002,11 +1006,31 @@ def parse_config(text: str, source: str, base_dir: Path) -> Config:
         target=target,
         policy=policy,
         limits=limits,
-        telemetry=Telemetry(exporter=exporter, endpoint=endpoint),
+        telemetry=telemetry,
         services=services,
         policy_version=_policy_version(text, policy, upstreams),
-        services_tls=_services_tls(reader, data.get("services_tls")),
+        services_tls=got.attempt(None, _services_tls, reader, data.get("services_tls")),
     )
+
+
+def _telemetry(reader: _Reader, raw: Any) -> Telemetry:
+    telemetry_raw = reader.mapping(raw, "telemetry")
+    reader.known(telemetry_raw, "telemetry", {"exporter", "endpoint"})
+    exporter = telemetry_raw.get("exporter", "none")
+    if exporter not in ("none", "console", "otlp"):
+        raise reader.fail("telemetry.exporter", f"must be none, console or otlp, got {exporter!r}")
+    endpoint = telemetry_raw.get("endpoint", "")
+    if exporter == "otlp":
+        endpoint = reader.string(endpoint, "telemetry.endpoint")
+    return Telemetry(exporter=exporter, endpoint=endpoint)
+
+
+def _services(reader: _Reader, raw: Any) -> dict[str, str]:
+    services_raw = reader.mapping(raw, "services")
+    reader.known(services_raw, "services", set(LAYERS))
+    return {
+        name: _service_address(reader, v, f"services.{name}") for name, v in services_raw.items()
+    }
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -1018,9 +1042,9 @@ def load_config(path: str | Path | None) -> Config:
     try:
         data = file.read_bytes()
     except OSError as exc:
-        raise ConfigError(str(file), "", f"cannot read: {exc.strerror or exc}") from None
+        raise ConfigUnreadable(str(file), "", f"cannot read: {exc.strerror or exc}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise ConfigError(str(file), "", "is not UTF-8 text") from None
+        raise ConfigUnreadable(str(file), "", "is not UTF-8 text") from None
     return parse_config(text, str(file), file.resolve().parent)

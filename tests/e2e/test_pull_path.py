@@ -208,8 +208,9 @@ def test_malformed_references_refused_with_clear_message(
         text=True,
         timeout=60,
     )
-    assert check.returncode == 1, check.stdout + check.stderr
-    assert "analysis" in check.stdout
+    # A malformed REF on the command line is a usage error, not a verdict (issue 7).
+    assert check.returncode == 2, check.stdout + check.stderr
+    assert "tag 'bad tag': whitespace" in check.stderr and "Traceback" not in check.stderr
     assert upstream.requests()[seen_before:] == []
 
 

@@ -1,28 +1,28 @@
-"""Where the project's shared material (../shared) lives for tests.
+"""Where the tests' third-party data lives: in the repository, under tests/data.
 
-CI and developers have it beside the checkout; PULLGUARD_SHARED overrides.
-A test that needs it fails when it is missing: a skipped check is not a check.
+tests/data/README.md names where each set came from and its licence. A test
+that needs a set fails when it is missing: a skipped check is not a check.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / "tests" / "data"
 
 
-def shared_dir() -> Path:
-    return Path(os.environ.get("PULLGUARD_SHARED", REPO.parent / "shared"))
+def data_file(name: str) -> Path:
+    path = DATA / name
+    if not path.exists():
+        pytest.fail(f"test data {path} is missing (see tests/data/README.md)")
+    return path
 
 
 def conformance(name: str) -> Path:
-    path = shared_dir() / "conformance" / name
+    path = DATA / "conformance" / name
     if not path.is_dir():
-        pytest.fail(
-            f"conformance data {path} is missing: put shared/ beside the checkout"
-            " or set PULLGUARD_SHARED"
-        )
+        pytest.fail(f"conformance data {path} is missing (see tests/data/README.md)")
     return path

@@ -23,8 +23,9 @@ PROBE = textwrap.dedent(
     from tests.support.configs import make_config
 
     rule = {"match": "lab/**", "tags": {"allow": ["^(a+)+$"]}}
-    config = make_config(Path(tempfile.mkdtemp()), policy={"rules": [rule]})
-    verdict, _ = Planner(config).plan("lab/app", "a" * 100 + "-")
+    with tempfile.TemporaryDirectory() as folder:
+        config = make_config(Path(folder), policy={"rules": [rule]})
+        verdict, _ = Planner(config).plan("lab/app", "a" * 100 + "-")
     print([f.code for f in verdict.findings])
     signer = KeylessSigner.create("https://issuer", subject_regex="^(a|aa)+$")
     print(signer.matches(CertIdentity("https://issuer", ("a" * 5000 + "b",))))

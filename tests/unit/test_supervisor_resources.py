@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,6 +60,15 @@ def test_a_low_hard_open_file_limit_is_raised_to_and_warned_about() -> None:
     assert "the hard open-file limit is 1024" in stderr
 
 
+@pytest.fixture
+def short_path() -> Iterator[Path]:
+    """A folder with a short path: pytest's own can push a socket past 107 bytes,
+    which sends the sockets to a /tmp folder of their own (tested below)."""
+    path = Path(tempfile.mkdtemp(prefix="pgsock-"))
+    yield path
+    shutil.rmtree(path)
+
+
 def test_restart_backoff_doubles_to_thirty_seconds_and_resets_after_a_minute() -> None:
     backoff = Backoff()
     delays = [backoff.delay(ran_for=1.0) for _ in range(9)]
@@ -65,8 +77,8 @@ def test_restart_backoff_doubles_to_thirty_seconds_and_resets_after_a_minute() -
     assert backoff.delay(ran_for=3.0) == 1.0
 
 
-def test_layers_get_unix_sockets_in_a_private_directory(tmp_path: Path) -> None:
-    config = make_config(tmp_path)
+def test_layers_get_unix_sockets_in_a_private_directory(short_path: Path) -> None:
+    config = make_config(short_path)
     stack = Stack.plan(config, None)
     try:
         assert stack.socket_dir == config.state_dir / "run"
@@ -78,29 +90,29 @@ def test_layers_get_unix_sockets_in_a_private_directory(tmp_path: Path) -> None:
     assert not (config.state_dir / "run").exists()
 
 
-def test_a_loose_socket_directory_is_tightened(tmp_path: Path) -> None:
-    run = tmp_path / "state" / "run"
+def test_a_loose_socket_directory_is_tightened(short_path: Path) -> None:
+    run = short_path / "state" / "run"
     run.mkdir(parents=True)
     run.chmod(0o777)
-    assert private_socket_dir(tmp_path / "state") == (run, False)
+    assert private_socket_dir(short_path / "state") == (run, False)
     assert stat.S_IMODE(run.stat().st_mode) == 0o700
 
 
-def test_a_socket_directory_of_another_user_is_refused(tmp_path: Path) -> None:
-    run = tmp_path / "state" / "run"
+def test_a_socket_directory_of_another_user_is_refused(short_path: Path) -> None:
+    run = short_path / "state" / "run"
     run.mkdir(parents=True, mode=0o700)
     os.chown(run, 65534, 65534)
     with pytest.raises(PullguardError, match="not a directory of this user"):
-        private_socket_dir(tmp_path / "state")
+        private_socket_dir(short_path / "state")
 
 
-def test_a_symlinked_socket_directory_is_refused(tmp_path: Path) -> None:
-    elsewhere = tmp_path / "elsewhere"
+def test_a_symlinked_socket_directory_is_refused(short_path: Path) -> None:
+    elsewhere = short_path / "elsewhere"
     elsewhere.mkdir(mode=0o700)
-    (tmp_path / "state").mkdir()
-    (tmp_path / "state" / "run").symlink_to(elsewhere)
+    (short_path / "state").mkdir()
+    (short_path / "state" / "run").symlink_to(elsewhere)
     with pytest.raises(PullguardError, match="not a directory of this user"):
-        private_socket_dir(tmp_path / "state")
+        private_socket_dir(short_path / "state")
 
 
 @pytest.mark.parametrize("why", ["long", "shared"])
@@ -118,8 +130,8 @@ def test_a_private_tmp_directory_when_state_dir_does_not_fit(tmp_path: Path, why
         directory.rmdir()
 
 
-def test_ephemeral_stacks_get_a_directory_of_their_own(tmp_path: Path) -> None:
-    config = make_config(tmp_path)
+def test_ephemeral_stacks_get_a_directory_of_their_own(short_path: Path) -> None:
+    config = make_config(short_path)
     first, second = Stack.plan(config, None, ephemeral=True), Stack.plan(config, None, True)
     try:
         assert first.socket_dir != second.socket_dir

@@ -5,9 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-
-from tests.support.shared import shared_dir
+from tests.support.shared import REPO, data_file
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "threats.md"
@@ -15,13 +13,20 @@ REFERENCE_RE = re.compile(r"(tests/[\w/]+\.py)?::(test_\w+)")
 
 
 def test_every_catalogue_id_is_documented() -> None:
-    catalogue = shared_dir() / "THREATS.md"
-    if not catalogue.is_file():
-        pytest.fail(f"{catalogue} is missing: put shared/ beside the checkout")
+    catalogue = data_file("THREATS.md")
     ids = set(re.findall(r"^### ([A-Z]-[0-9]{2}) ", catalogue.read_text(), re.MULTILINE))
     assert len(ids) >= 52
     documented = set(re.findall(r"^\| ([A-Z]-[0-9]{2}) \|", DOC.read_text(), re.MULTILINE))
     assert sorted(ids - documented) == []
+
+
+def test_catalogue_copy_is_current() -> None:
+    """The copy in tests/data is the catalogue beside the checkout, where there is one."""
+    beside = REPO.parent / "shared" / "THREATS.md"
+    if beside.is_file():
+        assert data_file("THREATS.md").read_text() == beside.read_text(), (
+            f"copy {beside} to tests/data/THREATS.md"
+        )
 
 
 def test_generated_document_is_current() -> None:

@@ -1,6 +1,6 @@
 """``pullguard verify-bundle`` against every case of the sigstore conformance suite.
 
-Each folder of ../shared/conformance/sigstore-bundle-verify runs through
+Each folder of tests/data/conformance/sigstore-bundle-verify runs through
 ``verify_bundle_main`` with the suite's CLI protocol: cases named ``*_fail``
 must exit 1, all others 0. Defaults follow that folder's README: the
 artifact is ``a.txt`` unless the case has its own, the identity and issuer
@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from pullguard.gateway.verify_bundle import verify_bundle_main
-from tests.support.shared import conformance, shared_dir
+from tests.support.shared import DATA, conformance
 
-SUITE = shared_dir() / "conformance" / "sigstore-bundle-verify"
+SUITE = DATA / "conformance" / "sigstore-bundle-verify"
 DEFAULT_IDENTITY = (
     "https://github.com/sigstore-conformance/extremely-dangerous-public-oidc-beacon/"
     ".github/workflows/extremely-dangerous-oidc-beacon.yml@refs/heads/main"

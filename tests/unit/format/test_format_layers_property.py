@@ -21,6 +21,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pullguard.services.format.layers import LayerStats
+from pullguard.services.runtime.findings import Finding
 from pullguard.services.runtime.staging import StagingStore
 from tests.unit.format.tarbuild import (
     TAR,
@@ -52,8 +54,12 @@ def unsafe(name: str) -> bool:
     return ".." in re.split(r"[/\\]", name)
 
 
-def _store() -> StagingStore:
-    return StagingStore(Path(tempfile.mkdtemp(prefix="pg-prop-")) / "staging")
+def _inspect(
+    data: bytes, media_type: str, blob: bytes | None = None
+) -> tuple[list[Finding], LayerStats]:
+    """Inspect in a staging store of its own, removed afterwards: one example, one folder."""
+    with tempfile.TemporaryDirectory(prefix="pg-prop-") as folder:
+        return inspect(StagingStore(Path(folder) / "staging"), data, media_type, blob=blob)
 
 
 components = st.sampled_from(["a", "b", "etc", "..", ".", "", "..\\x", "x\\..", "C:", "\\", "é"])
@@ -92,7 +98,7 @@ def entries(draw: st.DrawFn) -> tuple[bytes, list[str]]:
 @PROPERTY
 @given(data=st.binary(max_size=3000), media_type=st.sampled_from([TAR, TAR_GZIP, TAR_ZSTD]))
 def test_o03_random_bytes_never_raise(data: bytes, media_type: str) -> None:
-    inspect(_store(), data, media_type, blob=data)
+    _inspect(data, media_type, blob=data)
 
 
 @PROPERTY
@@ -101,7 +107,7 @@ def test_l01_unsafe_names_are_never_allowed(
     layer: tuple[bytes, list[str]], media_type: str
 ) -> None:
     tar, seen = layer
-    findings, _ = inspect(_store(), tar, media_type)
+    findings, _ = _inspect(tar, media_type)
     if any(unsafe(name) for name in seen):
         assert errors(findings), (seen, findings)
 
@@ -155,7 +161,7 @@ def test_l04_mutated_layers_never_hide_unsafe_names(
             data[start + 148 : start + 156] = b" " * 8
             data[start + 148 : start + 156] = b"%06o\0 " % sum(data[start : start + 512])
     mutated = bytes(data[:cut])
-    findings, _ = inspect(_store(), mutated, TAR)
+    findings, _ = _inspect(mutated, TAR)
     if errors(findings):
         return
     seen = _tarfile_names(mutated)

@@ -1,8 +1,8 @@
 """Real cosign signatures from containers/image's fixtures, verified by the domain.
 
-The fixtures are read from ../shared/conformance/cosign-simplesigning (never
-copied into the repository). Each ``signature-N`` becomes one layer of a
-``.sig`` manifest staged in memory, exactly as cosign stores it in a registry.
+The fixtures are kept in tests/data/conformance/cosign-simplesigning (their
+origin and licence: tests/data/README.md). Each ``signature-N`` becomes one
+layer of a ``.sig`` manifest staged in memory, exactly as cosign stores it in a registry.
 
 The four kinds the README lists, and what differs from it:
 
@@ -52,9 +52,9 @@ from tests.support.cosign import (
     sha256,
     signature_manifest,
 )
-from tests.support.shared import conformance, shared_dir
+from tests.support.shared import DATA, conformance
 
-FIXTURES = shared_dir() / "conformance" / "cosign-simplesigning"
+FIXTURES = DATA / "conformance" / "cosign-simplesigning"
 
 
 @pytest.fixture(autouse=True)
