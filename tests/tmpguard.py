@@ -22,7 +22,7 @@ _MAX_LISTED = 20
 
 
 def start(config: pytest.Config) -> None:
-    root = Path(tempfile.mkdtemp(prefix="pullguard-tests-"))
+    root = Path(tempfile.mkdtemp(prefix="pgt-"))  # short: socket and runroot paths have limits
     config.stash[_ROOT] = (root, os.environ.get("TMPDIR"))
     os.environ["TMPDIR"] = str(root)
     tempfile.tempdir = None  # gettempdir() reads TMPDIR again

@@ -93,7 +93,8 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def workdir() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="pg-clients-"))
+    # Short: podman refuses a runroot longer than 50 characters.
+    root = Path(tempfile.mkdtemp(prefix="pgc-"))
     try:
         yield root
     finally:

@@ -143,7 +143,7 @@ class ContainersStorage:
             "--root",
             str(self.home / "root"),
             "--runroot",
-            str(self.home / "runroot"),
+            str(self.home / "run"),
             "--storage-driver",
             "vfs",
         ]
