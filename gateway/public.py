@@ -16,7 +16,8 @@ from httpx import URL, InvalidURL
 WARNING_MAX = 400
 
 _URL_RE = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]*")
-_IPV6_RE = re.compile(r"\[[0-9a-fA-F:.%]+\](?::\d{1,5})?")
+#: An IPv6 literal has at least two colons: ``manifests[0]`` is not an address.
+_IPV6_RE = re.compile(r"\[(?=[^\]]*:[^\]]*:)[0-9a-fA-F:.]+(?:%[0-9A-Za-z_.-]+)?\](?::\d{1,5})?")
 _IPV4_RE = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?\b")
 _HOSTPORT_RE = re.compile(r"\b(?:localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+):\d{1,5}\b")
 

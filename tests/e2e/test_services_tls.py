@@ -144,12 +144,14 @@ def test_the_gateway_refuses_a_layer_with_a_certificate_of_another_ca(
         refused = pull(f"{pg.address}/lab/team/second:v1", tmp_path / "out2", "v1")
 
         assert refused.returncode != 0, refused.stdout
-        assert "hashverify" in refused.stderr, refused.stderr
+        # A layer the gateway cannot authenticate gives no verdict: an outage (503).
+        assert "503" in refused.stderr, refused.stderr
         for digest in (second.digest, *second.blob_digests):
             assert not _admitted(pg, digest), f"{digest} reached the admitted store"
         decisions = json.loads(pg.cli("decisions", "--json").stdout)
         assert decisions[0]["reference"].startswith("lab/team/second")
         assert decisions[0]["decision"] != "ALLOW"
+        assert decisions[0]["outage"]["layer"] == "hashverify", decisions[0]
     finally:
         rogue.send_signal(signal.SIGTERM)
         rogue.wait(15)

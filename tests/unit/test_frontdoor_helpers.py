@@ -87,6 +87,15 @@ def test_scrubber_removes_addresses_and_upstream_hosts() -> None:
     assert scrub.text(kept) == kept
 
 
+def test_scrubber_keeps_evidence_paths_and_takes_every_ipv6_form() -> None:
+    scrub = Scrubber()
+    # An index unit's refusal names the entry it followed: not an address.
+    path = "manifests[0] > manifests[12]: child sha256:" + "2" * 64
+    assert scrub.text(path) == path
+    for address in ("[::1]", "[fd00::1]:5000", "[fe80::1%eth0]:443", "[::ffff:10.1.2.3]"):
+        assert scrub.text(f"to {address} failed") == "to <address> failed", address
+
+
 def test_warning_header_is_ascii_escaped_and_bounded() -> None:
     header = warning_header('analysis: tag "x\\y" \u043e\r\nInjected: 1' + "z" * 1000)
     assert header.startswith('299 - "pullguard: analysis: tag \\"x\\\\y\\" ?')
