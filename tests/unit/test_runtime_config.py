@@ -76,7 +76,7 @@ def test_policy_version_changes_with_the_checks_revision(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Admissions made before a check was added (an index as one unit) verify again.
-    from pullguard.services.runtime import config as runtime_config
+    from pullguard.services.runtime.config import policy as runtime_config
 
     text = "upstreams: {lab: {url: 'https://x'}}\npolicy: {rules: [{match: '**'}]}"
     first = parse_config(text, "c.yaml", tmp_path).policy_version
