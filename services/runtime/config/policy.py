@@ -7,11 +7,12 @@ layer in the plan (:mod:`pullguard.services.runtime.protoconv` converts it).
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,25 @@ class KeylessIdentity:
     subject_regex: str = ""
 
 
+class SignatureMode(enum.StrEnum):
+    """What a rule asks of signatures: the one set of modes, from YAML to the verdict."""
+
+    #: No signature is required; the signature layer passes with an INFO finding.
+    NONE = "none"
+    #: A valid signature is required; failure denies.
+    ENFORCE = "enforce"
+    #: Failure is recorded and reported, but does not deny.
+    WARN = "warn"
+
+    def __repr__(self) -> str:
+        # The policy version hashes the rule's repr: a mode reads as its word
+        # there, as it did when the mode was a plain string.
+        return repr(self.value)
+
+
 @dataclass(frozen=True)
 class SignatureRule:
-    mode: str  # "none", "enforce" or "warn"
+    mode: SignatureMode
     keys: tuple[tuple[str, str], ...] = ()  # (file name, PEM text)
     threshold: int = 1
     keyless: tuple[KeylessIdentity, ...] = ()
@@ -70,7 +87,7 @@ class ProvenanceRule:
     required: bool = False
     builder_ids: tuple[str, ...] = ()
     source_repositories: tuple[str, ...] = ()
-    signers: SignatureRule = SignatureRule(mode="none")
+    signers: SignatureRule = SignatureRule(mode=SignatureMode.NONE)
 
 
 @dataclass(frozen=True)
@@ -79,7 +96,8 @@ class Rule:
     match: str
     pattern: re.Pattern[str]
     signature: SignatureRule
-    pins: Mapping[str, str]
+    #: tag -> digest; left out of the hash (a dict has none), kept in equality.
+    pins: Mapping[str, str] = field(hash=False)
     foreign_url_hosts: tuple[str, ...]
     layer_media_types: tuple[str, ...]
     tags: TagRule = TagRule()
@@ -88,6 +106,13 @@ class Rule:
     require_source_annotation: bool = False
     provenance: ProvenanceRule = ProvenanceRule()
     artifact_types: tuple[str, ...] = ()
+    #: The digest the pins require for the tag asked for; set by analysis on
+    #: the rule it puts in a plan, "" in the policy and when the tag is unpinned.
+    pinned_digest: str = ""
+
+    def pinned(self, digest: str) -> Rule:
+        """This rule as it applies to one request whose tag is pinned to ``digest``."""
+        return replace(self, pinned_digest=digest)
 
 
 @dataclass(frozen=True)
@@ -147,7 +172,7 @@ def _keys(reader: Reader, raw: Any, key: str) -> tuple[tuple[str, str], ...]:
 
 def _signature(reader: Reader, raw: Any, key: str, allow_none: bool = True) -> SignatureRule:
     if raw is None or (raw == "none" and allow_none):
-        return SignatureRule(mode="none")
+        return SignatureRule(mode=SignatureMode.NONE)
     if isinstance(raw, str):
         raise reader.fail(key, f"must be none or a mapping with keys or keyless, got {raw!r}")
     data = reader.mapping(raw, key)
@@ -157,7 +182,7 @@ def _signature(reader: Reader, raw: Any, key: str, allow_none: bool = True) -> S
         {"keys", "keyless", "threshold", "mode", "trusted_root", "rekor", "repository", "identity"},
     )
     mode = data.get("mode", "enforce")
-    if mode not in ("enforce", "warn"):
+    if mode not in (SignatureMode.ENFORCE, SignatureMode.WARN):
         raise reader.fail(f"{key}.mode", f"must be enforce or warn, got {mode!r}")
     keys = _keys(reader, data.get("keys"), f"{key}.keys")
     keyless = _keyless(reader, data.get("keyless"), f"{key}.keyless")
@@ -189,7 +214,7 @@ def _signature(reader: Reader, raw: Any, key: str, allow_none: bool = True) -> S
         if not _IDENTITY_RE.fullmatch(identity):
             raise reader.fail(f"{key}.identity", f"must be <host>/<repository>, got {identity!r}")
     return SignatureRule(
-        mode=mode,
+        mode=SignatureMode(mode),
         keys=keys,
         threshold=threshold,
         keyless=keyless,
