@@ -21,6 +21,7 @@ from pullguard.services.runtime.config.policy import (
     SignatureRule,
     TagRule,
 )
+from pullguard.services.runtime.config.settings import Limits
 from pullguard.services.runtime.descriptors import Descriptor
 from pullguard.services.runtime.errors import InvalidRequest, PullguardError
 from pullguard.services.runtime.findings import Finding, Severity, Verdict
@@ -215,6 +216,20 @@ def signature_mode_from_proto(message: common_pb2.SignaturePolicy) -> SignatureM
         # An unset or unknown mode must never pass as "nothing required".
         raise InvalidRequest(f"signature policy has no known mode (got {message.mode})")
     return mode
+
+
+def signature_limits_from_proto(message: common_pb2.SignaturePolicy) -> tuple[int, int]:
+    """(signatures, bytes of each) a plan allows: the plan is their only source.
+
+    Analysis always sets both, 0 included; a plan built without them (by hand)
+    gets the built-in defaults, never the receiving service's own settings."""
+    defaults = Limits()
+    signatures = message.max_signatures if message.HasField("max_signatures") else None
+    size = message.max_signature_bytes if message.HasField("max_signature_bytes") else None
+    return (
+        defaults.signatures if signatures is None else signatures,
+        defaults.signature_bytes if size is None else size,
+    )
 
 
 def rekor_required_from_proto(message: common_pb2.SignaturePolicy, where: str) -> bool:

@@ -24,6 +24,7 @@ from pullguard.services.runtime.digests import DigestSyntaxError, parse_digest
 from pullguard.services.runtime.errors import ConfigError, InvalidRequest, StagingError
 from pullguard.services.runtime.protoconv import (
     rekor_required_from_proto,
+    signature_limits_from_proto,
     signature_mode_from_proto,
     verdict_to_proto,
 )
@@ -162,11 +163,11 @@ class SignatureServicer(signature_pb2_grpc.SignatureServicer):  # type: ignore[m
         self._roots = TrustRoots()
 
     def _limits(self, message: common_pb2.SignaturePolicy) -> Limits:
-        defaults = self._config_limits
+        signatures, payload_bytes = signature_limits_from_proto(message)
         return Limits(
-            manifest_bytes=defaults.manifest_bytes,
-            payload_bytes=message.max_signature_bytes or defaults.signature_bytes,
-            signatures=message.max_signatures or defaults.signatures,
+            manifest_bytes=self._config_limits.manifest_bytes,
+            payload_bytes=payload_bytes,
+            signatures=signatures,
         )
 
     def _subject(self, session: str, plan: common_pb2.Plan, digest: str) -> Subject:
