@@ -37,15 +37,7 @@ from pullguard.services.analysis.reference import (
     split_name,
 )
 from pullguard.services.analysis.tagpolicy import RuleReferences
-from pullguard.services.runtime.config import (
-    Config,
-    LayerRule,
-    ProvenanceRule,
-    Rule,
-    SignatureRule,
-    TagRule,
-    Upstream,
-)
+from pullguard.services.runtime.config import Config, Rule, Upstream
 from pullguard.services.runtime.denylist import DenyList
 from pullguard.services.runtime.findings import Finding, Verdict
 
@@ -82,24 +74,6 @@ class UpstreamPlan:
 
 
 @dataclass(frozen=True)
-class RulePlan:
-    """The policy rule that applies, resolved so other layers need not read policy."""
-
-    index: int
-    match: str
-    signature: SignatureRule
-    pinned_digest: str
-    foreign_url_hosts: tuple[str, ...]
-    layer_media_types: tuple[str, ...]
-    tags: TagRule = TagRule()
-    layers: LayerRule = LayerRule()
-    approved_sources: tuple[str, ...] = ()
-    require_source_annotation: bool = False
-    provenance: ProvenanceRule = ProvenanceRule()
-    artifact_types: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
 class PlanData:
     """What to fetch and under which rule. Exactly one of tag or digest is set,
     unless the plan is for the repository alone (then neither)."""
@@ -109,7 +83,8 @@ class PlanData:
     tag: str
     digest: str
     upstream: UpstreamPlan
-    rule: RulePlan
+    #: The policy rule that applies, with the digest its pins require for the tag.
+    rule: Rule
     policy_version: str
     client_name: str
     #: The inline ``policy.deny_digests`` only: the deny file may be huge, and
@@ -276,20 +251,7 @@ class Planner:
                 tls_spki_sha256=tuple(upstream.tls.spki_sha256),
                 tls_custom_ca=bool(upstream.tls.ca_file),
             ),
-            rule=RulePlan(
-                index=rule.index,
-                match=rule.match,
-                signature=rule.signature,
-                pinned_digest=pinned_digest,
-                foreign_url_hosts=tuple(rule.foreign_url_hosts),
-                layer_media_types=tuple(rule.layer_media_types),
-                tags=rule.tags,
-                layers=rule.layers,
-                approved_sources=tuple(rule.approved_sources),
-                require_source_annotation=rule.require_source_annotation,
-                provenance=rule.provenance,
-                artifact_types=tuple(rule.artifact_types),
-            ),
+            rule=rule.pinned(pinned_digest),
             policy_version=self._config.policy_version,
             client_name=name,
             deny_digests=self._deny_digests,

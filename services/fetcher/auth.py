@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import httpx
 
 from pullguard.services.fetcher.urls import is_loopback_host, is_non_global_host, normal_host
-from pullguard.services.runtime.config import Upstream, host_matches
+from pullguard.services.runtime.config import Upstream
+from pullguard.services.runtime.patterns import host_matches
 
 #: Characters of an RFC 7230 token (auth-scheme and parameter names).
 _TOKEN_CHARS = frozenset(

@@ -26,7 +26,8 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from pullguard.services.fetcher.models import FetchDenied
-from pullguard.services.runtime.config import Upstream, host_matches
+from pullguard.services.runtime.config import Upstream
+from pullguard.services.runtime.patterns import host_matches
 
 REDACTED = "REDACTED"
 #: Longest Location header the fetcher will consider.

@@ -10,15 +10,16 @@ import grpc
 from pullguard.services.format.config_check import check_staged_config
 from pullguard.services.format.layers import LayerStats, inspect_layers
 from pullguard.services.format.manifest import ManifestSummary, check_staged_manifest
-from pullguard.services.runtime.config import Config, LayerRule
+from pullguard.services.runtime.config import Config
 from pullguard.services.runtime.errors import InvalidRequest
 from pullguard.services.runtime.protoconv import (
     descriptor_from_proto,
     descriptor_to_proto,
+    layer_rule_from_proto,
     verdict_to_proto,
 )
 from pullguard.services.runtime.staging import StagingStore
-from pullguard.v1 import common_pb2, format_pb2, format_pb2_grpc
+from pullguard.v1 import format_pb2, format_pb2_grpc
 
 _KINDS = {"image": format_pb2.IMAGE_MANIFEST, "index": format_pb2.IMAGE_INDEX}
 
@@ -38,29 +39,6 @@ def summary_to_proto(summary: ManifestSummary) -> format_pb2.ManifestSummary:
     if summary.subject is not None:
         message.subject.CopyFrom(descriptor_to_proto(summary.subject))
     return message
-
-
-def layer_rule_from_proto(message: common_pb2.LayerPolicy) -> LayerRule:
-    """The plan's layer policy; all zero means the defaults (inspection on),
-    a zero field that field's default. Unknown words are refused, not guessed."""
-    defaults = LayerRule()
-    if message == common_pb2.LayerPolicy():
-        return defaults
-    words = {}
-    for name in ("setuid", "devices"):
-        value = getattr(message, name) or getattr(defaults, name)
-        if value not in ("report", "deny"):
-            raise InvalidRequest(
-                f"plan.rule.layers.{name}: got {value[:40]!r}, expected report or deny"
-            )
-        words[name] = value
-    numbers = {}
-    for name in ("max_uncompressed_bytes", "max_entries", "max_ratio"):
-        value = getattr(message, name)
-        if value < 0:
-            raise InvalidRequest(f"plan.rule.layers.{name}: got {value}, expected >= 0")
-        numbers[name] = value or getattr(defaults, name)
-    return LayerRule(inspect=message.inspect, **words, **numbers)
 
 
 def stats_to_proto(stats: LayerStats) -> format_pb2.LayerStats:

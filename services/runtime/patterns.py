@@ -1,4 +1,15 @@
-"""Regular expressions that operators write in policy, matched in linear time.
+"""Every pattern an operator writes in policy, and how it is matched; the one place.
+
+- repository globs (``policy.rules[].match``, ``policy.deny``):
+  :func:`glob_to_regex`, where ``*`` stays in one path segment and ``**``
+  spans segments;
+- value globs (``sources``, ``provenance.source_repositories``):
+  :func:`value_matches`, exact strings or ``*`` standing for at least one
+  character other than ``/``;
+- host globs (``redirect_hosts``, ``realm_hosts``, ``foreign_urls``):
+  :func:`host_matches`;
+- anchored regular expressions (tag ``allow``, keyless ``subject_regex``):
+  :func:`compile_anchored`, below.
 
 Tag patterns (``tags.allow``) and keyless identities (``subject_regex``) are
 written by operators but matched against strings an attacker chooses (a tag,
@@ -11,6 +22,8 @@ error, never a silent fallback to ``re``.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from typing import Protocol
 
 import re2  # type: ignore[import-untyped]
@@ -47,3 +60,73 @@ def compile_anchored(text: str) -> Pattern:
             f"does not compile as RE2 (no backreferences or lookaround): {reason}"
         ) from None
     return pattern
+
+
+def glob_to_regex(glob: str) -> re.Pattern[str]:
+    """Compile a repository glob: ``*`` stays within one path segment,
+    ``**`` spans segments (``a/**`` matches ``a/b/c``; ``**/x/**`` matches ``x/y``)."""
+    out: list[str] = []
+    i = 0
+    while i < len(glob):
+        if glob.startswith("**/", i):
+            out.append("(?:[^/]+/)*")
+            i += 3
+        elif glob.startswith("/**", i) and i + 3 == len(glob):
+            out.append("(?:/[^/]+)*")
+            i += 3
+        elif glob.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif glob[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif glob[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(glob[i]))
+            i += 1
+    return re.compile("".join(out))
+
+
+def host_matches(host: str, patterns: tuple[str, ...]) -> bool:
+    """Exact, case-sensitive host glob match; ``*`` matches one or more labels' worth
+    of characters but never a dot-less empty label."""
+    for pattern in patterns:
+        if pattern.startswith("*."):
+            suffix = pattern[1:]
+            if host.endswith(suffix) and len(host) > len(suffix):
+                return True
+        elif "*" in pattern:
+            if re.fullmatch(re.escape(pattern).replace(r"\*", "[a-z0-9-]*"), host):
+                return True
+        elif host == pattern:
+            return True
+    return False
+
+
+def _value_glob(pattern: str) -> re.Pattern[str]:
+    return re.compile("[^/]+".join(re.escape(part) for part in pattern.split("*")))
+
+
+def printable_ascii(value: str) -> bool:
+    """Non-empty, ASCII, no spaces or control characters."""
+    return bool(value) and value.isascii() and all(" " < ch < "\x7f" for ch in value)
+
+
+def value_matches(value: str, patterns: Iterable[str]) -> bool:
+    """Does ``value`` equal a pattern, or match a ``*`` glob of one?
+
+    Unlike a repository glob, ``*`` here is at least one character (never
+    ``/``), and ``?`` and ``**`` have no special meaning: URLs hold ``?``.
+    A value with spaces, controls or non-ASCII characters matches nothing.
+    """
+    if not printable_ascii(value):
+        return False
+    for pattern in patterns:
+        if "*" not in pattern:
+            if value == pattern:
+                return True
+        elif _value_glob(pattern).fullmatch(value):
+            return True
+    return False

@@ -1,8 +1,29 @@
-"""Translation between transport-free domain values and protobuf messages."""
+"""Translation between transport-free domain values and protobuf messages.
+
+The one place where a policy rule (:class:`~pullguard.services.runtime.config.Rule`)
+becomes a ``RulePolicy`` and where layers read parts of it back, with every
+enum table (severity, signature mode, rekor). An unknown value never travels
+as ``*_UNSPECIFIED``, ``NONE`` or ``OPTIONAL``, and an unknown value received
+is refused, never guessed at.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TypeVar
+
+from pullguard.services.runtime.config.policy import (
+    KeylessIdentity,
+    LayerRule,
+    ProvenanceRule,
+    Rule,
+    SignatureMode,
+    SignatureRule,
+    TagRule,
+)
+from pullguard.services.runtime.config.settings import Limits
 from pullguard.services.runtime.descriptors import Descriptor
+from pullguard.services.runtime.errors import InvalidRequest, PullguardError
 from pullguard.services.runtime.findings import Finding, Severity, Verdict
 from pullguard.v1 import common_pb2
 
@@ -71,3 +92,172 @@ def descriptor_to_proto(descriptor: Descriptor) -> common_pb2.Descriptor:
         artifact_type=descriptor.artifact_type,
         platform=descriptor.platform,
     )
+
+
+# -- policy rules -----------------------------------------------------------------------
+
+_SIGNATURE_MODES = {
+    SignatureMode.NONE: common_pb2.SignaturePolicy.NONE,
+    SignatureMode.ENFORCE: common_pb2.SignaturePolicy.ENFORCE,
+    SignatureMode.WARN: common_pb2.SignaturePolicy.WARN,
+}
+_SIGNATURE_MODES_FROM_PROTO = {number: mode for mode, number in _SIGNATURE_MODES.items()}
+_REKOR = {
+    "required": common_pb2.SignaturePolicy.REQUIRED,
+    "optional": common_pb2.SignaturePolicy.OPTIONAL,
+}
+_REKOR_REQUIRED_FROM_PROTO = {number: word == "required" for word, number in _REKOR.items()}
+_Word = TypeVar("_Word", bound=str)
+_Enum = TypeVar("_Enum")
+_INT32_MAX = 2**31 - 1
+_INT64_MAX = 2**63 - 1
+
+
+def _bounded(value: int, maximum: int) -> int:
+    """A configured limit in the proto's range. A larger limit is cut to the
+    largest the field holds, which is stricter, never looser."""
+    return min(value, maximum)
+
+
+def _known(table: Mapping[_Word, _Enum], value: _Word, what: str) -> _Enum:
+    number = table.get(value)
+    if number is None:
+        # An unknown value must never travel as *_UNSPECIFIED, NONE or OPTIONAL.
+        raise PullguardError(f"unknown {what} {value!r}")
+    return number
+
+
+def signature_to_proto(
+    rule: SignatureRule, max_signatures: int, max_signature_bytes: int, where: str
+) -> common_pb2.SignaturePolicy:
+    """A rule's (or provenance signers') signature requirements, with the limits."""
+    return common_pb2.SignaturePolicy(
+        mode=_known(_SIGNATURE_MODES, rule.mode, f"{where} signature mode"),
+        keys=[common_pb2.PublicKey(name=name, pem=pem) for name, pem in rule.keys],
+        threshold=_bounded(rule.threshold, _INT32_MAX),
+        keyless=[_keyless_to_proto(identity) for identity in rule.keyless],
+        trusted_root_json=rule.trusted_root,
+        rekor=_known(_REKOR, rule.rekor, f"{where} rekor setting"),
+        signature_repository=rule.repository,
+        signed_identity=rule.identity,
+        max_signatures=_bounded(max_signatures, _INT32_MAX),
+        max_signature_bytes=_bounded(max_signature_bytes, _INT64_MAX),
+    )
+
+
+def _keyless_to_proto(identity: KeylessIdentity) -> common_pb2.KeylessIdentity:
+    return common_pb2.KeylessIdentity(
+        issuer=identity.issuer, subject=identity.subject, subject_regex=identity.subject_regex
+    )
+
+
+def _tags_to_proto(tags: TagRule) -> common_pb2.TagPolicy:
+    return common_pb2.TagPolicy(
+        deny=list(tags.deny),
+        allow=list(tags.allow),
+        require_digest=tags.require_digest,
+        digest_pulls=tags.digest_pulls,
+    )
+
+
+def _layers_to_proto(layers: LayerRule) -> common_pb2.LayerPolicy:
+    return common_pb2.LayerPolicy(
+        inspect=layers.inspect,
+        setuid=layers.setuid,
+        devices=layers.devices,
+        max_uncompressed_bytes=_bounded(layers.max_uncompressed_bytes, _INT64_MAX),
+        max_entries=_bounded(layers.max_entries, _INT64_MAX),
+        max_ratio=_bounded(layers.max_ratio, _INT64_MAX),
+    )
+
+
+def _provenance_to_proto(
+    provenance: ProvenanceRule, max_signatures: int, max_signature_bytes: int, where: str
+) -> common_pb2.ProvenancePolicy:
+    return common_pb2.ProvenancePolicy(
+        required=provenance.required,
+        builder_ids=list(provenance.builder_ids),
+        source_repositories=list(provenance.source_repositories),
+        signers=signature_to_proto(
+            provenance.signers, max_signatures, max_signature_bytes, f"{where} provenance"
+        ),
+    )
+
+
+def rule_to_proto(
+    rule: Rule, max_signatures: int, max_signature_bytes: int
+) -> common_pb2.RulePolicy:
+    """The wire form of the rule a plan applies, with the signature limits it carries.
+
+    Raises :class:`PullguardError` for a mode or rekor setting outside the tables."""
+    where = f"rule {rule.index}"
+    return common_pb2.RulePolicy(
+        index=rule.index,
+        match=rule.match,
+        signature=signature_to_proto(rule.signature, max_signatures, max_signature_bytes, where),
+        pinned_digest=rule.pinned_digest,
+        foreign_url_hosts=list(rule.foreign_url_hosts),
+        layer_media_types=list(rule.layer_media_types),
+        tags=_tags_to_proto(rule.tags),
+        layers=_layers_to_proto(rule.layers),
+        approved_sources=list(rule.approved_sources),
+        require_source_annotation=rule.require_source_annotation,
+        provenance=_provenance_to_proto(
+            rule.provenance, max_signatures, max_signature_bytes, where
+        ),
+        artifact_types=list(rule.artifact_types),
+    )
+
+
+def signature_mode_from_proto(message: common_pb2.SignaturePolicy) -> SignatureMode:
+    """The mode a plan's signature policy states; unset or unknown is refused."""
+    mode = _SIGNATURE_MODES_FROM_PROTO.get(message.mode)
+    if mode is None:
+        # An unset or unknown mode must never pass as "nothing required".
+        raise InvalidRequest(f"signature policy has no known mode (got {message.mode})")
+    return mode
+
+
+def signature_limits_from_proto(message: common_pb2.SignaturePolicy) -> tuple[int, int]:
+    """(signatures, bytes of each) a plan allows: the plan is their only source.
+
+    Analysis always sets both, 0 included; a plan built without them (by hand)
+    gets the built-in defaults, never the receiving service's own settings."""
+    defaults = Limits()
+    signatures = message.max_signatures if message.HasField("max_signatures") else None
+    size = message.max_signature_bytes if message.HasField("max_signature_bytes") else None
+    return (
+        defaults.signatures if signatures is None else signatures,
+        defaults.signature_bytes if size is None else size,
+    )
+
+
+def rekor_required_from_proto(message: common_pb2.SignaturePolicy, where: str) -> bool:
+    """Whether a transparency-log entry is required; unset or unknown is refused."""
+    required = _REKOR_REQUIRED_FROM_PROTO.get(message.rekor)
+    if required is None:
+        raise InvalidRequest(f"{where}: signature policy has no known rekor setting")
+    return required
+
+
+def layer_rule_from_proto(message: common_pb2.LayerPolicy) -> LayerRule:
+    """The plan's layer policy; all zero means the defaults (inspection on),
+    a zero field that field's default. Unknown words are refused, not guessed."""
+    defaults = LayerRule()
+    if message == common_pb2.LayerPolicy():
+        return defaults
+    words = {}
+    for name in ("setuid", "devices"):
+        value = getattr(message, name) or getattr(defaults, name)
+        if value not in ("report", "deny"):
+            raise InvalidRequest(
+                f"plan.rule.layers.{name}: got {value[:40]!r}, expected report or deny"
+            )
+        words[name] = value
+    numbers = {}
+    for name in ("max_uncompressed_bytes", "max_entries", "max_ratio"):
+        value = getattr(message, name)
+        if value < 0:
+            raise InvalidRequest(f"plan.rule.layers.{name}: got {value}, expected >= 0")
+        numbers[name] = value or getattr(defaults, name)
+    return LayerRule(inspect=message.inspect, **words, **numbers)

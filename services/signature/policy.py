@@ -12,10 +12,10 @@ INFO findings: they do not deny.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from pullguard.services.runtime.config.policy import SignatureMode
 from pullguard.services.runtime.findings import Finding, Verdict
 
 LAYER = "signature"
@@ -55,10 +55,8 @@ WRONG_TYPE = "signature.wrong_type"
 UNSIGNED_ANNOTATION_IGNORED = "signature.unsigned_annotation_ignored"
 
 
-class Mode(enum.Enum):
-    NONE = "none"
-    ENFORCE = "enforce"
-    WARN = "warn"
+#: The policy's signature modes (none, enforce, warn), one enum from YAML to here.
+Mode = SignatureMode
 
 
 @dataclass(frozen=True)

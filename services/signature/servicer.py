@@ -22,7 +22,12 @@ import grpc
 from pullguard.services.runtime.config import Config
 from pullguard.services.runtime.digests import DigestSyntaxError, parse_digest
 from pullguard.services.runtime.errors import ConfigError, InvalidRequest, StagingError
-from pullguard.services.runtime.protoconv import verdict_to_proto
+from pullguard.services.runtime.protoconv import (
+    rekor_required_from_proto,
+    signature_limits_from_proto,
+    signature_mode_from_proto,
+    verdict_to_proto,
+)
 from pullguard.services.runtime.staging import StagingStore
 from pullguard.services.signature import simplesigning
 from pullguard.services.signature.attestations import AttestationOutcome, verify_attestations
@@ -43,24 +48,12 @@ from pullguard.services.signature.verifier import (
 )
 from pullguard.v1 import common_pb2, signature_pb2, signature_pb2_grpc
 
-_MODES = {
-    common_pb2.SignaturePolicy.NONE: Mode.NONE,
-    common_pb2.SignaturePolicy.ENFORCE: Mode.ENFORCE,
-    common_pb2.SignaturePolicy.WARN: Mode.WARN,
-}
-_REKOR_REQUIRED = {
-    common_pb2.SignaturePolicy.REQUIRED: True,
-    common_pb2.SignaturePolicy.OPTIONAL: False,
-}
 #: Distinct trusted roots kept parsed.
 _ROOT_CACHE = 16
 
 
 def requirement_from_proto(message: common_pb2.SignaturePolicy) -> Requirement:
-    mode = _MODES.get(message.mode)
-    if mode is None:
-        # An unset or unknown mode must never pass as "nothing required".
-        raise InvalidRequest(f"signature policy has no known mode (got {message.mode})")
+    mode = signature_mode_from_proto(message)
     if message.threshold < 0:
         raise InvalidRequest(f"signature threshold {message.threshold} is negative")
     return Requirement(mode=mode, threshold=message.threshold)
@@ -138,9 +131,7 @@ class TrustRoots:
 
 def trust_from_proto(message: common_pb2.SignaturePolicy, roots: TrustRoots, where: str) -> Trust:
     """The rule's trust material; ConfigError when some of it cannot be used."""
-    rekor_required = _REKOR_REQUIRED.get(message.rekor)
-    if rekor_required is None:
-        raise InvalidRequest(f"{where}: signature policy has no known rekor setting")
+    rekor_required = rekor_required_from_proto(message, where)
     try:
         keys = load_trusted_keys((k.name, k.pem) for k in message.keys)
         signers = load_signers((k.issuer, k.subject, k.subject_regex) for k in message.keyless)
@@ -172,11 +163,11 @@ class SignatureServicer(signature_pb2_grpc.SignatureServicer):  # type: ignore[m
         self._roots = TrustRoots()
 
     def _limits(self, message: common_pb2.SignaturePolicy) -> Limits:
-        defaults = self._config_limits
+        signatures, payload_bytes = signature_limits_from_proto(message)
         return Limits(
-            manifest_bytes=defaults.manifest_bytes,
-            payload_bytes=message.max_signature_bytes or defaults.signature_bytes,
-            signatures=message.max_signatures or defaults.signatures,
+            manifest_bytes=self._config_limits.manifest_bytes,
+            payload_bytes=payload_bytes,
+            signatures=signatures,
         )
 
     def _subject(self, session: str, plan: common_pb2.Plan, digest: str) -> Subject:

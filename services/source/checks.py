@@ -37,10 +37,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
-from pullguard.services.runtime.config import host_matches
 from pullguard.services.runtime.digests import is_digest
 from pullguard.services.runtime.errors import InvalidRequest
 from pullguard.services.runtime.findings import Finding, Verdict
+from pullguard.services.runtime.patterns import host_matches
 from pullguard.services.source.provenance import (
     ManifestEvidence,
     SourceRule,

@@ -31,12 +31,12 @@ nothing.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from pullguard.services.runtime.errors import InvalidRequest
 from pullguard.services.runtime.findings import Finding
+from pullguard.services.runtime.patterns import printable_ascii, value_matches
 
 SOURCE_ANNOTATION = "org.opencontainers.image.source"
 #: Predicate types of SLSA provenance; nothing else is provenance.
@@ -83,27 +83,6 @@ class ManifestEvidence:
     provenance: tuple[VerifiedProvenance, ...] = ()
 
 
-def _clean(value: str) -> bool:
-    return bool(value) and value.isascii() and all(" " < ch < "\x7f" for ch in value)
-
-
-def _glob(pattern: str) -> re.Pattern[str]:
-    return re.compile("[^/]+".join(re.escape(part) for part in pattern.split("*")))
-
-
-def matches(value: str, patterns: Iterable[str]) -> bool:
-    """Does ``value`` equal a pattern, or match a ``*`` glob of one?"""
-    if not _clean(value):
-        return False
-    for pattern in patterns:
-        if "*" not in pattern:
-            if value == pattern:
-                return True
-        elif _glob(pattern).fullmatch(value):
-            return True
-    return False
-
-
 def _listed(patterns: tuple[str, ...]) -> str:
     return ", ".join(patterns)[:200] or "(none approved)"
 
@@ -130,7 +109,7 @@ def annotation_findings(rule: SourceRule, evidence: ManifestEvidence) -> list[Fi
                 f" expected one of [{_listed(rule.approved_sources)}]",
             )
         ]
-    if matches(claimed, rule.approved_sources):
+    if value_matches(claimed, rule.approved_sources):
         return [
             Finding.info(
                 "source.provenance_annotation",
@@ -183,15 +162,16 @@ def _judge(
             f"got a statement about {entry.subject_digest[:140] or '(no subject)'},"
             f" expected {' or '.join(sorted(subjects))}"
         )
-    if not _clean(entry.builder_id) or (
+    if not printable_ascii(entry.builder_id) or (
         rule.builder_ids and entry.builder_id not in rule.builder_ids
     ):
         return 2, (
             f"got builder {entry.builder_id[:200] or '(none)'!r},"
             f" expected one of [{_listed(rule.builder_ids)}]"
         )
-    if not _clean(entry.source_repository) or (
-        rule.source_repositories and not matches(entry.source_repository, rule.source_repositories)
+    if not printable_ascii(entry.source_repository) or (
+        rule.source_repositories
+        and not value_matches(entry.source_repository, rule.source_repositories)
     ):
         return 3, (
             f"got source repository {entry.source_repository[:200] or '(none)'!r},"

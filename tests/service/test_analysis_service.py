@@ -441,3 +441,15 @@ async def test_p01_p02_denials_open_no_connection(tmp_path: Path) -> None:
     finally:
         listener.close()
         await listener.wait_closed()
+
+
+def test_signature_limits_always_travel_even_when_zero(tmp_path: Path) -> None:
+    # The signature service takes these from the plan alone: a configured 0
+    # must arrive as a 0, not as an absent field that means "the defaults".
+    verdict, data = Planner(service_config(tmp_path)).plan("lab/signed/app", "v1")
+    assert verdict.allowed and data is not None
+    zero = dataclasses.replace(data, max_signatures=0, max_signature_bytes=0)
+    rule = plan_to_proto(zero).rule
+    for policy in (rule.signature, rule.provenance.signers):
+        assert policy.HasField("max_signatures") and policy.max_signatures == 0
+        assert policy.HasField("max_signature_bytes") and policy.max_signature_bytes == 0

@@ -579,6 +579,19 @@ async def test_g08_rule_limit_on_signatures(
     assert findings(response) == [("signature.too_many", common_pb2.ERROR)]
 
 
+async def test_g08_a_plan_limit_of_zero_is_the_limit_not_a_fallback(
+    stub: signature_pb2_grpc.SignatureStub, config: Config, signed: Signed
+) -> None:
+    # The plan is the only source of the limit: a 0 that analysis sent is not
+    # replaced by the signature service's own (larger) setting.
+    artifact = stage(config, signed.sig1)
+    message = request(signed, signed.image1.digest, [artifact])
+    message.plan.rule.signature.max_signatures = 0
+    response = await call(stub, message)
+    assert response.verdict.decision == common_pb2.DENY
+    assert findings(response) == [("signature.too_many", common_pb2.ERROR)]
+
+
 async def test_g09_rule_limit_on_signature_size(
     stub: signature_pb2_grpc.SignatureStub, config: Config, signed: Signed
 ) -> None:

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from pullguard.gateway.policy_lint import covers, never_matches
-from pullguard.services.runtime.config import load_config
-from pullguard.services.runtime.configload import ConfigErrors
+from pullguard.services.runtime.config import ConfigErrors, load_config
 from pullguard.services.runtime.errors import ConfigError
 from tests.support.stack import pullguard_command
 

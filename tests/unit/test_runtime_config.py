@@ -76,7 +76,7 @@ def test_policy_version_changes_with_the_checks_revision(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Admissions made before a check was added (an index as one unit) verify again.
-    from pullguard.services.runtime import config as runtime_config
+    from pullguard.services.runtime.config import policy as runtime_config
 
     text = "upstreams: {lab: {url: 'https://x'}}\npolicy: {rules: [{match: '**'}]}"
     first = parse_config(text, "c.yaml", tmp_path).policy_version
@@ -165,3 +165,16 @@ def test_p03c_tag_rules_make_digest_pulls_pinned_by_default(tmp_path: Path) -> N
     assert tags("{match: a}") == "allow"
     assert tags("{match: a, tags: {allow: ['^v1$']}}") == "pinned"
     assert tags("{match: a, tags: {allow: ['^v1$'], digest_pulls: allow}}") == "allow"
+
+
+def test_signature_mode_reads_as_its_word_in_the_policy_version(tmp_path: Path) -> None:
+    # The policy version hashes the rule's repr: the mode enum must read as the
+    # plain word it was before it became an enum, or every admission made by
+    # an older pullguard would be verified again for nothing.
+    from pullguard.services.runtime.config.policy import SignatureMode
+
+    text = "upstreams: {lab: {url: 'https://x'}}\npolicy: {rules: [{match: '**'}]}"
+    rule = parse_config(text, "c.yaml", tmp_path).policy.rules[0]
+    assert rule.signature.mode is SignatureMode.NONE
+    assert "mode='none'" in repr(rule.signature)
+    assert rule.signature.mode == "none"

@@ -8,6 +8,7 @@ import pytest
 
 from pullguard.services.runtime.errors import InvalidRequest
 from pullguard.services.runtime.findings import Severity, Verdict
+from pullguard.services.runtime.patterns import value_matches as matches
 from pullguard.services.source.checks import (
     DescriptorUrls,
     Exchange,
@@ -19,7 +20,6 @@ from pullguard.services.source.provenance import (
     ManifestEvidence,
     SourceRule,
     VerifiedProvenance,
-    matches,
 )
 
 DIGEST = "sha256:" + "d" * 64
