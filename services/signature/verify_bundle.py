@@ -6,8 +6,8 @@
 
 The command-line shape of the sigstore conformance suite. FILE_OR_DIGEST is
 the signed artifact, or its digest as ``sha256:<hex>``. The bundle is
-verified with the same code the signature layer uses for bundles it finds
-on images (``services/signature/bundles.py``): a certificate bundle must be
+verified with the same code this layer uses for bundles it finds
+on images (``bundles.py`` beside it): a certificate bundle must be
 issued to exactly that identity by that issuer, under the trusted root (by
 default the Sigstore production root shipped with the ``sigstore`` package;
 nothing is fetched); a key bundle must verify under the key. A DSSE bundle's
