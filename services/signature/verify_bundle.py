@@ -21,13 +21,13 @@ unusable trust material (a key or trusted root that does not parse); 2 usage
 from __future__ import annotations
 
 import argparse
-import hashlib
 import re
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pullguard.services.runtime.digests import digest_bytes
 from pullguard.services.signature import bundles
 from pullguard.services.signature.backend import BundleFailure
 from pullguard.services.signature.identity import IdentityConfigError, KeylessSigner
@@ -171,7 +171,7 @@ def _artifact(value: str) -> bundles.ArtifactRef:
     if value.startswith("sha256:"):
         raise _InputError(f"{value[:80]!r} is not sha256:<64 lowercase hex digits>")
     content = _read(value, "artifact")
-    return bundles.ArtifactRef("sha256:" + hashlib.sha256(content).hexdigest(), content)
+    return bundles.ArtifactRef(digest_bytes(content), content)
 
 
 if __name__ == "__main__":  # pragma: no cover
