@@ -1,12 +1,17 @@
-"""The gateway process: HTTP front door plus the gRPC Gateway service."""
+"""The gateway process: HTTP front door plus the gRPC Gateway service.
+
+It starts like every service: :func:`~pullguard.services.runtime.main.run_process`
+(telemetry set up and shut down) around
+:func:`~pullguard.services.runtime.server.serve_forever` (health, reflection,
+interceptor, signals, drain), with the front door started beside the gRPC
+server and stopped in its ``on_stopping`` hook.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import resource
 import shutil
-import signal
 from pathlib import Path
 
 from aiohttp import web
@@ -23,7 +28,8 @@ from pullguard.gateway.publish import Publisher
 from pullguard.gateway.stores import AdmittedStore, Quarantine
 from pullguard.gateway.target import RegistryTarget
 from pullguard.services.runtime.config import Config
-from pullguard.services.runtime.server import start_server
+from pullguard.services.runtime.main import run_process
+from pullguard.services.runtime.server import serve_forever
 from pullguard.services.runtime.staging import StagingStore
 
 log = logging.getLogger("pullguard.gateway")
@@ -78,8 +84,13 @@ def build_pipeline(config: Config) -> tuple[Pipeline, DecisionLog, AdmittedStore
     return pipeline, decisions, admitted, quarantine
 
 
+def run_gateway(config: Config) -> None:
+    """Serve the gateway until SIGINT/SIGTERM, telemetry on, as every service runs."""
+    run_process("gateway", config, lambda: serve_gateway(config))
+
+
 async def serve_gateway(config: Config) -> None:
-    """Serve until SIGINT/SIGTERM, then drain both servers."""
+    """Serve until SIGINT/SIGTERM: NOT_SERVING, then the front door, then gRPC drain."""
     pipeline, decisions, admitted, quarantine = build_pipeline(config)
     ratelog.install()
     raise_open_files()
@@ -98,20 +109,20 @@ async def serve_gateway(config: Config) -> None:
     site = web.TCPSite(runner, host, port, shutdown_timeout=5.0)
     await site.start()
     servicer = GatewayServicer(pipeline, decisions, quarantine)
-    grpc_server, health, grpc_port = await start_server(
-        "gateway", config.grpc_listen, lambda server: register(server, servicer)
-    )
-    log.info("gateway: front door on http://%s, gRPC on %s", config.listen, config.grpc_listen)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    log.info("gateway shutting down")
-    await health.enter_graceful_shutdown()
-    await runner.cleanup()
-    await grpc_server.stop(5.0)
-    await pipeline.clients.close()
-    if pipeline.publisher is not None:
-        await pipeline.publisher.close()
-    decisions.close()
+
+    def started(_grpc_port: int) -> None:
+        log.info("gateway: front door on http://%s, gRPC on %s", config.listen, config.grpc_listen)
+
+    try:
+        await serve_forever(
+            "gateway",
+            config.grpc_listen,
+            lambda server: register(server, servicer),
+            on_started=started,
+            on_stopping=runner.cleanup,
+        )
+    finally:
+        await pipeline.clients.close()
+        if pipeline.publisher is not None:
+            await pipeline.publisher.close()
+        decisions.close()

@@ -8,7 +8,6 @@ user: every failure is one line on stderr naming what and where.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
@@ -164,7 +163,7 @@ def _parser() -> argparse.ArgumentParser:
     policy.add_argument("file")
     policy.add_argument("--strict", action="store_true", help="warnings fail too (exit 1)")
 
-    from pullguard.gateway import verify_bundle
+    from pullguard.services.signature import verify_bundle
 
     verify_bundle.add_arguments(
         sub.add_parser(
@@ -228,7 +227,7 @@ def _say_which_config(args: argparse.Namespace, config: Config) -> None:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "verify-bundle":
-        from pullguard.gateway.verify_bundle import run
+        from pullguard.services.signature.verify_bundle import run
 
         return run(args)
     if args.command == "policy":
@@ -325,7 +324,7 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
     if args.service == "gateway":
         from dataclasses import replace
 
-        from pullguard.gateway.app import serve_gateway
+        from pullguard.gateway.app import run_gateway
 
         services = {}
         for item in args.services:
@@ -339,11 +338,8 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
             grpc_listen=args.grpc_listen or config.grpc_listen,
         )
         _refuse_taken({"--listen": config.listen, "--grpc-listen": config.grpc_listen})
-        from pullguard.services.runtime.telemetry import setup_telemetry
-
-        setup_telemetry(config.telemetry, "gateway")
         try:
-            asyncio.run(serve_gateway(config))
+            run_gateway(config)
         except OSError as exc:
             raise PullguardError(
                 f"gateway: cannot listen on {config.listen} or {config.grpc_listen}:"

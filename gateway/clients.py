@@ -2,13 +2,16 @@
 
 Every call has a deadline. A call that does not complete becomes one of:
 
-- :class:`LayerFailure` — the layer could not give a verdict: unreachable
+- :class:`LayerUnavailable` — the layer could not give a verdict: unreachable
   (``layer_unavailable``), past its deadline (``layer_timeout``), crashing
   (``layer_error``: INTERNAL, UNKNOWN, a servicer exception) or reporting
   NOT_SERVING on its health service (``layer_not_serving``). An outage: the
   pull is refused as retryable (503), never recorded as a verdict.
-- :class:`UpstreamError` / :class:`NotFound` — the fetcher reported that the
-  upstream failed or has no such content. Not a security verdict; never cached.
+- :class:`UpstreamError` / :class:`NotFound` / :class:`StagingFull` — the
+  fetcher reported that the upstream failed or has no such content, or that it
+  could not stage it (rebuilt from the call's trailers by
+  :func:`~pullguard.services.runtime.errors.error_from_trailers`). Not a
+  security verdict; never cached.
 
 Each layer's health is polled in the background; a call to a layer whose
 last reported status is NOT_SERVING fails at once.
@@ -31,14 +34,10 @@ from pullguard.services.runtime.channels import open_channel
 from pullguard.services.runtime.config import LAYERS, ServicesTls
 from pullguard.services.runtime.errors import (
     LayerUnavailable,
-    NotFound,
     PullguardError,
-    StagingFull,
-    UpstreamError,
-    UpstreamTimeout,
-    UpstreamUnreachable,
+    error_class_of,
+    error_from_trailers,
 )
-from pullguard.services.runtime.server import ERROR_CLASS_KEY, ERROR_HTTP_KEY, ERROR_OCI_KEY
 from pullguard.services.runtime.telemetry import tracer
 from pullguard.v1 import (
     analysis_pb2_grpc,
@@ -71,12 +70,13 @@ _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 def _unreachable(exc: grpc.aio.AioRpcError) -> bool:
     """UNAVAILABLE raised by the channel itself, not by the service."""
-    trailing = dict(exc.trailing_metadata() or ())
-    return exc.code() is grpc.StatusCode.UNAVAILABLE and ERROR_CLASS_KEY not in trailing
+    return exc.code() is grpc.StatusCode.UNAVAILABLE and not error_class_of(
+        exc.trailing_metadata() or ()
+    )
 
 
-class LayerFailure(LayerUnavailable):
-    """A layer did not return a verdict: an outage (503), never a denial."""
+#: The name gateway/pipeline.py still catches; it is the one error class.
+LayerFailure = LayerUnavailable
 
 
 @dataclass
@@ -119,7 +119,7 @@ class LayerClients:
         """Call ``layer.method`` and translate every failure (see module doc)."""
         self._watch_health()
         if self.health.get(layer) == _NOT_SERVING:
-            raise LayerFailure(
+            raise LayerUnavailable(
                 layer, f"{layer}: not serving (its health check fails)", "layer_not_serving"
             )
         rpc: Callable[..., Awaitable[Any]] = getattr(self._stubs[layer], method)
@@ -136,7 +136,7 @@ class LayerClients:
                 try:
                     await asyncio.wait_for(self._channels[layer].channel_ready(), RECONNECT_WAIT)
                 except TimeoutError:
-                    raise LayerFailure(layer, f"{layer}: service unavailable") from None
+                    raise LayerUnavailable(layer, f"{layer}: service unavailable") from None
                 return await rpc(request, timeout=timeout or self.default_timeout)
             except grpc.aio.AioRpcError as exc:
                 raise _translate(layer, exc) from None
@@ -179,37 +179,21 @@ class LayerClients:
             await channel.close()
 
 
-_UPSTREAM_ERRORS: dict[str, type[UpstreamError]] = {
-    "UpstreamError": UpstreamError,
-    "UpstreamUnreachable": UpstreamUnreachable,
-}
-
-
 def _translate(layer: str, exc: grpc.aio.AioRpcError) -> PullguardError:
-    trailing = {key: value for key, value in (exc.trailing_metadata() or ())}
-    error_class = trailing.get(ERROR_CLASS_KEY, "")
+    trailing = tuple(exc.trailing_metadata() or ())
+    error_class = error_class_of(trailing)
     details = exc.details() or exc.code().name
     if layer == "fetcher":
-        if error_class == "UpstreamTimeout":
-            return UpstreamTimeout(details)
-        upstream = _UPSTREAM_ERRORS.get(str(error_class))
-        if upstream is not None:
-            error = upstream(details)
-            status = trailing.get(ERROR_HTTP_KEY, "")
-            if isinstance(status, str) and status.isdigit():
-                error.http_status = int(status)
+        # Only the fetcher speaks for the upstream and its staging store.
+        error = error_from_trailers(trailing, details)
+        if error is not None:
             return error
-        if error_class == "StagingFull":
-            return StagingFull(details)
-        if error_class == "NotFound":
-            oci_code = trailing.get(ERROR_OCI_KEY, "MANIFEST_UNKNOWN")
-            return NotFound(details, oci_code=str(oci_code))
     if exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
-        return LayerFailure(layer, f"{layer}: no verdict within the deadline", "layer_timeout")
+        return LayerUnavailable(layer, f"{layer}: no verdict within the deadline", "layer_timeout")
     if exc.code() is grpc.StatusCode.UNAVAILABLE and not error_class:
-        return LayerFailure(layer, f"{layer}: service unavailable")
+        return LayerUnavailable(layer, f"{layer}: service unavailable")
     # INTERNAL, UNKNOWN (a servicer exception), a layer that is not ready, or
     # an error the layer raised on purpose: no verdict either way.
     message = details if details.startswith(layer) else f"{layer}: {details}"
     kind = "layer_not_serving" if error_class == "NotServing" else "layer_error"
-    return LayerFailure(layer, message, kind)
+    return LayerUnavailable(layer, message, kind)

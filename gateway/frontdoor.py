@@ -1,7 +1,10 @@
 """The HTTP front door: the pull half of the OCI distribution API.
 
-Handlers are thin: parse the path exactly, ask the pipeline, and map the
-outcome through one table (:meth:`FrontDoor.error`). Repository names are
+Handlers are thin: parse the path exactly, ask the pipeline, and raise what
+went wrong as a :class:`Refusal` around a pullguard error; one middleware
+(:func:`oci_errors`) maps every error through the one table of
+:mod:`pullguard.services.runtime.errors` (each class declares its HTTP status
+and OCI code). Repository names are
 ``<upstream-alias>/<repository>``; blobs are served only from the admitted
 store, and only to a repository name whose manifest pull was admitted.
 """
@@ -27,7 +30,14 @@ from pullguard.gateway.public import Scrubber, warning_header
 from pullguard.gateway.stores import AdmittedStore
 from pullguard.gateway.syntax import syntax_status
 from pullguard.services.runtime.digests import DigestSyntaxError, parse_digest
-from pullguard.services.runtime.errors import PullguardError
+from pullguard.services.runtime.errors import (
+    BlobUnreadable,
+    Denied,
+    InvalidRequest,
+    NotFound,
+    PullguardError,
+    Unsupported,
+)
 
 log = logging.getLogger("pullguard.frontdoor")
 
@@ -54,6 +64,37 @@ def oci_error(
     )
 
 
+class Refusal(Exception):
+    """What a handler raises to answer with ``error``: its message reaches the client.
+
+    ``message`` replaces the error's own (scrubbed of upstream addresses);
+    ``detail`` becomes the OCI error's ``detail``; ``headers`` add to those the
+    error's class implies (Retry-After, Allow). Any other error that escapes a
+    handler is logged and answered with its status and code alone.
+    """
+
+    def __init__(
+        self,
+        error: PullguardError,
+        detail: Any = None,
+        headers: dict[str, str] | None = None,
+        message: str | None = None,
+    ) -> None:
+        self.message = error.message if message is None else message
+        super().__init__(self.message)
+        self.error = error
+        self.detail = detail
+        self.headers = headers or {}
+
+
+def _implied_headers(error: PullguardError) -> dict[str, str]:
+    """The headers an error's class implies on the wire."""
+    headers = {"Retry-After": str(error.retry_after)} if error.retry_after else {}
+    if isinstance(error, Unsupported):
+        headers["Allow"] = "GET, HEAD"
+    return headers
+
+
 @web.middleware
 async def oci_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Nothing but an OCI error body leaves the front door, whatever went wrong."""
@@ -63,6 +104,12 @@ async def oci_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         if exc.status < 400:
             raise
         return oci_error(exc.status, _HTTP_CODES.get(exc.status, "UNSUPPORTED"), exc.reason)
+    except Refusal as refusal:
+        error = refusal.error
+        headers = {**_implied_headers(error), **refusal.headers}
+        return oci_error(
+            error.http_status, error.oci_code, refusal.message, refusal.detail, headers
+        )
     except PullguardError as exc:
         log.error("front door: %s %s: %s", request.method, request.path[:200], exc.message)
         return oci_error(exc.http_status, exc.oci_code, "request failed; see the gateway's log")
@@ -91,13 +138,12 @@ class FrontDoor:
         app.router.add_route("*", "/{tail:.*}", self.dispatch)
         return app
 
-    def error(self, exc: PullguardError, decision_id: str = "") -> web.Response:
-        """The one mapping from pullguard errors to HTTP: each class declares status and code."""
+    def refusal(self, exc: PullguardError, decision_id: str = "") -> Refusal:
+        """A pipeline error for the client: its message scrubbed, its decision as detail."""
         detail = {"decision": decision_id} if decision_id else None
-        retry = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-        return oci_error(exc.http_status, exc.oci_code, self.scrub.text(exc.message), detail, retry)
+        return Refusal(exc, detail, message=self.scrub.text(exc.message))
 
-    def denial(self, result: PullResult) -> web.Response:
+    def denial(self, result: PullResult) -> Refusal:
         report = result.report
         layer = report.denied_by or "gateway"
         reason = report.reason or "denied"
@@ -110,23 +156,17 @@ class FrontDoor:
         if syntax is not None:
             # Refused by syntax before any policy question: the spec's status.
             status, code = syntax
-            return oci_error(status, code, message, None, headers)
+            return Refusal(Denied(message, status, code), None, headers)
         detail = {"decision": report.decision_id, "layer": layer, "findings": findings}
-        return oci_error(403, "DENIED", message, self.scrub.data(detail), headers)
+        return Refusal(Denied(message), self.scrub.data(detail), headers)
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         if request.method not in ("GET", "HEAD"):
-            return oci_error(
-                405,
-                "UNSUPPORTED",
-                "pullguard serves pulls only (GET and HEAD)",
-                None,
-                {"Allow": "GET, HEAD"},
-            )
+            raise Refusal(Unsupported("pullguard serves pulls only (GET and HEAD)"))
         try:
             path = _decoded_path(request)
         except (PullguardError, UnicodeDecodeError):
-            return oci_error(400, "NAME_INVALID", "invalid request path")
+            raise Refusal(InvalidRequest("invalid request path")) from None
         if path in ("/v2", "/v2/"):
             return web.Response(body=b"{}", content_type="application/json", headers=API_HEADERS)
         if match := _MANIFEST_RE.fullmatch(path):
@@ -135,14 +175,14 @@ class FrontDoor:
             return await self.blob(request, match["name"], match["digest"])
         if match := _TAGS_RE.fullmatch(path):
             return await self.tags(request, match["name"])
-        return oci_error(404, "NOT_FOUND", "not an OCI distribution pull endpoint")
+        raise Refusal(NotFound("not an OCI distribution pull endpoint", "NOT_FOUND"))
 
     async def manifest(self, request: web.Request, name: str, reference: str) -> web.StreamResponse:
         result = await self.pipeline.pull(name, reference, admit=True)
         if result.error is not None:
-            return self.error(result.error, result.report.decision_id)
+            raise self.refusal(result.error, result.report.decision_id)
         if not result.allowed or result.manifest is None:
-            return self.denial(result)
+            raise self.denial(result)
         report = result.report
         headers = {
             **API_HEADERS,
@@ -166,20 +206,20 @@ class FrontDoor:
         try:
             parse_digest(digest)
         except DigestSyntaxError as exc:
-            return oci_error(400, "DIGEST_INVALID", str(exc))
+            raise Refusal(InvalidRequest(str(exc), "DIGEST_INVALID")) from None
         repository = self.decisions.repository_for(name)
         if repository is None or not self.decisions.blob_admitted(repository, digest):
             # Not pulled under this spelling: the name as the manifest route reads it.
             repository = await self.pipeline.repository_of(name)
         if repository is None or not self.decisions.blob_admitted(repository, digest):
-            return oci_error(404, "BLOB_UNKNOWN", f"{digest} is not admitted for {name}")
+            raise Refusal(NotFound(f"{digest} is not admitted for {name}", "BLOB_UNKNOWN"))
         try:
             # Hashed again unless unchanged since last verified; damaged is never served.
             verified = await asyncio.to_thread(self.admitted.verified_blob, digest)
         except OSError as exc:
-            return self._unreadable(digest, exc)
+            raise self._unreadable(digest, exc) from None
         if verified is None:
-            return oci_error(404, "BLOB_UNKNOWN", f"{digest} is not admitted for {name}")
+            raise Refusal(NotFound(f"{digest} is not admitted for {name}", "BLOB_UNKNOWN"))
         headers = {
             **API_HEADERS,
             "Docker-Content-Digest": digest,
@@ -190,15 +230,15 @@ class FrontDoor:
             # open error (EMFILE too) into an empty 404.
             handle = open(verified, "rb")  # noqa: SIM115 - the response closes it
         except OSError as exc:
-            return self._unreadable(digest, exc)
+            raise self._unreadable(digest, exc) from None
         try:
             info = os.fstat(handle.fileno())
         except OSError:
             handle.close()
-            return oci_error(503, "UNAVAILABLE", f"{digest} cannot be read now; retry")
+            raise Refusal(BlobUnreadable(f"{digest} cannot be read now; retry")) from None
         if not stat.S_ISREG(info.st_mode):
             handle.close()
-            return oci_error(503, "UNAVAILABLE", f"{digest} cannot be read now; retry")
+            raise Refusal(BlobUnreadable(f"{digest} cannot be read now; retry"))
         headers["Content-Length"] = str(info.st_size)
         if request.method == "HEAD":
             handle.close()
@@ -206,10 +246,10 @@ class FrontDoor:
         return web.Response(status=200, body=handle, headers=headers)
 
     @staticmethod
-    def _unreadable(digest: str, exc: OSError) -> web.Response:
+    def _unreadable(digest: str, exc: OSError) -> Refusal:
         """An admitted blob that cannot be read now (no descriptor left, gone): retry."""
         log.error("front door: cannot open admitted blob %s: %s", digest, exc.strerror or exc)
-        return oci_error(503, "UNAVAILABLE", f"{digest} cannot be read now; retry")
+        return Refusal(BlobUnreadable(f"{digest} cannot be read now; retry"))
 
     async def tags(self, request: web.Request, name: str) -> web.StreamResponse:
         text = request.query.get("n")
@@ -220,15 +260,14 @@ class FrontDoor:
             except ValueError:
                 n = -1
             if n < 0 or not text.isdigit():
-                return oci_error(
-                    400, "PAGINATION_NUMBER_INVALID", "n must be a non-negative integer"
-                )
+                message = "n must be a non-negative integer"
+                raise Refusal(InvalidRequest(message, "PAGINATION_NUMBER_INVALID"))
             n = min(n, MAX_PAGE)
         last = request.query.get("last", "")
         try:
             tags = await self.pipeline.list_tags(name, last)
         except PullguardError as exc:
-            return self.error(exc)
+            raise self.refusal(exc) from None
         page = sorted(t for t in set(tags) if not last or t > last)
         headers = dict(API_HEADERS)
         if len(page) > n:

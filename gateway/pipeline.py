@@ -909,6 +909,7 @@ class Pipeline:
                     predicate_type=s.predicate_type,
                     builder_id=s.builder_id,
                     source_repository=s.source_repository,
+                    source_digest=s.source_digest,
                     signer=s.signer,
                     found_at=s.found_at,
                     subject_digest=digest,

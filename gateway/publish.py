@@ -26,7 +26,6 @@ runs. They are verified bytes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +34,7 @@ from pullguard.gateway.decisions import DecisionLog
 from pullguard.gateway.stores import AdmittedStore
 from pullguard.gateway.target import MAX_NAME_LENGTH, RegistryTarget
 from pullguard.services.runtime.config import Limits, Target
+from pullguard.services.runtime.digests import computed_digest
 from pullguard.services.runtime.errors import TargetError
 
 INDEX_MEDIA_TYPES = frozenset(
@@ -157,8 +157,7 @@ class Publisher:
         if not self.admitted.has(digest):
             raise TargetError(f"target: {digest} is not in the admitted store")
         data = self.admitted.read_manifest(digest, self.limits.manifest_bytes)
-        algorithm, _, encoded = digest.partition(":")
-        if hashlib.new(algorithm, data).hexdigest() != encoded:
+        if computed_digest(data, digest) != digest:
             raise TargetError(f"target: the admitted store's {digest} does not match its digest")
         return data
 

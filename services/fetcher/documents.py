@@ -16,6 +16,7 @@ import httpx
 
 from pullguard.services.fetcher.models import Descriptor, FetchDenied
 from pullguard.services.runtime.digests import is_digest
+from pullguard.services.runtime.strictjson import unique_object
 
 #: A ``Link`` entry: ``<url>`` then parameters (RFC 8288).
 #: Written so that no two parts can match the same characters: no backtracking blow-up.
@@ -128,18 +129,9 @@ def parse_descriptor(item: Any, where: str, code: str) -> Descriptor:
 
 def _json_object(body: bytes, code: str, what: str) -> dict[str, Any]:
     try:
-        data = json.loads(body, object_pairs_hook=_no_duplicates)
+        data = json.loads(body, object_pairs_hook=unique_object)
     except (ValueError, RecursionError) as exc:
         raise FetchDenied.of(code, f"got {what} that is not JSON ({exc})") from None
     if not isinstance(data, dict):
         raise FetchDenied.of(code, f"got {what} that is not a JSON object")
     return data
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key[:60]!r}")
-        result[key] = value
-    return result

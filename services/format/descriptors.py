@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import re
 from typing import Any
 
 from pullguard.services.format.jsonstrict import MAX_SIZE, is_size
 from pullguard.services.format.mediatypes import is_media_type
 from pullguard.services.runtime.descriptors import Descriptor as Descriptor
-from pullguard.services.runtime.digests import DigestSyntaxError, parse_digest
+from pullguard.services.runtime.digests import DigestSyntaxError, computed_digest, parse_digest
 from pullguard.services.runtime.findings import Finding
 
 # The OCI grammar for any digest, registered algorithm or not: a digest that
@@ -112,12 +111,9 @@ def _check_data(value: Any, digest: str, size: int, where: str) -> Finding | Non
         return Finding.error(
             "format.data_mismatch", f"{where}: got {len(content)} bytes, expected size {size}"
         )
-    algorithm, expected = parse_digest(digest)
-    actual = hashlib.new(algorithm, content).hexdigest()
-    if actual != expected:
-        return Finding.error(
-            "format.data_mismatch", f"{where}: got {algorithm}:{actual}, expected {digest}"
-        )
+    actual = computed_digest(content, digest)
+    if actual != digest:
+        return Finding.error("format.data_mismatch", f"{where}: got {actual}, expected {digest}")
     return None
 
 

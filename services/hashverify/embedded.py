@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 from collections.abc import Iterator
 from typing import Any
 
 from pullguard.services.hashverify.claims import unusable_claim
-from pullguard.services.runtime.digests import parse_digest
+from pullguard.services.runtime.digests import computed_digest
 from pullguard.services.runtime.findings import Finding
 
 #: Where descriptors sit in images, indexes and (old) artifact manifests.
@@ -88,12 +87,11 @@ def _check(where: str, descriptor: dict[str, Any]) -> Finding | None:
             f"{where}.data: got {len(content)} bytes, expected size {size}",
             digest=digest,
         )
-    algorithm, expected = parse_digest(digest)
-    actual = hashlib.new(algorithm, content).hexdigest()
-    if actual != expected:
+    actual = computed_digest(content, digest)
+    if actual != digest:
         return Finding.error(
             "hash.data_mismatch",
-            f"{where}.data: got {algorithm}:{actual}, expected {digest}",
+            f"{where}.data: got {actual}, expected {digest}",
             digest=digest,
         )
     return None

@@ -58,6 +58,15 @@ def digest_bytes(data: bytes, algorithm: str = "sha256") -> str:
     return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
 
 
+def computed_digest(data: bytes, digest: str) -> str:
+    """``data`` hashed with ``digest``'s algorithm, spelled as a digest to compare with it.
+
+    Raises :class:`DigestSyntaxError` when ``digest`` is not a digest pullguard can recompute.
+    """
+    algorithm, _ = parse_digest(digest)
+    return digest_bytes(data, algorithm)
+
+
 def digest_stream(stream: BinaryIO, algorithm: str = "sha256") -> tuple[str, int]:
     """Hash a file object to its end; return (digest, size)."""
     hasher = hashlib.new(algorithm)

@@ -5,20 +5,28 @@
     PullguardError                  (INTERNAL, 500, UNKNOWN)
      ├── ConfigError                (FAILED_PRECONDITION)  a configuration file is wrong
      ├── InvalidRequest             (INVALID_ARGUMENT, 400, NAME_INVALID ...)  unparseable request
+     ├── Unsupported                (UNIMPLEMENTED, 405, UNSUPPORTED)  not a pull (GET/HEAD)
      ├── Denied                     (PERMISSION_DENIED, 403, DENIED)  refused by a layer's verdict
-     ├── NotFound                   (NOT_FOUND, 404, MANIFEST_UNKNOWN / BLOB_UNKNOWN)
+     ├── NotFound                   (NOT_FOUND, 404, MANIFEST_UNKNOWN / BLOB_UNKNOWN ...)
      ├── UpstreamError              (UNAVAILABLE, 502/503/504, UNAVAILABLE)  upstream failed; retry
      │    └── UpstreamUnreachable   (UNAVAILABLE)  down: connections refused, 5xx, after retries
      │         └── UpstreamTimeout  (DEADLINE_EXCEEDED, 504)
      ├── TargetError                (UNAVAILABLE, 503, UNAVAILABLE)  target registry failed; retry
      ├── StagingError               (INTERNAL)  staged content missing or unreadable
      │    └── StagingFull           (UNAVAILABLE, 503)  no space left to stage; retry
+     ├── BlobUnreadable             (UNAVAILABLE, 503, UNAVAILABLE)  admitted blob unreadable now
      └── LayerUnavailable           (UNAVAILABLE, 503, UNAVAILABLE)  a security layer could not run
           └── NotServing            a layer cannot work now (its readiness check fails)
 
 Each class declares its gRPC status code, OCI error code and HTTP status, so
-that one server interceptor and one front-door handler map every error the
-same way. A verdict (ALLOW/DENY) is never an error: see ``findings``.
+that one server interceptor (``server``) and one front-door handler
+(``gateway.frontdoor``) map every error the same way; an instance may narrow
+its OCI code or HTTP status (``NotFound(..., "BLOB_UNKNOWN")``). A verdict
+(ALLOW/DENY) is never an error: see ``findings``.
+
+Across gRPC, :func:`error_trailers` writes an error's class and mapping into
+the trailing metadata and :func:`error_from_trailers` rebuilds the classes in
+:data:`WIRE_ERRORS` from it: one registry for both directions.
 
 An *outage* (:attr:`PullguardError.outage` set) is an error that says nothing
 about the image: a layer down, hung, crashing or not ready, an upstream that
@@ -29,6 +37,9 @@ set, becomes a ``Retry-After`` header).
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Iterable
 
 import grpc
 
@@ -71,12 +82,29 @@ class InvalidRequest(PullguardError):
         self.oci_code = oci_code
 
 
+class Unsupported(PullguardError):
+    """A request that is not a pull: pullguard serves GET and HEAD only."""
+
+    grpc_code = grpc.StatusCode.UNIMPLEMENTED
+    oci_code = "UNSUPPORTED"
+    http_status = 405
+
+
 class Denied(PullguardError):
-    """A layer refused the request (a verdict, not an outage): 403 DENIED."""
+    """A layer refused the request (a verdict, not an outage): 403 DENIED.
+
+    A refusal by syntax alone is answered with the distribution spec's status
+    and code instead (``gateway.syntax``), hence ``http_status``/``oci_code``.
+    """
 
     grpc_code = grpc.StatusCode.PERMISSION_DENIED
     oci_code = "DENIED"
     http_status = 403
+
+    def __init__(self, message: str, http_status: int = 403, oci_code: str = "DENIED") -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.oci_code = oci_code
 
 
 class NotFound(PullguardError):
@@ -147,6 +175,17 @@ class StagingFull(StagingError):
         super().__init__(message)
 
 
+class BlobUnreadable(PullguardError):
+    """An admitted blob that cannot be opened now (no descriptor left, gone): retry.
+
+    The message says so; no Retry-After is sent (``retry_after`` 0).
+    """
+
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+    oci_code = "UNAVAILABLE"
+    http_status = 503
+
+
 class LayerUnavailable(PullguardError):
     """A security layer gave no verdict: down, hung, crashing or not ready.
 
@@ -176,3 +215,48 @@ class NotServing(LayerUnavailable):
 #: gRPC status codes that carry an upstream failure from the fetcher; the
 #: gateway turns them back into UpstreamError rather than a denial.
 UPSTREAM_STATUS_PREFIX = "upstream: "
+
+ERROR_CLASS_KEY = "pullguard-error-class"
+ERROR_HTTP_KEY = "pullguard-http-status"
+ERROR_OCI_KEY = "pullguard-oci-code"
+_OCI_CODE_RE = re.compile(r"[A-Z][A-Z_]{0,63}")
+
+#: Errors rebuilt as themselves from a layer's trailers (the fetcher's upstream
+#: and staging failures); any other class a layer raises means "no verdict".
+WIRE_ERRORS: dict[str, type[PullguardError]] = {
+    cls.__name__: cls
+    for cls in (UpstreamError, UpstreamUnreachable, UpstreamTimeout, StagingFull, NotFound)
+}
+
+
+def error_trailers(exc: PullguardError) -> tuple[tuple[str, str], ...]:
+    """Trailing metadata that lets a caller rebuild the error's class and mapping."""
+    return (
+        (ERROR_CLASS_KEY, type(exc).__name__),
+        (ERROR_HTTP_KEY, str(exc.http_status)),
+        (ERROR_OCI_KEY, exc.oci_code),
+    )
+
+
+def error_class_of(trailing: Iterable[tuple[str, str | bytes]]) -> str:
+    """The pullguard error class named in trailing metadata, or "" when none is."""
+    value = dict(trailing).get(ERROR_CLASS_KEY, "")
+    return value if isinstance(value, str) else ""
+
+
+def error_from_trailers(
+    trailing: Iterable[tuple[str, str | bytes]], message: str
+) -> PullguardError | None:
+    """The error of a :data:`WIRE_ERRORS` class the trailers name, with its mapping; else None."""
+    values = dict(trailing)
+    error_class = WIRE_ERRORS.get(str(values.get(ERROR_CLASS_KEY, "")))
+    if error_class is None:
+        return None
+    error = error_class(message)
+    status = values.get(ERROR_HTTP_KEY, "")
+    if isinstance(status, str) and status.isdigit() and 400 <= int(status) <= 599:
+        error.http_status = int(status)
+    oci_code = values.get(ERROR_OCI_KEY, "")
+    if isinstance(oci_code, str) and _OCI_CODE_RE.fullmatch(oci_code):
+        error.oci_code = oci_code
+    return error

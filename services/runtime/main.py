@@ -6,7 +6,8 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 import grpc
 
@@ -28,6 +29,18 @@ def configure_logging() -> None:
     )
 
 
+def run_process(name: str, config: Config, serve: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run ``serve`` on a fresh event loop with telemetry set up, and shut telemetry down on exit.
+
+    How every pullguard process runs, the gateway included (its spans are flushed).
+    """
+    setup_telemetry(config.telemetry, name)
+    try:
+        asyncio.run(serve())
+    finally:
+        shutdown_telemetry()
+
+
 def run_service(
     name: str, register: Register, config: Config, listen: str, health_listen: str | None = None
 ) -> int:
@@ -35,20 +48,18 @@ def run_service(
 
     Returns the process exit code."""
     credentials = server_credentials(config.services_tls) if config.services_tls else None
-    setup_telemetry(config.telemetry, name)
-    try:
-        asyncio.run(
-            serve_forever(
-                name,
-                listen,
-                lambda server: register(server, config),
-                credentials=credentials,
-                health_listen=health_listen,
-                readiness=readiness_for(name, config),
-            )
-        )
-    finally:
-        shutdown_telemetry()
+    run_process(
+        name,
+        config,
+        lambda: serve_forever(
+            name,
+            listen,
+            lambda server: register(server, config),
+            credentials=credentials,
+            health_listen=health_listen,
+            readiness=readiness_for(name, config),
+        ),
+    )
     return 0
 
 

@@ -28,7 +28,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from pullguard.services.runtime.errors import NotServing, PullguardError
+from pullguard.services.runtime.errors import NotServing, PullguardError, error_trailers
 from pullguard.services.runtime.telemetry import extract_context, tracer
 
 log = logging.getLogger("pullguard.server")
@@ -87,7 +87,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                         return await inner(request, context)
                     except PullguardError as exc:
                         span.set_status(Status(StatusCode.ERROR, exc.message))
-                        context.set_trailing_metadata(error_metadata(exc))
+                        context.set_trailing_metadata(error_trailers(exc))
                         await context.abort(exc.grpc_code, f"{service}: {exc.message}")
                     except (grpc.aio.AbortError, asyncio.CancelledError):
                         raise
@@ -106,20 +106,6 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
-
-
-ERROR_CLASS_KEY = "pullguard-error-class"
-ERROR_HTTP_KEY = "pullguard-http-status"
-ERROR_OCI_KEY = "pullguard-oci-code"
-
-
-def error_metadata(exc: PullguardError) -> tuple[tuple[str, str], ...]:
-    """Trailing metadata that lets a caller rebuild the error's class and mapping."""
-    return (
-        (ERROR_CLASS_KEY, type(exc).__name__),
-        (ERROR_HTTP_KEY, str(exc.http_status)),
-        (ERROR_OCI_KEY, exc.oci_code),
-    )
 
 
 Registrar = Callable[[grpc.aio.Server], Sequence[str]]

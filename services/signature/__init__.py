@@ -2,8 +2,9 @@
 
 Domain modules (no grpc, no generated code):
 
-- ``strictjson`` (strict loader), ``attachments`` (signature artifact
-  manifests and their layers), ``simplesigning`` (the cosign payload);
+- ``strictjson`` (the runtime's strict loader, as this layer reports it),
+  ``attachments`` (signature artifact manifests and their layers),
+  ``simplesigning`` (the cosign payload);
 - ``keys`` and ``certs`` (the ``cryptography`` adapters: keys, X.509 paths
   and identities), ``trustroot`` (trusted_root.json), ``identity`` (keyless
   signers of a rule), ``rekor`` (SETs and log-entry binding), ``dsse``
@@ -15,4 +16,5 @@ Domain modules (no grpc, no generated code):
   imports the ``sigstore`` library.
 
 ``servicer`` translates proto <-> domain and owns staging and trusted roots.
+``verify_bundle`` is ``pullguard verify-bundle``: the same bundle check, by hand.
 """

@@ -56,6 +56,8 @@ class VerifiedStatement:
     source_repository: str
     signer: str
     found_at: str
+    #: The source revision, "<alg>:<hex>", when the provenance states it.
+    source_digest: str = ""
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,7 @@ def _facts(statement: dsse.Statement, signer: str, location: str) -> VerifiedSta
         source_repository=facts.source_repository,
         signer=signer,
         found_at=location,
+        source_digest=facts.source_digest,
     )
 
 

@@ -23,6 +23,11 @@ provenance:
   Actions build type), else ``externalParameters.source`` (a URI or
   ``{uri}``), else the first ``resolvedDependencies`` URI.
 
+The source revision (``source_digest``, ``"<alg>:<hex>"``) is the ``digest``
+stated beside the source's own URI: ``configSource`` or the material (v0.2),
+the resolved dependency (v1) whose normalised URI is the source repository;
+never the digest of another material.
+
 A key that a Go verifier (cosign, go-securesystemslib, in-toto-golang,
 slsa-verifier) reads as an envelope, statement or predicate field under
 another spelling is refused (:data:`ENVELOPE_KEY_CASE_COLLISION`,
@@ -39,6 +44,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -226,20 +232,30 @@ def _matches(name: str, value: str, algorithm: str, hexdigest: str, content: byt
     return hashlib.new(name, content).hexdigest() == value
 
 
+#: Digest algorithms a source revision may be stated in, most specific first.
+SOURCE_DIGEST_ALGORITHMS = ("sha1", "gitCommit", "sha256", "sha512")
+#: Most materials or resolved dependencies searched for the source's revision.
+MAX_SOURCE_CANDIDATES = 64
+_HEX_RE = re.compile(r"[0-9a-f]{40,128}")
+
+
 @dataclass(frozen=True)
 class ProvenanceFacts:
     builder_id: str
     source_repository: str
+    #: The source revision as "<alg>:<hex>" (e.g. "sha1:..."), when the
+    #: predicate states one for the source repository itself.
+    source_digest: str = ""
 
 
 def provenance_facts(statement: Statement) -> ProvenanceFacts:
-    """Builder id and source repository of SLSA provenance; empty strings otherwise."""
+    """Builder id, source repository and its revision of SLSA provenance; empty otherwise."""
     predicate = statement.predicate if isinstance(statement.predicate, dict) else {}
     if statement.predicate_type == SLSA_V02:
         builder = _path(predicate, "builder", "id")
-        source = _path(predicate, "invocation", "configSource", "uri") or _first_uri(
-            predicate.get("materials")
-        )
+        config = _dig(predicate, "invocation", "configSource")
+        source = _path(config, "uri") or _first_uri(predicate.get("materials"))
+        candidates = [config, *_objects(predicate.get("materials"))]
     elif statement.predicate_type == SLSA_V1:
         builder = _path(predicate, "runDetails", "builder", "id")
         external = _dig(predicate, "buildDefinition", "externalParameters")
@@ -249,9 +265,40 @@ def provenance_facts(statement: Statement) -> ProvenanceFacts:
             or _path(external, "source", "uri")
             or _first_uri(_dig(predicate, "buildDefinition").get("resolvedDependencies"))
         )
+        candidates = _objects(_dig(predicate, "buildDefinition").get("resolvedDependencies"))
     else:
         return ProvenanceFacts("", "")
-    return ProvenanceFacts(builder[:MAX_FACT_CHARS], normalise_source(source)[:MAX_FACT_CHARS])
+    repository = normalise_source(source)
+    return ProvenanceFacts(
+        builder[:MAX_FACT_CHARS],
+        repository[:MAX_FACT_CHARS],
+        _source_digest(repository, candidates),
+    )
+
+
+def _source_digest(repository: str, candidates: list[dict[str, Any]]) -> str:
+    """The revision the first candidate naming ``repository`` states, as "<alg>:<hex>"; else "".
+
+    A digest of another material (a base image, a tool) is never reported as the source's.
+    """
+    if not repository:
+        return ""
+    for item in candidates[:MAX_SOURCE_CANDIDATES]:
+        if normalise_source(_path(item, "uri")) != repository:
+            continue
+        digests = item.get("digest")
+        if not isinstance(digests, dict):
+            return ""
+        for algorithm in SOURCE_DIGEST_ALGORITHMS:
+            value = digests.get(algorithm)
+            if isinstance(value, str) and _HEX_RE.fullmatch(value):
+                return f"{algorithm}:{value}"
+        return ""
+    return ""
+
+
+def _objects(items: Any) -> list[dict[str, Any]]:
+    return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
 
 
 def normalise_source(uri: str) -> str:

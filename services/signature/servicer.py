@@ -251,6 +251,7 @@ class SignatureServicer(signature_pb2_grpc.SignatureServicer):  # type: ignore[m
                     source_repository=s.source_repository,
                     signer=s.signer,
                     found_at=s.found_at,
+                    source_digest=s.source_digest,
                 )
                 for s in outcome.statements
             ],

@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from pullguard.services.runtime.digests import digest_bytes, parse_digest
+from pullguard.services.runtime.digests import computed_digest, parse_digest
 from pullguard.services.runtime.findings import Verdict
 from pullguard.services.signature import bundles, dsse, policy, simplesigning
 from pullguard.services.signature.attachments import (
@@ -355,8 +355,7 @@ def content_mismatch(data: bytes, digest: str, size: int | None) -> str:
     """Empty when ``data`` is ``size`` bytes hashing to ``digest``; else the problem."""
     if size is not None and len(data) != size:
         return f"got {len(data)} staged bytes for {digest}, expected {size}"
-    algorithm, _ = parse_digest(digest)
-    computed = digest_bytes(data, algorithm)
+    computed = computed_digest(data, digest)
     if computed != digest:
         return f"got {computed} for the staged bytes, expected {digest}"
     return ""

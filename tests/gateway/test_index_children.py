@@ -16,9 +16,8 @@ from typing import Any
 
 import pytest
 
-from pullguard.gateway.clients import LayerFailure
 from pullguard.gateway.indexcheck import MAX_CHILDREN
-from pullguard.services.runtime.errors import NotFound, UpstreamError
+from pullguard.services.runtime.errors import LayerUnavailable, NotFound, UpstreamError
 from pullguard.v1 import common_pb2, format_pb2
 from tests.gateway.test_pipeline_faults import FakeLayers, _pipeline
 
@@ -58,7 +57,7 @@ class UnitLayers(FakeLayers):
                 self.cancelled.append(child)
                 raise
         if fault == "crash" and method == "CheckManifest":
-            raise LayerFailure("format", "format: service unavailable")
+            raise LayerUnavailable("format", "format: service unavailable")
         response = self._healthy(layer, method, request)
         if method == "VerifyManifest":
             response.digest = child

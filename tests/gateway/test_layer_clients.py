@@ -5,8 +5,9 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from pullguard.gateway.clients import LayerFailure, _translate
+from pullguard.gateway.clients import _translate
 from pullguard.services.runtime.errors import (
+    LayerUnavailable,
     NotFound,
     UpstreamError,
     UpstreamTimeout,
@@ -34,7 +35,7 @@ def test_a_layer_without_a_verdict_is_an_outage_of_its_kind(
     code: grpc.StatusCode, error_class: str, kind: str
 ) -> None:
     error = _translate("format", _error(code, "format: boom", error_class))
-    assert isinstance(error, LayerFailure)
+    assert isinstance(error, LayerUnavailable)
     assert (error.layer, error.outage, error.http_status, error.oci_code) == (
         "format",
         kind,

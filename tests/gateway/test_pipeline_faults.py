@@ -19,11 +19,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pullguard.gateway.clients import LayerFailure
 from pullguard.gateway.decisions import DecisionLog
 from pullguard.gateway.pipeline import Pipeline
 from pullguard.gateway.stores import AdmittedStore, Quarantine
-from pullguard.services.runtime.errors import NotFound, PullguardError, UpstreamError
+from pullguard.services.runtime.errors import (
+    LayerUnavailable,
+    NotFound,
+    PullguardError,
+    UpstreamError,
+)
 from pullguard.services.runtime.staging import StagingStore
 from pullguard.v1 import (
     analysis_pb2,
@@ -106,7 +110,7 @@ class FakeLayers:
         if not fault:
             return response
         if fault == "layer_failure":
-            raise LayerFailure(layer, f"{layer}: service unavailable")
+            raise LayerUnavailable(layer, f"{layer}: service unavailable")
         if fault == "exception":
             raise RuntimeError("injected")
         if fault == "upstream_error":
@@ -279,7 +283,7 @@ async def test_layer_failure_is_an_outage_not_a_denial(
 ) -> None:
     pipeline = _pipeline(tmp_path, {step: "layer_failure"})
     result = await pipeline.pull("lab/app", "v1")
-    assert isinstance(result.error, LayerFailure), result.report.as_json()
+    assert isinstance(result.error, LayerUnavailable), result.report.as_json()
     assert (result.error.http_status, result.error.oci_code) == (503, "UNAVAILABLE")
     assert result.error.retry_after > 0
     report = result.report.as_json()

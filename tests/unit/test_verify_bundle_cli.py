@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pullguard.gateway.verify_bundle import verify_bundle_main
+from pullguard.services.signature.verify_bundle import verify_bundle_main
 from tests.support.shared import DATA, conformance
 
 SUITE = DATA / "conformance" / "sigstore-bundle-verify"

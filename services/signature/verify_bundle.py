@@ -6,8 +6,8 @@
 
 The command-line shape of the sigstore conformance suite. FILE_OR_DIGEST is
 the signed artifact, or its digest as ``sha256:<hex>``. The bundle is
-verified with the same code the signature layer uses for bundles it finds
-on images (``services/signature/bundles.py``): a certificate bundle must be
+verified with the same code this layer uses for bundles it finds
+on images (``bundles.py`` beside it): a certificate bundle must be
 issued to exactly that identity by that issuer, under the trusted root (by
 default the Sigstore production root shipped with the ``sigstore`` package;
 nothing is fetched); a key bundle must verify under the key. A DSSE bundle's
@@ -21,13 +21,13 @@ unusable trust material (a key or trusted root that does not parse); 2 usage
 from __future__ import annotations
 
 import argparse
-import hashlib
 import re
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pullguard.services.runtime.digests import digest_bytes
 from pullguard.services.signature import bundles
 from pullguard.services.signature.backend import BundleFailure
 from pullguard.services.signature.identity import IdentityConfigError, KeylessSigner
@@ -171,7 +171,7 @@ def _artifact(value: str) -> bundles.ArtifactRef:
     if value.startswith("sha256:"):
         raise _InputError(f"{value[:80]!r} is not sha256:<64 lowercase hex digits>")
     content = _read(value, "artifact")
-    return bundles.ArtifactRef("sha256:" + hashlib.sha256(content).hexdigest(), content)
+    return bundles.ArtifactRef(digest_bytes(content), content)
 
 
 if __name__ == "__main__":  # pragma: no cover
