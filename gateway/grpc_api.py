@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 
 from pullguard.gateway.decisions import DecisionLog
-from pullguard.gateway.pipeline import Pipeline, PullResult
+from pullguard.gateway.pull import Pipeline, PullResult
 from pullguard.gateway.refs import split_reference
 from pullguard.gateway.release import ReleaseRefused, check_reason, plan_release
 from pullguard.gateway.stores import Quarantine

@@ -103,6 +103,42 @@ class ReleasePlan:
     waivers: frozenset[str]
 
 
+@dataclass(frozen=True)
+class ReleaseOptions:
+    """A release's run: the quarantine entry, the waived codes, and who released it and why."""
+
+    quarantine_id: str
+    digest: str
+    waivers: frozenset[str]
+    reason: str
+    operator: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "quarantine_id": self.quarantine_id,
+            "digest": self.digest,
+            "waivers": sorted(self.waivers),
+            "reason": self.reason,
+            "operator": self.operator,
+        }
+
+
+@dataclass(frozen=True)
+class ReevaluationOptions:
+    """A re-evaluation's run: the admission it re-verifies, and whether a current one is too."""
+
+    previous_decision: str
+    previous_policy: str
+    force: bool
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "previous_decision": self.previous_decision,
+            "previous_policy": self.previous_policy,
+            "force": self.force,
+        }
+
+
 def plan_release(quarantine_id: str, report: Mapping[str, Any]) -> ReleasePlan:
     """Check that a quarantined decision's refusal is waivable; raise ReleaseRefused."""
     digest = str(report.get("digest") or "")

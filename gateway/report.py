@@ -10,7 +10,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from pullguard.gateway.release import blocking, waives
+from pullguard.gateway.release import ReevaluationOptions, ReleaseOptions, blocking, waives
 from pullguard.services.runtime.protoconv import verdict_allows
 from pullguard.v1 import common_pb2
 
@@ -89,10 +89,10 @@ class Report:
     #: The waived findings, each with its layer and step.
     waived: list[dict[str, Any]] = field(default_factory=list)
     #: Set on a release's decision: the quarantine entry, reason and operator.
-    release: dict[str, Any] | None = None
+    release: ReleaseOptions | None = None
     #: Set on a re-evaluation's decision: the admission it re-verifies, and
     #: whether an admission under the current policy is verified again too.
-    reevaluation: dict[str, Any] | None = None
+    reevaluation: ReevaluationOptions | None = None
     #: What publishing to a registry target did (empty for the embedded target).
     target: dict[str, Any] = field(default_factory=dict)
     #: Set when no verdict was reached: {"layer", "kind", "message"} (see set_outage).
@@ -182,8 +182,12 @@ class Report:
             "layer_stats": self.layers,
             "provenance": self.provenance,
             "waived": self.waived,
-            **({"release": self.release} if self.release is not None else {}),
-            **({"reevaluation": self.reevaluation} if self.reevaluation is not None else {}),
+            **({"release": self.release.as_json()} if self.release is not None else {}),
+            **(
+                {"reevaluation": self.reevaluation.as_json()}
+                if self.reevaluation is not None
+                else {}
+            ),
             "target": self.target,
             **({"outage": self.outage} if self.outage else {}),
         }

@@ -17,7 +17,7 @@ import yaml
 
 from pullguard.gateway import fsck
 from pullguard.gateway.decisions import Admission, DecisionLog, StateError
-from pullguard.gateway.pipeline import Pipeline
+from pullguard.gateway.pull import Pipeline
 from pullguard.gateway.stores import AdmittedStore
 from pullguard.services.runtime.errors import StagingError
 from pullguard.services.runtime.staging import StagingStore

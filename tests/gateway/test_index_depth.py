@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from pullguard.gateway.decisions import Admission
-from pullguard.gateway.pipeline import MAX_INDEX_DEPTH
+from pullguard.gateway.pull import MAX_INDEX_DEPTH
 from pullguard.v1 import format_pb2
 from tests.gateway.test_pipeline_faults import DIGEST, FakeLayers, _pipeline
 

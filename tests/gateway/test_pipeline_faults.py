@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from pullguard.gateway.clients import LayerFailure
 from pullguard.gateway.decisions import DecisionLog
-from pullguard.gateway.pipeline import Pipeline
+from pullguard.gateway.pull import Pipeline
 from pullguard.gateway.stores import AdmittedStore, Quarantine
 from pullguard.services.runtime.errors import NotFound, PullguardError, UpstreamError
 from pullguard.services.runtime.staging import StagingStore
