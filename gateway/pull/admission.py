@@ -24,6 +24,7 @@ from pullguard.gateway.pull.blobs import StagedBlobs, streamed_verdict
 from pullguard.gateway.pull.manifest import JudgedManifest
 from pullguard.gateway.pull.one import Pull, Stopwatch
 from pullguard.gateway.report import Report
+from pullguard.gateway.steps import StepName
 from pullguard.gateway.stores import AdmittedStore, Quarantine
 from pullguard.services.runtime.config import Config
 from pullguard.services.runtime.errors import PullguardError, TargetError, UpstreamUnreachable
@@ -186,7 +187,7 @@ class Admissions:
             raise PullguardError("staged manifest key differs from the verified digest")
         verdict = streamed_verdict(report.digest, staged, blobs)
         if not verdict_allows(verdict):
-            pull.require("gateway", "staged digests", verdict, 0.0)
+            pull.require("gateway", StepName.STAGED_DIGESTS, verdict, 0.0)
         await asyncio.to_thread(self._take_staged, session, blobs.keys, blobs.streamed)
         failpoints.hit("admit.after_blobs")
         await asyncio.to_thread(self._take_staged, session, [staged.staged_key], {})
@@ -241,10 +242,10 @@ class Admissions:
                 plan.policy_version,
             )
         except TargetError as exc:
-            report.add_error("target", "publish", exc.message, watch.ms)
+            report.add_error("target", StepName.PUBLISH, exc.message, watch.ms)
             raise
         report.target = outcome.as_json()
-        report.add("target", "publish", _publication_verdict(outcome), watch.ms)
+        report.add("target", StepName.PUBLISH, _publication_verdict(outcome), watch.ms)
 
     # -- re-evaluation --------------------------------------------------------
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from pullguard.gateway.pull.manifest import JudgedManifest
 from pullguard.gateway.pull.one import Pull, StepRefused
+from pullguard.gateway.steps import StepName
 from pullguard.v1 import common_pb2, fetcher_pb2, format_pb2, hashverify_pb2, source_pb2
 
 
@@ -26,7 +27,7 @@ async def stage_and_judge_blobs(pull: Pull, judged: JudgedManifest) -> StagedBlo
     if summary.kind == format_pb2.IMAGE_INDEX:
         return StagedBlobs()
     if summary.kind != format_pb2.IMAGE_MANIFEST:
-        pull.fail("format", "manifest", "format: manifest kind not stated")
+        pull.fail("format", StepName.MANIFEST, "format: manifest kind not stated")
     plan = pull.plan
     session = pull.session
     deadline = pull.limits.blob_deadline
@@ -38,7 +39,7 @@ async def stage_and_judge_blobs(pull: Pull, judged: JudgedManifest) -> StagedBlo
         timeout=deadline + 5,
     )
     pull.record_provenance(got.provenance)
-    pull.require("fetcher", "blobs", got.verdict, ms)
+    pull.require("fetcher", StepName.BLOBS, got.verdict, ms)
     # Blob downloads have their own redirects (CDNs): source judges them too.
     hashed, sourced = await asyncio.gather(
         pull.call(
@@ -61,8 +62,10 @@ async def stage_and_judge_blobs(pull: Pull, judged: JudgedManifest) -> StagedBlo
             ),
         ),
     )
-    blobs_ok = pull.judge("hashverify", "blobs", hashed.response.verdict, hashed.ms)
-    blob_source_ok = pull.judge("source", "blob source", sourced.response.verdict, sourced.ms)
+    blobs_ok = pull.judge("hashverify", StepName.BLOBS, hashed.response.verdict, hashed.ms)
+    blob_source_ok = pull.judge(
+        "source", StepName.BLOB_SOURCE, sourced.response.verdict, sourced.ms
+    )
     if not (blobs_ok and blob_source_ok):
         raise StepRefused
     # Decompression only after the compressed digests verified (L-06):
@@ -80,8 +83,8 @@ async def stage_and_judge_blobs(pull: Pull, judged: JudgedManifest) -> StagedBlo
             timeout=deadline,
         ),
     )
-    config_ok = pull.judge("format", "config", config.response.verdict, config.ms)
-    layers_ok = pull.judge("format", "layers", layers.response.verdict, layers.ms)
+    config_ok = pull.judge("format", StepName.CONFIG, config.response.verdict, config.ms)
+    layers_ok = pull.judge("format", StepName.LAYERS, layers.response.verdict, layers.ms)
     pull.report.layers = [
         {
             "digest": stats.digest,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from pullguard.gateway.pull.one import Pull, StepRefused
 from pullguard.gateway.pull.signatures import check_index_unit, signatures
+from pullguard.gateway.steps import StepName
 from pullguard.gateway.syntax import syntax_status
 from pullguard.v1 import (
     analysis_pb2,
@@ -65,7 +66,7 @@ async def plan(pull: Pull) -> bool:
             parent_index=_parent_index(pull),
         ),
     )
-    if not pull.judge("analysis", "plan", planned.verdict, ms):
+    if not pull.judge("analysis", StepName.PLAN, planned.verdict, ms):
         denial = report.denial_findings()
         # The full <alias>/<repository>, however the client spelled it.
         report.repository = next(
@@ -93,7 +94,7 @@ async def stage_manifest(pull: Pull) -> StagedManifest:
         timeout=pull.limits.manifest_deadline + 5,
     )
     pull.record_provenance(fetched.provenance)
-    pull.require("fetcher", "manifest", fetched.verdict, ms)
+    pull.require("fetcher", StepName.MANIFEST, fetched.verdict, ms)
     algorithm = plan_.ref.digest.split(":", 1)[0] if plan_.ref.digest else "sha256"
     data = pull.staging.read(pull.session, fetched.manifest.staged_key, pull.limits.manifest_bytes)
     local_digest = f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
@@ -124,8 +125,8 @@ async def judge_manifest(pull: Pull, staged: StagedManifest) -> JudgedManifest:
             ),
         ),
     )
-    format_ok = pull.judge("format", "manifest", fmt.response.verdict, fmt.ms)
-    hash_ok = pull.judge("hashverify", "manifest", hv.response.verdict, hv.ms)
+    format_ok = pull.judge("format", StepName.MANIFEST, fmt.response.verdict, fmt.ms)
+    hash_ok = pull.judge("hashverify", StepName.MANIFEST, hv.response.verdict, hv.ms)
     if not (format_ok and hash_ok):
         report.digest = hv.response.digest or staged.local_digest
         raise StepRefused
@@ -133,7 +134,7 @@ async def judge_manifest(pull: Pull, staged: StagedManifest) -> JudgedManifest:
     if digest != staged.local_digest:
         pull.fail(
             "hashverify",
-            "manifest",
+            StepName.MANIFEST,
             f"hashverify: digest {digest} disagrees with the gateway's {staged.local_digest}",
         )
     report.digest = digest
@@ -144,7 +145,7 @@ async def judge_manifest(pull: Pull, staged: StagedManifest) -> JudgedManifest:
 
     # Signatures first: the source layer judges the signed provenance they yield.
     signed = await signatures(pull, digest)
-    signature_ok = pull.judge("signature", "signatures", signed.verdict, signed.ms)
+    signature_ok = pull.judge("signature", StepName.SIGNATURES, signed.verdict, signed.ms)
     src, src_ms = await pull.call(
         "source",
         "CheckSource",
@@ -162,7 +163,7 @@ async def judge_manifest(pull: Pull, staged: StagedManifest) -> JudgedManifest:
             verified_provenance=signed.statements,
         ),
     )
-    source_ok = pull.judge("source", "source", src.verdict, src_ms)
+    source_ok = pull.judge("source", StepName.SOURCE, src.verdict, src_ms)
     if not (signature_ok and source_ok):
         raise StepRefused
     if is_index:
@@ -221,7 +222,7 @@ def _check_nesting(pull: Pull) -> int:
             f" {MAX_INDEX_DEPTH}",
             evidence={"parent_index": plan_.parent_index},
         )
-        pull.require("gateway", "index depth", verdict, 0.0)
+        pull.require("gateway", StepName.INDEX_DEPTH, verdict, 0.0)
     return depth
 
 

@@ -25,6 +25,7 @@ from pullguard.gateway.pull.one import LayerClients, Pull, PullResult, StepRefus
 from pullguard.gateway.pull.reevaluate import Reevaluated, reevaluate
 from pullguard.gateway.release import ReevaluationOptions, ReleaseOptions, ReleasePlan
 from pullguard.gateway.report import Report
+from pullguard.gateway.steps import StepName
 from pullguard.gateway.stores import AdmittedStore, Quarantine
 from pullguard.gateway.syntax import SyntaxRefusals, syntax_status
 from pullguard.services.runtime.config import Config
@@ -250,7 +251,7 @@ class Pipeline:
         except Exception as exc:  # noqa: BLE001 - fail closed on anything unforeseen
             log.exception("pull %s failed inside the gateway", report.decision_id)
             report.add_error(
-                "gateway", "internal", f"gateway: internal error ({type(exc).__name__})", 0.0
+                "gateway", StepName.INTERNAL, f"gateway: internal error ({type(exc).__name__})", 0.0
             )
         report.decision = "DENY"
         report.admitted = False
@@ -294,7 +295,7 @@ class Pipeline:
         )
         if not verdict_allows(planned.verdict):
             report = Report(decision_id="", client_name=name, reference="")
-            report.add("analysis", "plan", planned.verdict, 0.0)
+            report.add("analysis", StepName.PLAN, planned.verdict, 0.0)
             status = syntax_status(f["code"] for f in report.denial_findings())
             if status is not None:
                 raise InvalidRequest(report.reason, oci_code=status[1])

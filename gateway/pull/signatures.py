@@ -13,6 +13,7 @@ from typing import Any
 from pullguard.gateway.discovery import Discovery, Found
 from pullguard.gateway.indexcheck import IndexUnit
 from pullguard.gateway.pull.one import Pull, StepRefused, Stopwatch
+from pullguard.gateway.steps import StepName
 from pullguard.services.runtime.protoconv import verdict_allows
 from pullguard.v1 import common_pb2, format_pb2, signature_pb2, source_pb2
 
@@ -71,7 +72,7 @@ async def check_index_unit(
     )
     verdict = await unit.check(plan, digest, summary)
     # The unit's verdict first: a refusal names the child, then each child's steps.
-    allowed = pull.judge("gateway", "index unit", verdict, watch.ms)
+    allowed = pull.judge("gateway", StepName.INDEX_UNIT, verdict, watch.ms)
     for step in unit.outcome.steps:
         pull.judge(step.layer, step.step, step.verdict, step.duration_ms)
     if not allowed:
