@@ -105,7 +105,7 @@ async def test_the_gateway_compares_the_fetchers_streamed_digest(tmp_path: Path)
             return response
 
     pipeline = _pipeline(tmp_path, {})
-    pipeline.clients = LyingStream(pipeline.staging, {})  # type: ignore[assignment]
+    pipeline.clients = LyingStream(pipeline.staging, {})
     result = await pipeline.pull("lab/app", "v1")
     assert not result.allowed
     codes = [f["code"] for f in result.report.denial_findings()]

@@ -43,7 +43,7 @@ class IndexLayers(FakeLayers):
 async def test_f12a_index_depth(tmp_path: Path, depth: int, allowed: bool) -> None:
     pipeline = _pipeline(tmp_path, {})
     layers = IndexLayers(pipeline.staging, {})
-    pipeline.clients = layers  # type: ignore[assignment]
+    pipeline.clients = layers
     # A chain of admitted indexes: _d(0) tagged, each lists the next, the last lists DIGEST.
     chain = [_d(i) for i in range(depth)] + [DIGEST]
     for parent, child in itertools.pairwise(chain):

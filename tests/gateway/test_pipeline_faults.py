@@ -215,7 +215,7 @@ def _pipeline(tmp_path: Path, faults: dict[tuple[str, str], str]) -> Pipeline:
     staging = StagingStore(state / "staging")
     return Pipeline(
         config,
-        FakeLayers(staging, faults),  # type: ignore[arg-type]
+        FakeLayers(staging, faults),
         DecisionLog(state),
         AdmittedStore(state / "admitted"),
         Quarantine(state / "quarantine"),
