@@ -28,16 +28,20 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         request: gateway_pb2.CheckRequest,  # noqa: N802
         context: grpc.aio.ServicerContext,
     ) -> gateway_pb2.DecisionReport:
-        name, reference = split_reference(request.reference)
-        return (await self.pipeline.pull(name, reference, admit=False)).report.as_proto()
+        return await self._pull(request, admit=False)
 
     async def Admit(
         self,
         request: gateway_pb2.CheckRequest,  # noqa: N802
         context: grpc.aio.ServicerContext,
     ) -> gateway_pb2.DecisionReport:
+        return await self._pull(request, admit=True)
+
+    async def _pull(
+        self, request: gateway_pb2.CheckRequest, *, admit: bool
+    ) -> gateway_pb2.DecisionReport:
         name, reference = split_reference(request.reference)
-        return (await self.pipeline.pull(name, reference, admit=True)).report.as_proto()
+        return (await self.pipeline.pull(name, reference, admit=admit)).report.as_proto()
 
     async def ListDecisions(
         self,
