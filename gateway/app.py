@@ -23,8 +23,8 @@ from pullguard.gateway.frontdoor import FrontDoor
 from pullguard.gateway.fsck import log_reconciled, reconcile
 from pullguard.gateway.grpc_api import GatewayServicer, register
 from pullguard.gateway.httpserver import DoorRunner
-from pullguard.gateway.pipeline import Pipeline
 from pullguard.gateway.publish import Publisher
+from pullguard.gateway.pull import Pipeline
 from pullguard.gateway.stores import AdmittedStore, Quarantine
 from pullguard.gateway.target import RegistryTarget
 from pullguard.services.runtime.config import Config

@@ -13,17 +13,21 @@ Issue 4 asks for all three places at once:
 Everything is looked up in the rule's signature repository when it names one
 (cosign's COSIGN_REPOSITORY), else in the image's own. Referrers are
 discovery hints only: the signature layer checks each one's subject and
-signature. A lookup that fails raises (the pull is refused as retryable),
+signature. Each place is an artifact source (zot's ``references.go`` keeps
+its reference kinds the same way): it yields candidates, and :data:`SOURCES`
+lists them. A lookup that fails raises (the pull is refused as retryable),
 so a broken registry never reads as "unsigned but fine" (G-01).
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pullguard.gateway.steps import StepName
 from pullguard.services.runtime.config import Limits
 from pullguard.v1 import common_pb2, fetcher_pb2, signature_pb2
 
@@ -38,10 +42,76 @@ Record = Callable[[common_pb2.Provenance], None]
 CONCURRENCY = 4
 
 
+class Kind(enum.Enum):
+    """What a found artifact may be; the signature layer decides from its signed content."""
+
+    SIGNATURE = "signature"
+    ATTESTATION = "attestation"
+
+
 @dataclass
 class Found:
     signatures: list[signature_pb2.SignatureArtifact] = field(default_factory=list)
     attestations: list[signature_pb2.SignatureArtifact] = field(default_factory=list)
+
+    def add(self, kinds: frozenset[Kind], artifacts: list[signature_pb2.SignatureArtifact]) -> None:
+        if Kind.SIGNATURE in kinds:
+            self.signatures.extend(artifacts)
+        if Kind.ATTESTATION in kinds:
+            self.attestations.extend(artifacts)
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """One search: where to look, for which digest, under which plan."""
+
+    session: str
+    plan: common_pb2.Plan
+    repository: str
+    digest: str
+
+
+@dataclass(frozen=True)
+class CosignTag:
+    """cosign 2's legacy tag ``sha256-<hex><suffix>``.
+
+    ``.sig`` holds signatures, ``.att`` attestations.
+    """
+
+    suffix: str
+    kinds: frozenset[Kind]
+
+    async def candidates(
+        self, discovery: Discovery, lookup: Lookup
+    ) -> list[signature_pb2.SignatureArtifact]:
+        tag = lookup.digest.replace(":", "-") + self.suffix
+        return await discovery.artifact(
+            lookup, f"tag:{lookup.repository}:{tag}", f"artifact {lookup.repository}:{tag}", tag=tag
+        )
+
+
+@dataclass(frozen=True)
+class Referrers:
+    """The OCI 1.1 referrers API, or its fallback tag schema ``sha256-<hex>`` (the fetcher
+    tries both). A referrer may be a signature, an attestation or a sigstore bundle."""
+
+    kinds: frozenset[Kind] = frozenset(Kind)
+
+    async def candidates(
+        self, discovery: Discovery, lookup: Lookup
+    ) -> list[signature_pb2.SignatureArtifact]:
+        return await discovery.referrers(lookup)
+
+
+ArtifactSource = CosignTag | Referrers
+
+#: Every place a signature or attestation may live, in the order their
+#: candidates are handed to the signature layer.
+SOURCES: tuple[ArtifactSource, ...] = (
+    CosignTag(".sig", frozenset({Kind.SIGNATURE})),
+    CosignTag(".att", frozenset({Kind.ATTESTATION})),
+    Referrers(),
+)
 
 
 class Discovery:
@@ -67,78 +137,35 @@ class Discovery:
         signatures: bool,
         attestations: bool,
     ) -> Found:
+        """Every candidate of the wanted kinds, from every source that may hold them."""
+        wanted = frozenset(
+            kind
+            for kind, want in ((Kind.SIGNATURE, signatures), (Kind.ATTESTATION, attestations))
+            if want
+        )
         repository = plan.rule.signature.signature_repository or plan.ref.repository
-        hex_tag = digest.replace(":", "-")
-        lookups: list[Awaitable[list[signature_pb2.SignatureArtifact]]] = []
-        if signatures:
-            lookups.append(self._tagged(session, plan, repository, f"{hex_tag}.sig"))
-        if attestations:
-            lookups.append(self._tagged(session, plan, repository, f"{hex_tag}.att"))
-        lookups.append(self._referrers(session, plan, repository, digest))
-        results = await asyncio.gather(*lookups)
+        lookup = Lookup(session, plan, repository, digest)
+        sources = [source for source in SOURCES if source.kinds & wanted]
+        results = await asyncio.gather(*(source.candidates(self, lookup) for source in sources))
         found = Found()
-        index = 0
-        if signatures:
-            found.signatures.extend(results[index])
-            index += 1
-        if attestations:
-            found.attestations.extend(results[index])
-            index += 1
-        # A referrer may be a signature or an attestation; the signature layer
-        # tells them apart from their signed content, never from a label.
-        referrers = results[index]
-        if signatures:
-            found.signatures.extend(referrers)
-        if attestations:
-            found.attestations.extend(referrers)
+        for source, artifacts in zip(sources, results, strict=True):
+            found.add(source.kinds & wanted, artifacts)
         return found
 
-    async def _tagged(
-        self, session: str, plan: common_pb2.Plan, repository: str, tag: str
-    ) -> list[signature_pb2.SignatureArtifact]:
-        return await self._artifact(
-            session,
-            plan,
-            repository,
-            f"tag:{repository}:{tag}",
-            f"artifact {repository}:{tag}",
-            tag=tag,
-        )
-
-    async def _by_digest(
-        self, session: str, plan: common_pb2.Plan, repository: str, digest: str
-    ) -> list[signature_pb2.SignatureArtifact]:
-        # Listed but gone is no error: a referrer is only a hint; nothing to verify.
-        return await self._artifact(
-            session,
-            plan,
-            repository,
-            f"referrer:{repository}@{digest}",
-            f"referrer {digest}",
-            reference=digest,
-        )
-
-    async def _artifact(
-        self,
-        session: str,
-        plan: common_pb2.Plan,
-        repository: str,
-        location: str,
-        step: str,
-        tag: str = "",
-        reference: str = "",
+    async def artifact(
+        self, lookup: Lookup, location: str, step: str, tag: str = "", reference: str = ""
     ) -> list[signature_pb2.SignatureArtifact]:
         """One artifact manifest and its blobs, staged; none when it is absent."""
-        size, count = self._bounds(plan)
+        size, count = self._bounds(lookup.plan)
         response, ms = await self._call(
             "fetcher",
             "FetchArtifact",
             fetcher_pb2.FetchArtifactRequest(
-                session=session,
-                plan=plan,
+                session=lookup.session,
+                plan=lookup.plan,
                 tag=tag,
                 reference=reference,
-                repository=repository,
+                repository=lookup.repository,
                 max_blob_size=size,
                 max_blobs=count,
             ),
@@ -154,27 +181,34 @@ class Discovery:
             )
         ]
 
-    async def _referrers(
-        self, session: str, plan: common_pb2.Plan, repository: str, digest: str
-    ) -> list[signature_pb2.SignatureArtifact]:
+    async def referrers(self, lookup: Lookup) -> list[signature_pb2.SignatureArtifact]:
+        """Every listed referrer of the digest, each fetched (bounded)."""
         listed, ms = await self._call(
             "fetcher",
             "ListReferrers",
-            fetcher_pb2.ListReferrersRequest(plan=plan, digest=digest, repository=repository),
+            fetcher_pb2.ListReferrersRequest(
+                plan=lookup.plan, digest=lookup.digest, repository=lookup.repository
+            ),
             self._limits.manifest_deadline + 5,
         )
         self._record(listed.provenance)
         if not listed.supported:
             return []
-        self._require("fetcher", "referrers", listed.verdict, ms)
-        _size, count = self._bounds(plan)
+        self._require("fetcher", StepName.REFERRERS, listed.verdict, ms)
+        _size, count = self._bounds(lookup.plan)
         # Bounded before anything is fetched: each referrer costs requests.
         descriptors = list(listed.referrers)[: count - 1]
         gate = asyncio.Semaphore(CONCURRENCY)
 
         async def fetch(descriptor: common_pb2.Descriptor) -> list[signature_pb2.SignatureArtifact]:
+            # Listed but gone is no error: a referrer is only a hint; nothing to verify.
             async with gate:
-                return await self._by_digest(session, plan, repository, descriptor.digest)
+                return await self.artifact(
+                    lookup,
+                    f"referrer:{lookup.repository}@{descriptor.digest}",
+                    f"referrer {descriptor.digest}",
+                    reference=descriptor.digest,
+                )
 
         fetched = await asyncio.gather(*(fetch(d) for d in descriptors))
         return [artifact for artifacts in fetched for artifact in artifacts]

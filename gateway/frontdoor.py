@@ -25,8 +25,8 @@ from aiohttp import web
 
 from pullguard.gateway.decisions import DecisionLog
 from pullguard.gateway.httpserver import API_HEADERS, error_body
-from pullguard.gateway.pipeline import Pipeline, PullResult
 from pullguard.gateway.public import Scrubber, warning_header
+from pullguard.gateway.pull import Pipeline, PullResult
 from pullguard.gateway.stores import AdmittedStore
 from pullguard.gateway.syntax import syntax_status
 from pullguard.services.runtime.digests import DigestSyntaxError, parse_digest

@@ -4,71 +4,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Any
 
 import grpc
 
 from pullguard.gateway.decisions import DecisionLog
-from pullguard.gateway.pipeline import Pipeline, PullResult
+from pullguard.gateway.pull import Pipeline
 from pullguard.gateway.refs import split_reference
 from pullguard.gateway.release import ReleaseRefused, check_reason, plan_release
+from pullguard.gateway.report import report_to_proto
 from pullguard.gateway.stores import Quarantine
 from pullguard.services.runtime.errors import NotFound, StagingError
-from pullguard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
-
-_DECISIONS: dict[str, Any] = {"ALLOW": common_pb2.ALLOW, "DENY": common_pb2.DENY}
-_SEVERITIES: dict[str, Any] = {
-    "INFO": common_pb2.INFO,
-    "WARNING": common_pb2.WARNING,
-    "ERROR": common_pb2.ERROR,
-}
-
-
-def report_to_proto(report: dict[str, Any]) -> gateway_pb2.DecisionReport:
-    layers = []
-    for step in report.get("layers", []):
-        findings = [
-            common_pb2.Finding(
-                code=f["code"],
-                severity=_SEVERITIES.get(f["severity"], common_pb2.ERROR),
-                message=f["message"],
-                evidence=f["evidence"],
-            )
-            for f in step["findings"]
-        ]
-        layers.append(
-            gateway_pb2.LayerResult(
-                layer=step["layer"],
-                verdict=common_pb2.Verdict(
-                    decision=_DECISIONS.get(step["decision"], common_pb2.DENY),
-                    layer=step["layer"],
-                    findings=findings,
-                ),
-                duration_ms=step["duration_ms"],
-                error=step["error"],
-            )
-        )
-    return gateway_pb2.DecisionReport(
-        decision_id=str(report["decision_id"]),
-        reference=str(report["reference"]),
-        digest=str(report.get("digest", "")),
-        decision=_DECISIONS.get(str(report["decision"]), common_pb2.DECISION_UNSPECIFIED),
-        layers=layers,
-        policy_version=str(report["policy_version"]),
-        denied_by=str(report.get("denied_by", "")),
-        reason=str(report.get("reason", "")),
-        admitted=bool(report.get("admitted")),
-        transient=bool(report.get("transient")),
-        time=str(report["time"]),
-        report_json=json.dumps(report, sort_keys=True),
-        outcome=str(report.get("outcome", "")),
-        outage_layer=str((report.get("outage") or {}).get("layer", "")),
-        outage_kind=str((report.get("outage") or {}).get("kind", "")),
-    )
-
-
-def result_to_proto(result: PullResult) -> gateway_pb2.DecisionReport:
-    return report_to_proto(result.report.as_json())
+from pullguard.v1 import gateway_pb2, gateway_pb2_grpc
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
@@ -82,16 +28,20 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         request: gateway_pb2.CheckRequest,  # noqa: N802
         context: grpc.aio.ServicerContext,
     ) -> gateway_pb2.DecisionReport:
-        name, reference = split_reference(request.reference)
-        return result_to_proto(await self.pipeline.pull(name, reference, admit=False))
+        return await self._pull(request, admit=False)
 
     async def Admit(
         self,
         request: gateway_pb2.CheckRequest,  # noqa: N802
         context: grpc.aio.ServicerContext,
     ) -> gateway_pb2.DecisionReport:
+        return await self._pull(request, admit=True)
+
+    async def _pull(
+        self, request: gateway_pb2.CheckRequest, *, admit: bool
+    ) -> gateway_pb2.DecisionReport:
         name, reference = split_reference(request.reference)
-        return result_to_proto(await self.pipeline.pull(name, reference, admit=True))
+        return (await self.pipeline.pull(name, reference, admit=admit)).report.as_proto()
 
     async def ListDecisions(
         self,

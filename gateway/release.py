@@ -25,7 +25,9 @@ from typing import Any
 
 import grpc
 
+from pullguard.gateway.steps import StepName
 from pullguard.services.runtime.errors import InvalidRequest, PullguardError
+from pullguard.services.runtime.findings import blocks
 
 MAX_REASON = 1000
 
@@ -33,7 +35,7 @@ MAX_REASON = 1000
 #: there. Steps not listed (analysis, fetcher, hashverify, format's manifest
 #: step) are never waivable: the pipeline cannot go on safely without them.
 WAIVABLE: Mapping[tuple[str, str], frozenset[str]] = {
-    ("signature", "signatures"): frozenset(
+    ("signature", StepName.SIGNATURES): frozenset(
         {
             "signature.missing",
             "signature.threshold_not_met",
@@ -45,7 +47,7 @@ WAIVABLE: Mapping[tuple[str, str], frozenset[str]] = {
             "signature.tlog_missing",
         }
     ),
-    ("source", "source"): frozenset(
+    ("source", StepName.SOURCE): frozenset(
         {
             "source.foreign_layer",
             "source.unapproved_source",
@@ -56,10 +58,10 @@ WAIVABLE: Mapping[tuple[str, str], frozenset[str]] = {
             "source.unexpected_host",
         }
     ),
-    ("source", "blob source"): frozenset(
+    ("source", StepName.BLOB_SOURCE): frozenset(
         {"source.redirect_host_not_allowed", "source.unexpected_host"}
     ),
-    ("format", "layers"): frozenset(
+    ("format", StepName.LAYERS): frozenset(
         {
             "format.setuid",
             "format.device_node",
@@ -71,8 +73,6 @@ WAIVABLE: Mapping[tuple[str, str], frozenset[str]] = {
     ),
 }
 
-BLOCKING = ("ERROR", "UNSPECIFIED")
-
 
 class ReleaseRefused(PullguardError):
     """The quarantine entry cannot be released; the message says why."""
@@ -82,7 +82,7 @@ class ReleaseRefused(PullguardError):
 
 
 def blocking(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [f for f in findings if f.get("severity") in BLOCKING]
+    return [f for f in findings if blocks(str(f.get("severity")))]
 
 
 def waives(layer: str, step: str, findings: list[dict[str, Any]], waivers: frozenset[str]) -> bool:
@@ -101,6 +101,42 @@ class ReleasePlan:
     repository: str
     digest: str
     waivers: frozenset[str]
+
+
+@dataclass(frozen=True)
+class ReleaseOptions:
+    """A release's run: the quarantine entry, the waived codes, and who released it and why."""
+
+    quarantine_id: str
+    digest: str
+    waivers: frozenset[str]
+    reason: str
+    operator: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "quarantine_id": self.quarantine_id,
+            "digest": self.digest,
+            "waivers": sorted(self.waivers),
+            "reason": self.reason,
+            "operator": self.operator,
+        }
+
+
+@dataclass(frozen=True)
+class ReevaluationOptions:
+    """A re-evaluation's run: the admission it re-verifies, and whether a current one is too."""
+
+    previous_decision: str
+    previous_policy: str
+    force: bool
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "previous_decision": self.previous_decision,
+            "previous_policy": self.previous_policy,
+            "force": self.force,
+        }
 
 
 def plan_release(quarantine_id: str, report: Mapping[str, Any]) -> ReleasePlan:

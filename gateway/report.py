@@ -1,27 +1,32 @@
 """A decision report under construction: each layer step's verdict, timing and error.
 
 The report is plain JSON data: it goes to the decision database, the audit
-log, quarantine's report.json, the CLI and the denial's ``detail``.
+log, quarantine's report.json, the CLI and the denial's ``detail``. This
+module is the one place a report is converted: verdicts in (:meth:`Report.add`),
+JSON out (:meth:`Report.as_json`), and the gateway proto out
+(:func:`report_to_proto`, also for reports read back from the database).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from pullguard.gateway.release import blocking, waives
+from pullguard.gateway.release import ReevaluationOptions, ReleaseOptions, blocking, waives
+from pullguard.services.runtime.findings import SEVERITY_NAMES, blocks, severity_number
 from pullguard.services.runtime.protoconv import verdict_allows
-from pullguard.v1 import common_pb2
+from pullguard.v1 import common_pb2, gateway_pb2
 
-_SEVERITY = {0: "UNSPECIFIED", 1: "INFO", 2: "WARNING", 3: "ERROR"}
+_DECISIONS = {"ALLOW": common_pb2.ALLOW, "DENY": common_pb2.DENY}
 
 
 def findings_to_json(verdict: common_pb2.Verdict) -> list[dict[str, Any]]:
     return [
         {
             "code": f.code,
-            "severity": _SEVERITY.get(f.severity, "UNSPECIFIED"),
+            "severity": SEVERITY_NAMES.get(f.severity, "UNSPECIFIED"),
             "message": f.message,
             "evidence": dict(f.evidence),
         }
@@ -31,7 +36,7 @@ def findings_to_json(verdict: common_pb2.Verdict) -> list[dict[str, Any]]:
 
 def first_error(verdict: common_pb2.Verdict) -> str:
     for finding in verdict.findings:
-        if finding.severity in (common_pb2.ERROR, common_pb2.SEVERITY_UNSPECIFIED):
+        if blocks(finding.severity):
             return str(finding.message or finding.code)
     if verdict.decision != common_pb2.ALLOW:
         return "denied without a finding"
@@ -89,10 +94,10 @@ class Report:
     #: The waived findings, each with its layer and step.
     waived: list[dict[str, Any]] = field(default_factory=list)
     #: Set on a release's decision: the quarantine entry, reason and operator.
-    release: dict[str, Any] | None = None
+    release: ReleaseOptions | None = None
     #: Set on a re-evaluation's decision: the admission it re-verifies, and
     #: whether an admission under the current policy is verified again too.
-    reevaluation: dict[str, Any] | None = None
+    reevaluation: ReevaluationOptions | None = None
     #: What publishing to a registry target did (empty for the embedded target).
     target: dict[str, Any] = field(default_factory=dict)
     #: Set when no verdict was reached: {"layer", "kind", "message"} (see set_outage).
@@ -111,14 +116,15 @@ class Report:
                 finding["waived"] = True
                 self.waived.append({"layer": layer, "step": step, **finding})
             allowed = True
-        self.steps.append(Step(layer, step, "ALLOW" if allowed else "DENY", findings, duration_ms))
+        decision = "ALLOW" if allowed else "DENY"
+        self.steps.append(Step(layer, str(step), decision, findings, duration_ms))
         if not allowed and not self.denied_by:
             self.denied_by = layer
             self.reason = first_error(verdict)
         return allowed
 
     def add_error(self, layer: str, step: str, message: str, duration_ms: float) -> None:
-        self.steps.append(Step(layer, step, "ERROR", [], duration_ms, message))
+        self.steps.append(Step(layer, str(step), "ERROR", [], duration_ms, message))
         if not self.denied_by:
             self.denied_by = layer
             self.reason = message
@@ -152,7 +158,7 @@ class Report:
                             "evidence": {},
                         }
                     ]
-                return [f for f in step.findings if f["severity"] in ("ERROR", "UNSPECIFIED")]
+                return blocking(step.findings)
         return []
 
     @property
@@ -182,8 +188,60 @@ class Report:
             "layer_stats": self.layers,
             "provenance": self.provenance,
             "waived": self.waived,
-            **({"release": self.release} if self.release is not None else {}),
-            **({"reevaluation": self.reevaluation} if self.reevaluation is not None else {}),
+            **({"release": self.release.as_json()} if self.release is not None else {}),
+            **(
+                {"reevaluation": self.reevaluation.as_json()}
+                if self.reevaluation is not None
+                else {}
+            ),
             "target": self.target,
             **({"outage": self.outage} if self.outage else {}),
         }
+
+    def as_proto(self) -> gateway_pb2.DecisionReport:
+        return report_to_proto(self.as_json())
+
+
+def report_to_proto(report: dict[str, Any]) -> gateway_pb2.DecisionReport:
+    """A report's JSON (fresh or read back from the database) as the gateway proto."""
+    layers = []
+    for step in report.get("layers", []):
+        findings = [
+            common_pb2.Finding(
+                code=f["code"],
+                severity=common_pb2.Severity.ValueType(severity_number(f["severity"])),
+                message=f["message"],
+                evidence=f["evidence"],
+            )
+            for f in step["findings"]
+        ]
+        layers.append(
+            gateway_pb2.LayerResult(
+                layer=step["layer"],
+                verdict=common_pb2.Verdict(
+                    decision=_DECISIONS.get(step["decision"], common_pb2.DENY),
+                    layer=step["layer"],
+                    findings=findings,
+                ),
+                duration_ms=step["duration_ms"],
+                error=step["error"],
+            )
+        )
+    outage = report.get("outage") or {}
+    return gateway_pb2.DecisionReport(
+        decision_id=str(report["decision_id"]),
+        reference=str(report["reference"]),
+        digest=str(report.get("digest", "")),
+        decision=_DECISIONS.get(str(report["decision"]), common_pb2.DECISION_UNSPECIFIED),
+        layers=layers,
+        policy_version=str(report["policy_version"]),
+        denied_by=str(report.get("denied_by", "")),
+        reason=str(report.get("reason", "")),
+        admitted=bool(report.get("admitted")),
+        transient=bool(report.get("transient")),
+        time=str(report["time"]),
+        report_json=json.dumps(report, sort_keys=True),
+        outcome=str(report.get("outcome", "")),
+        outage_layer=str(outage.get("layer", "")),
+        outage_kind=str(outage.get("kind", "")),
+    )

@@ -89,3 +89,20 @@ class Verdict:
     @classmethod
     def of(cls, layer: str, findings: Iterable[Finding]) -> Verdict:
         return cls(layer, tuple(findings))
+
+
+#: Severity names as reports spell them, by protobuf enum number (0: unset).
+SEVERITY_NAMES: Mapping[int, str] = {0: "UNSPECIFIED", 1: "INFO", 2: "WARNING", 3: "ERROR"}
+#: Severity names that refuse: an unset severity counts as an ERROR (fail closed).
+BLOCKING = frozenset({"ERROR", "UNSPECIFIED"})
+
+
+def blocks(severity: int | str) -> bool:
+    """Whether a finding of ``severity`` (a protobuf number or a report's name) refuses."""
+    name = SEVERITY_NAMES.get(severity, "") if isinstance(severity, int) else severity
+    return name in BLOCKING
+
+
+def severity_number(name: str) -> Severity:
+    """A report's severity name as the enum (shared with protobuf); unknown or unset: ERROR."""
+    return Severity.__members__.get(name, Severity.ERROR)

@@ -17,7 +17,7 @@ import yaml
 
 from pullguard.gateway import fsck
 from pullguard.gateway.decisions import Admission, DecisionLog, StateError
-from pullguard.gateway.pipeline import Pipeline
+from pullguard.gateway.pull import Pipeline
 from pullguard.gateway.stores import AdmittedStore
 from pullguard.services.runtime.errors import StagingError
 from pullguard.services.runtime.staging import StagingStore
@@ -105,7 +105,7 @@ async def test_the_gateway_compares_the_fetchers_streamed_digest(tmp_path: Path)
             return response
 
     pipeline = _pipeline(tmp_path, {})
-    pipeline.clients = LyingStream(pipeline.staging, {})  # type: ignore[assignment]
+    pipeline.clients = LyingStream(pipeline.staging, {})
     result = await pipeline.pull("lab/app", "v1")
     assert not result.allowed
     codes = [f["code"] for f in result.report.denial_findings()]

@@ -95,7 +95,7 @@ def _run(tmp_path: Path, entries: list[common_pb2.Descriptor], faults: dict[str,
     layers.child_faults = faults
     layers.child_calls = []
     layers.cancelled = []
-    pipeline.clients = layers  # type: ignore[assignment]
+    pipeline.clients = layers
     return pipeline, layers
 
 

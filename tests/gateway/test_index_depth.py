@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from pullguard.gateway.decisions import Admission
-from pullguard.gateway.pipeline import MAX_INDEX_DEPTH
+from pullguard.gateway.pull import MAX_INDEX_DEPTH
 from pullguard.v1 import format_pb2
 from tests.gateway.test_pipeline_faults import DIGEST, FakeLayers, _pipeline
 
@@ -43,7 +43,7 @@ class IndexLayers(FakeLayers):
 async def test_f12a_index_depth(tmp_path: Path, depth: int, allowed: bool) -> None:
     pipeline = _pipeline(tmp_path, {})
     layers = IndexLayers(pipeline.staging, {})
-    pipeline.clients = layers  # type: ignore[assignment]
+    pipeline.clients = layers
     # A chain of admitted indexes: _d(0) tagged, each lists the next, the last lists DIGEST.
     chain = [_d(i) for i in range(depth)] + [DIGEST]
     for parent, child in itertools.pairwise(chain):

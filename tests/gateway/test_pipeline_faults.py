@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pullguard.gateway.decisions import DecisionLog
-from pullguard.gateway.pipeline import Pipeline
+from pullguard.gateway.pull import Pipeline
 from pullguard.gateway.stores import AdmittedStore, Quarantine
 from pullguard.services.runtime.errors import (
     LayerUnavailable,
@@ -219,7 +219,7 @@ def _pipeline(tmp_path: Path, faults: dict[tuple[str, str], str]) -> Pipeline:
     staging = StagingStore(state / "staging")
     return Pipeline(
         config,
-        FakeLayers(staging, faults),  # type: ignore[arg-type]
+        FakeLayers(staging, faults),
         DecisionLog(state),
         AdmittedStore(state / "admitted"),
         Quarantine(state / "quarantine"),

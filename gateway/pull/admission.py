@@ -1,0 +1,295 @@
+"""Steps 3, 6 and 7 of a pull: serve cached, admit or quarantine, publish.
+
+:class:`Admissions` puts the admitted store, the decision database, the
+quarantine and the target registry behind one interface (distribution's
+``registry/proxy`` keeps its local and remote stores the same way), so the
+pull's steps never touch a file, a table or the target directly.
+
+Admission order (each step a failpoint, see :mod:`failpoints`): blobs,
+manifest, the push to a registry target, then the admission with its
+decision row (one commit), and index.json last. A crash before the commit
+leaves only unreferenced content; after it, start-up reconciles the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+
+from pullguard.gateway import failpoints
+from pullguard.gateway.decisions import Admission, DecisionLog
+from pullguard.gateway.publish import Publication, Publisher
+from pullguard.gateway.pull.blobs import StagedBlobs, streamed_verdict
+from pullguard.gateway.pull.manifest import JudgedManifest
+from pullguard.gateway.pull.one import Pull, Stopwatch
+from pullguard.gateway.report import Report
+from pullguard.gateway.steps import StepName
+from pullguard.gateway.stores import AdmittedStore, Quarantine
+from pullguard.services.runtime.config import Config
+from pullguard.services.runtime.errors import PullguardError, TargetError, UpstreamUnreachable
+from pullguard.services.runtime.protoconv import verdict_allows
+from pullguard.services.runtime.staging import StagingStore
+from pullguard.v1 import common_pb2
+
+log = logging.getLogger("pullguard.gateway")
+
+
+class Admissions:
+    """Where verified content goes, and where a pull's decision is kept."""
+
+    def __init__(
+        self,
+        config: Config,
+        decisions: DecisionLog,
+        admitted: AdmittedStore,
+        quarantine: Quarantine,
+        staging: StagingStore,
+        publisher: Publisher | None,
+    ) -> None:
+        self.config = config
+        self.decisions = decisions
+        self.admitted = admitted
+        self.quarantine = quarantine
+        self.staging = staging
+        #: Pushes admitted images to the target registry; None for an embedded target.
+        self.publisher = publisher
+
+    # -- the decision -------------------------------------------------------
+
+    def record(self, report: Report) -> None:
+        """Record a decision that admits nothing (an admission records its own)."""
+        self.decisions.record(report.as_json())
+
+    def discard(self, pull: Pull) -> None:
+        """Drop whatever the pull staged."""
+        self.staging.discard(pull.session)
+
+    def quarantine_or_discard(self, pull: Pull) -> None:
+        """Keep a refused pull's staged content in quarantine, or discard it.
+
+        A quarantine entry is a verdict: only a refusal every step of which
+        ran (no layer error, no internal error, no full disk) keeps its bytes.
+        Partial content of a pull that could not finish is discarded.
+        """
+        report = pull.report
+        if (
+            pull.admit
+            and not any(step.error for step in report.steps)
+            and self.staging.session_dir(pull.session).exists()
+        ):
+            self.quarantine.put(self.staging, pull.session, report.as_json())
+            self.decisions.quarantined(
+                pull.session, report.time, report.reference_text, report.digest, report.reason
+            )
+        else:
+            self.discard(pull)
+
+    # -- step 3: serve cached -------------------------------------------------
+
+    async def serve_cached(self, pull: Pull, digest: str) -> bytes | None:
+        """The manifest of ``digest`` if this policy admitted it and its bytes are intact."""
+        report = pull.report
+        plan = pull.plan
+        if plan.ref.digest and plan.ref.digest != digest:
+            return None
+        if plan.rule.pinned_digest and plan.rule.pinned_digest != digest:
+            return None
+        admission = self.decisions.admitted(report.repository, digest, plan.policy_version)
+        if admission is None or not self.admitted.has(digest):
+            return None
+        data = self.admitted.read_manifest(digest, self.config.limits.manifest_bytes)
+        if hashlib.new(digest.split(":")[0], data).hexdigest() != digest.split(":", 1)[1]:
+            log.error("admitted store object %s does not match its digest", digest)
+            self.admitted.move_aside(digest)
+            return None
+        if not await self._blobs_intact(report.repository, digest):
+            return None
+        report.digest = digest
+        report.media_type = admission.media_type
+        # Admitted earlier, but perhaps not yet under this tag (or this target).
+        await self.publish(pull, digest, admission.media_type)
+        self.discard(pull)
+        self.decisions.link_name(report.client_name, report.repository)
+        if plan.ref.tag:
+            self.admitted.add_reference(
+                digest,
+                admission.media_type,
+                admission.size,
+                [f"{report.repository}:{plan.ref.tag}"],
+            )
+        return data
+
+    async def serve_offline_tag(self, pull: Pull, exc: UpstreamUnreachable) -> bytes | None:
+        """While the upstream is down, serve the tag's last admitted digest (``offline_tags``).
+
+        Only a digest still admitted under the current policy, with its bytes
+        intact, is served (:meth:`serve_cached`); the pull is recorded as an outage.
+        """
+        report = pull.report
+        plan = pull.plan
+        upstream = self.config.upstreams.get(plan.ref.upstream_alias)
+        if not plan.ref.tag or upstream is None or upstream.offline_tags != "serve":
+            return None
+        digest = self.decisions.last_admitted_for_tag(
+            report.repository, plan.ref.tag, report.reference_text
+        )
+        if digest is None:
+            return None
+        report.outage = {
+            "layer": "fetcher",
+            "kind": "stale_tag",
+            "message": f"upstream unreachable; serving last admitted digest {digest}:"
+            f" {exc.message}",
+        }
+        data = await self.serve_cached(pull, digest)
+        if data is None:
+            report.outage = {}
+        return data
+
+    async def _blobs_intact(self, repository: str, digest: str) -> bool:
+        """Whether every blob of an admitted manifest is present and still verified.
+
+        A damaged or missing blob makes the pull verify and fetch again, which
+        replaces it with verified bytes (see stores.AdmittedStore).
+        """
+        for blob in self.decisions.manifest_blobs(repository, digest):
+            if await asyncio.to_thread(self.admitted.verified_blob, blob) is None:
+                log.error("admitted %s of %s is damaged or missing: verifying again", blob, digest)
+                return False
+        return True
+
+    # -- step 6: admit --------------------------------------------------------
+
+    async def admit(self, pull: Pull, judged: JudgedManifest, blobs: StagedBlobs) -> None:
+        """Move the verified content in, then admit and record in one transaction.
+
+        Only when the digests the fetcher streamed equal the descriptors are
+        the staged objects hashed again and moved in, manifest last.
+        """
+        report = pull.report
+        plan = pull.plan
+        session = pull.session
+        staged = judged.staged.staged
+        summary = judged.summary
+        release = report.release
+        if release is not None and report.waived:
+            # Before the admission: a released image keeps its waivers
+            # for every later verification of this digest.
+            self.decisions.add_waivers(
+                report.repository,
+                judged.digest,
+                sorted({w["code"] for w in report.waived}),
+                report.decision_id,
+                {**release.as_json(), "time": report.time},
+            )
+        if staged.staged_key != report.digest:
+            raise PullguardError("staged manifest key differs from the verified digest")
+        verdict = streamed_verdict(report.digest, staged, blobs)
+        if not verdict_allows(verdict):
+            pull.require("gateway", StepName.STAGED_DIGESTS, verdict, 0.0)
+        await asyncio.to_thread(self._take_staged, session, blobs.keys, blobs.streamed)
+        failpoints.hit("admit.after_blobs")
+        await asyncio.to_thread(self._take_staged, session, [staged.staged_key], {})
+        failpoints.hit("admit.after_manifest")
+        size = self.admitted.blob_path(report.digest).stat().st_size
+        # Published before the admission is recorded: if the push fails, the
+        # image is not admitted and its next pull verifies and pushes again.
+        await self.publish(pull, report.digest, summary.media_type)
+        report.admitted = True
+        self.decisions.admit_and_record(
+            Admission(report.repository, report.digest, summary.media_type, size, session),
+            plan.policy_version,
+            blobs=blobs.keys,
+            children=[(m.digest, m.media_type, m.size) for m in summary.manifests],
+            client_name=report.client_name,
+            report=report.as_json(),
+        )
+        ref_names = [f"{report.repository}@{report.digest}"]
+        if plan.ref.tag:
+            ref_names.append(f"{report.repository}:{plan.ref.tag}")
+        try:
+            self.admitted.add_reference(report.digest, summary.media_type, size, ref_names)
+        except OSError as exc:
+            # Admitted and recorded: start-up reconciles index.json with the database.
+            log.error("index.json not updated for %s: %s", report.digest, exc)
+        failpoints.hit("admit.after_index")
+        self.discard(pull)
+
+    def _take_staged(self, session: str, keys: list[str], streamed: dict[str, str]) -> None:
+        for key in keys:
+            self.admitted.take_from_staging(self.staging, session, key, streamed.get(key, ""))
+
+    # -- step 7: publish ------------------------------------------------------
+
+    async def publish(self, pull: Pull, digest: str, media_type: str) -> None:
+        """Push an admitted manifest to the target registry, if there is one.
+
+        Raises TargetError (recorded as the ``target`` step) when the target
+        did not take it.
+        """
+        if self.publisher is None:
+            return
+        report = pull.report
+        plan = pull.plan
+        watch = Stopwatch()
+        try:
+            outcome = await self.publisher.publish(
+                report.repository,
+                digest,
+                media_type,
+                [plan.ref.tag] if plan.ref.tag else [],
+                plan.policy_version,
+            )
+        except TargetError as exc:
+            report.add_error("target", StepName.PUBLISH, exc.message, watch.ms)
+            raise
+        report.target = outcome.as_json()
+        report.add("target", StepName.PUBLISH, _publication_verdict(outcome), watch.ms)
+
+    # -- re-evaluation --------------------------------------------------------
+
+    def revoke(self, repository: str, digest: str) -> None:
+        """No longer admitted: not served, its names dropped from the admitted layout."""
+        self.decisions.revoke(repository, digest)
+        self.admitted.remove_references(repository, digest)
+
+    async def withdraw(self, repository: str, digest: str) -> str:
+        """Take a revoked image out of the registry target; say what happened."""
+        if self.publisher is None:
+            return ""
+        try:
+            references = await self.publisher.withdraw(repository, digest)
+        except TargetError as exc:
+            log.error("revoked %s@%s is still in the target: %s", repository, digest, exc.message)
+            return f"failed: {exc.message}"
+        return f"withdrawn: {', '.join(references)}" if references else ""
+
+
+def _publication_verdict(outcome: Publication) -> common_pb2.Verdict:
+    """The ``target`` step's verdict: always ALLOW, with what the push did as findings."""
+    verdict = common_pb2.Verdict(decision=common_pb2.ALLOW, layer="target")
+    if outcome.state == "pending":
+        verdict.findings.add(
+            code="target.index_pending",
+            severity=common_pb2.INFO,
+            message=f"index waits for {len(outcome.pending)} listed manifests to be"
+            f" admitted before it is pushed to {outcome.url}",
+            evidence={"pending": ",".join(outcome.pending[:20])},
+        )
+    else:
+        pushed = ", ".join(outcome.pushed) or "nothing new"
+        verdict.findings.add(
+            code="target.published",
+            severity=common_pb2.INFO,
+            message=f"in {outcome.url} ({outcome.blobs_uploaded} blobs uploaded,"
+            f" {outcome.blobs_present} present; pushed {pushed})",
+        )
+    for index, state in outcome.indexes.items():
+        if state.startswith("failed"):
+            verdict.findings.add(
+                code="target.index_failed",
+                severity=common_pb2.WARNING,
+                message=f"index {index} could not be pushed yet: {state}",
+            )
+    return verdict
