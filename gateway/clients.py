@@ -75,10 +75,6 @@ def _unreachable(exc: grpc.aio.AioRpcError) -> bool:
     )
 
 
-#: The name gateway/pipeline.py still catches; it is the one error class.
-LayerFailure = LayerUnavailable
-
-
 @dataclass
 class CallTiming:
     layer: str

@@ -11,11 +11,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
-from pullguard.gateway.clients import LayerFailure
 from pullguard.gateway.decisions import DecisionLog
 from pullguard.gateway.report import Report
 from pullguard.services.runtime.config import Config
-from pullguard.services.runtime.errors import PullguardError
+from pullguard.services.runtime.errors import LayerUnavailable, PullguardError
 from pullguard.services.runtime.staging import StagingStore
 from pullguard.v1 import common_pb2
 
@@ -103,7 +102,7 @@ class Pull:
         started = time.monotonic()
         try:
             response = await self.clients.call(layer, method, request, timeout=timeout)
-        except LayerFailure as exc:
+        except LayerUnavailable as exc:
             # An outage, not a verdict: the step is kept in the report, and
             # the pipeline records the pull as an outage.
             self.report.add_error(layer, method, exc.message, _since(started))
