@@ -126,7 +126,7 @@ class IndexUnit:
         depth: int,
         max_depth: int,
         signed: bool,
-        statements: list[source_pb2.VerifiedProvenance],
+        statements: list[common_pb2.VerifiedProvenance],
     ) -> None:
         self._call = call
         self._record = record

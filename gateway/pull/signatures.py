@@ -15,7 +15,7 @@ from pullguard.gateway.indexcheck import IndexUnit
 from pullguard.gateway.pull.one import Pull, StepRefused, Stopwatch
 from pullguard.gateway.steps import StepName
 from pullguard.services.runtime.protoconv import verdict_allows
-from pullguard.v1 import common_pb2, format_pb2, signature_pb2, source_pb2
+from pullguard.v1 import common_pb2, format_pb2, signature_pb2
 
 #: Admitted indexes that list a manifest, tried at most for a covering signature.
 MAX_COVERING_INDEXES = 4
@@ -27,7 +27,7 @@ class Signed:
 
     verdict: common_pb2.Verdict
     ms: float
-    statements: list[source_pb2.VerifiedProvenance] = field(default_factory=list)
+    statements: list[common_pb2.VerifiedProvenance] = field(default_factory=list)
 
 
 async def signatures(pull: Pull, digest: str) -> Signed:
@@ -93,7 +93,7 @@ def _wants_provenance(plan: common_pb2.Plan) -> bool:
 
 async def _verify_signed(
     pull: Pull, digest: str, signatures: bool = True
-) -> tuple[common_pb2.Verdict, list[source_pb2.VerifiedProvenance]]:
+) -> tuple[common_pb2.Verdict, list[common_pb2.VerifiedProvenance]]:
     plan = pull.plan
     need_signatures = signatures and _wants_signatures(plan)
     need_attestations = _wants_provenance(plan)
@@ -118,7 +118,7 @@ async def _verify_signed(
         )
         verdict = checked.response.verdict
         pull.report.signatures.extend(_results(checked.response.signatures, digest, "signature"))
-    statements: list[source_pb2.VerifiedProvenance] = []
+    statements: list[common_pb2.VerifiedProvenance] = []
     if need_attestations:
         attested, ms = await pull.call(
             "signature",
@@ -129,18 +129,7 @@ async def _verify_signed(
         )
         pull.judge("signature", f"attestations {digest}", attested.verdict, ms)
         pull.report.signatures.extend(_results(attested.attestations, digest, "attestation"))
-        statements = [
-            source_pb2.VerifiedProvenance(
-                predicate_type=s.predicate_type,
-                builder_id=s.builder_id,
-                source_repository=s.source_repository,
-                source_digest=s.source_digest,
-                signer=s.signer,
-                found_at=s.found_at,
-                subject_digest=digest,
-            )
-            for s in attested.statements
-        ]
+        statements = list(attested.statements)
     return verdict, statements
 
 

@@ -36,6 +36,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pullguard.services.format.tarfields import FieldError, cstr, numeric, octal
+
 BLOCK = 512
 ZERO_BLOCK = bytes(BLOCK)
 #: Largest PAX header or GNU long name/link accepted (Go allows 1 MiB).
@@ -53,7 +55,6 @@ ENTRY_TYPES = frozenset("0123456")
 #: Types that carry no data in the archive (Go's isHeaderOnlyType).
 HEADER_ONLY = frozenset("123456")
 _META_TYPES = frozenset("xgLK")
-_OCTAL_DIGITS = b"01234567"
 _DECIMAL_RE = re.compile(rb"[+-]?[0-9]{1,19}")
 _PAX_TIME_RE = re.compile(rb"[+-]?[0-9]{1,19}(?:\.[0-9]*)?")
 _HIGH_BYTES = bytes(range(0x80, 0x100))
@@ -94,39 +95,6 @@ class TarEntry:
 
 def _decode(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
-
-
-def _cstr(field: bytes) -> bytes:
-    end = field.find(b"\0")
-    return field if end < 0 else field[:end]
-
-
-class _FieldError(ValueError):
-    """A numeric header field that Go's parser refuses."""
-
-
-def _octal(field: bytes) -> int:
-    # Go trims spaces and NULs, cuts at the first NUL left, then wants octal digits.
-    trimmed = field.strip(b" \0")
-    if not trimmed:
-        return 0
-    if trimmed.translate(None, _OCTAL_DIGITS):
-        trimmed = _cstr(trimmed)
-        if trimmed.translate(None, _OCTAL_DIGITS):
-            raise _FieldError("a numeric field is not octal")
-    return int(trimmed, 8)
-
-
-def _numeric(field: bytes) -> int:
-    if not field[0] & 0x80:
-        return _octal(field)
-    # Base-256: two's complement, big-endian, sign in the second-highest bit.
-    value = int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
-    if field[0] & 0x40:
-        value -= 1 << (len(field) * 8 - 1)
-    if not -(2**63) <= value < 2**63:
-        raise _FieldError("a base-256 field overflows 64 bits")
-    return value
 
 
 def parse_pax(data: bytes, offset: int) -> dict[bytes, bytes]:
@@ -275,28 +243,28 @@ class TarReader:
             typeflag = chr(block[156])
             name = block[0:100].partition(b"\0")[0]
             linkname = block[157:257].partition(b"\0")[0]
-            size = _numeric(block[124:136])
-            mode = _numeric(block[100:108])
-            uid = _numeric(block[108:116])
-            gid = _numeric(block[116:124])
-            mtime = _numeric(block[136:148])
+            size = numeric(block[124:136])
+            mode = numeric(block[100:108])
+            uid = numeric(block[108:116])
+            gid = numeric(block[116:124])
+            mtime = numeric(block[136:148])
             prefix = b""
             if tar_format == "v7":
                 # Python's tarfile reads a prefix here; Go does not.
                 if block[345:500].strip(b"\0"):
                     raise TarError("format.malformed_tar", "V7 header with a prefix field", offset)
             else:
-                _numeric(block[329:337])
-                _numeric(block[337:345])
+                numeric(block[329:337])
+                numeric(block[337:345])
                 if tar_format == "ustar":
                     prefix = block[345:500].partition(b"\0")[0]
                 elif tar_format == "star":
                     prefix = block[345:476].partition(b"\0")[0]
-                    _numeric(block[476:488])
-                    _numeric(block[488:500])
+                    numeric(block[476:488])
+                    numeric(block[488:500])
                 else:
                     prefix = self._gnu_prefix(block)
-        except _FieldError as exc:
+        except FieldError as exc:
             raise TarError("format.malformed_tar", str(exc), offset) from None
         if prefix:
             name = prefix + b"/" + name
@@ -310,8 +278,8 @@ class TarReader:
     @staticmethod
     def _format(block: bytes, offset: int) -> str:
         try:
-            expected = _octal(block[148:156])
-        except _FieldError:
+            expected = octal(block[148:156])
+        except FieldError:
             expected = -1
         # The checksum field counts as eight spaces.
         unsigned = sum(block) - sum(block[148:156]) + 8 * 0x20
@@ -334,9 +302,9 @@ class TarReader:
         try:
             for field in (block[345:357], block[357:369]):
                 if field[0] != 0:
-                    _numeric(field)
-        except _FieldError:
-            prefix = _cstr(block[345:500])
+                    numeric(field)
+        except FieldError:
+            prefix = cstr(block[345:500])
             return prefix if prefix.isascii() else b""
         return b""
 
@@ -378,7 +346,7 @@ class TarReader:
                 return
             self._pending["x"] = records
             return
-        name = _cstr(data)
+        name = cstr(data)
         if data[len(name) :].strip(b"\0"):
             raise TarError("format.unsafe_path", "GNU long name contains a NUL byte", offset)
         self._pending[typeflag] = name

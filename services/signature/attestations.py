@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from pullguard.services.runtime.findings import Finding, Verdict
 from pullguard.services.signature import dsse, policy
-from pullguard.services.signature.attachments import Layer, layer_kind
+from pullguard.services.signature.attachments import Layer
 from pullguard.services.signature.policy import SignatureCheck
 from pullguard.services.signature.trust import Signer, Trust, identify, sha256_hex
 from pullguard.services.signature.verifier import (
@@ -36,6 +36,7 @@ from pullguard.services.signature.verifier import (
     Limits,
     ReadStaged,
     Subject,
+    budgeted_layers,
     read_attachment,
     read_blob,
     too_many_artifacts,
@@ -93,18 +94,14 @@ def verify_attestations(
         claimed = attachment.annotations.get(BUNDLE_PREDICATE_TYPE_ANNOTATION)
         if claimed is not None:
             findings.append(_ignored(artifact.location, BUNDLE_PREDICATE_TYPE_ANNOTATION, claimed))
-        for layer in attachment.layers:
-            kind = layer_kind(layer.media_type)
-            if kind not in ("attestation", "bundle"):
-                continue
-            location = f"{artifact.location}/layers[{layer.index}]"
-            if not budget.take():
-                checks.append(
-                    SignatureCheck.reject(
-                        location, policy.TOO_MANY, f"more than {budget.limit} attestations"
-                    )
-                )
-                break
+        chosen, overflow = budgeted_layers(
+            attachment,
+            artifact.location,
+            ("attestation", "bundle"),
+            budget,
+            f"more than {budget.limit} attestations",
+        )
+        for location, kind, layer in chosen:
             claimed = layer.annotations.get(PREDICATE_TYPE_ANNOTATION)
             if claimed is not None:
                 findings.append(_ignored(location, PREDICATE_TYPE_ANNOTATION, claimed))
@@ -123,6 +120,8 @@ def verify_attestations(
                         f"{result.predicate_type} attestation signed by {result.signer}",
                     )
                 )
+        if overflow is not None:
+            checks.append(overflow)
     for check in checks:
         code = ATTESTATION_VERIFIED if check.accepted else check.code
         evidence = {"location": check.location}

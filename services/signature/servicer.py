@@ -227,7 +227,8 @@ class SignatureServicer(signature_pb2_grpc.SignatureServicer):  # type: ignore[m
         requirement = requirement_from_proto(message)
         if not request.session:
             raise InvalidRequest("VerifyAttestations needs a staging session")
-        subject = self._subject(request.session, request.plan, checked_digest(request.digest))
+        digest = checked_digest(request.digest)
+        subject = self._subject(request.session, request.plan, digest)
         artifacts = [artifact_from_proto(a) for a in request.artifacts]
         trust = None
         if requirement.mode is not Mode.NONE:
@@ -245,13 +246,14 @@ class SignatureServicer(signature_pb2_grpc.SignatureServicer):  # type: ignore[m
         return signature_pb2.VerifyAttestationsResponse(
             verdict=verdict_to_proto(outcome.verdict),
             statements=[
-                signature_pb2.VerifiedStatement(
+                common_pb2.VerifiedProvenance(
                     predicate_type=s.predicate_type,
                     builder_id=s.builder_id,
                     source_repository=s.source_repository,
+                    source_digest=s.source_digest,
                     signer=s.signer,
                     found_at=s.found_at,
-                    source_digest=s.source_digest,
+                    subject_digest=digest,
                 )
                 for s in outcome.statements
             ],

@@ -106,6 +106,24 @@ class Budget:
         return True
 
 
+def budgeted_layers(
+    attachment: Attachment, at: str, kinds: tuple[str, ...], budget: Budget, too_many: str
+) -> tuple[list[tuple[str, str, Layer]], SignatureCheck | None]:
+    """The layers of ``attachment`` of one of ``kinds``, as (location, kind,
+    layer), each taking one from ``budget``; when it runs out, the rejection
+    (``too_many``) at the first layer left unexamined."""
+    chosen: list[tuple[str, str, Layer]] = []
+    for layer in attachment.layers:
+        kind = layer_kind(layer.media_type)
+        if kind not in kinds:
+            continue
+        location = f"{at}/layers[{layer.index}]"
+        if not budget.take():
+            return chosen, SignatureCheck.reject(location, policy.TOO_MANY, too_many)
+        chosen.append((location, kind, layer))
+    return chosen, None
+
+
 def verify_signatures(
     requirement: Requirement,
     subject: Subject,
@@ -197,25 +215,21 @@ def _artifact_checks(
     attachment = read_attachment(artifact, subject, limits, read_staged)
     if isinstance(attachment, SignatureCheck):
         return [attachment]
+    chosen, overflow = budgeted_layers(
+        attachment,
+        artifact.location,
+        ("signature", "bundle"),
+        budget,
+        f"more than {budget.limit} signatures; the rest were not examined",
+    )
     checks: list[SignatureCheck] = []
-    for layer in attachment.layers:
-        kind = layer_kind(layer.media_type)
-        if kind not in ("signature", "bundle"):
-            continue
-        location = f"{artifact.location}/layers[{layer.index}]"
-        if not budget.take():
-            checks.append(
-                SignatureCheck.reject(
-                    location,
-                    policy.TOO_MANY,
-                    f"more than {budget.limit} signatures; the rest were not examined",
-                )
-            )
-            break
+    for location, kind, layer in chosen:
         if kind == "signature":
             checks.extend(_simple_signing(location, layer, subject, trust, limits, read_staged))
         else:
             checks.append(_bundle_signature(location, layer, subject, trust, limits, read_staged))
+    if overflow is not None:
+        checks.append(overflow)
     return checks
 
 

@@ -131,7 +131,7 @@ async def test_annotation_and_signed_provenance_rules(tmp_path: Path) -> None:
             required=True, builder_ids=[GHA], source_repositories=[APP]
         ),
     )
-    verified = source_pb2.VerifiedProvenance(
+    verified = common_pb2.VerifiedProvenance(
         predicate_type="https://slsa.dev/provenance/v1",
         builder_id=GHA,
         source_repository=APP,
