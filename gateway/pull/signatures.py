@@ -129,8 +129,17 @@ async def _verify_signed(
         )
         pull.judge("signature", f"attestations {digest}", attested.verdict, ms)
         pull.report.signatures.extend(_results(attested.attestations, digest, "attestation"))
-        statements = list(attested.statements)
+        statements = [_bound(statement, digest) for statement in attested.statements]
     return verdict, statements
+
+
+def _bound(statement: common_pb2.VerifiedProvenance, digest: str) -> common_pb2.VerifiedProvenance:
+    """The statement as source is asked about it: bound to the digest this pull verified,
+    whatever the signature layer's reply says (the gateway trusts no layer's word for that)."""
+    bound = common_pb2.VerifiedProvenance()
+    bound.CopyFrom(statement)
+    bound.subject_digest = digest
+    return bound
 
 
 async def _covered_by_index(pull: Pull, digest: str) -> common_pb2.Verdict | None:
