@@ -10,7 +10,6 @@ server and stopped in its ``on_stopping`` hook.
 from __future__ import annotations
 
 import logging
-import resource
 import shutil
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from pullguard.gateway.stores import AdmittedStore, Quarantine
 from pullguard.gateway.target import RegistryTarget
 from pullguard.services.runtime.config import Config
 from pullguard.services.runtime.main import run_process
+from pullguard.services.runtime.resources import raise_open_file_limit
 from pullguard.services.runtime.server import serve_forever
 from pullguard.services.runtime.staging import StagingStore
 
@@ -38,25 +38,6 @@ log = logging.getLogger("pullguard.gateway")
 def split_hostport(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host.strip("[]"), int(port)
-
-
-def raise_open_files() -> None:
-    """Raise the soft open-file limit to the hard one; say so when that is low.
-
-    Each front-door connection and each blob served holds a descriptor; at
-    the limit, accept() fails and blobs cannot be opened.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError) as exc:
-            log.warning("gateway: cannot raise the open-file limit from %d: %s", soft, exc)
-            return
-    if hard != resource.RLIM_INFINITY and hard < 4096:
-        log.warning(
-            "gateway: open-file limit is %d; keep limits.max_connections well below it", hard
-        )
 
 
 def build_pipeline(config: Config) -> tuple[Pipeline, DecisionLog, AdmittedStore, Quarantine]:
@@ -93,7 +74,7 @@ async def serve_gateway(config: Config) -> None:
     """Serve until SIGINT/SIGTERM: NOT_SERVING, then the front door, then gRPC drain."""
     pipeline, decisions, admitted, quarantine = build_pipeline(config)
     ratelog.install()
-    raise_open_files()
+    raise_open_file_limit()
     front = FrontDoor(pipeline, decisions, admitted)
     limits = config.limits
     runner = DoorRunner(

@@ -37,7 +37,6 @@ import contextlib
 import http.client
 import json
 import os
-import resource
 import shutil
 import signal
 import socket
@@ -55,14 +54,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pullguard.services.runtime.config import LAYERS, MAX_SOCKET_PATH, Config, ServicesTls
 from pullguard.services.runtime.errors import PullguardError
+from pullguard.services.runtime.resources import raise_open_file_limit
 from pullguard.services.runtime.tls import channel_credentials, channel_options
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
-#: Below this many open files, a few hundred concurrent pulls fail.
-LOW_OPEN_FILE_LIMIT = 4096
-#: Linux's default fs.nr_open: the most a soft limit can be when the hard one is unlimited.
-_NR_OPEN = 1 << 20
 
 
 def free_address() -> str:
@@ -135,37 +131,6 @@ def http_ready(address: str, timeout: float = 1.0) -> bool:
         # Not only "nothing listens": something that is not our front door
         # (another protocol on that port) answers too.
         return False
-
-
-def raise_open_file_limit() -> tuple[int, int]:
-    """Raise the soft RLIMIT_NOFILE to the hard limit; children inherit it.
-
-    Returns (soft, hard) as they are afterwards and warns when the hard limit
-    is low: every pull holds sockets and files in several processes at once.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = _NR_OPEN if hard == resource.RLIM_INFINITY else hard
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-        except (ValueError, OSError) as exc:
-            print(
-                f"pullguard: cannot raise the open-file limit from {soft} to {wanted}: {exc}",
-                file=sys.stderr,
-                flush=True,
-            )
-        else:
-            print(f"pullguard: open-file limit raised from {soft} to {wanted}", flush=True)
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    if hard != resource.RLIM_INFINITY and hard < LOW_OPEN_FILE_LIMIT:
-        print(
-            f"pullguard: warning: the hard open-file limit is {hard} (below"
-            f" {LOW_OPEN_FILE_LIMIT}); concurrent pulls may fail. Raise it (ulimit -Hn,"
-            " systemd LimitNOFILE=) before starting pullguard",
-            file=sys.stderr,
-            flush=True,
-        )
-    return soft, hard
 
 
 _SOCKET_NAME_ROOM = len("/hashverify.sock")
