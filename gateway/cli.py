@@ -12,8 +12,14 @@ import os
 import sys
 from collections.abc import Sequence
 
-from pullguard.services.runtime.config import LAYERS, SERVICES, Config, load_config
-from pullguard.services.runtime.configload import ConfigErrors, ConfigUnreadable
+from pullguard.services.runtime.config import (
+    LAYERS,
+    SERVICES,
+    Config,
+    ConfigErrors,
+    ConfigUnreadable,
+    load_config,
+)
 from pullguard.services.runtime.errors import ConfigError, PullguardError
 from pullguard.services.runtime.main import configure_logging, run_service
 
