@@ -30,7 +30,6 @@ The admitted store is never trusted blindly:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -45,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from pullguard.gateway import failpoints
-from pullguard.services.runtime.digests import DigestSyntaxError, parse_digest
+from pullguard.services.runtime.digests import DigestSyntaxError, digest_stream, parse_digest
 from pullguard.services.runtime.errors import StagingError
 from pullguard.services.runtime.staging import StagingStore
 
@@ -53,7 +52,6 @@ _OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 _DECISION_ID_RE = re.compile(r"[0-9a-f]{32}")
 _REF_NAME = "org.opencontainers.image.ref.name"
 _TMP_PREFIX = ".tmp-"
-_CHUNK = 1 << 20
 
 log = logging.getLogger("pullguard.gateway")
 
@@ -75,11 +73,8 @@ def _atomic_write(path: Path, data: bytes, failpoint: str = "") -> None:
 
 def file_digest(path: Path, algorithm: str) -> str:
     """``<algorithm>:<hex>`` of a file's bytes, read in bounded chunks."""
-    hasher = hashlib.new(algorithm)
     with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            hasher.update(chunk)
-    return f"{algorithm}:{hasher.hexdigest()}"
+        return digest_stream(handle, algorithm)[0]
 
 
 def _stamp(stat: os.stat_result) -> tuple[int, int, int]:

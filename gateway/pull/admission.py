@@ -14,7 +14,6 @@ leaves only unreferenced content; after it, start-up reconciles the rest.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 
 from pullguard.gateway import failpoints
@@ -27,6 +26,7 @@ from pullguard.gateway.report import Report
 from pullguard.gateway.steps import StepName
 from pullguard.gateway.stores import AdmittedStore, Quarantine
 from pullguard.services.runtime.config import Config
+from pullguard.services.runtime.digests import computed_digest
 from pullguard.services.runtime.errors import PullguardError, TargetError, UpstreamUnreachable
 from pullguard.services.runtime.protoconv import verdict_allows
 from pullguard.services.runtime.staging import StagingStore
@@ -99,7 +99,7 @@ class Admissions:
         if admission is None or not self.admitted.has(digest):
             return None
         data = self.admitted.read_manifest(digest, self.config.limits.manifest_bytes)
-        if hashlib.new(digest.split(":")[0], data).hexdigest() != digest.split(":", 1)[1]:
+        if computed_digest(data, digest) != digest:
             log.error("admitted store object %s does not match its digest", digest)
             self.admitted.move_aside(digest)
             return None

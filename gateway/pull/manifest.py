@@ -8,13 +8,13 @@ before any blob is downloaded, so a bad image costs no layer traffic.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from dataclasses import dataclass
 
 from pullguard.gateway.pull.one import Pull, StepRefused
 from pullguard.gateway.pull.signatures import check_index_unit, signatures
 from pullguard.gateway.steps import StepName
 from pullguard.gateway.syntax import syntax_status
+from pullguard.services.runtime.digests import digest_bytes
 from pullguard.v1 import (
     analysis_pb2,
     common_pb2,
@@ -97,7 +97,7 @@ async def stage_manifest(pull: Pull) -> StagedManifest:
     pull.require("fetcher", StepName.MANIFEST, fetched.verdict, ms)
     algorithm = plan_.ref.digest.split(":", 1)[0] if plan_.ref.digest else "sha256"
     data = pull.staging.read(pull.session, fetched.manifest.staged_key, pull.limits.manifest_bytes)
-    local_digest = f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+    local_digest = digest_bytes(data, algorithm)
     return StagedManifest(fetched, data, local_digest)
 
 
