@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from pullguard.gateway.report import first_error
 from pullguard.services.runtime.config import Limits
 from pullguard.services.runtime.errors import NotFound
 from pullguard.services.runtime.protoconv import verdict_allows
@@ -104,13 +105,6 @@ async def _together(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-
-
-def _first_error(verdict: common_pb2.Verdict) -> str:
-    for finding in verdict.findings:
-        if finding.severity in (common_pb2.ERROR, common_pb2.SEVERITY_UNSPECIFIED):
-            return str(finding.message or finding.code)
-    return "denied without a finding"
 
 
 class IndexUnit:
@@ -238,7 +232,7 @@ class IndexUnit:
         self._refuse(
             CHILD_REFUSED,
             f"{where} {entry.digest} ({entry.platform or 'no platform'}) refused by {layer}:"
-            f" {_first_error(verdict)}",
+            f" {first_error(verdict)}",
             child=entry.digest,
             entry=where,
             platform=entry.platform,

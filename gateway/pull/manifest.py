@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from pullguard.gateway.indexcheck import TOO_DEEP
 from pullguard.gateway.pull.one import Pull, StepRefused
 from pullguard.gateway.pull.signatures import check_index_unit, signatures
 from pullguard.gateway.steps import StepName
@@ -216,7 +217,7 @@ def _check_nesting(pull: Pull) -> int:
     if depth >= MAX_INDEX_DEPTH:
         verdict = common_pb2.Verdict(decision=common_pb2.DENY, layer="gateway")
         verdict.findings.add(
-            code="gateway.index_too_deep",
+            code=TOO_DEEP,
             severity=common_pb2.ERROR,
             message=f"got an index nested {depth} levels deep, expected fewer than"
             f" {MAX_INDEX_DEPTH}",
