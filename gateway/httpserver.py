@@ -97,7 +97,6 @@ class _Connection(RequestHandler):
             return
         waited = self._loop.time() - self._waiting_since
         if waited >= self._door.header_timeout:
-            self._door.timed_out += 1
             self.transport.close()
             self.force_close()
             return
@@ -156,9 +155,6 @@ class DoorServer(web.Server):
         super().__init__(handler, **kwargs)
         self.max_connections = max_connections
         self.header_timeout = header_timeout
-        self.evicted = 0
-        self.refused = 0
-        self.timed_out = 0
         self._open: dict[_Connection, None] = {}
 
     def __call__(self) -> RequestHandler:
@@ -169,10 +165,8 @@ class DoorServer(web.Server):
         if len(self._open) >= self.max_connections:
             idle = [c for c in self._open if c.evictable]
             if not idle:
-                self.refused += 1
                 return False
             oldest = min(idle, key=lambda c: c.waiting_since)
-            self.evicted += 1
             self._open.pop(oldest, None)
             if oldest.transport is not None:
                 oldest.transport.close()
