@@ -192,9 +192,8 @@ class FrontDoor:
             "X-Pullguard-Decision": report.decision_id,
         }
         if report.outage:  # a tag served while its upstream is unreachable
-            headers["Warning"] = (
-                '299 - "pullguard: upstream unreachable; serving last admitted digest'
-                f' {report.digest}"'
+            headers["Warning"] = warning_header(
+                f"upstream unreachable; serving last admitted digest {report.digest}"
             )
         if request.method == "HEAD":
             return web.Response(status=200, headers=headers)
