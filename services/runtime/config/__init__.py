@@ -35,7 +35,7 @@ from pullguard.services.runtime.config.settings import (
     TlsRule,
     Upstream,
 )
-from pullguard.services.runtime.patterns import glob_to_regex, host_matches
+from pullguard.services.runtime.patterns import glob_to_regex
 
 __all__ = [
     "CHECKS_REVISION",
@@ -60,7 +60,6 @@ __all__ = [
     "TlsRule",
     "Upstream",
     "glob_to_regex",
-    "host_matches",
     "load_config",
     "parse_config",
 ]
