@@ -24,21 +24,12 @@ from typing import Any
 from pullguard.services.runtime import strictjson
 from pullguard.services.runtime.findings import Finding
 from pullguard.services.runtime.gojson import GoStruct, key_collisions
-from pullguard.services.runtime.strictjson import MAX_DEPTH, nesting_depth
+from pullguard.services.runtime.strictjson import MAX_DEPTH, StrictJsonError, nesting_depth
 
 __all__ = ["MAX_DEPTH", "MAX_SIZE", "StrictJsonError", "loads_strict", "nesting_depth"]
 
 #: Largest descriptor size: the largest integer every I-JSON peer reads exactly.
 MAX_SIZE = 2**53
-
-
-class StrictJsonError(ValueError):
-    """A document that the strict loader refuses; ``code`` is a finding code."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def loads_strict(data: bytes, limit: int, max_depth: int = MAX_DEPTH) -> Any:
