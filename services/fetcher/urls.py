@@ -27,7 +27,7 @@ import httpx
 
 from pullguard.services.fetcher.models import FetchDenied
 from pullguard.services.runtime.config import Upstream
-from pullguard.services.runtime.patterns import host_matches
+from pullguard.services.runtime.patterns import redirect_allowed
 
 REDACTED = "REDACTED"
 #: Longest Location header the fetcher will consider.
@@ -218,7 +218,9 @@ def redirect_host_allowed(target: httpx.URL, upstream: Upstream) -> bool:
     ``127.0.0.10``, ``cdn.example.com`` does not allow ``cdn.example.com.`` or
     ``cdn.example.com.evil``.
     """
-    host = wire_host(target)
-    if host == upstream.host and origin(target)[2] == upstream.port:
-        return True
-    return host_matches(host, upstream.redirect_hosts)
+    return redirect_allowed(
+        wire_host(target),
+        origin(target)[2],
+        (upstream.host, upstream.port),
+        upstream.redirect_hosts,
+    )

@@ -89,6 +89,15 @@ def glob_to_regex(glob: str) -> re.Pattern[str]:
     return re.compile("".join(out))
 
 
+def redirect_allowed(
+    host: str, port: int | None, own: tuple[str, int | None], redirect_hosts: tuple[str, ...]
+) -> bool:
+    """Whether content may come from ``host:port``: the upstream's ``own`` host on its
+    own port, or a ``redirect_hosts`` entry naming the host (any port). The fetcher
+    asks before it connects and the source layer again afterwards: one rule, two judges."""
+    return (host, port) == own or host_matches(host, redirect_hosts)
+
+
 def host_matches(host: str, patterns: tuple[str, ...]) -> bool:
     """Exact, case-sensitive host glob match; ``*`` matches one or more labels' worth
     of characters but never a dot-less empty label."""

@@ -40,7 +40,7 @@ from urllib.parse import urljoin, urlsplit
 from pullguard.services.runtime.digests import is_digest
 from pullguard.services.runtime.errors import InvalidRequest
 from pullguard.services.runtime.findings import Finding, Verdict
-from pullguard.services.runtime.patterns import host_matches
+from pullguard.services.runtime.patterns import host_matches, redirect_allowed
 from pullguard.services.source.provenance import (
     ManifestEvidence,
     SourceRule,
@@ -128,11 +128,9 @@ class _SourceCheck:
         self.origin = upstream_origin(upstream)
         self.findings: list[Finding] = []
 
-    def is_own(self, origin: Origin) -> bool:
-        return origin.host == self.origin.host and origin.port == self.origin.port
-
     def host_allowed(self, origin: Origin, purpose: str) -> bool:
-        if self.is_own(origin) or host_matches(origin.host, self.upstream.redirect_hosts):
+        own = (self.origin.host, self.origin.port)
+        if redirect_allowed(origin.host, origin.port, own, self.upstream.redirect_hosts):
             return True
         if purpose != "token":
             return False
