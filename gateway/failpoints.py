@@ -6,7 +6,7 @@ process when the admission path reaches ``admit.after_blobs``;
 ``NAME:enospc`` raises ``OSError(ENOSPC)`` there instead. Several are
 separated by commas. Unset, :func:`hit` is one dictionary lookup.
 
-The points, in the order an admission passes them (see ``pipeline._admit``):
+The points, in the order an admission passes them (see ``pull.admission.Admissions.admit``):
 
 - ``admit.after_blobs``: blobs moved into the admitted store, manifest not yet;
 - ``admit.after_manifest``: manifest moved too, nothing recorded;

@@ -120,6 +120,15 @@ class AdmittedStore:
         self._stamps: dict[str, tuple[int, int, int]] = {}
         self.damaged_dir = root.parent / "damaged"
 
+    def _read_index(self) -> dict[str, Any]:
+        index: dict[str, Any] = json.loads((self.root / "index.json").read_bytes())
+        return index
+
+    def _write_index(self, index: dict[str, Any], failpoint: str = "") -> None:
+        _atomic_write(
+            self.root / "index.json", json.dumps(index, indent=1).encode(), failpoint=failpoint
+        )
+
     def blob_path(self, digest: str) -> Path:
         algorithm, encoded = parse_digest(digest)
         return self.root / "blobs" / algorithm / encoded
@@ -217,7 +226,7 @@ class AdmittedStore:
                 found.tmp_files.append(temp.name)
                 if not dry:
                     temp.unlink(missing_ok=True)
-            index = json.loads((self.root / "index.json").read_bytes())
+            index = self._read_index()
             manifests: list[dict[str, Any]] = index["manifests"]
             kept = []
             named = set()
@@ -244,7 +253,7 @@ class AdmittedStore:
                 )
             if not dry and (found.unadmitted_names or found.unnamed_admissions):
                 manifests[:] = kept
-                _atomic_write(self.root / "index.json", json.dumps(index, indent=1).encode())
+                self._write_index(index)
         return found
 
     def read_manifest(self, digest: str, limit: int) -> bytes:
@@ -257,11 +266,11 @@ class AdmittedStore:
     def tags_for(self, repository: str, digest: str) -> list[str]:
         """Tags of ``repository`` whose latest resolution, as recorded here, is ``digest``."""
         with self._lock:
-            index = json.loads((self.root / "index.json").read_bytes())
+            index = self._read_index()
         prefix = f"{repository}:"
         tags = []
         for entry in index["manifests"]:
-            name = entry.get("annotations", {}).get("org.opencontainers.image.ref.name", "")
+            name = entry.get("annotations", {}).get(_REF_NAME, "")
             if entry.get("digest") == digest and name.startswith(prefix):
                 tags.append(name[len(prefix) :])
         return sorted(tags)
@@ -271,27 +280,21 @@ class AdmittedStore:
     ) -> None:
         """Record the manifest in index.json, once per reference name (written last)."""
         with self._lock:
-            index = json.loads((self.root / "index.json").read_bytes())
+            index = self._read_index()
             manifests: list[dict[str, Any]] = index["manifests"]
             for name in ref_names:
                 manifests[:] = [
-                    m
-                    for m in manifests
-                    if m.get("annotations", {}).get("org.opencontainers.image.ref.name") != name
+                    m for m in manifests if m.get("annotations", {}).get(_REF_NAME) != name
                 ]
                 manifests.append(
                     {
                         "mediaType": media_type,
                         "digest": digest,
                         "size": size,
-                        "annotations": {"org.opencontainers.image.ref.name": name},
+                        "annotations": {_REF_NAME: name},
                     }
                 )
-            _atomic_write(
-                self.root / "index.json",
-                json.dumps(index, indent=1).encode(),
-                failpoint="index.before_replace",
-            )
+            self._write_index(index, failpoint="index.before_replace")
 
     def remove_references(self, repository: str, digest: str) -> int:
         """Drop index.json's names for ``repository`` that point at ``digest``; return how many.
@@ -300,19 +303,17 @@ class AdmittedStore:
         """
         prefixes = (f"{repository}@", f"{repository}:")
         with self._lock:
-            index = json.loads((self.root / "index.json").read_bytes())
+            index = self._read_index()
             manifests: list[dict[str, Any]] = index["manifests"]
             kept = [
                 m
                 for m in manifests
                 if m.get("digest") != digest
-                or not str(
-                    m.get("annotations", {}).get("org.opencontainers.image.ref.name", "")
-                ).startswith(prefixes)
+                or not str(m.get("annotations", {}).get(_REF_NAME, "")).startswith(prefixes)
             ]
             removed = len(manifests) - len(kept)
             manifests[:] = kept
-            _atomic_write(self.root / "index.json", json.dumps(index, indent=1).encode())
+            self._write_index(index)
         return removed
 
 
