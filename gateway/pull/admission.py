@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 
 from pullguard.gateway import failpoints
 from pullguard.gateway.decisions import Admission, DecisionLog
@@ -33,6 +34,16 @@ from pullguard.services.runtime.staging import StagingStore
 from pullguard.v1 import common_pb2
 
 log = logging.getLogger("pullguard.gateway")
+
+
+@dataclass(frozen=True)
+class Admitting:
+    """Verified content moved into the admitted store (and published), not yet admitted."""
+
+    admission: Admission
+    blobs: list[str]
+    #: An index's entries: (digest, media type, size).
+    children: list[tuple[str, str, int]]
 
 
 class Admissions:
@@ -166,14 +177,13 @@ class Admissions:
 
     # -- step 6: admit --------------------------------------------------------
 
-    async def admit(self, pull: Pull, judged: JudgedManifest, blobs: StagedBlobs) -> None:
-        """Move the verified content in, then admit and record in one transaction.
+    async def admit(self, pull: Pull, judged: JudgedManifest, blobs: StagedBlobs) -> Admitting:
+        """Move the verified content in and publish it; :meth:`commit` then admits it.
 
         Only when the digests the fetcher streamed equal the descriptors are
         the staged objects hashed again and moved in, manifest last.
         """
         report = pull.report
-        plan = pull.plan
         session = pull.session
         staged = judged.staged.staged
         summary = judged.summary
@@ -201,23 +211,35 @@ class Admissions:
         # Published before the admission is recorded: if the push fails, the
         # image is not admitted and its next pull verifies and pushes again.
         await self.publish(pull, report.digest, summary.media_type)
-        report.admitted = True
-        self.decisions.admit_and_record(
+        return Admitting(
             Admission(report.repository, report.digest, summary.media_type, size, session),
+            blobs.keys,
+            [(m.digest, m.media_type, m.size) for m in summary.manifests],
+        )
+
+    def commit(self, pull: Pull, admitting: Admitting) -> None:
+        """Admit and record the (allowing) decision in one transaction; index.json last."""
+        report = pull.report
+        plan = pull.plan
+        admission = admitting.admission
+        self.decisions.admit_and_record(
+            admission,
             plan.policy_version,
-            blobs=blobs.keys,
-            children=[(m.digest, m.media_type, m.size) for m in summary.manifests],
+            blobs=admitting.blobs,
+            children=admitting.children,
             client_name=report.client_name,
             report=report.as_json(),
         )
-        ref_names = [f"{report.repository}@{report.digest}"]
+        ref_names = [f"{report.repository}@{admission.digest}"]
         if plan.ref.tag:
             ref_names.append(f"{report.repository}:{plan.ref.tag}")
         try:
-            self.admitted.add_reference(report.digest, summary.media_type, size, ref_names)
+            self.admitted.add_reference(
+                admission.digest, admission.media_type, admission.size, ref_names
+            )
         except OSError as exc:
             # Admitted and recorded: start-up reconciles index.json with the database.
-            log.error("index.json not updated for %s: %s", report.digest, exc)
+            log.error("index.json not updated for %s: %s", admission.digest, exc)
         failpoints.hit("admit.after_index")
         self.discard(pull)
 

@@ -19,9 +19,16 @@ from pullguard.gateway.decisions import DecisionLog
 from pullguard.gateway.publish import Publisher
 from pullguard.gateway.pull import manifest
 from pullguard.gateway.pull.admission import Admissions
-from pullguard.gateway.pull.blobs import StagedBlobs, stage_and_judge_blobs
-from pullguard.gateway.pull.manifest import JudgedManifest
+from pullguard.gateway.pull.blobs import stage_and_judge_blobs
 from pullguard.gateway.pull.one import LayerClients, Pull, PullResult, StepRefused
+from pullguard.gateway.pull.outcome import (
+    Outage,
+    Outcome,
+    Refused,
+    RefusedByPlan,
+    Served,
+    Verified,
+)
 from pullguard.gateway.pull.reevaluate import Reevaluated, reevaluate
 from pullguard.gateway.release import ReevaluationOptions, ReleaseOptions, ReleasePlan
 from pullguard.gateway.report import Report
@@ -34,7 +41,6 @@ from pullguard.services.runtime.errors import (
     InvalidRequest,
     LayerUnavailable,
     NotFound,
-    PullguardError,
     StagingFull,
     TargetError,
     UpstreamError,
@@ -131,19 +137,22 @@ class Pipeline:
 
     # -- one pull ---------------------------------------------------------------
 
-    async def run(self, pull: Pull) -> PullResult:
-        """The seven steps of one pull; a step that refuses raises StepRefused."""
+    async def run(self, pull: Pull) -> Outcome:
+        """The seven steps of one pull; a step that refuses raises StepRefused.
+
+        It says only how the pull ended: :meth:`_conclude` sets and records the verdict.
+        """
         report = pull.report
         # 1. analysis makes a plan, or refuses before any upstream traffic.
         if not await manifest.plan(pull):
-            return self._refused_by_plan(pull)
+            return RefusedByPlan()
         plan = pull.plan
         # 3 (by digest). A digest names immutable content: what this policy
         # admitted is served without asking upstream, so it serves in an outage.
         if pull.admit and plan.ref.digest and not pull.forced:
             data = await self.store.serve_cached(pull, plan.ref.digest)
             if data is not None:
-                return self._allow(pull, data)
+                return Served(data)
         # 2. fetcher stages the manifest (a tag is resolved exactly once).
         try:
             staged = await manifest.stage_manifest(pull)
@@ -151,7 +160,7 @@ class Pipeline:
             data = await self.store.serve_offline_tag(pull, exc) if pull.admit else None
             if data is None:
                 raise
-            return self._allow(pull, data)
+            return Served(data)
         # Tags that resolve to one digest are verified once: the second pull
         # waits for the first and then finds the admission.
         async with self._digest_lock(report.repository, staged.local_digest):
@@ -160,49 +169,63 @@ class Pipeline:
             if pull.admit and not pull.forced:
                 data = await self.store.serve_cached(pull, staged.local_digest)
                 if data is not None:
-                    return self._allow(pull, data)
+                    return Served(data)
             report.waivers = manifest.waivers(pull, staged.local_digest)
             # 4. format, hashverify, signature, source (and the index unit).
             judged = await manifest.judge_manifest(pull, staged)
             # 5. fetcher stages the blobs; hashverify, source and format judge them.
             blobs = await stage_and_judge_blobs(pull, judged)
-            # 6 and 7. admitted (pushed to the target first), or only reported.
-            return await self._allow_verified(pull, judged, blobs)
+            # 6 and 7. moved into the admitted store and pushed to the target
+            # (committed by _conclude), or only reported.
+            admitting = await self.store.admit(pull, judged, blobs) if pull.admit else None
+            return Verified(judged.staged.data, admitting)
 
-    def _allow(self, pull: Pull, data: bytes) -> PullResult:
-        """Serve what this policy admitted earlier."""
-        report = pull.report
-        report.decision = "ALLOW"
-        report.cached = True
-        report.admitted = True
-        self.store.record(report)
-        return PullResult(report, manifest=data)
+    def _conclude(self, pull: Pull, outcome: Outcome) -> PullResult:
+        """The one place a pull's verdict is set and recorded; every pull passes here once.
 
-    async def _allow_verified(
-        self, pull: Pull, judged: JudgedManifest, blobs: StagedBlobs
-    ) -> PullResult:
-        """Every step allowed: admit (recording in the admission's transaction) or report."""
-        report = pull.report
-        report.decision = "ALLOW"
-        if pull.admit:
-            await self.store.admit(pull, judged, blobs)
-        else:
-            self.store.discard(pull)
-            self.store.record(report)
-        return PullResult(report, manifest=judged.staged.data)
-
-    def _refused_by_plan(self, pull: Pull) -> PullResult:
-        """Refused before any upstream traffic: nothing to quarantine.
-
-        A refusal for the request's syntax is counted, not recorded one by one (disk).
+        Whatever should follow every decision (a metric, a log line, a
+        notification) goes here, after the match. An allowing admission is
+        recorded in the admission's own transaction; a refusal for the
+        request's syntax is counted, not recorded one by one (disk).
         """
-        pull.report.decision = "DENY"
-        code = manifest.syntax_refusal(pull)
-        if code is not None:
-            self.syntax_refusals.count(code)
-        else:
-            self.store.record(pull.report)
-        return PullResult(pull.report)
+        report = pull.report
+        match outcome:
+            case Served(data):
+                report.decision, report.cached, report.admitted = "ALLOW", True, True
+                self.store.record(report)
+                return PullResult(report, manifest=data)
+            case Verified(data, admitting):
+                report.decision = "ALLOW"
+                if admitting is None:
+                    self.store.discard(pull)
+                    self.store.record(report)
+                else:
+                    report.admitted = True
+                    self.store.commit(pull, admitting)
+                return PullResult(report, manifest=data)
+            case RefusedByPlan():
+                report.decision = "DENY"
+                code = manifest.syntax_refusal(pull)
+                if code is not None:
+                    self.syntax_refusals.count(code)
+                else:
+                    self.store.record(report)
+                return PullResult(report)
+            case Refused():
+                report.decision, report.admitted = "DENY", False
+                self.store.quarantine_or_discard(pull)
+                self.store.record(report)
+                return PullResult(report)
+            case Outage(exc):
+                # Not a verdict: nothing admitted, quarantined or cached; the
+                # client is told to retry (the error's own status).
+                layer = getattr(exc, "layer", "") or (
+                    "target" if isinstance(exc, TargetError) else "fetcher"
+                )
+                report.set_outage(layer, exc.outage or "error", exc.message)
+                self.store.discard(pull)
+                self.store.record(report)
+                return PullResult(report, error=exc)
 
     async def _traced(
         self,
@@ -233,45 +256,36 @@ class Pipeline:
                 "pullguard.decision_id": report.decision_id,
             },
         ) as span:
-            result = await self._guarded(pull)
+            result = await self._decide(pull)
             span.set_attribute("pullguard.decision", report.decision)
             if report.denied_by:
                 span.set_attribute("pullguard.denied_by", report.denied_by)
             return result
 
-    async def _guarded(self, pull: Pull) -> PullResult:
+    async def _decide(self, pull: Pull) -> PullResult:
         """Fail closed: a refusal or anything unforeseen denies; an outage is only an outage."""
-        report = pull.report
         try:
-            return await self.run(pull)
+            outcome = await self.run(pull)
         except StepRefused:
-            pass
+            outcome = Refused()
         except OUTAGES as exc:
-            return self._outage(pull, exc)
+            outcome = Outage(exc)
         except Exception as exc:  # noqa: BLE001 - fail closed on anything unforeseen
-            log.exception("pull %s failed inside the gateway", report.decision_id)
-            report.add_error(
-                "gateway", StepName.INTERNAL, f"gateway: internal error ({type(exc).__name__})", 0.0
-            )
-        report.decision = "DENY"
-        report.admitted = False
-        self.store.quarantine_or_discard(pull)
-        self.store.record(report)
-        return PullResult(report)
+            outcome = self._internal_error(pull, exc)
+        try:
+            return self._conclude(pull, outcome)
+        except Exception as exc:
+            if not isinstance(outcome, Verified):
+                raise
+            # The admission's commit failed: nothing was admitted.
+            return self._conclude(pull, self._internal_error(pull, exc))
 
-    def _outage(self, pull: Pull, exc: PullguardError) -> PullResult:
-        """No verdict was reached: a layer, the upstream or the target failed.
-
-        Recorded as an outage, not a verdict: nothing is admitted, quarantined
-        or cached, and the client is told to retry (the error's own status).
-        """
-        layer = getattr(exc, "layer", "") or (
-            "target" if isinstance(exc, TargetError) else "fetcher"
+    def _internal_error(self, pull: Pull, exc: Exception) -> Refused:
+        log.exception("pull %s failed inside the gateway", pull.report.decision_id)
+        pull.report.add_error(
+            "gateway", StepName.INTERNAL, f"gateway: internal error ({type(exc).__name__})", 0.0
         )
-        pull.report.set_outage(layer, exc.outage or "error", exc.message)
-        self.store.discard(pull)
-        self.store.record(pull.report)
-        return PullResult(pull.report, error=exc)
+        return Refused()
 
     @contextlib.asynccontextmanager
     async def _digest_lock(self, repository: str, digest: str) -> AsyncIterator[None]:
