@@ -1,11 +1,8 @@
 """Every pattern an operator writes in policy, and how it is matched; the one place.
 
-- repository globs (``policy.rules[].match``, ``policy.deny``):
-  :func:`glob_to_regex`, where ``*`` stays in one path segment and ``**``
-  spans segments;
-- value globs (``sources``, ``provenance.source_repositories``):
-  :func:`value_matches`, exact strings or ``*`` standing for at least one
-  character other than ``/``;
+- globs (``policy.rules[].match``, ``policy.deny``, ``sources``,
+  ``provenance.source_repositories``): :func:`compile_glob`, one compiler in
+  two dialects (below);
 - host globs (``redirect_hosts``, ``realm_hosts``, ``foreign_urls``):
   :func:`host_matches`;
 - anchored regular expressions (tag ``allow``, keyless ``subject_regex``):
@@ -18,10 +15,35 @@ a certificate's subject). Python's ``re`` backtracks, so a pattern such as
 compiled with RE2 instead, whose matching is linear in the input. RE2 has no
 backreferences or lookaround; a pattern that uses them is a configuration
 error, never a silent fallback to ``re``.
+
+Globs: one compiler, two dialects
+---------------------------------
+
+Repository names and source values (URLs) are matched by one compiler,
+:func:`compile_glob`; its :class:`GlobKind` names the only differences:
+
+======================  ==========================  ==============================
+                        ``REPOSITORY``              ``VALUE``
+======================  ==========================  ==============================
+``*``                   zero or more, not ``/``     one or more, not ``/``
+``**``                  spans segments              two ``*``: two or more
+``?``                   one character, not ``/``    itself (URLs hold ``?``)
+======================  ==========================  ==============================
+
+Why not one language: within a segment a repository glob's ``*`` may be
+empty (``lab/app*`` covers ``lab/app``, which rules rely on), while a source's
+``*`` must not be: ``https://github.com/trusted/*`` approves the
+repositories of ``trusted``, never ``https://github.com/trusted/`` itself (an
+empty segment; ``test_s02_pattern_matching`` guards it). And ``?`` is a
+wildcard only where the matched text cannot hold one: repository names never
+do, URLs do, so in a value it would widen an approval. Host globs
+(:func:`host_matches`) follow DNS labels instead and stay apart.
 """
 
 from __future__ import annotations
 
+import enum
+import functools
 import re
 from collections.abc import Iterable
 from typing import Protocol
@@ -62,31 +84,51 @@ def compile_anchored(text: str) -> Pattern:
     return pattern
 
 
-def glob_to_regex(glob: str) -> re.Pattern[str]:
-    """Compile a repository glob: ``*`` stays within one path segment,
-    ``**`` spans segments (``a/**`` matches ``a/b/c``; ``**/x/**`` matches ``x/y``)."""
+class GlobKind(enum.Enum):
+    """What a glob matches; see the table in the module docstring."""
+
+    #: A repository name (``lab/app``): ``*``, ``**`` and ``?`` are wildcards.
+    REPOSITORY = "repository"
+    #: A source value, a URL: only ``*`` is, and it stands for at least one character.
+    VALUE = "value"
+
+
+@functools.lru_cache(maxsize=1024)
+def compile_glob(glob: str, kind: GlobKind = GlobKind.REPOSITORY) -> re.Pattern[str]:
+    """Compile a glob of ``kind`` for :meth:`re.Pattern.fullmatch`.
+
+    For a repository, ``*`` stays within one path segment and ``**`` spans
+    segments (``a/**`` matches ``a/b/c``; ``**/x/**`` matches ``x/y``).
+    """
+    repository = kind is GlobKind.REPOSITORY
+    star = "[^/]*" if repository else "[^/]+"
     out: list[str] = []
     i = 0
     while i < len(glob):
-        if glob.startswith("**/", i):
+        if repository and glob.startswith("**/", i):
             out.append("(?:[^/]+/)*")
             i += 3
-        elif glob.startswith("/**", i) and i + 3 == len(glob):
+        elif repository and glob.startswith("/**", i) and i + 3 == len(glob):
             out.append("(?:/[^/]+)*")
             i += 3
-        elif glob.startswith("**", i):
+        elif repository and glob.startswith("**", i):
             out.append(".*")
             i += 2
         elif glob[i] == "*":
-            out.append("[^/]*")
+            out.append(star)
             i += 1
-        elif glob[i] == "?":
+        elif repository and glob[i] == "?":
             out.append("[^/]")
             i += 1
         else:
             out.append(re.escape(glob[i]))
             i += 1
     return re.compile("".join(out))
+
+
+def glob_to_regex(glob: str) -> re.Pattern[str]:
+    """A repository glob (:attr:`GlobKind.REPOSITORY`)."""
+    return compile_glob(glob, GlobKind.REPOSITORY)
 
 
 def redirect_allowed(
@@ -114,28 +156,16 @@ def host_matches(host: str, patterns: tuple[str, ...]) -> bool:
     return False
 
 
-def _value_glob(pattern: str) -> re.Pattern[str]:
-    return re.compile("[^/]+".join(re.escape(part) for part in pattern.split("*")))
-
-
 def printable_ascii(value: str) -> bool:
     """Non-empty, ASCII, no spaces or control characters."""
     return bool(value) and value.isascii() and all(" " < ch < "\x7f" for ch in value)
 
 
 def value_matches(value: str, patterns: Iterable[str]) -> bool:
-    """Does ``value`` equal a pattern, or match a ``*`` glob of one?
+    """Does ``value`` equal a pattern, or match a ``*`` glob of one (:attr:`GlobKind.VALUE`)?
 
-    Unlike a repository glob, ``*`` here is at least one character (never
-    ``/``), and ``?`` and ``**`` have no special meaning: URLs hold ``?``.
     A value with spaces, controls or non-ASCII characters matches nothing.
     """
     if not printable_ascii(value):
         return False
-    for pattern in patterns:
-        if "*" not in pattern:
-            if value == pattern:
-                return True
-        elif _value_glob(pattern).fullmatch(value):
-            return True
-    return False
+    return any(compile_glob(pattern, GlobKind.VALUE).fullmatch(value) for pattern in patterns)

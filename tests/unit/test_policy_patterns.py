@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pullguard.services.runtime.errors import ConfigError
+from pullguard.services.runtime.patterns import GlobKind, compile_glob
 from pullguard.services.signature.identity import IdentityConfigError, KeylessSigner
 from tests.support.configs import make_config
 
@@ -72,3 +73,27 @@ def test_subject_regex_outside_re2_is_refused() -> None:
         KeylessSigner.create("https://issuer", subject_regex=r"^(?!evil).*$")
     signer = KeylessSigner.create("https://issuer", subject_regex=r"^https://github\.com/o/.*$")
     assert signer.name.startswith("~^https://github")
+
+
+@pytest.mark.parametrize(
+    ("glob", "kind", "text", "matches"),
+    [
+        # `*`: empty within a repository segment, never in a value.
+        ("lab/app*", GlobKind.REPOSITORY, "lab/app", True),
+        ("https://h/o/*", GlobKind.VALUE, "https://h/o/", False),
+        ("https://h/o/*", GlobKind.VALUE, "https://h/o/x", True),
+        # `?`: one character in a repository name, itself in a URL.
+        ("lab/ap?", GlobKind.REPOSITORY, "lab/app", True),
+        ("https://h/o?a=*", GlobKind.VALUE, "https://h/ox", False),
+        ("https://h/o?a=*", GlobKind.VALUE, "https://h/o?a=1", True),
+        # `**`: spans segments in a repository name, two `*` in a value.
+        ("lab/**", GlobKind.REPOSITORY, "lab/a/b", True),
+        ("https://h/**", GlobKind.VALUE, "https://h/a/b", False),
+        ("https://h/**", GlobKind.VALUE, "https://h/a", False),
+        ("https://h/**", GlobKind.VALUE, "https://h/ab", True),
+    ],
+)
+def test_one_glob_compiler_two_dialects(
+    glob: str, kind: GlobKind, text: str, matches: bool
+) -> None:
+    assert bool(compile_glob(glob, kind).fullmatch(text)) is matches
