@@ -1,10 +1,13 @@
 """What each layer needs in order to work, checked while it runs.
 
-A layer whose staging store or trust material goes away after start cannot
-give a sound verdict: its health turns NOT_SERVING (see ``server``) and the
-gateway treats it as an outage (503), never as a verdict. The checks are
-cheap (a stat and an access check per file) because they run on every health
-Check.
+A layer whose staging store or deny file goes away after start cannot give
+a sound verdict: its health turns NOT_SERVING (see ``server``) and the
+gateway treats it as an outage (503), never as a verdict. Only what a layer
+reads while it runs is checked: trust material (the signature layer's keys
+and trusted roots) is read once, with the configuration, and a file deleted
+later changes nothing the layer uses, so it must not make an orchestrator
+restart the layer. The checks stat files; ``server`` runs them off the event
+loop.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from pullguard.services.runtime.config import Config, SignatureRule
+from pullguard.services.runtime.config import Config
 
 #: Layers that read (or, the fetcher, write) the shared staging store.
 STAGING_LAYERS = frozenset({"fetcher", "format", "hashverify", "signature"})
@@ -24,7 +27,7 @@ DENY_FILE_LAYERS = frozenset({"analysis", "hashverify"})
 def readiness_for(layer: str, config: Config) -> Callable[[], list[str]]:
     """The readiness check of ``layer`` under ``config``: a list of problems."""
     staging = config.state_dir / "staging"
-    files = list(_trust_files(layer, config))
+    files = list(_runtime_files(layer, config))
 
     def check() -> list[str]:
         problems: list[str] = []
@@ -52,23 +55,7 @@ def _staging_problems(staging: Path, writable: bool) -> list[str]:
     return []
 
 
-def _trust_files(layer: str, config: Config) -> Iterator[tuple[str, Path]]:
+def _runtime_files(layer: str, config: Config) -> Iterator[tuple[str, Path]]:
     policy = config.policy
     if layer in DENY_FILE_LAYERS and policy.deny_digests_file is not None:
         yield "deny digest file", policy.deny_digests_file
-    if layer == "signature":
-        seen: set[Path] = set()
-        for rule in policy.rules:
-            for signature in (rule.signature, rule.provenance.signers):
-                for what, path in _signature_files(signature, config.base_dir):
-                    if path not in seen:
-                        seen.add(path)
-                        yield f"{what} of rule {rule.match!r}", path
-
-
-def _signature_files(signature: SignatureRule, base_dir: Path) -> Iterator[tuple[str, Path]]:
-    for name, _pem in signature.keys:
-        path = Path(name)
-        yield "key file", path if path.is_absolute() else base_dir / path
-    if signature.trusted_root_file:
-        yield "trusted root", Path(signature.trusted_root_file)

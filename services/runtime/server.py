@@ -9,9 +9,12 @@ INTERNAL with the exception's type and no traceback on the wire.
 A service may pass a readiness check: a function that lists what keeps it
 from working (its staging store gone, its trust material unreadable). The
 health service reports NOT_SERVING while the list is not empty, and every
-call meanwhile fails with :class:`NotServing` (no verdict). The check runs on
-every call, every health Check and every few seconds for watchers; the
-gateway polls each layer's health and treats NOT_SERVING as an outage.
+call meanwhile fails with :class:`NotServing` (no verdict). The check touches
+the filesystem, so it runs in a thread, on every health Check and every few
+seconds (:data:`READINESS_INTERVAL`); a call reads its latest result and costs
+no I/O. A store that vanished between two checks fails the call itself, which
+is an error too, never a verdict. The gateway polls each layer's health and
+treats NOT_SERVING as an outage.
 """
 
 from __future__ import annotations
@@ -134,7 +137,7 @@ class ReadinessHealth(health.aio.HealthServicer):  # type: ignore[misc]
         problems: tuple[str, ...] = ()
         if self._readiness is not None:
             try:
-                problems = tuple(self._readiness())
+                problems = tuple(await asyncio.to_thread(self._readiness))
             except Exception as exc:  # noqa: BLE001 - a failing check means not ready
                 problems = (f"readiness check failed ({type(exc).__name__})",)
         if problems == self._problems and not force:
@@ -153,8 +156,8 @@ class ReadinessHealth(health.aio.HealthServicer):  # type: ignore[misc]
             await self.set(service, status)
 
     async def problems(self) -> tuple[str, ...]:
-        """The readiness check run now: a layer refuses calls it cannot answer soundly."""
-        await self.refresh()
+        """The latest readiness check's problems: a layer refuses calls it cannot answer
+        soundly. No I/O: :meth:`watch_readiness` and every health Check keep it fresh."""
         return self._problems
 
     async def watch_readiness(self, interval: float = READINESS_INTERVAL) -> None:
@@ -198,8 +201,9 @@ async def start_server(
     port = _add_port(server, listen, credentials)
     if port == 0:
         raise PullguardError(f"{name}: cannot listen on {listen}")
-    await server.start()
+    # Readiness is known before the first call, which reads it without checking.
     await health_servicer.serve(service_names)
+    await server.start()
     return server, health_servicer, port
 
 

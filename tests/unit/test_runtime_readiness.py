@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import grpc
@@ -38,13 +39,15 @@ def _signed_config(tmp_path: Path) -> Config:
     )
 
 
-def test_signature_layer_needs_its_key_files_and_trusted_root(tmp_path: Path) -> None:
+def test_signature_layer_does_not_restat_trust_files_it_read_at_start(tmp_path: Path) -> None:
+    # Keys and trusted roots are read once, with the configuration: a file
+    # deleted later changes nothing the layer uses, so it is not a reason to
+    # stop serving (an orchestrator would restart the layer for it).
     check = readiness_for("signature", _signed_config(tmp_path))
     assert check() == []
     (tmp_path / "cosign.pub").unlink()
-    assert [p for p in check() if "key file" in p and "cosign.pub" in p], check()
     (tmp_path / "trusted_root.json").unlink()
-    assert [p for p in check() if "trusted root" in p], check()
+    assert check() == []
 
 
 def test_only_layers_that_use_the_staging_store_need_it(tmp_path: Path) -> None:
@@ -125,6 +128,37 @@ async def test_a_layer_that_is_not_ready_refuses_calls_without_a_verdict(tmp_pat
         assert "not serving: trusted root gone" in (caught.value.details() or "")
         trailing = dict(caught.value.trailing_metadata() or ())
         assert trailing["pullguard-error-class"] == "NotServing"
+    finally:
+        await channel.close()
+        await server.stop(None)
+
+
+async def test_calls_read_the_latest_readiness_without_checking_again(tmp_path: Path) -> None:
+    from pullguard.services.source.servicer import register
+    from pullguard.v1 import source_pb2, source_pb2_grpc
+
+    config = make_config(tmp_path)
+    threads: list[str] = []
+
+    def readiness() -> list[str]:
+        threads.append(threading.current_thread().name)
+        return ["staging store gone"]
+
+    server, _health, port = await start_server(
+        "source", "127.0.0.1:0", lambda s: register(s, config), readiness=readiness
+    )
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        checks = len(threads)
+        for _ in range(3):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await source_pb2_grpc.SourceStub(channel).CheckSource(
+                    source_pb2.CheckSourceRequest()
+                )
+            assert "not serving: staging store gone" in (caught.value.details() or "")
+        assert len(threads) == checks  # no filesystem check per call
+        # ... and a check runs off the event loop's thread.
+        assert threads and threading.main_thread().name not in threads
     finally:
         await channel.close()
         await server.stop(None)

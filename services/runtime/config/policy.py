@@ -56,9 +56,6 @@ class SignatureRule:
     threshold: int = 1
     keyless: tuple[KeylessIdentity, ...] = ()
     trusted_root: str = ""  # trusted_root.json text; "" = sigstore's production root
-    #: Where trusted_root was read from, for the signature layer's readiness
-    #: check; not part of the policy (the text is).
-    trusted_root_file: str = field(default="", repr=False, compare=False)
     rekor: str = "optional"  # "required" or "optional"
     repository: str = ""  # where signatures live, on the same upstream
     identity: str = ""  # "<host>/<repository>" signatures must name, when remapped
@@ -194,12 +191,11 @@ def _signature(reader: Reader, raw: Any, key: str, allow_none: bool = True) -> S
             f"{key}.threshold",
             f"{threshold} is more than the {len(keys) + len(keyless)} signers given",
         )
-    trusted_root, trusted_root_file = "", ""
+    trusted_root = ""
     if "trusted_root" in data:
-        root_path, trusted_root = reader.read_file(
+        _root_path, trusted_root = reader.read_file(
             data["trusted_root"], f"{key}.trusted_root", limit=16 * 1024 * 1024
         )
-        trusted_root_file = str(root_path)
     rekor = data.get("rekor", "optional")
     if rekor not in ("required", "optional"):
         raise reader.fail(f"{key}.rekor", f"must be required or optional, got {rekor!r}")
@@ -219,7 +215,6 @@ def _signature(reader: Reader, raw: Any, key: str, allow_none: bool = True) -> S
         threshold=threshold,
         keyless=keyless,
         trusted_root=trusted_root,
-        trusted_root_file=trusted_root_file,
         rekor=rekor,
         repository=repository,
         identity=identity,
