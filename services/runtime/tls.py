@@ -8,10 +8,13 @@ present theirs and check the layer's against the same ``ca`` (the host of the
 address, or ``server_name``, must be in it). gRPC's handshake does the
 checking; this module only checks the PEM material up front, so a wrong file
 is a clear start-up error instead of a failed handshake on the first pull.
+It checks each configuration's material once, not again for every channel
+and health poll.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import grpc
@@ -22,8 +25,12 @@ from pullguard.services.runtime.config import ServicesTls
 from pullguard.services.runtime.errors import ConfigError
 
 
+@functools.lru_cache(maxsize=8)
 def _checked(tls: ServicesTls) -> ServicesTls:
-    """Refuse material gRPC would reject only at the first handshake."""
+    """Refuse material gRPC would reject only at the first handshake.
+
+    Cached by value (the configuration is frozen): a refusal is not cached and
+    is raised again on every use."""
     for name, pem in (("ca", tls.ca), ("certificate", tls.certificate)):
         try:
             x509.load_pem_x509_certificates(pem)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from pullguard.services.runtime import tls as tls_module
 from pullguard.services.runtime.errors import ConfigError
-from pullguard.services.runtime.tls import channel_credentials, channel_options
+from pullguard.services.runtime.tls import channel_credentials, channel_options, server_credentials
 from tests.support.configs import make_config
 from tests.support.mtls import make_ca
 
@@ -69,3 +70,23 @@ def test_a_certificate_that_is_not_pem_is_a_start_up_error(tmp_path: Path) -> No
     assert config.services_tls is not None
     with pytest.raises(ConfigError, match="services_tls.ca: is not a PEM certificate"):
         channel_credentials(config.services_tls)
+
+
+def test_services_tls_material_is_parsed_once_for_every_channel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    issued = make_ca(tmp_path / "ca", "test CA").issue("pullguard")
+    config = make_config(tmp_path, services_tls={**issued.config(), "server_name": "once"})
+    assert config.services_tls is not None
+    parsed: list[bytes] = []
+    real = tls_module.x509.load_pem_x509_certificates
+
+    def counting(pem: bytes) -> list[tls_module.x509.Certificate]:
+        parsed.append(pem)
+        return real(pem)
+
+    monkeypatch.setattr(tls_module.x509, "load_pem_x509_certificates", counting)
+    for _ in range(3):
+        channel_credentials(config.services_tls)
+        server_credentials(config.services_tls)
+    assert 0 < len(parsed) <= 3  # one check: ca, certificate, the leaf
