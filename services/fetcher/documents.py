@@ -70,10 +70,13 @@ def parse_referrers_index(body: bytes, room: int) -> list[Descriptor]:
     return [parse_descriptor(item, f"manifests[{i}]", code) for i, item in enumerate(manifests)]
 
 
-def next_link(header: str, current: httpx.URL) -> httpx.URL | None:
+def next_link(
+    header: str, current: httpx.URL, code: str = "fetch.referrers_malformed"
+) -> httpx.URL | None:
     """The ``rel="next"`` target of a ``Link`` header, resolved against ``current``.
 
-    Raises ``fetch.referrers_malformed`` for a header that does not parse.
+    Raises ``code`` (the paged document's ``fetch.<kind>_malformed``) for a
+    header that does not parse.
     """
     if not header.strip():
         return None
@@ -81,7 +84,7 @@ def next_link(header: str, current: httpx.URL) -> httpx.URL | None:
     for _ in range(MAX_LINKS):
         match = _LINK_RE.match(header, position)
         if match is None:
-            raise FetchDenied.of("fetch.referrers_malformed", "got an unparsable Link header")
+            raise FetchDenied.of(code, "got an unparsable Link header")
         target, params = match.group(1), match.group(2)
         for rel in _REL_RE.finditer(params):
             values = (rel.group(1) or rel.group(2) or "").lower().split()
@@ -89,13 +92,11 @@ def next_link(header: str, current: httpx.URL) -> httpx.URL | None:
                 try:
                     return current.join(target)
                 except httpx.InvalidURL:
-                    raise FetchDenied.of(
-                        "fetch.referrers_malformed", "got an unparsable Link target"
-                    ) from None
+                    raise FetchDenied.of(code, "got an unparsable Link target") from None
         position = match.end()
         if position >= len(header):
             return None
-    raise FetchDenied.of("fetch.referrers_malformed", f"got more than {MAX_LINKS} links")
+    raise FetchDenied.of(code, f"got more than {MAX_LINKS} links")
 
 
 def parse_descriptor(item: Any, where: str, code: str) -> Descriptor:

@@ -250,7 +250,7 @@ class Fetcher:
                     f" {digest} answered 404"
                 ) from None
             referrers.extend(parse_referrers_index(body, room - len(referrers)))
-            url = _next_referrers_page(link, url, first, seen)
+            url = _next_page("referrers", link, url, first, seen)
         return referrers
 
     async def list_tags(
@@ -276,10 +276,11 @@ class Fetcher:
         for _ in range(limits.tag_pages):
             try:
                 body, link = await client.list_tags(url, repository, exchanges)
-                following = _next_referrers_page(link, url, first, seen)
+                following = _next_page("tags", link, url, first, seen)
             except FetchDenied as denied:
                 # A tag list is not checked content: a broken bound is an upstream failure.
-                raise UpstreamError(f"{where}: {denied.finding.message}") from None
+                finding = denied.finding
+                raise UpstreamError(f"{where}: {finding.code}: {finding.message}") from None
             tags.extend(_page_tags(body, where))
             if len(tags) > limits.tags:
                 raise UpstreamError(f"{where} has more than limits.tags = {limits.tags} tags")
@@ -389,11 +390,14 @@ def referrers_tag(digest: str) -> str:
     return f"{algorithm[:32]}-{encoded[:64]}"
 
 
-def _next_referrers_page(
-    link: str, current: httpx.URL, first: httpx.URL, seen: set[str]
+def _next_page(
+    kind: str, link: str, current: httpx.URL, first: httpx.URL, seen: set[str]
 ) -> httpx.URL | None:
-    """The next page named by ``Link``, which must stay on the first page's origin and path."""
-    target = next_link(link, current)
+    """The next page named by ``Link``, which must stay on the first page's origin and path.
+
+    ``kind`` (``referrers`` or ``tags``) names the paged document in the
+    finding codes: ``fetch.<kind>_malformed``, ``fetch.<kind>_loop``."""
+    target = next_link(link, current, f"fetch.{kind}_malformed")
     if target is None:
         return None
     if (target.scheme, target.host, target.port, target.path) != (
@@ -403,13 +407,13 @@ def _next_referrers_page(
         first.path,
     ):
         raise FetchDenied.of(
-            "fetch.referrers_malformed",
-            "got a Link to another host or path, expected the same referrers URL",
+            f"fetch.{kind}_malformed",
+            f"got a Link to another host or path, expected the same {kind} URL",
             link=target.path[:200],
         )
     if str(target) in seen:
         raise FetchDenied.of(
-            "fetch.referrers_loop", "got a Link back to a page already read, expected a new page"
+            f"fetch.{kind}_loop", "got a Link back to a page already read, expected a new page"
         )
     return target
 

@@ -302,8 +302,12 @@ async def test_list_tags_follows_link_pages_on_the_same_url(
 @pytest.mark.parametrize(
     ("link", "problem"),
     [
-        ('<http://elsewhere.example/v2/{repo}/tags/list?last=b>; rel="next"', "another host"),
-        ('</v2/{repo}/tags/list?n=1000>; rel="next"', "already read"),
+        (
+            '<http://elsewhere.example/v2/{repo}/tags/list?last=b>; rel="next"',
+            "fetch.tags_malformed: got a Link to another host or path, expected the same tags",
+        ),
+        ('</v2/{repo}/tags/list?n=1000>; rel="next"', "fetch.tags_loop: .* already read"),
+        ("garbage", "fetch.tags_malformed: got an unparsable Link header"),
     ],
 )
 async def test_list_tags_refuses_links_elsewhere_or_back(
