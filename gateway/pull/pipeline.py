@@ -131,7 +131,7 @@ class Pipeline:
         analysis allowed the repository itself."""
         plan = await self._repository_plan(name)
         listed = await self.clients.call(
-            "fetcher", "ListTags", fetcher_pb2.ListTagsRequest(plan=plan, n=0, last=last)
+            "fetcher", "ListTags", fetcher_pb2.ListTagsRequest(plan=plan, last=last)
         )
         return list(listed.tags)
 

@@ -254,16 +254,12 @@ class Fetcher:
         return referrers
 
     async def list_tags(
-        self, alias: str, repository: str, n: int, last: str
+        self, alias: str, repository: str, last: str
     ) -> tuple[list[str], list[Exchange]]:
         """Every tag of the upstream's list after ``last``: each page, following its
         ``Link``, at most ``limits.tag_pages`` pages and ``limits.tags`` tags (an
-        error past them, never a silent cut)."""
+        error past them, never a silent cut). The front door pages it for its client."""
         _check_repository(repository)
-        if n < 0:
-            raise InvalidRequest(
-                f"n must not be negative, got {n}", oci_code="PAGINATION_NUMBER_INVALID"
-            )
         if last and not _TAG_RE.fullmatch(last):
             raise InvalidRequest(f"invalid tag {last[:140]!r} in last", oci_code="TAG_INVALID")
         client = self.client(alias)

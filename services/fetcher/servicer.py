@@ -103,7 +103,7 @@ class FetcherServicer(fetcher_pb2_grpc.FetcherServicer):  # type: ignore[misc]
         self, request: fetcher_pb2.ListTagsRequest, context: grpc.aio.ServicerContext
     ) -> fetcher_pb2.ListTagsResponse:
         tags, exchanges = await self._fetcher.list_tags(
-            _alias(request.plan), request.plan.ref.repository, request.n, request.last
+            _alias(request.plan), request.plan.ref.repository, request.last
         )
         return fetcher_pb2.ListTagsResponse(tags=tags, provenance=_provenance(exchanges))
 

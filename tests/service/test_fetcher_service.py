@@ -90,7 +90,7 @@ async def test_fetches_a_real_image_by_tag_and_digest(tmp_path: Path, registry: 
             assert store.read("d1", staged_blob.digest, 1 << 20) == image.blobs[staged_blob.digest]
         assert {e.purpose for e in blobs.provenance.exchanges} == {"blob"}
 
-        tags = await stub.ListTags(fetcher_pb2.ListTagsRequest(plan=plan(config), n=10))
+        tags = await stub.ListTags(fetcher_pb2.ListTagsRequest(plan=plan(config)))
         assert list(tags.tags) == ["v1"]
 
 

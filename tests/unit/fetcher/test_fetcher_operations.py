@@ -262,9 +262,9 @@ async def test_list_tags(upstream: HostileUpstream, make_fetcher) -> None:
         f"/v2/{REPO}/tags/list",
         Reply(body=json.dumps({"name": REPO, "tags": ["1.0", "latest"]}).encode()),
     )
-    tags, exchanges = await make_fetcher(upstream.url).list_tags("lab", REPO, 10, "0.9")
+    tags, exchanges = await make_fetcher(upstream.url).list_tags("lab", REPO, "0.9")
     assert tags == ["1.0", "latest"]
-    # Pages of limits.tag_page_size; the whole list is read (n is the front door's).
+    # Pages of limits.tag_page_size; the whole list is read (the front door pages it).
     assert upstream.requests[0].query == "n=1000&last=0.9"
     assert exchanges[0].purpose == "tags"
     assert exchanges[0].url.endswith("?n=REDACTED&last=REDACTED")
@@ -274,9 +274,7 @@ async def test_list_tags_body_is_bounded(upstream: HostileUpstream, make_fetcher
     # Limit: manifest_bytes = 1000 bounds a tag list page too.
     upstream.reply(f"/v2/{REPO}/tags/list", Reply(body=b'{"tags": [' + b'"a",' * 400 + b'"b"]}'))
     with pytest.raises(UpstreamError, match="expected at most 1000 bytes"):
-        await make_fetcher(upstream.url, limits={"manifest_bytes": 1000}).list_tags(
-            "lab", REPO, 0, ""
-        )
+        await make_fetcher(upstream.url, limits={"manifest_bytes": 1000}).list_tags("lab", REPO, "")
 
 
 async def test_list_tags_follows_link_pages_on_the_same_url(
@@ -294,7 +292,7 @@ async def test_list_tags_follows_link_pages_on_the_same_url(
         page(["c", "d"], f'<{upstream.url}{path}?n=2&last=d>; rel="next"'),
         page(["e"]),
     )
-    tags, _ = await make_fetcher(upstream.url).list_tags("lab", REPO, 0, "")
+    tags, _ = await make_fetcher(upstream.url).list_tags("lab", REPO, "")
     assert tags == ["a", "b", "c", "d", "e"]
     assert [r.query for r in upstream.requests] == ["n=1000", "n=2&last=b", "n=2&last=d"]
 
@@ -318,7 +316,7 @@ async def test_list_tags_refuses_links_elsewhere_or_back(
         Reply(headers={"Link": link.format(repo=REPO)}, body=b'{"tags": ["a"]}'),
     )
     with pytest.raises(UpstreamError, match=problem):
-        await make_fetcher(upstream.url).list_tags("lab", REPO, 0, "")
+        await make_fetcher(upstream.url).list_tags("lab", REPO, "")
     assert len(upstream.requests) == 1
 
 
@@ -328,7 +326,7 @@ async def test_list_tags_malformed_is_upstream_error(
 ) -> None:
     upstream.reply(f"/v2/{REPO}/tags/list", Reply(body=body))
     with pytest.raises(UpstreamError):
-        await make_fetcher(upstream.url).list_tags("lab", REPO, 0, "")
+        await make_fetcher(upstream.url).list_tags("lab", REPO, "")
 
 
 # -- request validation -------------------------------------------------------------------
