@@ -278,23 +278,30 @@ class AdmittedStore:
     def add_reference(
         self, digest: str, media_type: str, size: int, ref_names: Iterable[str]
     ) -> None:
-        """Record the manifest in index.json, once per reference name (written last)."""
+        """Record the manifest in index.json, once per reference name (written last).
+
+        Rewritten (and fsynced) only when a name is new or pointed elsewhere:
+        a cached pull of a tag that already names this manifest writes nothing.
+        """
         with self._lock:
             index = self._read_index()
             manifests: list[dict[str, Any]] = index["manifests"]
+            changed = False
             for name in ref_names:
-                manifests[:] = [
-                    m for m in manifests if m.get("annotations", {}).get(_REF_NAME) != name
-                ]
-                manifests.append(
-                    {
-                        "mediaType": media_type,
-                        "digest": digest,
-                        "size": size,
-                        "annotations": {_REF_NAME: name},
-                    }
-                )
-            self._write_index(index, failpoint="index.before_replace")
+                entry = {
+                    "mediaType": media_type,
+                    "digest": digest,
+                    "size": size,
+                    "annotations": {_REF_NAME: name},
+                }
+                named = [m for m in manifests if m.get("annotations", {}).get(_REF_NAME) == name]
+                if named == [entry]:
+                    continue
+                manifests[:] = [m for m in manifests if m not in named]
+                manifests.append(entry)
+                changed = True
+            if changed:
+                self._write_index(index, failpoint="index.before_replace")
 
     def remove_references(self, repository: str, digest: str) -> int:
         """Drop index.json's names for ``repository`` that point at ``digest``; return how many.
@@ -312,8 +319,9 @@ class AdmittedStore:
                 or not str(m.get("annotations", {}).get(_REF_NAME, "")).startswith(prefixes)
             ]
             removed = len(manifests) - len(kept)
-            manifests[:] = kept
-            self._write_index(index)
+            if removed:
+                manifests[:] = kept
+                self._write_index(index)
         return removed
 
 

@@ -290,6 +290,20 @@ async def _admitted_pipeline(tmp_path: Path) -> Pipeline:
     return pipeline
 
 
+async def test_a_cached_tag_pull_does_not_rewrite_index_json(tmp_path: Path) -> None:
+    pipeline = await _admitted_pipeline(tmp_path)
+    index = pipeline.admitted.root / "index.json"
+    written = index.stat().st_ino  # index.json is replaced, never edited in place
+    cached = await pipeline.pull("lab/app", "v1")
+    assert cached.allowed and cached.report.cached
+    assert index.stat().st_ino == written
+    pipeline.admitted.add_reference(DIGEST, "m", 5, ["lab/app:v2"])
+    assert index.stat().st_ino != written
+    written = index.stat().st_ino
+    assert pipeline.admitted.remove_references("lab/other", DIGEST) == 0
+    assert index.stat().st_ino == written
+
+
 async def test_reconcile_removes_tmp_files_and_unadmitted_names(tmp_path: Path) -> None:
     pipeline = await _admitted_pipeline(tmp_path)
     store, decisions = pipeline.admitted, pipeline.decisions
