@@ -59,18 +59,6 @@ class AdmissionRecords(DecisionRecords):
             failpoints.hit("admit.after_commit")
             self._audit(admission.decision_id, line)
 
-    def admit(
-        self,
-        admission: Admission,
-        policy_version: str,
-        blobs: Iterable[str],
-        children: Iterable[tuple[str, str, int]] = (),
-    ) -> None:
-        """Record an admission; ``children`` are an index's entries (digest, media type, size)."""
-        with self._lock:
-            self._insert_admission(admission, policy_version, list(blobs), children)
-            self._db.commit()
-
     def _insert_admission(
         self,
         admission: Admission,

@@ -11,8 +11,11 @@ import pytest
 
 from pullguard.gateway.decisions import Admission
 from pullguard.gateway.pull import MAX_INDEX_DEPTH
+from pullguard.gateway.report import Report
 from pullguard.v1 import format_pb2
 from tests.gateway.test_pipeline_faults import DIGEST, FakeLayers, _pipeline
+
+INDEX = "application/vnd.oci.image.index.v1+json"
 
 
 def _d(n: int) -> str:
@@ -33,7 +36,7 @@ class IndexLayers(FakeLayers):
         if method == "CheckManifest":
             response.summary.Clear()
             response.summary.kind = format_pb2.IMAGE_INDEX
-            response.summary.media_type = "application/vnd.oci.image.index.v1+json"
+            response.summary.media_type = INDEX
         return response
 
 
@@ -46,12 +49,16 @@ async def test_f12a_index_depth(tmp_path: Path, depth: int, allowed: bool) -> No
     pipeline.clients = layers
     # A chain of admitted indexes: _d(0) tagged, each lists the next, the last lists DIGEST.
     chain = [_d(i) for i in range(depth)] + [DIGEST]
-    for parent, child in itertools.pairwise(chain):
-        pipeline.decisions.admit(
-            Admission("lab/app", parent, "application/vnd.oci.image.index.v1+json", 1, "x"),
+    for n, (parent, child) in enumerate(itertools.pairwise(chain)):
+        allowed_earlier = Report(f"chain{n}", "lab/app", parent, repository="lab/app")
+        allowed_earlier.decision, allowed_earlier.digest = "ALLOW", parent
+        pipeline.decisions.admit_and_record(
+            Admission("lab/app", parent, INDEX, 1, allowed_earlier.decision_id),
             "v",
             blobs=[],
-            children=[(child, "application/vnd.oci.image.index.v1+json", 1)],
+            children=[(child, INDEX, 1)],
+            client_name="lab/app",
+            report=allowed_earlier.as_json(),
         )
     layers.parent = chain[-2] if depth else ""
 
