@@ -33,7 +33,7 @@ platform is first pulled.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,7 @@ from pullguard.gateway.report import first_error
 from pullguard.services.runtime.config import Limits
 from pullguard.services.runtime.errors import NotFound
 from pullguard.services.runtime.protoconv import verdict_allows
+from pullguard.services.runtime.tasks import gather_or_cancel
 from pullguard.v1 import common_pb2, fetcher_pb2, format_pb2, hashverify_pb2, source_pb2
 
 #: (layer, method, request, timeout) -> (response, milliseconds); failures raise.
@@ -92,19 +93,21 @@ def child_plan(plan: common_pb2.Plan, parent: str, digest: str) -> common_pb2.Pl
     return child
 
 
-async def _together(
-    calls: list[Coroutine[Any, Any, format_pb2.ManifestSummary | None]],
-) -> list[format_pb2.ManifestSummary | None]:
-    """Run ``calls`` at once; when one raises, the others are cancelled and awaited
-    before the error goes on, so nothing writes to the session after the refusal."""
-    tasks = [asyncio.ensure_future(call) for call in calls]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+def referenced_descriptors(summary: format_pb2.ManifestSummary) -> list[common_pb2.Descriptor]:
+    """Every descriptor a manifest names (config, layers, entries, subject): what the
+    source layer judges."""
+    named = (summary.config, *summary.layers, *summary.manifests, summary.subject)
+    return [d for d in named if d.digest]
+
+
+def covered_by_index(index: str) -> common_pb2.Finding:
+    """The finding of a manifest whose signature is the signed ``index`` listing it."""
+    return common_pb2.Finding(
+        code="signature.covered_by_index",
+        severity=common_pb2.INFO,
+        message=f"the signed index {index} lists this manifest",
+        evidence={"index": index},
+    )
 
 
 class IndexUnit:
@@ -194,7 +197,9 @@ class IndexUnit:
                 )
                 return
             todo.append((where, entry))
-        nested = await _together([self._child(plan, parent, entry, where) for where, entry in todo])
+        nested = await gather_or_cancel(
+            [self._child(plan, parent, entry, where) for where, entry in todo]
+        )
         for (where, entry), summary in zip(todo, nested, strict=True):
             if summary is None or summary.kind != format_pb2.IMAGE_INDEX:
                 continue
@@ -317,18 +322,13 @@ class IndexUnit:
                 codes="gateway.index_child_media_type",
             )
             return None
-        descriptors = [
-            d
-            for d in (summary.config, *summary.layers, *summary.manifests, summary.subject)
-            if d.digest
-        ]
         src, src_ms = await self._call(
             "source",
             "CheckSource",
             source_pb2.CheckSourceRequest(
                 plan=plan,
                 provenance=fetched.provenance,
-                descriptors=descriptors,
+                descriptors=referenced_descriptors(summary),
                 annotations=dict(summary.annotations),
                 stage=source_pb2.CheckSourceRequest.MANIFEST,
                 manifest_digest=hv.digest,
@@ -339,12 +339,10 @@ class IndexUnit:
         if not self._judge(entry, where, "source", "index child", src.verdict, src_ms):
             return None
         if self._signed:
-            covered = common_pb2.Verdict(decision=common_pb2.ALLOW, layer="signature")
-            covered.findings.add(
-                code="signature.covered_by_index",
-                severity=common_pb2.INFO,
-                message=f"the signed index {plan.parent_index} lists this manifest",
-                evidence={"index": plan.parent_index},
+            covered = common_pb2.Verdict(
+                decision=common_pb2.ALLOW,
+                layer="signature",
+                findings=[covered_by_index(plan.parent_index)],
             )
             self.outcome.steps.append(
                 Step("signature", f"index child {entry.digest}", covered, 0.0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from pullguard.gateway.indexcheck import TOO_DEEP
+from pullguard.gateway.indexcheck import TOO_DEEP, referenced_descriptors
 from pullguard.gateway.pull.one import Pull, StepRefused
 from pullguard.gateway.pull.signatures import check_index_unit, signatures
 from pullguard.gateway.steps import StepName
@@ -153,11 +153,7 @@ async def judge_manifest(pull: Pull, staged: StagedManifest) -> JudgedManifest:
         source_pb2.CheckSourceRequest(
             plan=plan_,
             provenance=staged.fetched.provenance,
-            descriptors=[
-                d
-                for d in (summary.config, *summary.layers, *summary.manifests, summary.subject)
-                if d.digest
-            ],
+            descriptors=referenced_descriptors(summary),
             annotations=dict(summary.annotations),
             stage=source_pb2.CheckSourceRequest.MANIFEST,
             manifest_digest=digest,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pullguard.gateway.discovery import Discovery, Found
-from pullguard.gateway.indexcheck import IndexUnit
+from pullguard.gateway.indexcheck import IndexUnit, covered_by_index
 from pullguard.gateway.pull.one import Pull, StepRefused, Stopwatch
 from pullguard.gateway.steps import StepName
 from pullguard.services.runtime.protoconv import verdict_allows
@@ -150,14 +150,7 @@ async def _covered_by_index(pull: Pull, digest: str) -> common_pb2.Verdict | Non
     for parent in parents[:MAX_COVERING_INDEXES]:
         verdict, _statements = await _verify_signed(pull, parent)
         if verdict_allows(verdict):
-            verdict.findings.append(
-                common_pb2.Finding(
-                    code="signature.covered_by_index",
-                    severity=common_pb2.INFO,
-                    message=f"signed index {parent} lists this manifest",
-                    evidence={"index": parent},
-                )
-            )
+            verdict.findings.append(covered_by_index(parent))
             return verdict
     return None
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -40,6 +40,7 @@ from pullguard.services.runtime.digests import DigestSyntaxError, is_digest, par
 from pullguard.services.runtime.errors import InvalidRequest, NotFound, StagingError, UpstreamError
 from pullguard.services.runtime.findings import Finding, Verdict
 from pullguard.services.runtime.staging import StagingStore
+from pullguard.services.runtime.tasks import gather_or_cancel
 
 #: The distribution spec's repository name grammar.
 _NAME_RE = re.compile(
@@ -331,7 +332,7 @@ class Fetcher:
                 except FetchDenied as denied:
                     findings.append(denied.finding)
 
-        await _run_all(fetch_one(d) for d in wanted.values())
+        await gather_or_cancel(fetch_one(d) for d in wanted.values())
         return [staged[d] for d in wanted if d in staged], findings
 
     def _blob_problem(self, descriptor: Descriptor) -> Finding | None:
@@ -445,14 +446,3 @@ def _check_reference(reference: str) -> None:
 
 def _deny(finding: Finding) -> Verdict:
     return Verdict(LAYER, (finding,))
-
-
-async def _run_all(jobs: Iterable[Awaitable[None]]) -> None:
-    """Await every job; on the first error cancel the rest, wait for them, re-raise."""
-    tasks = [asyncio.ensure_future(job) for job in jobs]
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
