@@ -26,7 +26,7 @@ from aiohttp import web
 from pullguard.gateway.decisions import DecisionLog
 from pullguard.gateway.httpserver import API_HEADERS, error_body
 from pullguard.gateway.public import Scrubber, warning_header
-from pullguard.gateway.pull import Pipeline, PullResult
+from pullguard.gateway.pull import Puller, PullResult
 from pullguard.gateway.stores import AdmittedStore
 from pullguard.gateway.syntax import syntax_status
 from pullguard.services.runtime.digests import DigestSyntaxError, parse_digest
@@ -127,7 +127,7 @@ def _decoded_path(request: web.Request) -> str:
 
 
 class FrontDoor:
-    def __init__(self, pipeline: Pipeline, decisions: DecisionLog, admitted: AdmittedStore) -> None:
+    def __init__(self, pipeline: Puller, decisions: DecisionLog, admitted: AdmittedStore) -> None:
         self.pipeline = pipeline
         self.decisions = decisions
         self.admitted = admitted

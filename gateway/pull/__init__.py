@@ -37,7 +37,7 @@ Where each step lives:
 """
 
 from pullguard.gateway.pull.manifest import MAX_INDEX_DEPTH
-from pullguard.gateway.pull.one import LayerClients, Pull, PullResult
+from pullguard.gateway.pull.one import LayerClients, Pull, Puller, PullResult
 from pullguard.gateway.pull.pipeline import Pipeline, Runner
 from pullguard.gateway.pull.reevaluate import Reevaluated
 
@@ -46,6 +46,7 @@ __all__ = [
     "LayerClients",
     "Pipeline",
     "Pull",
+    "Puller",
     "PullResult",
     "Reevaluated",
     "Runner",

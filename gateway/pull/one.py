@@ -29,6 +29,18 @@ class LayerClients(Protocol):
     async def close(self) -> None: ...
 
 
+class Puller(Protocol):
+    """What the front door asks of the pipeline (:class:`~.pipeline.Pipeline` is one)."""
+
+    config: Config
+
+    async def pull(self, name: str, reference: str, *, admit: bool = True) -> PullResult: ...
+
+    async def repository_of(self, name: str) -> str | None: ...
+
+    async def list_tags(self, name: str, last: str) -> list[str]: ...
+
+
 class StepRefused(Exception):
     """Internal control flow: a step refused; the report says which."""
 

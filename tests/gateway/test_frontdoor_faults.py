@@ -23,24 +23,34 @@ from aiohttp import web
 from pullguard.gateway.decisions import DecisionLog
 from pullguard.gateway.frontdoor import FrontDoor
 from pullguard.gateway.httpserver import DoorRunner
+from pullguard.gateway.pull import PullResult
 from pullguard.gateway.stores import AdmittedStore
+from pullguard.services.runtime.config import Config
 from pullguard.services.runtime.errors import UpstreamError
 from tests.support.configs import make_config
 
 
 class FailingPipeline:
-    def __init__(self, config: Any, failure: BaseException | None) -> None:
+    """A ``Puller`` whose pulls fail (or wait, then fail) on purpose."""
+
+    def __init__(self, config: Config, failure: BaseException | None) -> None:
         self.config = config
         self.failure = failure
         self.release = asyncio.Event()
         self.started = 0
 
-    async def pull(self, name: str, reference: str, *, admit: bool = True) -> Any:
+    async def pull(self, name: str, reference: str, *, admit: bool = True) -> PullResult:
         self.started += 1
         if self.failure is not None:
             raise self.failure
         await self.release.wait()
         raise UpstreamError("released")
+
+    async def repository_of(self, name: str) -> str | None:
+        return None
+
+    async def list_tags(self, name: str, last: str) -> list[str]:
+        raise UpstreamError("no tag lists here")
 
 
 async def _serve(
@@ -48,7 +58,7 @@ async def _serve(
 ) -> tuple[DoorRunner, str, FailingPipeline]:
     config = make_config(tmp_path)
     pipeline = FailingPipeline(config, failure)
-    front = FrontDoor(pipeline, DecisionLog(tmp_path / "state"), AdmittedStore(tmp_path / "a"))  # type: ignore[arg-type]
+    front = FrontDoor(pipeline, DecisionLog(tmp_path / "state"), AdmittedStore(tmp_path / "a"))
     runner = DoorRunner(
         front.app(),
         max_connections=limits.get("max_connections", 100),
