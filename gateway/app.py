@@ -25,7 +25,6 @@ from pullguard.gateway.httpserver import DoorRunner
 from pullguard.gateway.publish import Publisher
 from pullguard.gateway.pull import Pipeline
 from pullguard.gateway.stores import AdmittedStore, Quarantine
-from pullguard.gateway.target import RegistryTarget
 from pullguard.services.runtime.config import Config
 from pullguard.services.runtime.main import run_process
 from pullguard.services.runtime.resources import raise_open_file_limit
@@ -52,15 +51,7 @@ def build_pipeline(config: Config) -> tuple[Pipeline, DecisionLog, AdmittedStore
     shutil.rmtree(state / "staging", ignore_errors=True)
     staging = StagingStore(state / "staging")
     clients = LayerClients(config.services, config.limits.layer_timeout, config.services_tls)
-    publisher = None
-    if config.target.kind == "registry":
-        publisher = Publisher(
-            config.target,
-            RegistryTarget(config.target, config.limits),
-            admitted,
-            decisions,
-            config.limits,
-        )
+    publisher = Publisher.for_target(config, admitted, decisions)
     pipeline = Pipeline(config, clients, decisions, admitted, quarantine, staging, publisher)
     return pipeline, decisions, admitted, quarantine
 

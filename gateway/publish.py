@@ -33,7 +33,7 @@ from typing import Any
 from pullguard.gateway.decisions import DecisionLog
 from pullguard.gateway.stores import AdmittedStore
 from pullguard.gateway.target import MAX_NAME_LENGTH, RegistryTarget
-from pullguard.services.runtime.config import Limits, Target
+from pullguard.services.runtime.config import Config, Limits, Target
 from pullguard.services.runtime.digests import computed_digest
 from pullguard.services.runtime.errors import TargetError
 
@@ -94,6 +94,16 @@ class Publisher:
         #: The key published references are recorded under: a new URL or
         #: prefix is a new target, and everything is pushed there again.
         self.key = f"{target.url}/{target.prefix}"
+
+    @classmethod
+    def for_target(
+        cls, config: Config, admitted: AdmittedStore, decisions: DecisionLog
+    ) -> Publisher | None:
+        """The publisher of ``target: {kind: registry}``; None for the embedded target."""
+        if config.target.kind != "registry":
+            return None
+        client = RegistryTarget(config.target, config.limits)
+        return cls(config.target, client, admitted, decisions, config.limits)
 
     async def close(self) -> None:
         await self.client.close()
