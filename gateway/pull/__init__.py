@@ -32,6 +32,8 @@ Where each step lives:
 - 3 (serve cached), 6 (admit or quarantine), 7 (publish): :mod:`.admission`,
   one interface over the admitted store, the database and the target;
 - 5 (stage and judge blobs): :mod:`.blobs`;
+- how a pull ended (:mod:`.outcome`), turned into its verdict and recorded
+  in one place, ``Pipeline._conclude``;
 - the state of one pull: :mod:`.one`; releases and re-evaluations run the
   same steps (:mod:`.reevaluate`, ``gateway.release``).
 """

@@ -2,7 +2,9 @@
 
 :meth:`Pipeline.run` reads as the seven steps of one pull (see the package
 docstring); each step is a function of its own module, given the one
-:class:`~pullguard.gateway.pull.one.Pull` that holds the pull's state.
+:class:`~pullguard.gateway.pull.one.Pull` that holds the pull's state. It
+returns how the pull ended (:mod:`.outcome`); :meth:`Pipeline._conclude`
+alone sets the verdict and records it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import assert_never
 
 from opentelemetry.trace import SpanKind
 
@@ -181,19 +184,21 @@ class Pipeline:
             return Verified(judged.staged.data, admitting)
 
     def _conclude(self, pull: Pull, outcome: Outcome) -> PullResult:
-        """The one place a pull's verdict is set and recorded; every pull passes here once.
+        """The one place a pull's verdict is set and recorded.
 
-        Whatever should follow every decision (a metric, a log line, a
-        notification) goes here, after the match. An allowing admission is
-        recorded in the admission's own transaction; a refusal for the
-        request's syntax is counted, not recorded one by one (disk).
+        It runs to its end once per pull (an admission whose commit fails is
+        concluded again, as a denial: see :meth:`_decide`), so whatever should
+        follow every decision (a metric, a log line, a notification) goes
+        after the match. An allowing admission is recorded in the admission's
+        own transaction; a refusal for the request's syntax is counted, not
+        recorded one by one (disk).
         """
         report = pull.report
         match outcome:
             case Served(data):
                 report.decision, report.cached, report.admitted = "ALLOW", True, True
                 self.store.record(report)
-                return PullResult(report, manifest=data)
+                result = PullResult(report, manifest=data)
             case Verified(data, admitting):
                 report.decision = "ALLOW"
                 if admitting is None:
@@ -202,7 +207,7 @@ class Pipeline:
                 else:
                     report.admitted = True
                     self.store.commit(pull, admitting)
-                return PullResult(report, manifest=data)
+                result = PullResult(report, manifest=data)
             case RefusedByPlan():
                 report.decision = "DENY"
                 code = manifest.syntax_refusal(pull)
@@ -210,12 +215,12 @@ class Pipeline:
                     self.syntax_refusals.count(code)
                 else:
                     self.store.record(report)
-                return PullResult(report)
+                result = PullResult(report)
             case Refused():
                 report.decision, report.admitted = "DENY", False
                 self.store.quarantine_or_discard(pull)
                 self.store.record(report)
-                return PullResult(report)
+                result = PullResult(report)
             case Outage(exc):
                 # Not a verdict: nothing admitted, quarantined or cached; the
                 # client is told to retry (the error's own status).
@@ -225,7 +230,10 @@ class Pipeline:
                 report.set_outage(layer, exc.outage or "error", exc.message)
                 self.store.discard(pull)
                 self.store.record(report)
-                return PullResult(report, error=exc)
+                result = PullResult(report, error=exc)
+            case _:
+                assert_never(outcome)
+        return result
 
     async def _traced(
         self,
