@@ -31,7 +31,8 @@ Repository names and source values (URLs) are matched by one compiler,
 ======================  ==========================  ==============================
 
 Why not one language: within a segment a repository glob's ``*`` may be
-empty (``lab/app*`` covers ``lab/app``, which rules rely on), while a source's
+empty (``lab/app*`` covers ``lab/app`` and ``lab/app-dev``, as in a shell;
+making it one or more would quietly narrow existing rules), while a source's
 ``*`` must not be: ``https://github.com/trusted/*`` approves the
 repositories of ``trusted``, never ``https://github.com/trusted/`` itself (an
 empty segment; ``test_s02_pattern_matching`` guards it). And ``?`` is a
