@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import pytest
 
 from pullguard.services.runtime.config.database import Database
 from tests.support.images import BuiltImage, build_image, pull, push, random_layers
@@ -33,6 +34,11 @@ StartPullguard = Callable[..., Pullguard]
 ACCEPT = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
 #: Concurrent cold pulls of one image, spread over the two gateways.
 PULLS = 50
+
+
+@pytest.fixture
+def pg_database(postgres_cluster: PostgresCluster) -> Database:
+    return postgres_cluster.create_database()
 
 
 def _database_setting(database: Database, tmp_path: Path) -> dict[str, str]:
@@ -50,10 +56,10 @@ def _rows(database: Database, sql: str) -> list[tuple[object, ...]]:
 def test_pulls_are_decided_and_recorded_in_postgresql(
     upstream: RegistryProcess,
     pullguard_factory: StartPullguard,
-    postgres_cluster: PostgresCluster,
+    pg_database: Database,
     tmp_path: Path,
 ) -> None:
-    database = postgres_cluster.create_database()
+    database = pg_database
     good = build_image(tmp_path / "src-good", "v1", random_layers(2, 64 * 1024, seed=1))
     evil = build_image(tmp_path / "src-evil", "v1", random_layers(1, 1024, seed=2))
     push(good, upstream.address, "team/app")
@@ -150,10 +156,10 @@ async def _stampede(addresses: list[str], image: BuiltImage) -> None:
 def test_two_gateways_on_one_database_fetch_each_blob_once(
     upstream: RegistryProcess,
     pullguard_factory: StartPullguard,
-    postgres_cluster: PostgresCluster,
+    pg_database: Database,
     tmp_path: Path,
 ) -> None:
-    database = postgres_cluster.create_database()
+    database = pg_database
     image = build_image(tmp_path / "src", "v1", random_layers(3, 2 << 20, seed=3))
     push(image, upstream.address, "team/app")
     pg = pullguard_factory(upstream.url, database=_database_setting(database, tmp_path))
