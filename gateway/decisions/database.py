@@ -15,7 +15,9 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+import psycopg
 
 from pullguard.services.runtime.errors import PullguardError
 
@@ -26,6 +28,7 @@ AUDIT = "audit.jsonl"
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
 WRITES = ("INSERT", "UPDATE", "DELETE")
+T = TypeVar("T")
 
 
 class StateError(PullguardError):
@@ -60,24 +63,42 @@ class Connection:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
         if self.dialect == SQLITE:
             return self.raw.execute(sql, params)  # type: ignore[no-any-return]
-        self._begin_if_write(sql)
-        try:
-            return self.raw.execute(_postgres_sql(sql), params)  # type: ignore[no-any-return]
-        except Exception:
-            self.rollback()
-            raise
+        return self._postgres(sql, lambda text: self.raw.execute(text, params))
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         if self.dialect == SQLITE:
             self.raw.executemany(sql, rows)
             return
-        self._begin_if_write(sql)
-        try:
+        listed = list(rows)
+
+        def many(text: str) -> None:
             with self.raw.cursor() as cursor:
-                cursor.executemany(_postgres_sql(sql), list(rows))
-        except Exception:
-            self.rollback()
-            raise
+                cursor.executemany(text, listed)
+
+        self._postgres(sql, many)
+
+    def _postgres(self, sql: str, action: Callable[[str], T]) -> T:
+        """Run ``action`` on the PostgreSQL text of ``sql``.
+
+        The first statement of a transaction (or a read outside one) is tried
+        once more on a new session when the server dropped the old one (a
+        restart, a failover): nothing of that transaction was committed.
+        """
+        first = not self._in_transaction
+        for attempt in range(2):
+            try:
+                if first:
+                    self._begin_if_write(sql)
+                return action(_postgres_sql(sql))
+            except psycopg.OperationalError:
+                dropped = bool(self.raw.broken)
+                self.rollback()
+                if not (first and dropped) or attempt:
+                    raise
+            except Exception:
+                self.rollback()
+                raise
+        raise AssertionError("unreachable")
 
     def begin(self) -> None:
         """Start a transaction that takes the write lock at once (SQLite) or now (PostgreSQL)."""

@@ -340,3 +340,27 @@ async def test_a_lease_held_by_a_dead_replica_expires(postgres_cluster: Postgres
 async def _hold_once(leases: AdvisoryLeases, name: str) -> None:
     async with leases.hold(name):
         return None
+
+
+def test_a_session_the_server_dropped_is_opened_again(
+    tmp_path: Path, postgres_cluster: PostgresCluster
+) -> None:
+    database = postgres_cluster.create_database()
+    log = DecisionLog(tmp_path, database)
+    log.record(_report("a" * 32, "2026-12-06T00:00:01Z", _d(1)))
+    # A read, then a write: each the first statement on a dropped session.
+    _drop_sessions(database)
+    assert [d["decision_id"] for d in log.list_decisions(5)] == ["a" * 32]
+    _drop_sessions(database)
+    log.record(_report("b" * 32, "2026-12-06T00:00:02Z", _d(2)))
+    assert len(log.list_decisions(5)) == 2
+    log.close()
+
+
+def _drop_sessions(database: Database) -> None:
+    """What a server restart does to the gateway's session."""
+    with psycopg.connect(database.url, password=database.password, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
