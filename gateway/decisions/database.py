@@ -63,7 +63,8 @@ class Connection:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
         if self.dialect == SQLITE:
             return self.raw.execute(sql, params)  # type: ignore[no-any-return]
-        return self._postgres(sql, lambda text: self.raw.execute(text, params))
+        rows: Rows = self._postgres(sql, lambda text: self.raw.execute(text, params))
+        return rows
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         if self.dialect == SQLITE:
