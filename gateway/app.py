@@ -41,7 +41,7 @@ def split_hostport(address: str) -> tuple[str, int]:
 
 def build_pipeline(config: Config) -> tuple[Pipeline, DecisionLog, AdmittedStore, Quarantine]:
     state: Path = config.state_dir
-    decisions = DecisionLog(state)
+    decisions = DecisionLog(state, config.database)
     admitted = AdmittedStore(state / "admitted")
     # What a crash left half-done: audit lines, index.json, temporary files.
     log_reconciled(reconcile(decisions, admitted))

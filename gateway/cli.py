@@ -256,7 +256,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         from pullguard.gateway import fsck
 
         _say_which_config(args, config)
-        return fsck.run(config.state_dir, repair=args.repair, as_json=args.json)
+        return fsck.run(
+            config.state_dir, repair=args.repair, as_json=args.json, database=config.database
+        )
     if args.action != "release":
         _say_which_config(args, config)
     return cli_commands.quarantine(args, config)

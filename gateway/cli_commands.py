@@ -131,7 +131,7 @@ def decisions(args: argparse.Namespace, config: Config) -> int:
 
     if not 1 <= args.limit <= DECISIONS_MAX:
         raise PullguardError(f"--limit wants 1 to {DECISIONS_MAX}, got {args.limit}")
-    log = DecisionLog(config.state_dir)
+    log = DecisionLog(config.state_dir, config.database)
     try:
         rows = log.list_decisions(args.limit)
     finally:
@@ -154,7 +154,7 @@ def quarantine(args: argparse.Namespace, config: Config) -> int:
     from pullguard.gateway.decisions import DecisionLog
     from pullguard.gateway.stores import Quarantine
 
-    log = DecisionLog(config.state_dir)
+    log = DecisionLog(config.state_dir, config.database)
     quarantine = Quarantine(config.state_dir / "quarantine")
     try:
         if args.action == "list":

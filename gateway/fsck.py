@@ -23,6 +23,7 @@ from typing import Any
 
 from pullguard.gateway.decisions import DecisionLog
 from pullguard.gateway.stores import AdmittedStore, Reconciled, file_digest
+from pullguard.services.runtime.config.database import Database
 
 log = logging.getLogger("pullguard.gateway")
 
@@ -111,9 +112,9 @@ def fsck(decisions: DecisionLog, admitted: AdmittedStore, *, repair: bool) -> Fs
     return report
 
 
-def run(state_dir: Path, *, repair: bool, as_json: bool) -> int:
+def run(state_dir: Path, *, repair: bool, as_json: bool, database: Database | None = None) -> int:
     """``pullguard fsck``: exit 0 clean, 1 problems found (repaired or not), 2 error."""
-    decisions = DecisionLog(state_dir)
+    decisions = DecisionLog(state_dir, database)
     try:
         report = fsck(decisions, AdmittedStore(state_dir / "admitted"), repair=repair)
     finally:

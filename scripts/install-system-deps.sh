@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the real tools the tests use: Debian's docker-registry (CNCF
-# distribution), skopeo and Go (for the OCI conformance suite) from apt, the
+# distribution), PostgreSQL, skopeo and Go (for the OCI conformance suite) from apt, the
 # container clients (podman, buildah, containerd, docker.io) from apt, and
 # cosign 2.5 (Debian 13's package; on Debian 12 its .deb is unpacked into a
 # private folder without touching /etc/apt). Idempotent: does nothing when
@@ -19,6 +19,8 @@ command -v go >/dev/null 2>&1 || ls /usr/lib/go-1.*/bin/go >/dev/null 2>&1 || ne
 # setpriv: tests run a second, unprivileged uid; openssl: deploy/k8s's certificate script.
 command -v setpriv >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# PostgreSQL: the tests start a throw-away cluster (initdb, pg_ctl) for `database:`.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 
 sudo_cmd=()
 if [ "$(id -u)" != 0 ]; then sudo_cmd=(sudo); fi

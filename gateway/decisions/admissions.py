@@ -1,6 +1,6 @@
 """Admissions: what is admitted, under which policy, with which blobs and index entries.
 
-An admission and its decision row are one SQLite transaction
+An admission and its decision row are one transaction
 (:meth:`AdmissionRecords.admit_and_record`): nothing is servable without
 its record.
 """
@@ -12,7 +12,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from pullguard.gateway import failpoints
+from pullguard.gateway.decisions.database import upsert
 from pullguard.gateway.decisions.records import DecisionRecords
+
+NAMES = upsert("names", ("client_name", "repository"), key=1)
+ADMITTED = upsert(
+    "admitted",
+    ("repository", "digest", "policy_version", "media_type", "size", "decision_id"),
+    key=3,
+)
 
 
 @dataclass(frozen=True)
@@ -48,9 +56,7 @@ class AdmissionRecords(DecisionRecords):
         with self._lock:
             try:
                 self._insert_admission(admission, policy_version, list(blobs), children)
-                self._db.execute(
-                    "INSERT OR REPLACE INTO names VALUES (?,?)", (client_name, admission.repository)
-                )
+                self._db.execute(NAMES, (client_name, admission.repository))
                 line = self._insert_decision(report)
                 self._db.commit()
             except BaseException:
@@ -67,15 +73,15 @@ class AdmissionRecords(DecisionRecords):
         children: Iterable[tuple[str, str, int]],
     ) -> None:
         self._db.executemany(
-            "INSERT OR IGNORE INTO admitted_blobs VALUES (?,?)",
+            "INSERT INTO admitted_blobs VALUES (?,?) ON CONFLICT DO NOTHING",
             [(admission.repository, digest) for digest in blobs],
         )
         self._db.executemany(
-            "INSERT OR IGNORE INTO manifest_blobs VALUES (?,?,?)",
+            "INSERT INTO manifest_blobs VALUES (?,?,?) ON CONFLICT DO NOTHING",
             [(admission.repository, admission.digest, digest) for digest in blobs],
         )
         self._db.executemany(
-            "INSERT OR IGNORE INTO index_entries VALUES (?,?,?,?,?,?)",
+            "INSERT INTO index_entries VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
             [
                 (admission.repository, admission.digest, digest, policy_version, media, size)
                 for digest, media, size in children
@@ -83,7 +89,7 @@ class AdmissionRecords(DecisionRecords):
         )
         # The manifest row goes last: it is what makes the image servable.
         self._db.execute(
-            "INSERT OR REPLACE INTO admitted VALUES (?,?,?,?,?,?)",
+            ADMITTED,
             (
                 admission.repository,
                 admission.digest,
@@ -98,7 +104,7 @@ class AdmissionRecords(DecisionRecords):
         """(repository, digest) -> (media type, size) of every admission, under any policy."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT repository, digest, media_type, MAX(size) FROM admitted"
+                "SELECT repository, digest, MAX(media_type), MAX(size) FROM admitted"
                 " GROUP BY repository, digest"
             ).fetchall()
         return {(str(r[0]), str(r[1])): (str(r[2]), int(r[3])) for r in rows}
@@ -141,13 +147,14 @@ class AdmissionRecords(DecisionRecords):
         """
         with self._lock:
             rows = self._db.execute(
-                # SQLite takes bare columns from the row that holds MAX().
-                "SELECT a.repository, a.digest, a.media_type, a.size, a.decision_id,"
-                " a.policy_version, MAX(COALESCE(d.time, '')) FROM admitted a"
-                " LEFT JOIN decisions d ON d.id = a.decision_id"
-                " GROUP BY a.repository, a.digest ORDER BY"
-                " a.media_type NOT LIKE '%index%' AND a.media_type NOT LIKE '%manifest.list%',"
-                " a.repository, a.digest LIMIT ?",
+                # Per (repository, digest), the row whose decision is newest.
+                "SELECT repository, digest, media_type, size, decision_id, policy_version"
+                " FROM (SELECT a.*, ROW_NUMBER() OVER (PARTITION BY a.repository, a.digest"
+                " ORDER BY COALESCE(d.time, '') DESC, a.policy_version) AS newest"
+                " FROM admitted a LEFT JOIN decisions d ON d.id = a.decision_id) ranked"
+                " WHERE newest = 1 ORDER BY"
+                " media_type NOT LIKE '%index%' AND media_type NOT LIKE '%manifest.list%',"
+                " repository, digest LIMIT ?",
                 (limit,),
             ).fetchall()
         return [(Admission(*row[:5]), str(row[5])) for row in rows]
@@ -183,7 +190,7 @@ class AdmissionRecords(DecisionRecords):
     def link_name(self, client_name: str, repository: str) -> None:
         """Remember which repository a client's name resolved to, for blob requests."""
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO names VALUES (?,?)", (client_name, repository))
+            self._db.execute(NAMES, (client_name, repository))
             self._db.commit()
 
     def repository_for(self, client_name: str) -> str | None:

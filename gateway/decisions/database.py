@@ -1,110 +1,180 @@
-"""The decision database's connection, schema and audit file: shared by every table module.
+"""The decision database's connection and audit file: shared by every table module.
 
-One SQLite connection and one lock serve all tables, so that an admission
-and its decision row commit in one transaction (see :mod:`.admissions`).
+One connection and one lock serve all tables, so that an admission and its
+decision row commit in one transaction (see :mod:`.admissions`). The
+connection is SQLite under ``state_dir`` by default, or PostgreSQL when the
+configuration names one (``database:``); the tables speak one SQL to both
+through :class:`Connection`, the dialect seam.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import threading
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import psycopg
 
 from pullguard.services.runtime.errors import PullguardError
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS decisions (
-    id TEXT PRIMARY KEY,
-    time TEXT NOT NULL,
-    reference TEXT NOT NULL,
-    repository TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    decision TEXT NOT NULL,
-    denied_by TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    policy_version TEXT NOT NULL,
-    transient INTEGER NOT NULL,
-    report TEXT NOT NULL,
-    outage TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS decisions_time ON decisions(time);
-CREATE INDEX IF NOT EXISTS decisions_repository ON decisions(repository, time);
-CREATE TABLE IF NOT EXISTS admitted (
-    repository TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    policy_version TEXT NOT NULL,
-    media_type TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    decision_id TEXT NOT NULL,
-    PRIMARY KEY (repository, digest, policy_version)
-);
-CREATE TABLE IF NOT EXISTS admitted_blobs (
-    repository TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    PRIMARY KEY (repository, digest)
-);
-CREATE TABLE IF NOT EXISTS manifest_blobs (
-    repository TEXT NOT NULL,
-    manifest_digest TEXT NOT NULL,
-    blob_digest TEXT NOT NULL,
-    PRIMARY KEY (repository, manifest_digest, blob_digest)
-);
-CREATE TABLE IF NOT EXISTS index_entries (
-    repository TEXT NOT NULL,
-    index_digest TEXT NOT NULL,
-    child_digest TEXT NOT NULL,
-    policy_version TEXT NOT NULL,
-    media_type TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    PRIMARY KEY (repository, index_digest, child_digest, policy_version)
-);
-CREATE TABLE IF NOT EXISTS names (
-    client_name TEXT PRIMARY KEY,
-    repository TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS waivers (
-    repository TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    code TEXT NOT NULL,
-    decision_id TEXT NOT NULL,
-    quarantine_id TEXT NOT NULL,
-    time TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    operator TEXT NOT NULL,
-    PRIMARY KEY (repository, digest, code)
-);
-CREATE TABLE IF NOT EXISTS published (
-    target TEXT NOT NULL,
-    repository TEXT NOT NULL,
-    reference TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    PRIMARY KEY (target, repository, reference)
-);
-CREATE TABLE IF NOT EXISTS audit_pending (
-    id TEXT PRIMARY KEY
-);
-CREATE TABLE IF NOT EXISTS quarantine (
-    id TEXT PRIMARY KEY,
-    time TEXT NOT NULL,
-    reference TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    reason TEXT NOT NULL
-);
-"""
 
 #: How much of the audit log's end ``flush_audit`` searches.
 AUDIT_TAIL = 16 << 20
 DATABASE = "decisions.sqlite3"
 AUDIT = "audit.jsonl"
+SQLITE = "sqlite"
+POSTGRESQL = "postgresql"
+WRITES = ("INSERT", "UPDATE", "DELETE")
+T = TypeVar("T")
 
 
 class StateError(PullguardError):
     """The state directory's database or audit log cannot be trusted; names the file."""
 
 
-def open_database(state_dir: Path) -> sqlite3.Connection:
-    """Open the database, refusing one that is damaged or lost (see the module doc)."""
+class Rows(Protocol):
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+
+
+class Connection:
+    """One connection to SQLite or PostgreSQL, spoken to in one SQL.
+
+    Statements are written once, with ``?`` placeholders, ``ON CONFLICT``
+    upserts (:func:`upsert`) and types both engines know. PostgreSQL gets
+    ``%s`` placeholders, and a transaction that begins at the first write, as
+    sqlite3's does, so that reads never leave one open; a failed statement
+    there rolls its transaction back (PostgreSQL refuses every later one
+    until then), and a connection the server dropped is opened again before
+    the next transaction.
+    """
+
+    def __init__(self, raw: Any, dialect: str, name: str, reopen: Callable[[], Any]) -> None:
+        self.raw = raw
+        self.dialect = dialect
+        #: The file or the URL (without its password), for messages.
+        self.name = name
+        self._reopen = reopen
+        self._in_transaction = False
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
+        if self.dialect == SQLITE:
+            return self.raw.execute(sql, params)  # type: ignore[no-any-return]
+        rows: Rows = self._postgres(sql, lambda text: self.raw.execute(text, params))
+        return rows
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        if self.dialect == SQLITE:
+            self.raw.executemany(sql, rows)
+            return
+        listed = list(rows)
+
+        def many(text: str) -> None:
+            with self.raw.cursor() as cursor:
+                cursor.executemany(text, listed)
+
+        self._postgres(sql, many)
+
+    def _postgres(self, sql: str, action: Callable[[str], T]) -> T:
+        """Run ``action`` on the PostgreSQL text of ``sql``.
+
+        The first statement of a transaction (or a read outside one) is tried
+        once more on a new session when the server dropped the old one (a
+        restart, a failover): nothing of that transaction was committed.
+        """
+        first = not self._in_transaction
+        for attempt in range(2):
+            try:
+                if first:
+                    self._begin_if_write(sql)
+                return action(_postgres_sql(sql))
+            except psycopg.OperationalError:
+                dropped = bool(self.raw.broken)
+                self.rollback()
+                if not (first and dropped) or attempt:
+                    raise
+            except Exception:
+                self.rollback()
+                raise
+        raise AssertionError("unreachable")
+
+    def begin(self) -> None:
+        """Start a transaction that takes the write lock at once (SQLite) or now (PostgreSQL)."""
+        if self.dialect == SQLITE:
+            self.raw.execute("BEGIN IMMEDIATE")
+            return
+        self._reopen_if_broken()
+        self.raw.execute("BEGIN")
+        self._in_transaction = True
+
+    def commit(self) -> None:
+        if self.dialect == SQLITE:
+            self.raw.commit()
+        elif self._in_transaction:
+            self._in_transaction = False
+            self.raw.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self.dialect == SQLITE:
+            self.raw.rollback()
+        elif self._in_transaction:
+            self._in_transaction = False
+            if not self.raw.broken:
+                self.raw.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def quick_check(self) -> list[str]:
+        """SQLite's own consistency check; PostgreSQL keeps its own: ``["ok"]`` when it answers."""
+        if self.dialect == SQLITE:
+            return [str(r[0]) for r in self.raw.execute("PRAGMA quick_check(20)").fetchall()]
+        self.execute("SELECT 1").fetchone()
+        return ["ok"]
+
+    def columns(self, table: str) -> set[str]:
+        """The columns ``table`` has (empty when it does not exist)."""
+        if self.dialect == SQLITE:
+            return {str(row[1]) for row in self.raw.execute(f"PRAGMA table_info({table})")}
+        rows = self.execute(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = ?",
+            (table,),
+        ).fetchall()
+        return {str(row[0]) for row in rows}
+
+    def _begin_if_write(self, sql: str) -> None:
+        if not self._in_transaction:
+            self._reopen_if_broken()
+            if sql.lstrip()[:6].upper() in WRITES:
+                self.raw.execute("BEGIN")
+                self._in_transaction = True
+
+    def _reopen_if_broken(self) -> None:
+        if self.raw.broken or self.raw.closed:
+            self.raw = self._reopen()
+
+
+@functools.lru_cache(maxsize=256)
+def _postgres_sql(sql: str) -> str:
+    """``?`` placeholders as psycopg's ``%s`` (a literal ``%`` doubled)."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+def upsert(table: str, columns: Sequence[str], key: int) -> str:
+    """Insert a row, replacing the one with the same first ``key`` columns (both engines)."""
+    marks = ",".join("?" * len(columns))
+    updates = ", ".join(f"{column}=excluded.{column}" for column in columns[key:])
+    # Table and columns are this package's constants, never input.
+    insert = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608
+    return f"{insert} ON CONFLICT ({', '.join(columns[:key])}) DO UPDATE SET {updates}"
+
+
+def open_sqlite(state_dir: Path) -> Connection:
+    """Open the SQLite database, refusing one that is damaged or lost (see the package doc)."""
     path = state_dir / DATABASE
     audit = state_dir / AUDIT
     fresh = not path.exists() or path.stat().st_size == 0
@@ -121,10 +191,9 @@ def open_database(state_dir: Path) -> sqlite3.Connection:
                 db.close()
                 raise StateError(f"{path} is damaged: {'; '.join(problems)[:500]}")
         db.execute("PRAGMA journal_mode=WAL")
-        db.executescript(SCHEMA)
     except sqlite3.DatabaseError as exc:
         raise StateError(f"{path} is not a usable pullguard database: {exc}") from None
-    return db
+    return Connection(db, SQLITE, str(path), lambda: db)
 
 
 def append_line(path: Path, line: bytes) -> None:
@@ -140,17 +209,9 @@ def append_line(path: Path, line: bytes) -> None:
         os.close(fd)
 
 
-def add_outage_column(db: sqlite3.Connection) -> None:
-    """Databases made before outages were recorded get the column (empty: a verdict)."""
-    columns = {str(row[1]) for row in db.execute("PRAGMA table_info(decisions)")}
-    if "outage" not in columns:
-        db.execute("ALTER TABLE decisions ADD COLUMN outage TEXT NOT NULL DEFAULT ''")
-        db.commit()
-
-
 class Tables:
     """What every table module shares: the connection, its lock and the audit file."""
 
-    _db: sqlite3.Connection
+    _db: Connection
     _lock: threading.Lock
     _audit_path: Path

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pullguard.gateway.decisions.database import Tables
+from pullguard.gateway.decisions.database import Tables, upsert
+
+PUBLISHED = upsert("published", ("target", "repository", "reference", "digest"), key=3)
 
 
 class PublicationRecords(Tables):
@@ -50,7 +52,7 @@ class PublicationRecords(Tables):
         """Record a manifest PUT the target acknowledged."""
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO published VALUES (?,?,?,?)",
+                PUBLISHED,
                 (target, repository, reference, digest),
             )
             self._db.commit()

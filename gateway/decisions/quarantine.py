@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pullguard.gateway.decisions.database import Tables
+from pullguard.gateway.decisions.database import Tables, upsert
+
+QUARANTINE = upsert("quarantine", ("id", "time", "reference", "digest", "reason"), key=1)
 
 
 class QuarantineIndex(Tables):
@@ -13,7 +15,7 @@ class QuarantineIndex(Tables):
     ) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO quarantine VALUES (?,?,?,?,?)",
+                QUARANTINE,
                 (entry_id, time, reference, digest, reason),
             )
             self._db.commit()

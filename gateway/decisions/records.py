@@ -16,9 +16,28 @@ from collections.abc import Mapping
 from typing import Any
 
 from pullguard.gateway import failpoints
-from pullguard.gateway.decisions.database import AUDIT_TAIL, Tables, append_line
+from pullguard.gateway.decisions.database import AUDIT_TAIL, Tables, append_line, upsert
 
 log = logging.getLogger("pullguard.gateway")
+
+DECISIONS = upsert(
+    "decisions",
+    (
+        "id",
+        "time",
+        "reference",
+        "repository",
+        "digest",
+        "decision",
+        "denied_by",
+        "reason",
+        "policy_version",
+        "transient",
+        "report",
+        "outage",
+    ),
+    key=1,
+)
 
 
 class DecisionRecords(Tables):
@@ -35,9 +54,7 @@ class DecisionRecords(Tables):
         """Insert the row and its audit_pending note, uncommitted; return the audit line."""
         line = json.dumps(report, sort_keys=True, ensure_ascii=True)
         self._db.execute(
-            "INSERT OR REPLACE INTO decisions (id, time, reference, repository, digest,"
-            " decision, denied_by, reason, policy_version, transient, report, outage)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            DECISIONS,
             (
                 report["decision_id"],
                 report["time"],
@@ -55,7 +72,9 @@ class DecisionRecords(Tables):
                 str((report.get("outage") or {}).get("layer", "")),
             ),
         )
-        self._db.execute("INSERT OR IGNORE INTO audit_pending VALUES (?)", (report["decision_id"],))
+        self._db.execute(
+            "INSERT INTO audit_pending VALUES (?) ON CONFLICT DO NOTHING", (report["decision_id"],)
+        )
         return line
 
     def _audit(self, decision_id: str, line: str) -> None:

@@ -5,7 +5,22 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pullguard.gateway.decisions.database import Tables
+from pullguard.gateway.decisions.database import Tables, upsert
+
+WAIVERS = upsert(
+    "waivers",
+    (
+        "repository",
+        "digest",
+        "code",
+        "decision_id",
+        "quarantine_id",
+        "time",
+        "reason",
+        "operator",
+    ),
+    key=3,
+)
 
 
 class WaiverRecords(Tables):
@@ -32,7 +47,7 @@ class WaiverRecords(Tables):
         time = str(release.get("time") or "")
         with self._lock:
             self._db.executemany(
-                "INSERT OR REPLACE INTO waivers VALUES (?,?,?,?,?,?,?,?)",
+                WAIVERS,
                 [
                     (
                         repository,

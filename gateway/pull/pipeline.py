@@ -301,7 +301,8 @@ class Pipeline:
         lock, users = self._digest_locks.setdefault(key, (asyncio.Lock(), [0]))
         users[0] += 1
         try:
-            async with lock:
+            # Then the cross-replica lease: replicas on one database fetch once.
+            async with lock, self.decisions.leases.hold(f"{repository}@{digest}"):
                 yield
         finally:
             users[0] -= 1

@@ -1,7 +1,9 @@
 """The admitted store is never trusted blindly; records are durable (issues 7 and 14).
 
-Real files and a real SQLite database under tmp_path; the pipeline cases use
-the fake layers of test_pipeline_faults, where a hostile fetcher is the point.
+Real files under tmp_path and a real database: the cases taking ``database``
+run on SQLite and on a real PostgreSQL server (tests/support/postgres.py).
+The pipeline cases use the fake layers of test_pipeline_faults, where a
+hostile fetcher is the point.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pullguard.gateway import fsck
 from pullguard.gateway.decisions import Admission, DecisionLog, StateError
 from pullguard.gateway.pull import Pipeline
 from pullguard.gateway.stores import AdmittedStore
+from pullguard.services.runtime.config.database import Database
 from pullguard.services.runtime.errors import StagingError
 from pullguard.services.runtime.staging import StagingStore
 from pullguard.v1 import fetcher_pb2
@@ -128,8 +131,10 @@ def test_a_damaged_blob_is_detected_moved_aside_and_not_served(tmp_path: Path) -
     assert [p.name.startswith("sha256-") for p in store.damaged_dir.iterdir()] == [True]
 
 
-async def test_a_cached_pull_with_a_damaged_blob_fetches_and_replaces_it(tmp_path: Path) -> None:
-    pipeline = _pipeline(tmp_path, {})
+async def test_a_cached_pull_with_a_damaged_blob_fetches_and_replaces_it(
+    tmp_path: Path, database: Database | None
+) -> None:
+    pipeline = _pipeline(tmp_path, {}, database)
     assert (await pipeline.pull("lab/app", "v1")).allowed
     layer = pipeline.admitted.blob_path(_digest(LAYER_BLOB))
     _flip(layer)
@@ -148,9 +153,9 @@ async def test_a_cached_pull_with_a_damaged_blob_fetches_and_replaces_it(tmp_pat
 
 @pytest.mark.parametrize("fault", ["layer_failure", "exception"])
 async def test_a_layer_failing_mid_pull_leaves_no_quarantine_entry(
-    tmp_path: Path, fault: str
+    tmp_path: Path, fault: str, database: Database | None
 ) -> None:
-    pipeline = _pipeline(tmp_path, {("format", "InspectLayers"): fault})
+    pipeline = _pipeline(tmp_path, {("format", "InspectLayers"): fault}, database)
     result = await pipeline.pull("lab/app", "v1")
     assert not result.allowed
     assert list(pipeline.quarantine.root.iterdir()) == []
@@ -158,8 +163,10 @@ async def test_a_layer_failing_mid_pull_leaves_no_quarantine_entry(
     assert not pipeline.staging.session_dir(result.report.decision_id).exists()
 
 
-async def test_a_denial_with_findings_is_still_quarantined(tmp_path: Path) -> None:
-    pipeline = _pipeline(tmp_path, {("format", "InspectLayers"): "allow_with_error"})
+async def test_a_denial_with_findings_is_still_quarantined(
+    tmp_path: Path, database: Database | None
+) -> None:
+    pipeline = _pipeline(tmp_path, {("format", "InspectLayers"): "allow_with_error"}, database)
     result = await pipeline.pull("lab/app", "v1")
     assert not result.allowed
     assert [p.name for p in pipeline.quarantine.root.iterdir()] == [result.report.decision_id]
@@ -168,8 +175,10 @@ async def test_a_denial_with_findings_is_still_quarantined(tmp_path: Path) -> No
 # -- durable records -------------------------------------------------------------
 
 
-def test_a_torn_audit_line_does_not_swallow_the_next_record(tmp_path: Path) -> None:
-    log = DecisionLog(tmp_path)
+def test_a_torn_audit_line_does_not_swallow_the_next_record(
+    tmp_path: Path, database: Database | None
+) -> None:
+    log = DecisionLog(tmp_path, database)
     log.record(_report("a" * 32))
     audit = tmp_path / "audit.jsonl"
     data = audit.read_bytes()
@@ -180,8 +189,8 @@ def test_a_torn_audit_line_does_not_swallow_the_next_record(tmp_path: Path) -> N
     assert lines[2] == b""
 
 
-def test_admission_and_decision_commit_together(tmp_path: Path) -> None:
-    log = DecisionLog(tmp_path)
+def test_admission_and_decision_commit_together(tmp_path: Path, database: Database | None) -> None:
+    log = DecisionLog(tmp_path, database)
     admission = Admission("lab/app", DIGEST, "m", 1, "c" * 32)
     with pytest.raises(KeyError):
         # A report without its required fields fails inside the transaction.
@@ -194,8 +203,10 @@ def test_admission_and_decision_commit_together(tmp_path: Path) -> None:
     assert log.pending_audit() == []
 
 
-def test_a_failed_audit_append_keeps_the_admission_and_its_allow(tmp_path: Path) -> None:
-    log = DecisionLog(tmp_path)
+def test_a_failed_audit_append_keeps_the_admission_and_its_allow(
+    tmp_path: Path, database: Database | None
+) -> None:
+    log = DecisionLog(tmp_path, database)
     (tmp_path / "audit.jsonl").mkdir()  # appending fails, as on a full disk
     admission = Admission("lab/app", DIGEST, "m", 1, "c" * 32)
     log.admit_and_record(admission, "v", [], [], "lab/app", _report("c" * 32))
@@ -206,17 +217,20 @@ def test_a_failed_audit_append_keeps_the_admission_and_its_allow(tmp_path: Path)
     assert json.loads((tmp_path / "audit.jsonl").read_bytes())["decision_id"] == "c" * 32
 
 
-def test_an_unaudited_decision_is_appended_once_at_start(tmp_path: Path) -> None:
-    log = DecisionLog(tmp_path)
+def test_an_unaudited_decision_is_appended_once_at_start(
+    tmp_path: Path, database: Database | None
+) -> None:
+    log = DecisionLog(tmp_path, database)
     log.record(_report("d" * 32))
     log.record(_report("e" * 32))
+    # As if the process died before appending: both notes stay committed.
+    log._db.execute("INSERT INTO audit_pending VALUES (?), (?)", ("d" * 32, "e" * 32))
+    log._db.commit()
     log.close()
-    with sqlite3.connect(tmp_path / "decisions.sqlite3") as db:
-        db.execute("INSERT INTO audit_pending VALUES (?), (?)", ("d" * 32, "e" * 32))
     audit = tmp_path / "audit.jsonl"
     lines = audit.read_bytes().splitlines()
     audit.write_bytes(lines[0] + b"\n")  # e's line was lost in the crash
-    log = DecisionLog(tmp_path)
+    log = DecisionLog(tmp_path, database)
     assert log.flush_audit() == 1
     ids = [json.loads(line)["decision_id"] for line in audit.read_bytes().splitlines()]
     assert ids == ["d" * 32, "e" * 32]
@@ -284,14 +298,16 @@ def test_the_cli_names_the_bad_database_without_a_traceback(tmp_path: Path) -> N
 # -- start-up reconciliation and fsck ------------------------------------------------
 
 
-async def _admitted_pipeline(tmp_path: Path) -> Pipeline:
-    pipeline = _pipeline(tmp_path, {})
+async def _admitted_pipeline(tmp_path: Path, database: Database | None) -> Pipeline:
+    pipeline = _pipeline(tmp_path, {}, database)
     assert (await pipeline.pull("lab/app", "v1")).allowed
     return pipeline
 
 
-async def test_a_cached_tag_pull_does_not_rewrite_index_json(tmp_path: Path) -> None:
-    pipeline = await _admitted_pipeline(tmp_path)
+async def test_a_cached_tag_pull_does_not_rewrite_index_json(
+    tmp_path: Path, database: Database | None
+) -> None:
+    pipeline = await _admitted_pipeline(tmp_path, database)
     index = pipeline.admitted.root / "index.json"
     written = index.stat().st_ino  # index.json is replaced, never edited in place
     cached = await pipeline.pull("lab/app", "v1")
@@ -304,8 +320,10 @@ async def test_a_cached_tag_pull_does_not_rewrite_index_json(tmp_path: Path) -> 
     assert index.stat().st_ino == written
 
 
-async def test_reconcile_removes_tmp_files_and_unadmitted_names(tmp_path: Path) -> None:
-    pipeline = await _admitted_pipeline(tmp_path)
+async def test_reconcile_removes_tmp_files_and_unadmitted_names(
+    tmp_path: Path, database: Database | None
+) -> None:
+    pipeline = await _admitted_pipeline(tmp_path, database)
     store, decisions = pipeline.admitted, pipeline.decisions
     (store.root / ".tmp-abc").write_bytes(b'{"schemaVer')
     store.add_reference(_digest(b"ghost"), "m", 5, ["lab/ghost:v1"])
@@ -320,8 +338,10 @@ async def test_reconcile_removes_tmp_files_and_unadmitted_names(tmp_path: Path) 
     assert sorted(names) == sorted([f"lab/app@{DIGEST}", "lab/app:v1"])
 
 
-async def test_reconcile_names_an_admission_index_json_lost(tmp_path: Path) -> None:
-    pipeline = await _admitted_pipeline(tmp_path)
+async def test_reconcile_names_an_admission_index_json_lost(
+    tmp_path: Path, database: Database | None
+) -> None:
+    pipeline = await _admitted_pipeline(tmp_path, database)
     store = pipeline.admitted
     store.remove_references("lab/app", DIGEST)
     found = fsck.reconcile(pipeline.decisions, store)
@@ -330,8 +350,10 @@ async def test_reconcile_names_an_admission_index_json_lost(tmp_path: Path) -> N
     assert f"lab/app@{DIGEST}" in (store.root / "index.json").read_text()
 
 
-async def test_fsck_finds_damaged_missing_and_orphaned_and_repairs(tmp_path: Path) -> None:
-    pipeline = await _admitted_pipeline(tmp_path)
+async def test_fsck_finds_damaged_missing_and_orphaned_and_repairs(
+    tmp_path: Path, database: Database | None
+) -> None:
+    pipeline = await _admitted_pipeline(tmp_path, database)
     store, decisions = pipeline.admitted, pipeline.decisions
     assert fsck.fsck(decisions, store, repair=False).problems() == 0
     _flip(store.blob_path(_digest(LAYER_BLOB)))

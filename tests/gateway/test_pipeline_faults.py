@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from pullguard.gateway.decisions import DecisionLog
 from pullguard.gateway.pull import Pipeline
 from pullguard.gateway.stores import AdmittedStore, Quarantine
+from pullguard.services.runtime.config.database import Database
 from pullguard.services.runtime.errors import (
     LayerUnavailable,
     NotFound,
@@ -212,7 +213,9 @@ class FakeLayers:
         return None
 
 
-def _pipeline(tmp_path: Path, faults: dict[tuple[str, str], str]) -> Pipeline:
+def _pipeline(
+    tmp_path: Path, faults: dict[tuple[str, str], str], database: Database | None = None
+) -> Pipeline:
     tmp_path.mkdir(parents=True, exist_ok=True)
     config = make_config(tmp_path)
     state = config.state_dir
@@ -220,7 +223,7 @@ def _pipeline(tmp_path: Path, faults: dict[tuple[str, str], str]) -> Pipeline:
     return Pipeline(
         config,
         FakeLayers(staging, faults),
-        DecisionLog(state),
+        DecisionLog(state, database),
         AdmittedStore(state / "admitted"),
         Quarantine(state / "quarantine"),
         staging,
