@@ -13,8 +13,9 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from tests.bench.workload import BenchImage
 from tests.support.images import pull
@@ -39,32 +40,38 @@ def timed_pull(source: str, destination: Path) -> float:
     return elapsed
 
 
+class _Process(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> object: ...
+
+
+P = TypeVar("P", bound=_Process)
+
+
 @contextmanager
-def pull_through_cache(root: Path, remote: str) -> Iterator[RegistryProcess]:
-    """A fresh distribution pull-through cache of ``remote``; its storage is removed after."""
-    shutil.rmtree(root, ignore_errors=True)
-    cache = RegistryProcess(root, proxy_remote=remote)
-    cache.start()
+def _running(process: P, root: Path) -> Iterator[P]:
+    """Start ``process``; stop it and remove ``root``, its files, after."""
+    process.start()
     try:
-        yield cache
+        yield process
     finally:
-        cache.stop()
+        process.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
-@contextmanager
-def pullguard_stack(root: Path, upstream_url: str) -> Iterator[Pullguard]:
+def pull_through_cache(root: Path, remote: str) -> AbstractContextManager[RegistryProcess]:
+    """A fresh distribution pull-through cache of ``remote``."""
+    shutil.rmtree(root, ignore_errors=True)
+    return _running(RegistryProcess(root, proxy_remote=remote), root)
+
+
+def pullguard_stack(root: Path, upstream_url: str) -> AbstractContextManager[Pullguard]:
     """``pullguard up`` with a fresh state folder, upstream ``lab`` at ``upstream_url``."""
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     path, config = write_config(root, upstream_url, limits={"layer_timeout": LAYER_TIMEOUT})
-    stack = Pullguard(path, config)
-    stack.start()
-    try:
-        yield stack
-    finally:
-        stack.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    return _running(Pullguard(path, config), root)
 
 
 def via_pullguard(stack: Pullguard, image: BenchImage) -> str:

@@ -283,10 +283,13 @@ class Bench:
 
     def render(self) -> str:
         rows = [table.Row(name, values) for name, values in self.samples.items()]
-        for mib in sorted(self.rss):
-            for process, peak in self.rss[mib].items():
-                rows.append(table.Row(f"peak RSS {process} ({mib} MiB image)", [peak], "MiB"))
         parts = [table.render_rows(rows, "measurement")]
+        if self.rss:
+            by_process: dict[str, dict[str, float]] = defaultdict(dict)
+            for mib in sorted(self.rss):
+                for process, peak in sorted(self.rss[mib].items()):
+                    by_process[process][f"{mib} MiB"] = peak
+            parts.append(table.render_matrix("peak RSS (MiB) by image size", by_process))
         if self.phases:
             phase_rows = [table.Row(n, v, "ms") for n, v in self.phases.items()]
             parts.append(table.render_rows(phase_rows, "cold pull, from its decision"))

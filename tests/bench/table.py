@@ -108,6 +108,17 @@ def render_rows(rows: Sequence[Row], title: str) -> str:
     return "\n".join(lines)
 
 
+def render_matrix(title: str, cells: Mapping[str, Mapping[str, float]]) -> str:
+    """A table of ``cells[row][column]``; the columns in the order they first appear."""
+    columns = list(dict.fromkeys(c for row in cells.values() for c in row))
+    width = max([len(r) for r in cells] + [len(title)])
+    lines = [f"{title:<{width}}" + "".join(f"  {c:>9}" for c in columns)]
+    for name, row in cells.items():
+        values = "".join(f"  {_number(row.get(c, math.nan)):>9}" for c in columns)
+        lines.append(f"{name:<{width}}{values}")
+    return "\n".join(lines)
+
+
 def render_goals(goals: Sequence[Goal]) -> str:
     width = max(len(g.text) for g in goals) if goals else 4
     lines = [f"{'goal':<{width}}  {'value':>7}  {'limit':>7}  met"]

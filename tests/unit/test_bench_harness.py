@@ -134,6 +134,8 @@ def test_spread_is_the_slowest_over_the_fastest() -> None:
 def test_rendering_shows_medians_and_verdicts() -> None:
     rows = table.render_rows([table.Row("pullguard cold", [2.0, 1.0, 3.0])], "measurement")
     assert "pullguard cold" in rows and "2.00 s" in rows and "2.00 1.00 3.00" in rows
+    matrix = table.render_matrix("rss", {"gateway": {"64 MiB": 80.0, "1024 MiB": 81.5}})
+    assert matrix.splitlines()[1].split() == ["gateway", "80.00", "81.50"]
     goals = table.render_goals([table.Goal("a", 0.5, 1.0), table.Goal("b", 2.0, 1.0)])
     assert goals.splitlines()[1].endswith("yes") and goals.splitlines()[2].endswith("NO")
 
