@@ -59,7 +59,7 @@ def parse(argv: list[str]) -> Options:
     )
     parser.add_argument("--mib", type=int, default=256, help="default image size (256)")
     parser.add_argument("--layers", type=int, default=4, help="default image layers (4)")
-    parser.add_argument("--rounds", "--runs", type=int, default=3, help="rounds (3; --quick 2)")
+    parser.add_argument("--rounds", "--runs", type=int, help="rounds (3; with --quick 2)")
     parser.add_argument("--quick", action="store_true", help="no 1 GiB image, 2 rounds")
     parser.add_argument("--rate", type=float, default=100, help="throttled upstream, MB/s (100)")
     parser.add_argument("--clients", type=int, default=100, help="stampede clients (100)")
@@ -72,9 +72,9 @@ def parse(argv: list[str]) -> Options:
     unknown = [s for s in sections if s not in SECTIONS]
     if unknown:
         parser.error(f"unknown section {', '.join(unknown)}; expected some of {SECTIONS}")
-    if min(args.mib, args.layers, args.rounds, args.clients, args.stampede_mib) < 1:
+    rounds = args.rounds if args.rounds is not None else (2 if args.quick else 3)
+    if min(args.mib, args.layers, rounds, args.clients, args.stampede_mib) < 1:
         parser.error("--mib, --layers, --rounds, --clients and --stampede-mib want 1 or more")
-    rounds = args.rounds if not (args.quick and args.rounds == 3) else 2
     return Options(
         args.mib,
         args.layers,

@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from tests.bench import phases, table
+from tests.bench import phases, run, table
 from tests.bench.throttle import Pace, ThrottleProxy
 
 PAYLOAD = os.urandom(3 * 1024 * 1024 + 17)
@@ -158,3 +158,12 @@ def test_breakdown_reads_phases_steps_and_layers_from_a_decision() -> None:
     assert got["phase serve (client wait - decision)"] == pytest.approx(585.0)
     assert got["step fetcher blobs"] == 889.0
     assert got["format inspection, layer 2"] == 110.0
+
+
+def test_quick_drops_the_1_gib_image_and_a_round() -> None:
+    full, quick = run.parse([]), run.parse(["--quick"])
+    assert (full.rounds, full.sizes, full.layer_counts) == (3, [64, 256, 1024], [1, 4, 16])
+    assert (quick.rounds, quick.sizes) == (2, [64, 256])
+    assert run.parse(["--quick", "--rounds", "3"]).rounds == 3
+    with pytest.raises(SystemExit):
+        run.parse(["--sections", "main,bogus"])
