@@ -100,6 +100,8 @@ class Bench:
         #: Peak RSS per image size (MiB of image) and process, the largest of the rounds.
         self.rss: dict[int, dict[str, float]] = defaultdict(dict)
         self.failures: list[str] = []
+        #: Rows in other units than seconds.
+        self.units: dict[str, str] = {}
         self.goals: list[table.Goal] = []
 
     # -- set-up ---------------------------------------------------------------
@@ -115,7 +117,8 @@ class Bench:
 
     def prepare(self) -> None:
         o = self.options
-        self.image(o.mib, o.layers)
+        if {"main", "throttled"} & set(o.sections):
+            self.image(o.mib, o.layers)
         if "sizes" in o.sections:
             for mib in o.sizes:
                 self.image(mib, o.layers)
@@ -175,15 +178,16 @@ class Bench:
 
     def round(self) -> None:
         o = self.options
-        main = self.image(o.mib, o.layers)
         url = self.upstream.url
         if "main" in o.sections:
+            main = self.image(o.mib, o.layers)
             self.direct("", main)
             self.distribution("", main, url, warm=True)
             self.pullguard("", main, url, warm=True)
             self.measure("sha256", lambda: sha256_pass(main.blob_paths))
             self.derive_overhead()
         if "throttled" in o.sections:
+            main = self.image(o.mib, o.layers)
             prefix = f"{o.rate_mb:g} MB/s: "
             with ThrottleProxy(("127.0.0.1", self.upstream.port), o.rate_mb * 1e6) as slow:
                 self.direct(prefix, main, slow.address)
@@ -224,6 +228,9 @@ class Bench:
             outcome = run_stampede(stack.address, f"{paths.ALIAS}/{image.reference}", o.clients)
         gets = upstream_gets(self.upstream, image)
         self.samples["stampede: seconds to the last client"].append(outcome.seconds)
+        resent = "stampede: requests sent again (closed keep-alive)"
+        self.samples[resent].append(outcome.retried)
+        self.units[resent] = ""
         for error in outcome.errors:
             self.failures.append(f"stampede: {error}")
         self.goals += [
@@ -282,7 +289,7 @@ class Bench:
         return table.Goal(f"{text} ({sizes[-1]} vs {sizes[0]} MiB)", max(spreads), RSS_SPREAD)
 
     def render(self) -> str:
-        rows = [table.Row(name, values) for name, values in self.samples.items()]
+        rows = [table.Row(n, v, self.units.get(n, "s")) for n, v in self.samples.items()]
         parts = [table.render_rows(rows, "measurement")]
         if self.rss:
             by_process: dict[str, dict[str, float]] = defaultdict(dict)

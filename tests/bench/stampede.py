@@ -28,11 +28,19 @@ READ_SIZE = 1024 * 1024
 @dataclass(frozen=True)
 class Outcome:
     """How the clients fared: how many succeeded, the seconds until the last one finished,
-    and the distinct errors of those that failed."""
+    the requests sent again, and the distinct errors of those that failed."""
 
     succeeded: int
     seconds: float
+    retried: int
     errors: tuple[str, ...]
+
+
+@dataclass
+class Retries:
+    """Requests sent again because a kept-alive connection closed before any answer."""
+
+    count: int = 0
 
 
 def upstream_gets(upstream: RegistryProcess, image: BenchImage) -> dict[str, int]:
@@ -49,38 +57,57 @@ def run_stampede(address: str, name: str, clients: int) -> Outcome:
 
 async def _stampede(address: str, name: str, clients: int) -> Outcome:
     repository, tag = name.rsplit(":", 1)
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    timeout = httpx.Timeout(CLIENT_TIMEOUT)
-    async with httpx.AsyncClient(
-        base_url=f"http://{address}/v2/{repository}",
-        limits=limits,
-        timeout=timeout,
-        follow_redirects=True,
-    ) as client:
-        started = time.perf_counter()
-        outcomes = await asyncio.gather(
-            *(_one_pull(client, tag) for _ in range(clients)), return_exceptions=True
-        )
-        seconds = time.perf_counter() - started
+    base = f"http://{address}/v2/{repository}"
+    retries = Retries()
+    started = time.perf_counter()
+    outcomes = await asyncio.gather(
+        *(_one_pull(base, tag, retries) for _ in range(clients)), return_exceptions=True
+    )
+    seconds = time.perf_counter() - started
     errors = sorted({f"{type(o).__name__}: {o}" for o in outcomes if isinstance(o, BaseException)})
     succeeded = sum(1 for o in outcomes if not isinstance(o, BaseException))
-    return Outcome(succeeded, seconds, tuple(errors))
+    return Outcome(succeeded, seconds, retries.count, tuple(errors))
 
 
-async def _one_pull(client: httpx.AsyncClient, tag: str) -> None:
-    response = await client.get(f"/manifests/{tag}", headers={"Accept": OCI_MANIFEST})
-    response.raise_for_status()
-    manifest = json.loads(response.content)
-    for descriptor in [manifest["config"], *manifest["layers"]]:
-        await _one_blob(client, str(descriptor["digest"]))
+async def _one_pull(base: str, tag: str, retries: Retries) -> None:
+    """One client with its own connection, as each real client (a node's daemon) has."""
+    timeout = httpx.Timeout(CLIENT_TIMEOUT)
+    async with httpx.AsyncClient(base_url=base, timeout=timeout, follow_redirects=True) as client:
+        path = f"/manifests/{tag}"
+        try:
+            response = await _send(client, path, retries, {"Accept": OCI_MANIFEST})
+            manifest = json.loads(await response.aread())
+            for descriptor in [manifest["config"], *manifest["layers"]]:
+                path = f"/blobs/{descriptor['digest']}"
+                await _one_blob(await _send(client, path, retries), str(descriptor["digest"]))
+        except httpx.HTTPError as exc:
+            raise RuntimeError(f"GET {path}: {type(exc).__name__}: {exc}") from exc
 
 
-async def _one_blob(client: httpx.AsyncClient, digest: str) -> None:
+async def _send(
+    client: httpx.AsyncClient, path: str, retries: Retries, headers: dict[str, str] | None = None
+) -> httpx.Response:
+    """GET ``path``, its body left to stream; sent once more on a fresh connection when the
+    kept-alive one closed before any answer, as Go's and most HTTP clients do."""
+    request = client.build_request("GET", path, headers=headers)
+    try:
+        response = await client.send(request, stream=True)
+    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+        retries.count += 1
+        response = await client.send(request, stream=True)
+    if response.status_code != 200:
+        await response.aclose()
+        raise RuntimeError(f"GET {path}: HTTP {response.status_code}")
+    return response
+
+
+async def _one_blob(response: httpx.Response, digest: str) -> None:
     hashed = hashlib.sha256()
-    async with client.stream("GET", f"/blobs/{digest}") as response:
-        response.raise_for_status()
+    try:
         async for piece in response.aiter_bytes(READ_SIZE):
             hashed.update(piece)
+    finally:
+        await response.aclose()
     got = "sha256:" + hashed.hexdigest()
     if got != digest:
         raise ValueError(f"blob {digest} arrived as {got}")
