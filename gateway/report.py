@@ -10,8 +10,10 @@ JSON out (:meth:`Report.as_json`), and the gateway proto out
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import json
 from dataclasses import dataclass, field
+from time import monotonic
 from typing import Any
 
 from pullguard.gateway.release import ReevaluationOptions, ReleaseOptions, blocking, waives
@@ -45,6 +47,19 @@ def first_error(verdict: common_pb2.Verdict) -> str:
 
 def now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+class Phase(enum.StrEnum):
+    """The wall-clock phases of a pull, in the order they end (see :meth:`Report.mark`)."""
+
+    #: Plan, fetch the manifest, and every manifest-level check (signatures, source).
+    MANIFEST = "manifest"
+    #: The fetcher staged every blob.
+    FETCH = "fetch"
+    #: hashverify, source and format judged the staged blobs.
+    VERIFY = "verify"
+    #: The verified blobs and manifest moved into the admitted store.
+    ADMISSION = "admission"
 
 
 @dataclass
@@ -102,6 +117,11 @@ class Report:
     target: dict[str, Any] = field(default_factory=dict)
     #: Set when no verdict was reached: {"layer", "kind", "message"} (see set_outage).
     outage: dict[str, str] = field(default_factory=dict)
+    #: Wall-clock ms of each :class:`Phase` that ended, each since the previous one
+    #: ended; as_json adds ``total``, the ms from the pull's start to the report.
+    timings: dict[str, float] = field(default_factory=dict)
+    _started: float = field(default_factory=monotonic, init=False, repr=False, compare=False)
+    _phase_started: float = field(default_factory=monotonic, init=False, repr=False, compare=False)
 
     def add(self, layer: str, step: str, verdict: common_pb2.Verdict, duration_ms: float) -> bool:
         """Record a verdict; return whether it allows. The first refusal names the layer.
@@ -128,6 +148,12 @@ class Report:
         if not self.denied_by:
             self.denied_by = layer
             self.reason = message
+
+    def mark(self, phase: Phase) -> None:
+        """End ``phase`` now; the next phase starts now."""
+        ended = monotonic()
+        self.timings[str(phase)] = round((ended - self._phase_started) * 1000, 2)
+        self._phase_started = ended
 
     def set_outage(self, layer: str, kind: str, message: str) -> None:
         """Mark this pull as an outage: no verdict, nothing admitted, retry later."""
@@ -195,6 +221,10 @@ class Report:
                 else {}
             ),
             "target": self.target,
+            "timings": {
+                **self.timings,
+                "total": round((monotonic() - self._started) * 1000, 2),
+            },
             **({"outage": self.outage} if self.outage else {}),
         }
 

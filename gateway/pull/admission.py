@@ -23,7 +23,7 @@ from pullguard.gateway.publish import Publication, Publisher
 from pullguard.gateway.pull.blobs import StagedBlobs, streamed_verdict
 from pullguard.gateway.pull.manifest import JudgedManifest
 from pullguard.gateway.pull.one import Pull, Stopwatch
-from pullguard.gateway.report import Report
+from pullguard.gateway.report import Phase, Report
 from pullguard.gateway.steps import StepName
 from pullguard.gateway.stores import AdmittedStore, Quarantine
 from pullguard.services.runtime.config import Config
@@ -207,6 +207,7 @@ class Admissions:
         failpoints.hit("admit.after_blobs")
         await asyncio.to_thread(self._take_staged, session, [staged.staged_key], {})
         failpoints.hit("admit.after_manifest")
+        report.mark(Phase.ADMISSION)
         size = self.admitted.blob_path(report.digest).stat().st_size
         # Published before the admission is recorded: if the push fails, the
         # image is not admitted and its next pull verifies and pushes again.

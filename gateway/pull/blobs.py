@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from pullguard.gateway.pull.manifest import JudgedManifest
 from pullguard.gateway.pull.one import Pull, StepRefused
+from pullguard.gateway.report import Phase
 from pullguard.gateway.steps import StepName
 from pullguard.v1 import common_pb2, fetcher_pb2, format_pb2, hashverify_pb2, source_pb2
 
@@ -39,6 +40,7 @@ async def stage_and_judge_blobs(pull: Pull, judged: JudgedManifest) -> StagedBlo
         timeout=deadline + 5,
     )
     pull.record_provenance(got.provenance)
+    pull.report.mark(Phase.FETCH)
     pull.require("fetcher", StepName.BLOBS, got.verdict, ms)
     # Blob downloads have their own redirects (CDNs): source judges them too.
     hashed, sourced = await asyncio.gather(
@@ -97,6 +99,7 @@ async def stage_and_judge_blobs(pull: Pull, judged: JudgedManifest) -> StagedBlo
         }
         for stats in layers.response.layers
     ]
+    pull.report.mark(Phase.VERIFY)
     if not (config_ok and layers_ok):
         raise StepRefused
     return StagedBlobs([b.digest for b in blobs], {b.digest: b.computed_digest for b in got.blobs})

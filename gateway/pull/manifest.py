@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pullguard.gateway.indexcheck import TOO_DEEP, referenced_descriptors
 from pullguard.gateway.pull.one import Pull, StepRefused
 from pullguard.gateway.pull.signatures import check_index_unit, signatures
+from pullguard.gateway.report import Phase
 from pullguard.gateway.steps import StepName
 from pullguard.gateway.syntax import syntax_status
 from pullguard.services.runtime.digests import digest_bytes
@@ -165,6 +166,7 @@ async def judge_manifest(pull: Pull, staged: StagedManifest) -> JudgedManifest:
         raise StepRefused
     if is_index:
         await check_index_unit(pull, digest, summary, depth, signed, MAX_INDEX_DEPTH)
+    report.mark(Phase.MANIFEST)
     return JudgedManifest(staged, digest, summary)
 
 
