@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from pullguard.gateway.auth.identity import current_user
 from pullguard.gateway.release import ReevaluationOptions, ReleaseOptions, blocking, waives
 from pullguard.services.runtime.findings import SEVERITY_NAMES, blocks, severity_number
 from pullguard.services.runtime.protoconv import verdict_allows
@@ -102,6 +103,8 @@ class Report:
     target: dict[str, Any] = field(default_factory=dict)
     #: Set when no verdict was reached: {"layer", "kind", "message"} (see set_outage).
     outage: dict[str, str] = field(default_factory=dict)
+    #: The front-door login (auth.htpasswd) whose request started this pull.
+    user: str = field(default_factory=current_user)
 
     def add(self, layer: str, step: str, verdict: common_pb2.Verdict, duration_ms: float) -> bool:
         """Record a verdict; return whether it allows. The first refusal names the layer.
@@ -196,6 +199,7 @@ class Report:
             ),
             "target": self.target,
             **({"outage": self.outage} if self.outage else {}),
+            **({"user": self.user} if self.user else {}),
         }
 
     def as_proto(self) -> gateway_pb2.DecisionReport:

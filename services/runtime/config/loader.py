@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from pullguard.services.runtime.config.access import Auth, FrontTls, read_auth, read_front_tls
 from pullguard.services.runtime.config.policy import Policy, policy_version, read_policy
 from pullguard.services.runtime.config.reader import ConfigUnreadable, Reader, load_yaml
 from pullguard.services.runtime.config.settings import (
@@ -50,6 +51,9 @@ class Config:
     services: Mapping[str, str]
     policy_version: str
     services_tls: ServicesTls | None = None
+    #: HTTPS on the front door; logins and admin tokens (see .access).
+    tls: FrontTls | None = None
+    auth: Auth = Auth()
 
     def with_services(self, services: Mapping[str, str]) -> Config:
         merged = dict(self.services)
@@ -86,6 +90,8 @@ def _parse_config(reader: Reader, text: str) -> Config:
             "telemetry",
             "services",
             "services_tls",
+            "tls",
+            "auth",
         },
     )
     listen = got.attempt("", read_hostport, reader, data.get("listen", "127.0.0.1:5000"), "listen")
@@ -129,6 +135,8 @@ def _parse_config(reader: Reader, text: str) -> Config:
         services=services,
         policy_version=policy_version(text, policy, upstreams),
         services_tls=got.attempt(None, read_services_tls, reader, data.get("services_tls")),
+        tls=got.attempt(None, read_front_tls, reader, data.get("tls")),
+        auth=got.attempt(Auth(), read_auth, reader, data.get("auth")),
     )
 
 
