@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -150,9 +151,19 @@ def _start(tmp_path: Path, command: str, **extra: Any) -> subprocess.CompletedPr
     args = [*pullguard_command(), command]
     if command == "serve":
         args += ["gateway", "--listen", config["listen"], "--grpc-listen", config["grpc_listen"]]
-    return subprocess.run(
-        [*args, "--config", str(path)], capture_output=True, text=True, timeout=120
+    process = subprocess.Popen(
+        [*args, "--config", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
+    try:
+        stdout, stderr = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # it started: the refusal is missing
+        stdout, stderr = process.communicate()
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 @pytest.mark.parametrize("command", ["up", "serve"])
