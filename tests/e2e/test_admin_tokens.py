@@ -81,8 +81,15 @@ def test_every_gateway_method_needs_a_token_and_the_right_role(
 ) -> None:
     pg, entry, operator, viewer = quarantined
     read = gateway_pb2.ListDecisionsRequest(limit=10)
-    for token in (None, "pgt_not-a-token", operator + "x"):
-        assert _code(pg, "ListDecisions", read, token) == "UNAUTHENTICATED"
+    reads = (
+        ("ListDecisions", read),
+        ("ListQuarantine", gateway_pb2.ListQuarantineRequest()),
+        ("ShowQuarantine", gateway_pb2.ShowQuarantineRequest(id=entry)),
+        ("Check", gateway_pb2.CheckRequest(reference="lab/vendor/app:v1")),
+    )
+    for method, request in reads:
+        for token in (None, "pgt_not-a-token", operator + "x"):
+            assert _code(pg, method, request, token) == "UNAUTHENTICATED", (method, token)
     listed = _call(pg, "ListDecisions", read, viewer)
     assert entry in [d.decision_id for d in listed.decisions]
     quarantine = _call(pg, "ListQuarantine", gateway_pb2.ListQuarantineRequest(), viewer)

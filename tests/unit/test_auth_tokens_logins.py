@@ -135,6 +135,8 @@ def htpasswd() -> Htpasswd:
 def test_a_right_password_logs_in(htpasswd: Htpasswd) -> None:
     assert htpasswd.verify("alice", "wonderland")
     assert htpasswd.verify("alice", "wonderland")  # remembered
+    assert not htpasswd.verify("alice", "wonderland!")  # only that password is remembered
+    assert not htpasswd.verify("alice", "")
 
 
 @pytest.mark.parametrize(
