@@ -70,7 +70,8 @@ def build_pipeline(config: Config) -> tuple[Pipeline, DecisionLog, AdmittedStore
 
 def run_gateway(config: Config) -> None:
     """Serve the gateway until SIGINT/SIGTERM, telemetry on, as every service runs."""
-    check_exposure(config)
+    for warning in check_exposure(config):
+        log.warning("gateway: %s", warning)
     run_process("gateway", config, lambda: serve_gateway(config))
 
 

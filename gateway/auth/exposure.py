@@ -41,10 +41,16 @@ def require_loopback(config: Config, key: str, address: str, why: str, fix: str)
 NO_TOKENS = "no auth.admin_tokens are set, so anyone who reaches it could use it"
 
 
-def check_exposure(config: Config) -> None:
-    """Every refusal of this module for ``config``'s addresses (a ConfigError)."""
+def check_exposure(config: Config) -> list[str]:
+    """Every refusal of this module for ``config``'s addresses (a ConfigError); else warnings."""
     if config.auth.admin_tokens is None:
         require_loopback(config, "grpc_listen", config.grpc_listen, NO_TOKENS, "auth.admin_tokens")
     if config.auth.htpasswd is not None and config.tls is None:
         why = "auth.htpasswd over plain HTTP would send passwords in clear text"
         require_loopback(config, "listen", config.listen, why, "tls")
+    if not is_loopback(config.grpc_listen):
+        return [
+            f"grpc_listen {config.grpc_listen} is plaintext gRPC beyond loopback: admin tokens"
+            " cross the network readable; put it behind TLS (a mesh or a TLS proxy)"
+        ]
+    return []

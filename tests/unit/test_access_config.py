@@ -171,9 +171,10 @@ def test_grpc_beyond_loopback_needs_admin_tokens(tmp_path: Path) -> None:
     assert "grpc_listen" in caught.value.message
     assert "0.0.0.0:5050 is beyond loopback" in caught.value.message
     assert "auth.admin_tokens" in caught.value.message
-    check_exposure(replace(config, grpc_listen="127.0.0.1:5050"))
+    assert check_exposure(replace(config, grpc_listen="127.0.0.1:5050")) == []
     with_tokens = _tokens(tmp_path, f"- {{name: a, role: viewer, token_sha256: {SHA}}}")
-    check_exposure(replace(with_tokens, grpc_listen="0.0.0.0:5050"))
+    (warning,) = check_exposure(replace(with_tokens, grpc_listen="0.0.0.0:5050"))
+    assert "plaintext gRPC beyond loopback: admin tokens cross the network readable" in warning
 
 
 def test_basic_auth_beyond_loopback_needs_tls(tmp_path: Path) -> None:
