@@ -16,6 +16,9 @@ from pathlib import Path
 from aiohttp import web
 
 from pullguard.gateway import ratelog
+from pullguard.gateway.auth.door import protect
+from pullguard.gateway.auth.exposure import check_exposure
+from pullguard.gateway.auth.tokens import Authorizer
 from pullguard.gateway.clients import LayerClients
 from pullguard.gateway.decisions import DecisionLog
 from pullguard.gateway.frontdoor import FrontDoor
@@ -58,6 +61,8 @@ def build_pipeline(config: Config) -> tuple[Pipeline, DecisionLog, AdmittedStore
 
 def run_gateway(config: Config) -> None:
     """Serve the gateway until SIGINT/SIGTERM, telemetry on, as every service runs."""
+    for warning in check_exposure(config):
+        log.warning("gateway: %s", warning)
     run_process("gateway", config, lambda: serve_gateway(config))
 
 
@@ -67,9 +72,11 @@ async def serve_gateway(config: Config) -> None:
     ratelog.install()
     raise_open_file_limit()
     front = FrontDoor(pipeline, decisions, admitted)
+    app = front.app()
+    door = protect(app, config)
     limits = config.limits
     runner = DoorRunner(
-        front.app(),
+        app,
         max_connections=limits.max_connections,
         header_timeout=limits.header_timeout,
         body_timeout=limits.body_timeout,
@@ -78,12 +85,19 @@ async def serve_gateway(config: Config) -> None:
     )
     await runner.setup()
     host, port = split_hostport(config.listen)
-    site = web.TCPSite(runner, host, port, shutdown_timeout=5.0)
+    site = web.TCPSite(runner, host, port, shutdown_timeout=5.0, ssl_context=door.ssl_context)
     await site.start()
-    servicer = GatewayServicer(pipeline, decisions, quarantine)
+    door.reload_on_sighup()
+    authorizer = Authorizer(config.auth.admin_tokens)
+    servicer = GatewayServicer(pipeline, decisions, quarantine, authorizer)
 
     def started(_grpc_port: int) -> None:
-        log.info("gateway: front door on http://%s, gRPC on %s", config.listen, config.grpc_listen)
+        log.info(
+            "gateway: front door on %s://%s, gRPC on %s",
+            door.scheme,
+            config.listen,
+            config.grpc_listen,
+        )
 
     try:
         await serve_forever(

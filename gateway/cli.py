@@ -165,7 +165,10 @@ def _parser() -> argparse.ArgumentParser:
     policy.add_argument("file")
     policy.add_argument("--strict", action="store_true", help="warnings fail too (exit 1)")
 
+    from pullguard.gateway.auth.client import add_token_command
     from pullguard.services.signature import verify_bundle
+
+    add_token_command(sub)
 
     verify_bundle.add_arguments(
         sub.add_parser(
@@ -234,11 +237,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run(args)
     if args.command == "policy":
         return _validate(args.file, args.strict)
+    if args.command == "token":
+        from pullguard.gateway.auth.client import create_token
+
+        return create_token(args)
     config = load_config(_config_path(args))
     if args.command == "up":
+        from pullguard.gateway.auth.exposure import check_exposure
         from pullguard.gateway.supervisor import run_up
 
         configure_logging()
+        check_exposure(config)
         _check_addresses_free(config)
         return run_up(config, _config_path(args), restart=not args.no_restart)
     if args.command == "serve":

@@ -48,6 +48,7 @@ class Refused(Exception):
 
 def with_gateway(args: argparse.Namespace, config: Config, call: Any) -> Any:
     """Call the running gateway, or a private stack started for this command."""
+    from pullguard.gateway.auth.client import with_token
     from pullguard.gateway.supervisor import ephemeral_stack, running_gateway
     from pullguard.v1 import gateway_pb2_grpc
 
@@ -60,7 +61,7 @@ def with_gateway(args: argparse.Namespace, config: Config, call: Any) -> Any:
     try:
         with grpc.insecure_channel(address) as channel:
             try:
-                return call(gateway_pb2_grpc.GatewayStub(channel))
+                return call(gateway_pb2_grpc.GatewayStub(with_token(channel)))
             except grpc.RpcError as exc:
                 details = exc.details()  # type: ignore[attr-defined]
                 if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:  # type: ignore[attr-defined]
@@ -105,6 +106,8 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"  decision  {report['decision_id']}   policy {report['policy_version']}")
     if report.get("digest"):
         print(f"  digest    {report['digest']}")
+    if report.get("user"):
+        print(f"  user      {report['user']}")
     if report.get("cached"):
         print("  (admitted earlier under this policy; not verified again)")
     release = report.get("release")
@@ -224,14 +227,17 @@ def release(args: argparse.Namespace, config: Config) -> int:
     """Exit 0 released, 1 refused (not waivable, or denied again), 2 error."""
     import getpass
 
+    from pullguard.gateway.auth.client import token_from_environment
     from pullguard.gateway.release import check_reason
     from pullguard.v1 import gateway_pb2
 
     reason = check_reason(args.reason or "")
-    try:
-        operator = getpass.getuser()
-    except (KeyError, OSError):
-        operator = "unknown"
+    operator = ""  # with a token, the gateway records the token's name
+    if token_from_environment() is None:
+        try:
+            operator = getpass.getuser()
+        except (KeyError, OSError):
+            operator = "unknown"
 
     def call(stub: Any) -> Any:
         return stub.ReleaseQuarantine(

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any
 
+from pullguard.gateway.auth.identity import current_user
 from pullguard.gateway.release import ReevaluationOptions, ReleaseOptions, blocking, waives
 from pullguard.services.runtime.findings import SEVERITY_NAMES, blocks, severity_number
 from pullguard.services.runtime.protoconv import verdict_allows
@@ -122,6 +123,8 @@ class Report:
     timings: dict[str, float] = field(default_factory=dict)
     _started: float = field(default_factory=monotonic, init=False, repr=False, compare=False)
     _phase_started: float = field(default_factory=monotonic, init=False, repr=False, compare=False)
+    #: The front-door login (auth.htpasswd) whose request started this pull.
+    user: str = field(default_factory=current_user)
 
     def add(self, layer: str, step: str, verdict: common_pb2.Verdict, duration_ms: float) -> bool:
         """Record a verdict; return whether it allows. The first refusal names the layer.
@@ -226,6 +229,7 @@ class Report:
                 "total": round((monotonic() - self._started) * 1000, 2),
             },
             **({"outage": self.outage} if self.outage else {}),
+            **({"user": self.user} if self.user else {}),
         }
 
     def as_proto(self) -> gateway_pb2.DecisionReport:

@@ -40,11 +40,13 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,11 +124,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def http_ready(address: str, timeout: float = 1.0) -> bool:
-    """True when an OCI front door answers /v2/ there; anything else is "not yet"."""
+def http_ready(address: str, timeout: float = 1.0, https: bool = False) -> bool:
+    """True when an OCI front door answers /v2/ there; anything else is "not yet".
+
+    A door that asks for a login answers 401; over HTTPS, only readiness is
+    asked here, so the certificate is not checked.
+    """
+    context = ssl._create_unverified_context() if https else None  # noqa: S323
+    url = f"{'https' if https else 'http'}://{address}/v2/"
     try:
-        with urllib.request.urlopen(f"http://{address}/v2/", timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:  # noqa: S310
             return bool(response.status == 200)
+    except urllib.error.HTTPError as exc:
+        return exc.code == 401 and exc.headers.get("Docker-Distribution-API-Version") is not None
     except (OSError, http.client.HTTPException, ValueError):
         # Not only "nothing listens": something that is not our front door
         # (another protocol on that port) answers too.
@@ -298,7 +308,11 @@ class Stack:
                 command += ["--service", f"{layer}={self.addresses[layer]}"]
             self._spawn("gateway", command)
             self._wait(
-                "gateway", lambda: http_ready(self.listen) and grpc_healthy(self.grpc_listen)
+                "gateway",
+                lambda: (
+                    http_ready(self.listen, https=self.config.tls is not None)
+                    and grpc_healthy(self.grpc_listen)
+                ),
             )
         except BaseException:
             self.stop()
@@ -416,8 +430,10 @@ def run_up(config: Config, config_path: str | None, restart: bool = True) -> int
     except PullguardError as exc:
         print(f"pullguard: {exc}", file=sys.stderr)
         return 2
+    scheme = "https" if config.tls else "http"
     print(
-        f"pullguard is up: front door http://{stack.listen} (gRPC {stack.grpc_listen})", flush=True
+        f"pullguard is up: front door {scheme}://{stack.listen} (gRPC {stack.grpc_listen})",
+        flush=True,
     )
     for layer in LAYERS:
         print(

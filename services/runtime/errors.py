@@ -7,6 +7,8 @@
      ├── InvalidRequest             (INVALID_ARGUMENT, 400, NAME_INVALID ...)  unparseable request
      ├── Unsupported                (UNIMPLEMENTED, 405, UNSUPPORTED)  not a pull (GET/HEAD)
      ├── Denied                     (PERMISSION_DENIED, 403, DENIED)  refused by a layer's verdict
+     ├── Unauthenticated            (UNAUTHENTICATED, 401, UNAUTHORIZED)  no or wrong login/token
+     ├── NotPermitted               (PERMISSION_DENIED, 403, DENIED)  the role may not do this
      ├── NotFound                   (NOT_FOUND, 404, MANIFEST_UNKNOWN / BLOB_UNKNOWN ...)
      ├── UpstreamError              (UNAVAILABLE, 502/503/504, UNAVAILABLE)  upstream failed; retry
      │    └── UpstreamUnreachable   (UNAVAILABLE)  down: connections refused, 5xx, after retries
@@ -105,6 +107,22 @@ class Denied(PullguardError):
         super().__init__(message)
         self.http_status = http_status
         self.oci_code = oci_code
+
+
+class Unauthenticated(PullguardError):
+    """No credentials, or credentials that match no user or token (never says which)."""
+
+    grpc_code = grpc.StatusCode.UNAUTHENTICATED
+    oci_code = "UNAUTHORIZED"
+    http_status = 401
+
+
+class NotPermitted(PullguardError):
+    """Authenticated, but the caller's role does not allow the action."""
+
+    grpc_code = grpc.StatusCode.PERMISSION_DENIED
+    oci_code = "DENIED"
+    http_status = 403
 
 
 class NotFound(PullguardError):

@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from pullguard.services.runtime.config.database import Database, read_database
+from pullguard.services.runtime.config.access import Auth, FrontTls, read_auth, read_front_tls
 from pullguard.services.runtime.config.policy import Policy, policy_version, read_policy
 from pullguard.services.runtime.config.reader import ConfigUnreadable, Reader, load_yaml
 from pullguard.services.runtime.config.settings import (
@@ -53,6 +54,9 @@ class Config:
     services_tls: ServicesTls | None = None
     #: PostgreSQL for the decision database; None: SQLite in state_dir.
     database: Database | None = None
+    #: HTTPS on the front door; logins and admin tokens (see .access).
+    tls: FrontTls | None = None
+    auth: Auth = Auth()
 
     def with_services(self, services: Mapping[str, str]) -> Config:
         merged = dict(self.services)
@@ -90,6 +94,8 @@ def _parse_config(reader: Reader, text: str) -> Config:
             "services",
             "services_tls",
             "database",
+            "tls",
+            "auth",
         },
     )
     listen = got.attempt("", read_hostport, reader, data.get("listen", "127.0.0.1:5000"), "listen")
@@ -134,6 +140,8 @@ def _parse_config(reader: Reader, text: str) -> Config:
         policy_version=policy_version(text, policy, upstreams),
         services_tls=got.attempt(None, read_services_tls, reader, data.get("services_tls")),
         database=got.attempt(None, read_database, reader, data.get("database")),
+        tls=got.attempt(None, read_front_tls, reader, data.get("tls")),
+        auth=got.attempt(Auth(), read_auth, reader, data.get("auth")),
     )
 
 
