@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from pullguard.services.runtime.config.database import Database, read_database
 from pullguard.services.runtime.config.access import Auth, FrontTls, read_auth, read_front_tls
+from pullguard.services.runtime.config.database import Database, read_database
 from pullguard.services.runtime.config.policy import Policy, policy_version, read_policy
 from pullguard.services.runtime.config.reader import ConfigUnreadable, Reader, load_yaml
 from pullguard.services.runtime.config.settings import (
