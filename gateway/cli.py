@@ -21,7 +21,8 @@ from pullguard.services.runtime.config import (
     load_config,
 )
 from pullguard.services.runtime.errors import ConfigError, PullguardError
-from pullguard.services.runtime.main import configure_logging, run_service
+from pullguard.services.runtime.logs import configure_logging
+from pullguard.services.runtime.main import run_service
 
 EXIT_OK, EXIT_DENIED, EXIT_ERROR = 0, 1, 2
 
@@ -238,7 +239,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "up":
         from pullguard.gateway.supervisor import run_up
 
-        configure_logging()
+        configure_logging(config.logging)
         _check_addresses_free(config)
         return run_up(config, _config_path(args), restart=not args.no_restart)
     if args.command == "serve":
@@ -297,6 +298,9 @@ def _check_addresses_free(config: Config) -> None:
     """Refuse before anything starts when an address to listen on is taken."""
     wanted = {"listen": config.listen, "grpc_listen": config.grpc_listen}
     wanted.update({f"services.{name}": address for name, address in config.services.items()})
+    if config.console_listen is not None:
+        wanted["console_listen"] = config.console_listen
+    wanted.update({f"metrics_listen.{n}": a for n, a in config.metrics_listen.items()})
     _refuse_taken({f"{key} in {config.source}": address for key, address in wanted.items()})
 
 
@@ -324,7 +328,7 @@ def _refuse_taken(wanted: dict[str, str]) -> None:
 
 
 def _serve(args: argparse.Namespace, config: Config) -> int:
-    configure_logging()
+    configure_logging(config.logging)
     if args.service == "gateway":
         from dataclasses import replace
 

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from opentelemetry.trace import SpanKind
 
 from pullguard.gateway.decisions import DecisionLog
+from pullguard.gateway.observe import PullObserver, pull_kind
 from pullguard.gateway.publish import Publisher
 from pullguard.gateway.pull import manifest
 from pullguard.gateway.pull.admission import Admissions
@@ -61,6 +62,7 @@ class Pipeline:
         quarantine: Quarantine,
         staging: StagingStore,
         publisher: Publisher | None = None,
+        observer: PullObserver | None = None,
     ) -> None:
         self.config = config
         self.clients = clients
@@ -70,6 +72,7 @@ class Pipeline:
         self.quarantine = quarantine
         self.staging = staging
         self.publisher = publisher
+        self.observer = observer if observer is not None else PullObserver()
         self.syntax_refusals = SyntaxRefusals()
         self._tracer = tracer("gateway")
         self._inflight: dict[tuple[str, str, bool], asyncio.Task[PullResult]] = {}
@@ -233,10 +236,14 @@ class Pipeline:
                 "pullguard.decision_id": report.decision_id,
             },
         ) as span:
-            result = await self._guarded(pull)
-            span.set_attribute("pullguard.decision", report.decision)
-            if report.denied_by:
-                span.set_attribute("pullguard.denied_by", report.denied_by)
+            watch = self.observer.pull_started(pull_kind(report, admit))
+            try:
+                result = await self._guarded(pull)
+            except BaseException:
+                watch.abandoned()
+                raise
+            # The decision is final here, whichever way it went (see observe.py).
+            watch.finished(report, span)
             return result
 
     async def _guarded(self, pull: Pull) -> PullResult:

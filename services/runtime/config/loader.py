@@ -16,6 +16,12 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from pullguard.services.runtime.config.observability import (
+    LogSettings,
+    read_console_listen,
+    read_log_settings,
+    read_metrics_listen,
+)
 from pullguard.services.runtime.config.policy import Policy, policy_version, read_policy
 from pullguard.services.runtime.config.reader import ConfigUnreadable, Reader, load_yaml
 from pullguard.services.runtime.config.settings import (
@@ -50,6 +56,9 @@ class Config:
     services: Mapping[str, str]
     policy_version: str
     services_tls: ServicesTls | None = None
+    console_listen: str | None = None
+    metrics_listen: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    logging: LogSettings = LogSettings()
 
     def with_services(self, services: Mapping[str, str]) -> Config:
         merged = dict(self.services)
@@ -86,6 +95,10 @@ def _parse_config(reader: Reader, text: str) -> Config:
             "telemetry",
             "services",
             "services_tls",
+            "console_listen",
+            "metrics_listen",
+            "log_format",
+            "log_level",
         },
     )
     listen = got.attempt("", read_hostport, reader, data.get("listen", "127.0.0.1:5000"), "listen")
@@ -129,6 +142,11 @@ def _parse_config(reader: Reader, text: str) -> Config:
         services=services,
         policy_version=policy_version(text, policy, upstreams),
         services_tls=got.attempt(None, read_services_tls, reader, data.get("services_tls")),
+        console_listen=got.attempt(None, read_console_listen, reader, data.get("console_listen")),
+        metrics_listen=got.attempt({}, read_metrics_listen, reader, data.get("metrics_listen")),
+        logging=got.attempt(
+            LogSettings(), read_log_settings, reader, data.get("log_format"), data.get("log_level")
+        ),
     )
 
 
