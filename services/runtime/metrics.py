@@ -95,11 +95,11 @@ def split_hostport(address: str) -> tuple[str, int]:
 
 async def start_http(app: web.Application, listen: str) -> web.AppRunner:
     """Serve ``app`` on HOST:PORT; the caller cleans the runner up."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
     host, port = split_hostport(listen)
     try:
-        await web.TCPSite(runner, host, port, shutdown_timeout=2.0).start()
+        await web.TCPSite(runner, host, port).start()
     except OSError:
         await runner.cleanup()
         raise

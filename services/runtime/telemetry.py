@@ -38,21 +38,30 @@ def setup_telemetry(settings: Telemetry, service_name: str) -> None:
     if _configured:
         return
     _configured = True
+    trace.set_tracer_provider(build_provider(settings, service_name))
+
+
+def build_provider(settings: Telemetry, service_name: str) -> TracerProvider:
+    """A tracer provider exporting as configured; sampling and resource come from ``OTEL_*``."""
     provider = TracerProvider(
         resource=Resource.create(
             {"service.name": f"pullguard-{service_name}", "service.namespace": "pullguard"}
         )
     )
-    exporter: SpanExporter | None = None
-    if settings.exporter == "console":
-        exporter = ConsoleSpanExporter()
-    elif settings.exporter == "otlp":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        exporter = OTLPSpanExporter(endpoint=otlp_endpoint(settings.endpoint))
+    exporter = build_exporter(settings)
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
+    return provider
+
+
+def build_exporter(settings: Telemetry) -> SpanExporter | None:
+    if settings.exporter == "console":
+        return ConsoleSpanExporter()
+    if settings.exporter == "otlp":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter(endpoint=otlp_endpoint(settings.endpoint))
+    return None
 
 
 def otlp_endpoint(configured: str) -> str | None:
