@@ -8,6 +8,7 @@ user: every failure is one line on stderr naming what and where.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -87,6 +88,11 @@ def _parser() -> argparse.ArgumentParser:
         "--health-listen",
         metavar="HOST:PORT",
         help="layers only: a plaintext port answering health checks alone (for probes)",
+    )
+    serve.add_argument(
+        "--no-metrics",
+        action="store_true",
+        help="open neither console_listen nor metrics_listen (a CLI command's private stack)",
     )
     serve.add_argument(
         "--service",
@@ -329,6 +335,8 @@ def _refuse_taken(wanted: dict[str, str]) -> None:
 
 def _serve(args: argparse.Namespace, config: Config) -> int:
     configure_logging(config.logging)
+    if args.no_metrics:
+        config = dataclasses.replace(config, console_listen=None, metrics_listen={})
     if args.service == "gateway":
         from dataclasses import replace
 

@@ -7,6 +7,8 @@ request and one decision line per pull, as text and as JSON, with no secret."""
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.images import BuiltImage, build_image, pull, push, random_layers
 from tests.support.registry_process import RegistryProcess
-from tests.support.stack import Pullguard, free_port
+from tests.support.stack import Pullguard, free_port, pullguard_command, write_config
 
 StartPullguard = Callable[..., Pullguard]
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -222,3 +224,29 @@ def test_json_logs_carry_the_fields_and_no_secret(
     # No secret in any log of the stack.
     text = _stack_log(pg)
     assert secret_query not in text and secret_header not in text
+
+
+def test_a_cli_commands_private_stack_opens_no_metrics_listener(
+    upstream: RegistryProcess, tmp_path: Path
+) -> None:
+    """`pullguard check` without a running gateway starts a private stack; it must
+    not take (or fail on) the console and metrics addresses `up` listens on."""
+    image = _image(tmp_path)
+    push(image, upstream.address, "team/app")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+        path, _config = write_config(
+            tmp_path,
+            upstream.url,
+            console_listen=busy,
+            metrics_listen={layer: busy for layer in ("analysis", "fetcher")},
+        )
+        checked = subprocess.run(
+            [*pullguard_command(), "check", "lab/team/app:v1", "--config", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert checked.returncode == 0, checked.stderr
