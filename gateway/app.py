@@ -24,12 +24,11 @@ from pullguard.gateway.fsck import log_reconciled, reconcile
 from pullguard.gateway.grpc_api import GatewayServicer, register
 from pullguard.gateway.httpserver import DoorRunner
 from pullguard.gateway.observe import (
-    OBSERVER_KEY,
-    AccessLog,
     GatewayMetrics,
     PullObserver,
     StoreSizes,
     access_log,
+    access_log_class,
 )
 from pullguard.gateway.publish import Publisher
 from pullguard.gateway.pull import Pipeline
@@ -104,7 +103,6 @@ async def serve_gateway(config: Config) -> None:
         )
     front = FrontDoor(pipeline, decisions, admitted)
     door = front.app()
-    door[OBSERVER_KEY] = observer
     limits = config.limits
     runner = DoorRunner(
         door,
@@ -112,7 +110,7 @@ async def serve_gateway(config: Config) -> None:
         header_timeout=limits.header_timeout,
         body_timeout=limits.body_timeout,
         access_log=access_log,
-        access_log_class=AccessLog,
+        access_log_class=access_log_class(observer),
         handle_signals=False,
     )
     await runner.setup()

@@ -299,18 +299,23 @@ def _request_kind(path: str) -> str:
     return "other"
 
 
-OBSERVER_KEY = web.AppKey("pullguard_observer", PullObserver)
-
-
 class AccessLog(AbstractAccessLogger):
-    """aiohttp's access logger for the front door: one line per request, after it is sent."""
+    """aiohttp's access logger for the front door: one line per request, after it is sent.
+
+    aiohttp makes one per connection from the class alone, so the observer
+    counting requests and bytes is bound to a subclass (:func:`access_log_class`).
+    The request may be one aiohttp could not route (an unparsable request
+    answered by the door itself): only its method, path and peer are read.
+    """
+
+    observer: PullObserver | None = None
 
     def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
         requester = request.get(REQUESTER_KEY) or Requester(address=request.remote or "")
         path = logged_path(request)
         method = request.method if request.method in METHODS else "OTHER"
         sent = response.body_length
-        observer = request.app.get(OBSERVER_KEY) if isinstance(request, web.Request) else None
+        observer = self.observer
         if observer is not None:
             observer.metrics.requests.labels(method, str(response.status)).inc()
             observer.metrics.served.labels(_request_kind(request.path)).inc(sent)
@@ -333,6 +338,11 @@ class AccessLog(AbstractAccessLogger):
                 user=requester.user,
             ),
         )
+
+
+def access_log_class(observer: PullObserver) -> type[AccessLog]:
+    """An :class:`AccessLog` that counts into ``observer``'s metrics."""
+    return type("ObservedAccessLog", (AccessLog,), {"observer": observer})
 
 
 class StoreSizes(Collector):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -166,8 +167,21 @@ def test_metrics_count_an_allowed_and_a_denied_pull(
             for _key, label in labels:
                 assert "sha256" not in label and "team" not in label, label
 
+    # A request aiohttp cannot parse is answered by the door and logged too.
+    host, port = pg.address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n")
+        assert b" 400 " in sock.recv(4096).split(b"\r\n", 1)[0]
+
+    # Its access line is written once the answer is sent: wait for it (bounded).
+    for _ in range(100):
+        if "pullguard.access: OTHER / 400 " in _stack_log(pg):
+            break
+        time.sleep(0.1)
+
     # One decision line per recorded pull, one access line per request.
     log = _stack_log(pg)
+    assert "Traceback" not in log, log[-3000:]
     decision_lines = [line for line in log.splitlines() if "pullguard.decision: decision " in line]
     assert len(decision_lines) == sum(recorded.values()), decision_lines
     allowed_line = next(line for line in decision_lines if " pull allowed " in line)
@@ -180,6 +194,7 @@ def test_metrics_count_an_allowed_and_a_denied_pull(
     access = [line for line in log.splitlines() if "pullguard.access: " in line]
     assert any("GET /v2/lab/team/app/manifests/v1 200 " in line for line in access), access
     assert any("GET /v2/lab/team/evil/app/manifests/v1 403 " in line for line in access), access
+    assert any("OTHER / 400 " in line for line in access), access
     served = [line for line in access if "/blobs/" in line and " 200 " in line]
     assert len(served) >= 3 and all("client=127.0.0.1 user=-" in line for line in served)
 
