@@ -20,16 +20,25 @@ from pullguard.gateway.auth.door import protect
 from pullguard.gateway.auth.exposure import check_exposure
 from pullguard.gateway.auth.tokens import Authorizer
 from pullguard.gateway.clients import LayerClients
+from pullguard.gateway.console import ConsoleContext, start_console
 from pullguard.gateway.decisions import DecisionLog
 from pullguard.gateway.frontdoor import FrontDoor
 from pullguard.gateway.fsck import log_reconciled, reconcile
 from pullguard.gateway.grpc_api import GatewayServicer, register
 from pullguard.gateway.httpserver import DoorRunner
+from pullguard.gateway.observe import (
+    GatewayMetrics,
+    PullObserver,
+    StoreSizes,
+    access_log,
+    access_log_class,
+)
 from pullguard.gateway.publish import Publisher
 from pullguard.gateway.pull import Pipeline
 from pullguard.gateway.stores import AdmittedStore, Quarantine
 from pullguard.services.runtime.config import Config
 from pullguard.services.runtime.main import run_process
+from pullguard.services.runtime.metrics import PROCESS_REGISTRY, split_hostport
 from pullguard.services.runtime.resources import raise_open_file_limit
 from pullguard.services.runtime.server import serve_forever
 from pullguard.services.runtime.staging import StagingStore
@@ -37,12 +46,9 @@ from pullguard.services.runtime.staging import StagingStore
 log = logging.getLogger("pullguard.gateway")
 
 
-def split_hostport(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
-def build_pipeline(config: Config) -> tuple[Pipeline, DecisionLog, AdmittedStore, Quarantine]:
+def build_pipeline(
+    config: Config, observer: PullObserver | None = None
+) -> tuple[Pipeline, DecisionLog, AdmittedStore, Quarantine]:
     state: Path = config.state_dir
     decisions = DecisionLog(state, config.database)
     admitted = AdmittedStore(state / "admitted")
@@ -55,7 +61,9 @@ def build_pipeline(config: Config) -> tuple[Pipeline, DecisionLog, AdmittedStore
     staging = StagingStore(state / "staging")
     clients = LayerClients(config.services, config.limits.layer_timeout, config.services_tls)
     publisher = Publisher.for_target(config, admitted, decisions)
-    pipeline = Pipeline(config, clients, decisions, admitted, quarantine, staging, publisher)
+    pipeline = Pipeline(
+        config, clients, decisions, admitted, quarantine, staging, publisher, observer
+    )
     return pipeline, decisions, admitted, quarantine
 
 
@@ -68,9 +76,26 @@ def run_gateway(config: Config) -> None:
 
 async def serve_gateway(config: Config) -> None:
     """Serve until SIGINT/SIGTERM: NOT_SERVING, then the front door, then gRPC drain."""
-    pipeline, decisions, admitted, quarantine = build_pipeline(config)
+    metrics = GatewayMetrics()
+    observer = PullObserver(metrics)
+    pipeline, decisions, admitted, quarantine = build_pipeline(config, observer)
+    metrics.registry.register(
+        StoreSizes(
+            lambda: len(decisions.list_quarantine()),
+            lambda: len(decisions.admission_map()),
+            admitted.root / "blobs",
+        )
+    )
     ratelog.install()
     raise_open_file_limit()
+    console = None
+    if config.console_listen is not None:
+        console = await start_console(
+            config.console_listen,
+            ConsoleContext(registries=(metrics.registry, PROCESS_REGISTRY)),
+            admin_tokens=bool(config.auth.admin_tokens),
+            source=config.source,
+        )
     front = FrontDoor(pipeline, decisions, admitted)
     app = front.app()
     door = protect(app, config)
@@ -80,7 +105,8 @@ async def serve_gateway(config: Config) -> None:
         max_connections=limits.max_connections,
         header_timeout=limits.header_timeout,
         body_timeout=limits.body_timeout,
-        access_log=None,
+        access_log=access_log,
+        access_log_class=access_log_class(observer),
         handle_signals=False,
     )
     await runner.setup()
@@ -98,6 +124,13 @@ async def serve_gateway(config: Config) -> None:
             config.listen,
             config.grpc_listen,
         )
+        if config.console_listen is not None:
+            log.info("gateway: console and /metrics on http://%s", config.console_listen)
+
+    async def stopping() -> None:
+        await runner.cleanup()
+        if console is not None:
+            await console.cleanup()
 
     try:
         await serve_forever(
@@ -105,7 +138,7 @@ async def serve_gateway(config: Config) -> None:
             config.grpc_listen,
             lambda server: register(server, servicer),
             on_started=started,
-            on_stopping=runner.cleanup,
+            on_stopping=stopping,
         )
     finally:
         await pipeline.clients.close()

@@ -8,6 +8,7 @@ user: every failure is one line on stderr naming what and where.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -21,7 +22,8 @@ from pullguard.services.runtime.config import (
     load_config,
 )
 from pullguard.services.runtime.errors import ConfigError, PullguardError
-from pullguard.services.runtime.main import configure_logging, run_service
+from pullguard.services.runtime.logs import configure_logging
+from pullguard.services.runtime.main import run_service
 
 EXIT_OK, EXIT_DENIED, EXIT_ERROR = 0, 1, 2
 
@@ -86,6 +88,11 @@ def _parser() -> argparse.ArgumentParser:
         "--health-listen",
         metavar="HOST:PORT",
         help="layers only: a plaintext port answering health checks alone (for probes)",
+    )
+    serve.add_argument(
+        "--no-metrics",
+        action="store_true",
+        help="open neither console_listen nor metrics_listen (a CLI command's private stack)",
     )
     serve.add_argument(
         "--service",
@@ -246,7 +253,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from pullguard.gateway.auth.exposure import check_exposure
         from pullguard.gateway.supervisor import run_up
 
-        configure_logging()
+        configure_logging(config.logging)
         check_exposure(config)
         _check_addresses_free(config)
         return run_up(config, _config_path(args), restart=not args.no_restart)
@@ -308,6 +315,9 @@ def _check_addresses_free(config: Config) -> None:
     """Refuse before anything starts when an address to listen on is taken."""
     wanted = {"listen": config.listen, "grpc_listen": config.grpc_listen}
     wanted.update({f"services.{name}": address for name, address in config.services.items()})
+    if config.console_listen is not None:
+        wanted["console_listen"] = config.console_listen
+    wanted.update({f"metrics_listen.{n}": a for n, a in config.metrics_listen.items()})
     _refuse_taken({f"{key} in {config.source}": address for key, address in wanted.items()})
 
 
@@ -335,7 +345,9 @@ def _refuse_taken(wanted: dict[str, str]) -> None:
 
 
 def _serve(args: argparse.Namespace, config: Config) -> int:
-    configure_logging()
+    configure_logging(config.logging)
+    if args.no_metrics:
+        config = dataclasses.replace(config, console_listen=None, metrics_listen={})
     if args.service == "gateway":
         from dataclasses import replace
 

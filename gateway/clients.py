@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Span, SpanKind
 
 from pullguard.services.runtime.channels import open_channel
 from pullguard.services.runtime.config import LAYERS, ServicesTls
@@ -38,7 +38,7 @@ from pullguard.services.runtime.errors import (
     error_class_of,
     error_from_trailers,
 )
-from pullguard.services.runtime.telemetry import tracer
+from pullguard.services.runtime.telemetry import annotate_response, tracer
 from pullguard.v1 import (
     analysis_pb2_grpc,
     fetcher_pb2_grpc,
@@ -66,6 +66,12 @@ RECONNECT_WAIT = 2.0
 #: How often each layer's health service is asked.
 HEALTH_INTERVAL = 1.0
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def _annotated(span: Span, response: Any) -> Any:
+    """The layer's answer, its verdict's outcome and finding codes noted on the call's span."""
+    annotate_response(span, response)
+    return response
 
 
 def _unreachable(exc: grpc.aio.AioRpcError) -> bool:
@@ -120,10 +126,12 @@ class LayerClients:
             )
         rpc: Callable[..., Awaitable[Any]] = getattr(self._stubs[layer], method)
         started = time.monotonic()
-        with self._tracer.start_as_current_span(f"{layer}.{method}", kind=SpanKind.CLIENT):
+        with self._tracer.start_as_current_span(f"{layer}.{method}", kind=SpanKind.CLIENT) as span:
             try:
                 try:
-                    return await rpc(request, timeout=timeout or self.default_timeout)
+                    return _annotated(
+                        span, await rpc(request, timeout=timeout or self.default_timeout)
+                    )
                 except grpc.aio.AioRpcError as exc:
                     if not _unreachable(exc):
                         raise
@@ -133,7 +141,7 @@ class LayerClients:
                     await asyncio.wait_for(self._channels[layer].channel_ready(), RECONNECT_WAIT)
                 except TimeoutError:
                     raise LayerUnavailable(layer, f"{layer}: service unavailable") from None
-                return await rpc(request, timeout=timeout or self.default_timeout)
+                return _annotated(span, await rpc(request, timeout=timeout or self.default_timeout))
             except grpc.aio.AioRpcError as exc:
                 raise _translate(layer, exc) from None
             finally:

@@ -25,6 +25,7 @@ from aiohttp import web
 
 from pullguard.gateway.decisions import DecisionLog
 from pullguard.gateway.httpserver import API_HEADERS, error_body
+from pullguard.gateway.observe import requester_context
 from pullguard.gateway.public import Scrubber, warning_header
 from pullguard.gateway.pull import Puller, PullResult
 from pullguard.gateway.stores import AdmittedStore
@@ -134,7 +135,7 @@ class FrontDoor:
         self.scrub = Scrubber(u.url for u in pipeline.config.upstreams.values())
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=1024, middlewares=[oci_errors])
+        app = web.Application(client_max_size=1024, middlewares=[requester_context, oci_errors])
         app.router.add_route("*", "/{tail:.*}", self.dispatch)
         return app
 

@@ -228,6 +228,9 @@ class Stack:
     started: dict[str, float] = field(default_factory=dict)
     #: The private directory of the layers' sockets, removed by stop().
     socket_dir: Path | None = None
+    #: Whether the processes open console_listen and metrics_listen (not a
+    #: CLI command's private stack, which would collide with ``up``'s).
+    metrics: bool = True
 
     @classmethod
     def plan(cls, config: Config, config_path: str | None, ephemeral: bool = False) -> Stack:
@@ -246,7 +249,15 @@ class Stack:
         }
         listen = free_address() if ephemeral else config.listen
         grpc_listen = free_address() if ephemeral else config.grpc_listen
-        return cls(config, config_path, listen, grpc_listen, addresses, socket_dir=socket_dir)
+        return cls(
+            config,
+            config_path,
+            listen,
+            grpc_listen,
+            addresses,
+            socket_dir=socket_dir,
+            metrics=not ephemeral,
+        )
 
     def exposed(self) -> list[str]:
         """Layers on plain TCP: any local user who takes such a port can answer for them."""
@@ -266,6 +277,8 @@ class Stack:
         ]
         if self.config_path:
             command += ["--config", self.config_path]
+        if not self.metrics:
+            command.append("--no-metrics")
         return command
 
     def _spawn(self, name: str, command: list[str]) -> None:

@@ -37,6 +37,7 @@ from aiohttp.typedefs import Middleware
 
 from pullguard.gateway.auth.identity import pulling_user
 from pullguard.gateway.frontdoor import Handler, oci_error
+from pullguard.gateway.observe import set_user
 from pullguard.services.runtime.config.access import parse_htpasswd
 
 log = logging.getLogger("pullguard.frontdoor")
@@ -159,6 +160,7 @@ def login_middleware(htpasswd: Htpasswd) -> Middleware:
             log.info("front door: login refused for %r from %s", user[:100], request.remote)
             return unauthorized("authentication required")
         request["pullguard.user"] = user
+        set_user(request, user)  # the access and decision log lines name the user
         token = pulling_user.set(user)
         try:
             return await handler(request)

@@ -19,6 +19,7 @@ from typing import assert_never
 from opentelemetry.trace import SpanKind
 
 from pullguard.gateway.decisions import DecisionLog
+from pullguard.gateway.observe import PullObserver, pull_kind
 from pullguard.gateway.publish import Publisher
 from pullguard.gateway.pull import manifest
 from pullguard.gateway.pull.admission import Admissions
@@ -70,6 +71,7 @@ class Pipeline:
         quarantine: Quarantine,
         staging: StagingStore,
         publisher: Publisher | None = None,
+        observer: PullObserver | None = None,
     ) -> None:
         self.config = config
         self.clients = clients
@@ -79,6 +81,7 @@ class Pipeline:
         self.quarantine = quarantine
         self.staging = staging
         self.publisher = publisher
+        self.observer = observer if observer is not None else PullObserver()
         self.syntax_refusals = SyntaxRefusals()
         self._tracer = tracer("gateway")
         self._inflight: dict[tuple[str, str, bool], asyncio.Task[PullResult]] = {}
@@ -264,10 +267,14 @@ class Pipeline:
                 "pullguard.decision_id": report.decision_id,
             },
         ) as span:
-            result = await self._decide(pull)
-            span.set_attribute("pullguard.decision", report.decision)
-            if report.denied_by:
-                span.set_attribute("pullguard.denied_by", report.denied_by)
+            watch = self.observer.pull_started(pull_kind(report, admit))
+            try:
+                result = await self._decide(pull)
+            except BaseException:
+                watch.abandoned()
+                raise
+            # The decision is final here, whichever way it went (see observe.py).
+            watch.finished(report, span)
             return result
 
     async def _decide(self, pull: Pull) -> PullResult:

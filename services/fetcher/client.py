@@ -38,6 +38,7 @@ import httpcore
 import httpx
 
 from pullguard.services.fetcher import encoding
+from pullguard.services.fetcher.metrics import counted
 from pullguard.services.fetcher.models import (
     Descriptor,
     Exchange,
@@ -335,7 +336,7 @@ class RegistryClient:
         declared = _content_length(response)
         if not codings and declared is not None and declared > limit:
             raise too_large(declared)
-        raw: AsyncIterator[bytes] = response.aiter_raw()
+        raw: AsyncIterator[bytes] = counted(self.upstream.alias, response.aiter_raw())
         decoder = encoding.decode(raw, codings[0], limit) if codings else None
         try:
             try:

@@ -30,6 +30,7 @@ import httpcore
 import httpx
 
 from pullguard.services.fetcher import auth
+from pullguard.services.fetcher.metrics import count_request
 from pullguard.services.fetcher.models import Exchange, FetchDenied
 from pullguard.services.fetcher.network import (
     AddressGuard,
@@ -201,8 +202,11 @@ class UpstreamSession:
             headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers},
         )
         shown = redact_url(url)
+        status = None
         try:
-            return await self._http.send(request, stream=True)
+            response = await self._http.send(request, stream=True)
+            status = response.status_code
+            return response
         except ForbiddenAddress as exc:
             raise FetchDenied.of(
                 "fetch.forbidden_address",
@@ -240,6 +244,8 @@ class UpstreamSession:
             raise UpstreamError(
                 f"upstream: {self.name}: request to {shown} failed: {type(exc).__name__}: {exc}"
             ) from None
+        finally:
+            count_request(self.upstream.alias, status)
 
     # -- auth -------------------------------------------------------------------
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
@@ -13,20 +12,14 @@ import grpc
 
 from pullguard.services.runtime.config import Config, load_config
 from pullguard.services.runtime.errors import ConfigError
+from pullguard.services.runtime.logs import configure_logging
+from pullguard.services.runtime.metrics import start_metrics_server
 from pullguard.services.runtime.readiness import readiness_for
 from pullguard.services.runtime.server import serve_forever
 from pullguard.services.runtime.telemetry import setup_telemetry, shutdown_telemetry
 from pullguard.services.runtime.tls import server_credentials
 
 Register = Callable[[grpc.aio.Server, Config], Sequence[str]]
-
-
-def configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def run_process(name: str, config: Config, serve: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -48,18 +41,24 @@ def run_service(
 
     Returns the process exit code."""
     credentials = server_credentials(config.services_tls) if config.services_tls else None
-    run_process(
-        name,
-        config,
-        lambda: serve_forever(
-            name,
-            listen,
-            lambda server: register(server, config),
-            credentials=credentials,
-            health_listen=health_listen,
-            readiness=readiness_for(name, config),
-        ),
-    )
+
+    async def serve() -> None:
+        metrics_listen = config.metrics_listen.get(name)
+        metrics = await start_metrics_server(metrics_listen) if metrics_listen else None
+        try:
+            await serve_forever(
+                name,
+                listen,
+                lambda server: register(server, config),
+                credentials=credentials,
+                health_listen=health_listen,
+                readiness=readiness_for(name, config),
+            )
+        finally:
+            if metrics is not None:
+                await metrics.cleanup()
+
+    run_process(name, config, serve)
     return 0
 
 
@@ -75,4 +74,5 @@ def service_main(name: str, register: Register, argv: Sequence[str] | None = Non
     except ConfigError as exc:
         print(f"pullguard: {exc}", file=sys.stderr)
         return 2
+    configure_logging(config.logging)
     return run_service(name, register, config, args.listen)

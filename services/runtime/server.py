@@ -32,7 +32,8 @@ from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from pullguard.services.runtime.errors import NotServing, PullguardError, error_trailers
-from pullguard.services.runtime.telemetry import extract_context, tracer
+from pullguard.services.runtime.metrics import CallMetrics
+from pullguard.services.runtime.telemetry import annotate_response, extract_context, tracer
 
 log = logging.getLogger("pullguard.server")
 
@@ -81,20 +82,26 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             token = otel_context.attach(extract_context(metadata))  # type: ignore[arg-type]
+            measured = CallMetrics(service, method)
             try:
                 with span_tracer.start_as_current_span(method, kind=SpanKind.SERVER) as span:
                     try:
                         problems = await ready() if ready is not None else ()
                         if problems:
                             raise NotServing(f"not serving: {problems[0]}")
-                        return await inner(request, context)
+                        response = await inner(request, context)
+                        measured.answered(annotate_response(span, response))
+                        return response
                     except PullguardError as exc:
+                        measured.code = exc.grpc_code.name
                         span.set_status(Status(StatusCode.ERROR, exc.message))
                         context.set_trailing_metadata(error_trailers(exc))
                         await context.abort(exc.grpc_code, f"{service}: {exc.message}")
                     except (grpc.aio.AbortError, asyncio.CancelledError):
+                        measured.aborted(context)
                         raise
                     except Exception as exc:  # noqa: BLE001 - the one place errors become statuses
+                        measured.code = "INTERNAL"
                         log.exception("%s: unhandled error in %s", service, method)
                         span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
                         await context.abort(
@@ -102,6 +109,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                             f"{service}: internal error ({type(exc).__name__})",
                         )
             finally:
+                measured.done()
                 otel_context.detach(token)
 
         return grpc.unary_unary_rpc_method_handler(

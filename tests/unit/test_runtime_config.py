@@ -13,6 +13,7 @@ def test_builtin_default_config_loads() -> None:
     assert set(config.upstreams) >= {"docker.io", "ghcr.io", "quay.io", "registry.k8s.io"}
     assert config.default_upstream == "docker.io"
     assert config.listen == "127.0.0.1:5000"
+    assert config.console_listen == "127.0.0.1:5080"
     assert config.policy.rules[0].signature.mode == "none"
 
 

@@ -4,6 +4,7 @@
   key, every error of a file gathered;
 - :mod:`.settings`: listen addresses, upstreams, target, limits, telemetry,
   service addresses and their TLS;
+- :mod:`.observability`: the console and metrics listeners, log format and level;
 - :mod:`.policy`: the policy rules, deny lists and the policy version;
 - :mod:`.loader`: the whole file, :func:`parse_config` and :func:`load_config`.
 
@@ -12,6 +13,7 @@ by :mod:`pullguard.services.runtime.patterns`.
 """
 
 from pullguard.services.runtime.config.loader import Config, load_config, parse_config
+from pullguard.services.runtime.config.observability import LogSettings
 from pullguard.services.runtime.config.policy import (
     CHECKS_REVISION,
     KeylessIdentity,
@@ -49,6 +51,7 @@ __all__ = [
     "KeylessIdentity",
     "LayerRule",
     "Limits",
+    "LogSettings",
     "Policy",
     "ProvenanceRule",
     "Rule",

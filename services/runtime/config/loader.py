@@ -18,6 +18,12 @@ from pathlib import Path
 
 from pullguard.services.runtime.config.access import Auth, FrontTls, read_auth, read_front_tls
 from pullguard.services.runtime.config.database import Database, read_database
+from pullguard.services.runtime.config.observability import (
+    LogSettings,
+    read_console_listen,
+    read_log_settings,
+    read_metrics_listen,
+)
 from pullguard.services.runtime.config.policy import Policy, policy_version, read_policy
 from pullguard.services.runtime.config.reader import ConfigUnreadable, Reader, load_yaml
 from pullguard.services.runtime.config.settings import (
@@ -57,6 +63,9 @@ class Config:
     #: HTTPS on the front door; logins and admin tokens (see .access).
     tls: FrontTls | None = None
     auth: Auth = Auth()
+    console_listen: str | None = None
+    metrics_listen: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    logging: LogSettings = LogSettings()
 
     def with_services(self, services: Mapping[str, str]) -> Config:
         merged = dict(self.services)
@@ -96,6 +105,10 @@ def _parse_config(reader: Reader, text: str) -> Config:
             "database",
             "tls",
             "auth",
+            "console_listen",
+            "metrics_listen",
+            "log_format",
+            "log_level",
         },
     )
     listen = got.attempt("", read_hostport, reader, data.get("listen", "127.0.0.1:5000"), "listen")
@@ -142,6 +155,11 @@ def _parse_config(reader: Reader, text: str) -> Config:
         database=got.attempt(None, read_database, reader, data.get("database")),
         tls=got.attempt(None, read_front_tls, reader, data.get("tls")),
         auth=got.attempt(Auth(), read_auth, reader, data.get("auth")),
+        console_listen=got.attempt(None, read_console_listen, reader, data.get("console_listen")),
+        metrics_listen=got.attempt({}, read_metrics_listen, reader, data.get("metrics_listen")),
+        logging=got.attempt(
+            LogSettings(), read_log_settings, reader, data.get("log_format"), data.get("log_level")
+        ),
     )
 
 

@@ -395,7 +395,8 @@ def read_telemetry(reader: Reader, raw: Any) -> Telemetry:
     if exporter not in ("none", "console", "otlp"):
         raise reader.fail("telemetry.exporter", f"must be none, console or otlp, got {exporter!r}")
     endpoint = telemetry_raw.get("endpoint", "")
-    if exporter == "otlp":
+    if exporter == "otlp" and endpoint:
+        # Optional: without it the exporter reads OTEL_EXPORTER_OTLP_*.
         endpoint = reader.string(endpoint, "telemetry.endpoint")
     return Telemetry(exporter=exporter, endpoint=endpoint)
 
