@@ -62,12 +62,21 @@ def test_admissions_round_trip_and_revoke_keeps_shared_blobs(log: DecisionLog) -
         "app",
         _report("a" * 32, "2026-12-06T00:00:01Z", index),
     )
-    log.admit(Admission("lab/app", child, MANIFEST, 500, "b" * 32), "p1", blobs)
-    log.admit(Admission("lab/app", other, MANIFEST, 9, "c" * 32), "p1", [_d(11), _d(12)])
-    # A second admission of one digest under a newer policy: the newest decision wins.
-    log.admit(Admission("lab/app", other, MANIFEST, 9, "d" * 32), "p2", [_d(11), _d(12)])
-    log.record(_report("c" * 32, "2026-12-06T00:00:02Z", other))
-    log.record(_report("d" * 32, "2026-12-06T00:00:03Z", other))
+    admissions = [
+        (child, 500, "b", "p1", blobs, "2026-12-06T00:00:01Z"),
+        (other, 9, "c", "p1", [_d(11), _d(12)], "2026-12-06T00:00:02Z"),
+        # A second admission of one digest under a newer policy: the newest decision wins.
+        (other, 9, "d", "p2", [_d(11), _d(12)], "2026-12-06T00:00:03Z"),
+    ]
+    for digest, size, decision, policy, listed_blobs, when in admissions:
+        log.admit_and_record(
+            Admission("lab/app", digest, MANIFEST, size, decision * 32),
+            policy,
+            listed_blobs,
+            [],
+            "app",
+            _report(decision * 32, when, digest),
+        )
 
     assert log.admitted("lab/app", index, "p1") == Admission(
         "lab/app", index, INDEX, 3 << 31, "a" * 32
