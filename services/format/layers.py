@@ -10,10 +10,30 @@ layer of an image:
    caps from the rule: total uncompressed bytes, uncompressed/compressed ratio
    (past :data:`RATIO_FLOOR`), and entries (L-06, ``format.decompression_limit``);
 3. the tar headers are read (:mod:`tarstream`) and judged (:mod:`layertree`);
-   file contents are hashed and dropped;
+   file contents are skipped;
 4. the sha256 of the whole uncompressed stream must equal the config's
-   ``rootfs.diff_ids[i]`` (L-07a/e, F-17c, ``format.diffid_mismatch``), and the
-   compressed bytes read must still have the descriptor's digest.
+   ``rootfs.diff_ids[i]`` (L-07a/e, F-17c, ``format.diffid_mismatch``).
+
+One pass per layer: each compressed byte is read once, gunzipped once, and
+each uncompressed byte hashed once (the diff_id) and walked once (the tar
+headers), in the same loop.
+
+Why the compressed bytes are not hashed here. Their digest is hashverify's
+check, and format must still be sure that the bytes it inspects are the ones
+that have that digest. They are, because the gateway asks for an inspection
+only after hashverify allowed that blob, and hashverify hashed the same
+staging file itself. Between its read and format's there is no writer: a
+staged key is a file the fetcher wrote to a temporary name and renamed into
+place on commit (so a reader sees the whole file or none); no part of
+pullguard opens a committed file for writing; the staging session belongs to
+this one pull; and the fetcher commits each digest of a FetchBlobs call once,
+before the gateway asks hashverify about it. So there is no time-of-check/
+time-of-use gap on the staging file within pullguard. Something outside
+pullguard writing the staging directory as the services' user could change
+the bytes after format's read just as well as before it (up to the admission
+rename), so a second hash here would not close that gap either; the size
+check below is only a cheap tripwire for a file replaced after hashverify
+(``format.staged_size_mismatch``).
 
 Layers are inspected in threads, :data:`PARALLEL_LAYERS` at a time; zlib,
 zstd and hashlib release the GIL on large buffers, so two layers use two cores.
@@ -239,6 +259,13 @@ def _inspect(
         return
     with staging_store.open(session, layer.digest) as handle:
         stats.compressed_bytes = os.fstat(handle.fileno()).st_size
+        if stats.compressed_bytes != layer.size:
+            sink.add(
+                "format.staged_size_mismatch",
+                Severity.ERROR,
+                f"staged blob has {stats.compressed_bytes} bytes, descriptor says {layer.size}",
+            )
+            return
         stats.compression = sniff(handle.read(SNIFF_BYTES))
         handle.seek(0)
         if stats.compression != expected:
@@ -261,9 +288,8 @@ def _read_layer(
     sink: FindingSink,
     stats: LayerStats,
 ) -> None:
-    algorithm = parse_digest(layer.digest)[0]
     diff_algorithm = parse_digest(diff_id)[0] if diff_id else "sha256"
-    source = CompressedSource(handle, algorithm)
+    source = CompressedSource(handle)
     uncompressed = hashlib.new(diff_algorithm)
     tree = LayerTree(
         sink, deny_setuid=rule.setuid != "report", deny_devices=rule.devices != "report"
@@ -310,12 +336,6 @@ def _read_layer(
     stats.entries = reader.entries
     stats.completed = True
     stats.diff_id = f"{diff_algorithm}:{uncompressed.hexdigest()}"
-    if source.hasher.hexdigest() != parse_digest(layer.digest)[1]:
-        sink.add(
-            "format.digest_mismatch",
-            Severity.ERROR,
-            f"staged bytes no longer have digest {layer.digest}",
-        )
     if diff_id is not None and stats.diff_id != diff_id:
         sink.add(
             "format.diffid_mismatch",
