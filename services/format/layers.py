@@ -120,8 +120,13 @@ def inspect_layers(
     artifact_type: str = "",
     artifact_types: Sequence[str] = (),
     cancel: threading.Event | None = None,
+    only: Sequence[int] | None = None,
 ) -> LayersResult:
-    """Inspect the staged ``layers`` of an image whose config is ``config``."""
+    """Inspect the staged ``layers`` of an image whose config is ``config``.
+
+    With ``only``, just those indexes of ``layers`` are inspected (the
+    config's diff_ids are still matched with all of them).
+    """
     if not rule.inspect:
         note = Finding.info("format.layers_not_inspected", "layer inspection is off for this rule")
         return LayersResult(Verdict.of(LAYER, [note]))
@@ -131,7 +136,8 @@ def inspect_layers(
         )
     findings: list[Finding] = []
     diff_ids = _diff_ids(staging_store, session, config, len(layers), limits, findings)
-    jobs = [_Job(i, layer, diff_ids[i] if diff_ids else None) for i, layer in enumerate(layers)]
+    indexes = range(len(layers)) if only is None else only
+    jobs = [_Job(i, layers[i], diff_ids[i] if diff_ids else None) for i in indexes]
     cancel = cancel or threading.Event()
     with ThreadPoolExecutor(PARALLEL_LAYERS, thread_name_prefix="inspect") as pool:
         futures = [
