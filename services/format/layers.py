@@ -35,8 +35,12 @@ rename), so a second hash here would not close that gap either; the size
 check below is only a cheap tripwire for a file replaced after hashverify
 (``format.staged_size_mismatch``).
 
-Layers are inspected in threads, :data:`PARALLEL_LAYERS` at a time; zlib,
-zstd and hashlib release the GIL on large buffers, so two layers use two cores.
+Layers are inspected in threads, :data:`PARALLEL_LAYERS` at a time (the
+gateway asks for each layer alone, as soon as its blob verified); zlib, zstd
+and hashlib release the GIL on large buffers, so two layers use two cores. In
+each, the diff_id hash runs in a worker thread of its own (:class:`_HashAside`)
+while the next chunks are decompressed and walked: one large layer uses two
+cores too.
 """
 
 from __future__ import annotations
@@ -45,8 +49,9 @@ import hashlib
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +75,8 @@ from pullguard.services.runtime.staging import StagingStore
 
 #: Layers inspected at once for one image.
 PARALLEL_LAYERS = 2
+#: Uncompressed chunks waiting for the diff_id hash at most (each at most 1 MiB).
+HASH_QUEUE = 4
 #: The ratio cap applies only past this much output: a small layer cannot be a bomb.
 RATIO_FLOOR = 16 * 1024 * 1024
 
@@ -296,56 +303,84 @@ def _read_layer(
 ) -> None:
     diff_algorithm = parse_digest(diff_id)[0] if diff_id else "sha256"
     source = CompressedSource(handle)
-    uncompressed = hashlib.new(diff_algorithm)
-    tree = LayerTree(
-        sink, deny_setuid=rule.setuid != "report", deny_devices=rule.devices != "report"
-    )
-    reader = TarReader(tree.add, max_entry_size=rule.max_uncompressed_bytes)
-    ratio_cap = rule.max_ratio * max(stats.compressed_bytes, 1)
-    try:
-        for chunk in uncompressed_chunks(source, stats.compression):
-            if cancel.is_set():
-                raise InspectionCancelled(f"layers[{index}]")
-            stats.uncompressed_bytes += len(chunk)
-            total = stats.uncompressed_bytes
-            if total > rule.max_uncompressed_bytes:
-                raise TarError(
-                    "format.decompression_limit",
-                    f"more than {rule.max_uncompressed_bytes} bytes uncompressed",
-                    total,
-                )
-            if stats.compression != "none" and total > max(ratio_cap, RATIO_FLOOR):
-                raise TarError(
-                    "format.decompression_limit",
-                    f"expands more than {rule.max_ratio} times"
-                    f" ({stats.compressed_bytes} bytes compressed)",
-                    total,
-                )
-            uncompressed.update(chunk)
-            reader.feed(chunk)
-            stats.entries = reader.entries
-            if reader.entries > rule.max_entries:
-                raise TarError(
-                    "format.decompression_limit",
-                    f"more than {rule.max_entries} entries",
-                    total,
-                )
-            if sink.full:
-                return
-        reader.close()
-    except TarError as exc:
-        sink.add(exc.code, Severity.ERROR, exc.message, offset=exc.offset)
-        return
-    except CompressionError as exc:
-        sink.add(exc.code, Severity.ERROR, exc.message)
-        return
-    stats.entries = reader.entries
-    stats.completed = True
-    stats.diff_id = f"{diff_algorithm}:{uncompressed.hexdigest()}"
-    if diff_id is not None and stats.diff_id != diff_id:
-        sink.add(
-            "format.diffid_mismatch",
-            Severity.ERROR,
-            f"uncompressed content is {stats.diff_id}, config diff_ids[{index}] says {diff_id}",
-            diff_id=stats.diff_id,
+    with _HashAside(diff_algorithm) as uncompressed:
+        tree = LayerTree(
+            sink, deny_setuid=rule.setuid != "report", deny_devices=rule.devices != "report"
         )
+        reader = TarReader(tree.add, max_entry_size=rule.max_uncompressed_bytes)
+        ratio_cap = rule.max_ratio * max(stats.compressed_bytes, 1)
+        try:
+            for chunk in uncompressed_chunks(source, stats.compression):
+                if cancel.is_set():
+                    raise InspectionCancelled(f"layers[{index}]")
+                stats.uncompressed_bytes += len(chunk)
+                total = stats.uncompressed_bytes
+                if total > rule.max_uncompressed_bytes:
+                    raise TarError(
+                        "format.decompression_limit",
+                        f"more than {rule.max_uncompressed_bytes} bytes uncompressed",
+                        total,
+                    )
+                if stats.compression != "none" and total > max(ratio_cap, RATIO_FLOOR):
+                    raise TarError(
+                        "format.decompression_limit",
+                        f"expands more than {rule.max_ratio} times"
+                        f" ({stats.compressed_bytes} bytes compressed)",
+                        total,
+                    )
+                uncompressed.update(chunk)
+                reader.feed(chunk)
+                stats.entries = reader.entries
+                if reader.entries > rule.max_entries:
+                    raise TarError(
+                        "format.decompression_limit",
+                        f"more than {rule.max_entries} entries",
+                        total,
+                    )
+                if sink.full:
+                    return
+            reader.close()
+        except TarError as exc:
+            sink.add(exc.code, Severity.ERROR, exc.message, offset=exc.offset)
+            return
+        except CompressionError as exc:
+            sink.add(exc.code, Severity.ERROR, exc.message)
+            return
+        stats.entries = reader.entries
+        stats.completed = True
+        stats.diff_id = f"{diff_algorithm}:{uncompressed.hexdigest()}"
+        if diff_id is not None and stats.diff_id != diff_id:
+            sink.add(
+                "format.diffid_mismatch",
+                Severity.ERROR,
+                f"uncompressed content is {stats.diff_id}, config diff_ids[{index}] says {diff_id}",
+                diff_id=stats.diff_id,
+            )
+
+
+class _HashAside:
+    """The diff_id hash, computed in a worker thread while the caller decompresses
+    and walks the next chunks, so one large layer uses two cores (hashlib
+    releases the GIL). The worker hashes the chunks in order; at most
+    :data:`HASH_QUEUE` wait for it, so memory stays bounded."""
+
+    def __init__(self, algorithm: str) -> None:
+        self._hasher = hashlib.new(algorithm)
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="diff-id")
+        self._queued: deque[Future[None]] = deque()
+
+    def update(self, chunk: bytes) -> None:
+        if len(self._queued) >= HASH_QUEUE:
+            self._queued.popleft().result()
+        self._queued.append(self._worker.submit(self._hasher.update, chunk))
+
+    def hexdigest(self) -> str:
+        while self._queued:
+            self._queued.popleft().result()
+        return self._hasher.hexdigest()
+
+    def __enter__(self) -> _HashAside:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._worker.shutdown(wait=True, cancel_futures=True)
