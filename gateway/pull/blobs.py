@@ -71,7 +71,7 @@ class _BlobFlow:
         self.inspections = asyncio.Semaphore(PARALLEL_INSPECTIONS)
 
     async def run(self) -> StagedBlobs:
-        pull, summary = self.pull, self.summary
+        summary = self.summary
         try:
             async with asyncio.TaskGroup() as group:
                 for blob in self.blobs:
@@ -80,11 +80,19 @@ class _BlobFlow:
                     if _claim(blob) not in self.verified:
                         self.verified[_claim(blob)] = group.create_task(self._verify(blob))
                 group.create_task(self._config())
+                group.create_task(self._source())
                 for index, layer in enumerate(summary.layers):
                     group.create_task(self._layer(index, layer))
         except BaseExceptionGroup as group_error:
             raise _first(group_error) from None
-        # Blob downloads have their own redirects (CDNs): source judges them too.
+        return StagedBlobs([b.digest for b in self.blobs], self.streamed)
+
+    async def _source(self) -> None:
+        """Blob downloads have their own redirects (CDNs): source judges them too,
+        once every blob is staged, while the blobs are still being verified."""
+        pull = self.pull
+        for fetched in list(self.fetched.values()):
+            await fetched
         sourced = await pull.call(
             "source",
             "CheckSource",
@@ -97,7 +105,6 @@ class _BlobFlow:
             ),
         )
         pull.require("source", StepName.BLOB_SOURCE, sourced.response.verdict, sourced.ms)
-        return StagedBlobs([b.digest for b in self.blobs], self.streamed)
 
     async def _fetch(self, blob: common_pb2.Descriptor) -> common_pb2.Provenance:
         """Stage one blob; the fetcher's records of its download are returned."""

@@ -26,7 +26,7 @@ from pullguard.gateway.pull import Pipeline
 from pullguard.gateway.stores import AdmittedStore, Quarantine
 from pullguard.services.runtime.errors import UpstreamError
 from pullguard.services.runtime.staging import StagingStore
-from pullguard.v1 import common_pb2, fetcher_pb2, format_pb2, hashverify_pb2
+from pullguard.v1 import common_pb2, fetcher_pb2, format_pb2, hashverify_pb2, source_pb2
 from tests.gateway.test_pipeline_faults import FakeLayers
 from tests.support.configs import make_config
 
@@ -81,6 +81,8 @@ class BlobLayers(FakeLayers):
         self.fail: set[tuple[str, str]] = set()
         self.calls: list[tuple[str, str]] = []
         self.cancelled: list[tuple[str, str]] = []
+        #: When set, source refuses where the blobs were downloaded from.
+        self.deny_blob_source = False
         #: When set, the first layer is listed again with this size.
         self.repeat_with_size = 0
 
@@ -101,6 +103,9 @@ class BlobLayers(FakeLayers):
             response = await super().call(layer, method, request, timeout)
             response.summary.layers.add(digest=FIRST, size=self.repeat_with_size)
             return response
+        if method == "CheckSource" and self.deny_blob_source:
+            if request.stage == source_pb2.CheckSourceRequest.BLOBS:
+                return source_pb2.CheckSourceResponse(verdict=DENY)
         if method == "FetchBlobs":
             return self._fetch(request)
         if method == "VerifyBlobs":
@@ -201,6 +206,14 @@ async def test_a_layer_is_judged_while_another_blob_still_arrives(tmp_path: Path
     layers.hold[slow].set()
     result = await pull
     assert result.allowed, result.report.as_json()
+
+
+async def test_source_judges_where_the_blobs_came_from(tmp_path: Path) -> None:
+    pipeline, layers = _pipeline(tmp_path)
+    layers.deny_blob_source = True
+    result = await pipeline.pull("lab/app", "v1")
+    assert not result.allowed and result.report.denied_by == "source"
+    assert not pipeline.admitted.has(DIGEST)
 
 
 async def test_f10_a_blob_listed_twice_is_fetched_once_and_each_claim_verified(
