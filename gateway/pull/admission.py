@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from pullguard.gateway import failpoints
@@ -34,6 +35,8 @@ from pullguard.services.runtime.staging import StagingStore
 from pullguard.v1 import common_pb2
 
 log = logging.getLogger("pullguard.gateway")
+#: Staged objects hashed and moved into the admitted store at once.
+PARALLEL_TAKES = 4
 
 
 @dataclass(frozen=True)
@@ -245,8 +248,17 @@ class Admissions:
         self.discard(pull)
 
     def _take_staged(self, session: str, keys: list[str], streamed: dict[str, str]) -> None:
-        for key in keys:
+        """Hash and move each staged object in, a few at once (hashlib releases the GIL).
+
+        A digest listed twice is one staged file, taken once.
+        """
+
+        def take(key: str) -> None:
             self.admitted.take_from_staging(self.staging, session, key, streamed.get(key, ""))
+
+        with ThreadPoolExecutor(PARALLEL_TAKES, thread_name_prefix="admit") as pool:
+            for _ in pool.map(take, dict.fromkeys(keys)):
+                pass
 
     # -- step 7: publish ------------------------------------------------------
 

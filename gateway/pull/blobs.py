@@ -1,15 +1,26 @@
-"""Step 5 of a pull: the fetcher stages the blobs; hashverify, source and format judge them."""
+"""Step 5 of a pull: the fetcher stages the blobs; hashverify, source and format judge them.
+
+Each blob is judged as soon as it is staged (see :class:`_BlobFlow`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 from pullguard.gateway.pull.manifest import JudgedManifest
 from pullguard.gateway.pull.one import Pull, StepRefused
 from pullguard.gateway.report import Phase
 from pullguard.gateway.steps import StepName
 from pullguard.v1 import common_pb2, fetcher_pb2, format_pb2, hashverify_pb2, source_pb2
+
+#: Blobs of one pull fetched at once (as many as one FetchBlobs call fetched before).
+PARALLEL_FETCHES = 4
+#: Layers of one pull inspected at once (format inspected two at a time before).
+PARALLEL_INSPECTIONS = 2
+#: What a descriptor claims about a blob: digest, size and media type.
+Claim = tuple[str, int, str]
 
 
 @dataclass
@@ -29,80 +40,175 @@ async def stage_and_judge_blobs(pull: Pull, judged: JudgedManifest) -> StagedBlo
         return StagedBlobs()
     if summary.kind != format_pb2.IMAGE_MANIFEST:
         pull.fail("format", StepName.MANIFEST, "format: manifest kind not stated")
-    plan = pull.plan
-    session = pull.session
-    deadline = pull.limits.blob_deadline
-    blobs = [summary.config, *summary.layers]
-    got, ms = await pull.call(
-        "fetcher",
-        "FetchBlobs",
-        fetcher_pb2.FetchBlobsRequest(session=session, plan=plan, blobs=blobs),
-        timeout=deadline + 5,
-    )
-    pull.record_provenance(got.provenance)
-    pull.report.mark(Phase.FETCH)
-    pull.require("fetcher", StepName.BLOBS, got.verdict, ms)
-    # Blob downloads have their own redirects (CDNs): source judges them too.
-    hashed, sourced = await asyncio.gather(
-        pull.call(
-            "hashverify",
-            "VerifyBlobs",
-            hashverify_pb2.VerifyBlobsRequest(
-                session=session, plan=plan, blobs=blobs, provenance=got.provenance
-            ),
-            timeout=deadline,
-        ),
-        pull.call(
+    return await _BlobFlow(pull, judged).run()
+
+
+class _BlobFlow:
+    """Each blob on its own path: fetched, verified by hashverify, then judged by format.
+
+    A blob's checks start as soon as that blob is staged, not when every blob
+    is: hashverify hashes it (itself, from staging) while other blobs still
+    arrive, and format inspects a layer once hashverify allowed it and the
+    config (decompression only after the compressed digest verified, L-06).
+    Any refusal, error or outage ends every other blob's path at once and
+    fails the whole pull: nothing is admitted unless every path allowed.
+    """
+
+    def __init__(self, pull: Pull, judged: JudgedManifest) -> None:
+        self.pull = pull
+        self.judged = judged
+        self.summary = judged.summary
+        self.deadline = pull.limits.blob_deadline
+        self.blobs = [self.summary.config, *self.summary.layers]
+        #: A digest is fetched once (its staging file is written once); every
+        #: distinct descriptor of it is verified (a size may lie, F-10).
+        self.fetched: dict[str, asyncio.Task[common_pb2.Provenance]] = {}
+        self.verified: dict[Claim, asyncio.Task[None]] = {}
+        self.streamed: dict[str, str] = {}
+        self.provenance = common_pb2.Provenance()
+        #: Layer statistics for the report, by layer index.
+        self.inspected: dict[int, list[dict[str, Any]]] = {}
+        self.fetches = asyncio.Semaphore(PARALLEL_FETCHES)
+        self.inspections = asyncio.Semaphore(PARALLEL_INSPECTIONS)
+
+    async def run(self) -> StagedBlobs:
+        summary = self.summary
+        try:
+            async with asyncio.TaskGroup() as group:
+                for blob in self.blobs:
+                    if blob.digest not in self.fetched:
+                        self.fetched[blob.digest] = group.create_task(self._fetch(blob))
+                    if _claim(blob) not in self.verified:
+                        self.verified[_claim(blob)] = group.create_task(self._verify(blob))
+                group.create_task(self._config())
+                group.create_task(self._source())
+                for index, layer in enumerate(summary.layers):
+                    group.create_task(self._layer(index, layer))
+        except BaseExceptionGroup as group_error:
+            raise _first(group_error) from None
+        self.pull.report.mark(Phase.VERIFY)
+        return StagedBlobs([b.digest for b in self.blobs], self.streamed)
+
+    async def _source(self) -> None:
+        """Blob downloads have their own redirects (CDNs): source judges them too,
+        once every blob is staged, while the blobs are still being verified."""
+        pull = self.pull
+        for fetched in list(self.fetched.values()):
+            await fetched
+        pull.report.mark(Phase.FETCH)
+        sourced = await pull.call(
             "source",
             "CheckSource",
             source_pb2.CheckSourceRequest(
-                plan=plan,
-                provenance=got.provenance,
-                descriptors=blobs,
+                plan=pull.plan,
+                provenance=self.provenance,
+                descriptors=self.blobs,
                 stage=source_pb2.CheckSourceRequest.BLOBS,
-                manifest_digest=judged.digest,
+                manifest_digest=self.judged.digest,
             ),
-        ),
-    )
-    blobs_ok = pull.judge("hashverify", StepName.BLOBS, hashed.response.verdict, hashed.ms)
-    blob_source_ok = pull.judge(
-        "source", StepName.BLOB_SOURCE, sourced.response.verdict, sourced.ms
-    )
-    if not (blobs_ok and blob_source_ok):
-        raise StepRefused
-    # Decompression only after the compressed digests verified (L-06):
-    # heavy processing of unverified bytes is what bombs count on.
-    config, layers = await asyncio.gather(
-        pull.call(
+        )
+        pull.require("source", StepName.BLOB_SOURCE, sourced.response.verdict, sourced.ms)
+
+    async def _fetch(self, blob: common_pb2.Descriptor) -> common_pb2.Provenance:
+        """Stage one blob; the fetcher's records of its download are returned."""
+        pull = self.pull
+        async with self.fetches:
+            got = await pull.call(
+                "fetcher",
+                "FetchBlobs",
+                fetcher_pb2.FetchBlobsRequest(session=pull.session, plan=pull.plan, blobs=[blob]),
+                timeout=self.deadline + 5,
+            )
+        provenance: common_pb2.Provenance = got.response.provenance
+        pull.record_provenance(provenance)
+        self.provenance.exchanges.extend(provenance.exchanges)
+        pull.require("fetcher", StepName.BLOBS, got.response.verdict, got.ms)
+        self.streamed.update({b.digest: b.computed_digest for b in got.response.blobs})
+        return provenance
+
+    async def _verify(self, blob: common_pb2.Descriptor) -> None:
+        """hashverify hashes the staged blob against this descriptor's claims."""
+        pull = self.pull
+        provenance = await self.fetched[blob.digest]
+        hashed = await pull.call(
+            "hashverify",
+            "VerifyBlobs",
+            hashverify_pb2.VerifyBlobsRequest(
+                session=pull.session, plan=pull.plan, blobs=[blob], provenance=provenance
+            ),
+            timeout=self.deadline,
+        )
+        pull.require("hashverify", StepName.BLOBS, hashed.response.verdict, hashed.ms)
+
+    async def _config(self) -> None:
+        pull = self.pull
+        await self.verified[_claim(self.summary.config)]
+        config = await pull.call(
             "format",
             "CheckConfig",
-            format_pb2.CheckConfigRequest(session=session, plan=plan, summary=summary),
-        ),
-        pull.call(
-            "format",
-            "InspectLayers",
-            format_pb2.InspectLayersRequest(session=session, plan=plan, summary=summary),
-            timeout=deadline,
-        ),
-    )
-    config_ok = pull.judge("format", StepName.CONFIG, config.response.verdict, config.ms)
-    layers_ok = pull.judge("format", StepName.LAYERS, layers.response.verdict, layers.ms)
-    pull.report.layers = [
-        {
-            "digest": stats.digest,
-            "compression": stats.compression,
-            "compressed_bytes": stats.compressed_bytes,
-            "uncompressed_bytes": stats.uncompressed_bytes,
-            "entries": stats.entries,
-            "diff_id": stats.diff_id,
-            "duration_ms": stats.duration_ms,
-        }
-        for stats in layers.response.layers
-    ]
-    pull.report.mark(Phase.VERIFY)
-    if not (config_ok and layers_ok):
-        raise StepRefused
-    return StagedBlobs([b.digest for b in blobs], {b.digest: b.computed_digest for b in got.blobs})
+            format_pb2.CheckConfigRequest(
+                session=pull.session, plan=pull.plan, summary=self.summary
+            ),
+        )
+        pull.require("format", StepName.CONFIG, config.response.verdict, config.ms)
+
+    async def _layer(self, index: int, layer: common_pb2.Descriptor) -> None:
+        """Inspect one layer once its blob and the config (its diff_ids) verified."""
+        pull = self.pull
+        await self.verified[_claim(self.summary.config)]
+        await self.verified[_claim(layer)]
+        async with self.inspections:
+            inspected = await pull.call(
+                "format",
+                "InspectLayers",
+                format_pb2.InspectLayersRequest(
+                    session=pull.session,
+                    plan=pull.plan,
+                    summary=self.summary,
+                    layer_indexes=[index],
+                ),
+                timeout=self.deadline,
+            )
+        self.inspected[index] = [
+            {
+                "digest": stats.digest,
+                "compression": stats.compression,
+                "compressed_bytes": stats.compressed_bytes,
+                "uncompressed_bytes": stats.uncompressed_bytes,
+                "entries": stats.entries,
+                "diff_id": stats.diff_id,
+                "duration_ms": stats.duration_ms,
+            }
+            for stats in inspected.response.layers
+        ]
+        pull.report.layers = [entry for i in sorted(self.inspected) for entry in self.inspected[i]]
+        pull.require("format", StepName.LAYERS, inspected.response.verdict, inspected.ms)
+
+
+def _claim(blob: common_pb2.Descriptor) -> Claim:
+    return (blob.digest, blob.size, blob.media_type)
+
+
+def _first(group: BaseExceptionGroup) -> BaseException:
+    """The exception that failed the pull, for the pipeline's usual handling.
+
+    An outage or an unforeseen error outranks a refusal: the refusal may only
+    be the consequence of another path's failure.
+    """
+    leaves: list[BaseException] = []
+
+    def walk(error: BaseException) -> None:
+        if isinstance(error, BaseExceptionGroup):
+            for inner in error.exceptions:
+                walk(inner)
+        else:
+            leaves.append(error)
+
+    walk(group)
+    for error in leaves:
+        if not isinstance(error, StepRefused):
+            return error
+    return leaves[0]
 
 
 def streamed_verdict(

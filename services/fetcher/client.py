@@ -221,7 +221,8 @@ class RegistryClient:
                         raise Transient(
                             f"body of {what} ended after {copied.size} of {limit} bytes"
                         )
-                    writer.commit(descriptor.digest)
+                    # fsync waits for the disk: not on the event loop.
+                    await asyncio.to_thread(writer.commit, descriptor.digest)
             finally:
                 await response.aclose()
             return StagedBlob(descriptor.digest, copied.size, copied.digest)

@@ -56,6 +56,8 @@ MAX_CONNECT_ATTEMPTS = 4
 #: How long the answer to "is the upstream itself on a non-public address" is kept.
 UPSTREAM_LOCALITY_TTL = 60.0
 SocketOption = Any
+#: Bytes asked of a connection per read (httpcore's own default is 64 KiB).
+READ_BYTES = 1024 * 1024
 
 
 class ForbiddenAddress(Exception):
@@ -196,6 +198,11 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
         super().__init__(verify=ssl_context, trust_env=False, limits=limits)
         if not isinstance(getattr(self, "_pool", None), httpcore.AsyncConnectionPool):
             raise RuntimeError("this httpx version keeps no _pool: cannot guard connections")
+        # httpcore reads 64 KiB per step and offers no setting: blobs of
+        # hundreds of MiB then cost thousands of steps of the event loop.
+        if not isinstance(getattr(httpcore.AsyncHTTP11Connection, "READ_NUM_BYTES", None), int):
+            raise RuntimeError("this httpcore version has no READ_NUM_BYTES to raise")
+        httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = READ_BYTES
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=ssl_context,
             max_connections=limits.max_connections,

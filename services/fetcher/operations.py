@@ -74,6 +74,9 @@ class Fetcher:
         self._blob_concurrency = max(1, blob_concurrency)
         self._client_options = client_options or {}
         self._clients: dict[str, RegistryClient] = {}
+        # Built now, so trust stores are loaded at start-up, not by the first pull.
+        for alias in config.upstreams:
+            self.client(alias)
 
     def client(self, alias: str) -> RegistryClient:
         """The client of a configured upstream; InvalidRequest for an unknown alias."""

@@ -16,6 +16,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+#: Bytes hashed and written in one step off the event loop.
+BATCH = 1024 * 1024
 #: Seconds before the throughput floor applies: connection set-up and a slow
 #: first byte are normal.
 THROUGHPUT_GRACE = 10.0
@@ -53,30 +55,62 @@ async def copy_body(
     Raises :class:`TooSlow` when the running average falls below
     ``min_bytes_per_second`` after ``grace`` seconds (0 disables the floor).
     The wait for each chunk is itself bounded by the moment the floor would
-    be broken, so a stalled body is caught on time, not at the next byte.
+    be broken, so a stalled body is caught on time, not at the next byte:
+    one deadline for the whole transfer, moved on as bytes arrive (no timer
+    task per chunk).
+
+    Chunks are gathered into batches of :data:`BATCH` bytes; each batch is
+    hashed and written in a worker thread (hashlib and file writes release
+    the GIL) while the next one is read, so the event loop only moves bytes.
+    At most two batches are held at once.
     """
     hasher = hashlib.new(algorithm)
     size = 0
     started = clock()
-    iterator = aiter(chunks)
-    while True:
-        wait = None
-        if min_bytes_per_second > 0:
-            # The latest moment the next chunk may arrive with the floor still met.
-            breaks_at = started + max(grace, size / min_bytes_per_second)
-            wait = max(0.0, breaks_at - clock())
-        try:
-            chunk = await asyncio.wait_for(anext(iterator), wait)
-        except StopAsyncIteration:
-            break
-        except TimeoutError:
-            raise TooSlow(size, clock() - started, min_bytes_per_second) from None
-        size += len(chunk)
-        if size > limit:
-            return Copied(size, "", over_limit=True)
-        hasher.update(chunk)
-        write(chunk)
-        elapsed = clock() - started
-        if min_bytes_per_second > 0 and elapsed > grace and size < min_bytes_per_second * elapsed:
-            raise TooSlow(size, elapsed, min_bytes_per_second)
+    loop = asyncio.get_running_loop()
+    batch: list[bytes] = []
+    batched = 0
+    pending: asyncio.Future[None] | None = None
+
+    def consume(parts: list[bytes]) -> None:
+        for part in parts:  # not joined: no second copy of the batch
+            hasher.update(part)
+            write(part)
+
+    async def flush() -> None:
+        nonlocal pending, batch, batched
+        if pending is not None:
+            await pending
+            pending = None
+        if batch:
+            pending = loop.run_in_executor(None, consume, batch)
+            batch, batched = [], 0
+
+    floor = min_bytes_per_second > 0
+    try:
+        async with asyncio.timeout(loop.time() + grace if floor else None) as deadline:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > limit:
+                    return Copied(size, "", over_limit=True)
+                batch.append(chunk)
+                batched += len(chunk)
+                if batched >= BATCH:
+                    await flush()
+                if floor:
+                    elapsed = clock() - started
+                    if elapsed > grace and size < min_bytes_per_second * elapsed:
+                        raise TooSlow(size, elapsed, min_bytes_per_second)
+                    # The latest moment the next chunk may arrive with the floor still met.
+                    breaks_at = started + max(grace, size / min_bytes_per_second)
+                    deadline.reschedule(loop.time() + max(0.0, breaks_at - clock()))
+            deadline.reschedule(None)
+        await flush()
+        await flush()
+    except TimeoutError:
+        raise TooSlow(size, clock() - started, min_bytes_per_second) from None
+    finally:
+        if pending is not None and not pending.done():
+            # Never leave a write running into a file the caller will discard.
+            await asyncio.wait([pending])
     return Copied(size, f"{algorithm}:{hasher.hexdigest()}", over_limit=False)

@@ -20,7 +20,6 @@ runtimes) read them:
 
 from __future__ import annotations
 
-import hashlib
 import zlib
 from collections.abc import Callable, Iterator
 from typing import BinaryIO, cast
@@ -76,15 +75,16 @@ def sniff(head: bytes) -> str:
 
 
 class CompressedSource:
-    """The staged blob as read: counted, hashed, and shown to an observer.
+    """The staged blob as read: counted, and shown to an observer.
 
     python-zstandard pulls from it with ``read``; the gzip and plain paths
-    call ``read`` themselves, so every byte passes through one place.
+    call ``read`` themselves, so every byte passes through one place. The
+    compressed bytes are not hashed here: that is hashverify's check, made
+    before the gateway asks for an inspection (see :mod:`layers`).
     """
 
-    def __init__(self, handle: BinaryIO, algorithm: str = "sha256") -> None:
+    def __init__(self, handle: BinaryIO) -> None:
         self._handle = handle
-        self.hasher = hashlib.new(algorithm)
         self.size = 0
         self.observer: Callable[[bytes], None] | None = None
 
@@ -93,7 +93,6 @@ class CompressedSource:
             size = CHUNK
         data = self._handle.read(size)
         if data:
-            self.hasher.update(data)
             self.size += len(data)
             if self.observer is not None:
                 self.observer(data)

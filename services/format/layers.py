@@ -10,13 +10,37 @@ layer of an image:
    caps from the rule: total uncompressed bytes, uncompressed/compressed ratio
    (past :data:`RATIO_FLOOR`), and entries (L-06, ``format.decompression_limit``);
 3. the tar headers are read (:mod:`tarstream`) and judged (:mod:`layertree`);
-   file contents are hashed and dropped;
+   file contents are skipped;
 4. the sha256 of the whole uncompressed stream must equal the config's
-   ``rootfs.diff_ids[i]`` (L-07a/e, F-17c, ``format.diffid_mismatch``), and the
-   compressed bytes read must still have the descriptor's digest.
+   ``rootfs.diff_ids[i]`` (L-07a/e, F-17c, ``format.diffid_mismatch``).
 
-Layers are inspected in threads, :data:`PARALLEL_LAYERS` at a time; zlib,
-zstd and hashlib release the GIL on large buffers, so two layers use two cores.
+One pass per layer: each compressed byte is read once, gunzipped once, and
+each uncompressed byte hashed once (the diff_id) and walked once (the tar
+headers), in the same loop.
+
+Why the compressed bytes are not hashed here. Their digest is hashverify's
+check, and format must still be sure that the bytes it inspects are the ones
+that have that digest. They are, because the gateway asks for an inspection
+only after hashverify allowed that blob, and hashverify hashed the same
+staging file itself. Between its read and format's there is no writer: a
+staged key is a file the fetcher wrote to a temporary name and renamed into
+place on commit (so a reader sees the whole file or none); no part of
+pullguard opens a committed file for writing; the staging session belongs to
+this one pull; and the fetcher commits each digest of a FetchBlobs call once,
+before the gateway asks hashverify about it. So there is no time-of-check/
+time-of-use gap on the staging file within pullguard. Something outside
+pullguard writing the staging directory as the services' user could change
+the bytes after format's read just as well as before it (up to the admission
+rename), so a second hash here would not close that gap either; the size
+check below is only a cheap tripwire for a file replaced after hashverify
+(``format.staged_size_mismatch``).
+
+Layers are inspected in threads, :data:`PARALLEL_LAYERS` at a time (the
+gateway asks for each layer alone, as soon as its blob verified); zlib, zstd
+and hashlib release the GIL on large buffers, so two layers use two cores. In
+each, the diff_id hash runs in a worker thread of its own (:class:`_HashAside`)
+while the next chunks are decompressed and walked: one large layer uses two
+cores too.
 """
 
 from __future__ import annotations
@@ -25,8 +49,9 @@ import hashlib
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +75,8 @@ from pullguard.services.runtime.staging import StagingStore
 
 #: Layers inspected at once for one image.
 PARALLEL_LAYERS = 2
+#: Uncompressed chunks waiting for the diff_id hash at most (each at most 1 MiB).
+HASH_QUEUE = 4
 #: The ratio cap applies only past this much output: a small layer cannot be a bomb.
 RATIO_FLOOR = 16 * 1024 * 1024
 
@@ -100,8 +127,13 @@ def inspect_layers(
     artifact_type: str = "",
     artifact_types: Sequence[str] = (),
     cancel: threading.Event | None = None,
+    only: Sequence[int] | None = None,
 ) -> LayersResult:
-    """Inspect the staged ``layers`` of an image whose config is ``config``."""
+    """Inspect the staged ``layers`` of an image whose config is ``config``.
+
+    With ``only``, just those indexes of ``layers`` are inspected (the
+    config's diff_ids are still matched with all of them).
+    """
     if not rule.inspect:
         note = Finding.info("format.layers_not_inspected", "layer inspection is off for this rule")
         return LayersResult(Verdict.of(LAYER, [note]))
@@ -111,7 +143,8 @@ def inspect_layers(
         )
     findings: list[Finding] = []
     diff_ids = _diff_ids(staging_store, session, config, len(layers), limits, findings)
-    jobs = [_Job(i, layer, diff_ids[i] if diff_ids else None) for i, layer in enumerate(layers)]
+    indexes = range(len(layers)) if only is None else only
+    jobs = [_Job(i, layers[i], diff_ids[i] if diff_ids else None) for i in indexes]
     cancel = cancel or threading.Event()
     with ThreadPoolExecutor(PARALLEL_LAYERS, thread_name_prefix="inspect") as pool:
         futures = [
@@ -239,6 +272,13 @@ def _inspect(
         return
     with staging_store.open(session, layer.digest) as handle:
         stats.compressed_bytes = os.fstat(handle.fileno()).st_size
+        if stats.compressed_bytes != layer.size:
+            sink.add(
+                "format.staged_size_mismatch",
+                Severity.ERROR,
+                f"staged blob has {stats.compressed_bytes} bytes, descriptor says {layer.size}",
+            )
+            return
         stats.compression = sniff(handle.read(SNIFF_BYTES))
         handle.seek(0)
         if stats.compression != expected:
@@ -261,65 +301,86 @@ def _read_layer(
     sink: FindingSink,
     stats: LayerStats,
 ) -> None:
-    algorithm = parse_digest(layer.digest)[0]
     diff_algorithm = parse_digest(diff_id)[0] if diff_id else "sha256"
-    source = CompressedSource(handle, algorithm)
-    uncompressed = hashlib.new(diff_algorithm)
-    tree = LayerTree(
-        sink, deny_setuid=rule.setuid != "report", deny_devices=rule.devices != "report"
-    )
-    reader = TarReader(tree.add, max_entry_size=rule.max_uncompressed_bytes)
-    ratio_cap = rule.max_ratio * max(stats.compressed_bytes, 1)
-    try:
-        for chunk in uncompressed_chunks(source, stats.compression):
-            if cancel.is_set():
-                raise InspectionCancelled(f"layers[{index}]")
-            stats.uncompressed_bytes += len(chunk)
-            total = stats.uncompressed_bytes
-            if total > rule.max_uncompressed_bytes:
-                raise TarError(
-                    "format.decompression_limit",
-                    f"more than {rule.max_uncompressed_bytes} bytes uncompressed",
-                    total,
-                )
-            if stats.compression != "none" and total > max(ratio_cap, RATIO_FLOOR):
-                raise TarError(
-                    "format.decompression_limit",
-                    f"expands more than {rule.max_ratio} times"
-                    f" ({stats.compressed_bytes} bytes compressed)",
-                    total,
-                )
-            uncompressed.update(chunk)
-            reader.feed(chunk)
-            stats.entries = reader.entries
-            if reader.entries > rule.max_entries:
-                raise TarError(
-                    "format.decompression_limit",
-                    f"more than {rule.max_entries} entries",
-                    total,
-                )
-            if sink.full:
-                return
-        reader.close()
-    except TarError as exc:
-        sink.add(exc.code, Severity.ERROR, exc.message, offset=exc.offset)
-        return
-    except CompressionError as exc:
-        sink.add(exc.code, Severity.ERROR, exc.message)
-        return
-    stats.entries = reader.entries
-    stats.completed = True
-    stats.diff_id = f"{diff_algorithm}:{uncompressed.hexdigest()}"
-    if source.hasher.hexdigest() != parse_digest(layer.digest)[1]:
-        sink.add(
-            "format.digest_mismatch",
-            Severity.ERROR,
-            f"staged bytes no longer have digest {layer.digest}",
+    source = CompressedSource(handle)
+    with _HashAside(diff_algorithm) as uncompressed:
+        tree = LayerTree(
+            sink, deny_setuid=rule.setuid != "report", deny_devices=rule.devices != "report"
         )
-    if diff_id is not None and stats.diff_id != diff_id:
-        sink.add(
-            "format.diffid_mismatch",
-            Severity.ERROR,
-            f"uncompressed content is {stats.diff_id}, config diff_ids[{index}] says {diff_id}",
-            diff_id=stats.diff_id,
-        )
+        reader = TarReader(tree.add, max_entry_size=rule.max_uncompressed_bytes)
+        ratio_cap = rule.max_ratio * max(stats.compressed_bytes, 1)
+        try:
+            for chunk in uncompressed_chunks(source, stats.compression):
+                if cancel.is_set():
+                    raise InspectionCancelled(f"layers[{index}]")
+                stats.uncompressed_bytes += len(chunk)
+                total = stats.uncompressed_bytes
+                if total > rule.max_uncompressed_bytes:
+                    raise TarError(
+                        "format.decompression_limit",
+                        f"more than {rule.max_uncompressed_bytes} bytes uncompressed",
+                        total,
+                    )
+                if stats.compression != "none" and total > max(ratio_cap, RATIO_FLOOR):
+                    raise TarError(
+                        "format.decompression_limit",
+                        f"expands more than {rule.max_ratio} times"
+                        f" ({stats.compressed_bytes} bytes compressed)",
+                        total,
+                    )
+                uncompressed.update(chunk)
+                reader.feed(chunk)
+                stats.entries = reader.entries
+                if reader.entries > rule.max_entries:
+                    raise TarError(
+                        "format.decompression_limit",
+                        f"more than {rule.max_entries} entries",
+                        total,
+                    )
+                if sink.full:
+                    return
+            reader.close()
+        except TarError as exc:
+            sink.add(exc.code, Severity.ERROR, exc.message, offset=exc.offset)
+            return
+        except CompressionError as exc:
+            sink.add(exc.code, Severity.ERROR, exc.message)
+            return
+        stats.entries = reader.entries
+        stats.completed = True
+        stats.diff_id = f"{diff_algorithm}:{uncompressed.hexdigest()}"
+        if diff_id is not None and stats.diff_id != diff_id:
+            sink.add(
+                "format.diffid_mismatch",
+                Severity.ERROR,
+                f"uncompressed content is {stats.diff_id}, config diff_ids[{index}] says {diff_id}",
+                diff_id=stats.diff_id,
+            )
+
+
+class _HashAside:
+    """The diff_id hash, computed in a worker thread while the caller decompresses
+    and walks the next chunks, so one large layer uses two cores (hashlib
+    releases the GIL). The worker hashes the chunks in order; at most
+    :data:`HASH_QUEUE` wait for it, so memory stays bounded."""
+
+    def __init__(self, algorithm: str) -> None:
+        self._hasher = hashlib.new(algorithm)
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="diff-id")
+        self._queued: deque[Future[None]] = deque()
+
+    def update(self, chunk: bytes) -> None:
+        if len(self._queued) >= HASH_QUEUE:
+            self._queued.popleft().result()
+        self._queued.append(self._worker.submit(self._hasher.update, chunk))
+
+    def hexdigest(self) -> str:
+        while self._queued:
+            self._queued.popleft().result()
+        return self._hasher.hexdigest()
+
+    def __enter__(self) -> _HashAside:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._worker.shutdown(wait=True, cancel_futures=True)

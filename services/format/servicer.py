@@ -111,6 +111,11 @@ class FormatServicer(format_pb2_grpc.FormatServicer):  # type: ignore[misc]
         summary = request.summary
         if not request.session or summary.kind != format_pb2.IMAGE_MANIFEST:
             raise InvalidRequest("InspectLayers needs a session and an image manifest summary")
+        indexes = list(request.layer_indexes)
+        if any(not 0 <= i < len(summary.layers) for i in indexes) or len(set(indexes)) != len(
+            indexes
+        ):
+            raise InvalidRequest("InspectLayers: layer_indexes must name each layer once")
         rule = layer_rule_from_proto(request.plan.rule.layers)
         cancel = threading.Event()
         try:
@@ -125,6 +130,7 @@ class FormatServicer(format_pb2_grpc.FormatServicer):  # type: ignore[misc]
                 artifact_type=summary.artifact_type,
                 artifact_types=tuple(request.plan.rule.artifact_types),
                 cancel=cancel,
+                only=indexes or None,
             )
         finally:
             # A cancelled or timed-out RPC stops the decompression threads.

@@ -147,6 +147,9 @@ def test_tampered_blob_is_denied_by_hashverify_and_quarantined(
     entry = pg.state_dir / "quarantine" / str(detail["decision"])
     report = json.loads((entry / "report.json").read_text())
     assert report["denied_by"] == "hashverify" and report["digest"] == image.digest
+    # L-06: bytes that do not have their digest are never decompressed (other
+    # layers may have been inspected while this blob was still being hashed).
+    assert image.blob_digests[1] not in {stats["digest"] for stats in report["layer_stats"]}
     assert (entry / "content").is_dir()
     admitted = pg.state_dir / "admitted" / "blobs" / "sha256"
     for digest in (image.digest, *image.blob_digests):

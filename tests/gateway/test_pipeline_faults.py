@@ -99,6 +99,10 @@ FAULTS = [
 class FakeLayers:
     """Healthy answers everywhere except the injected ``faults`` (step -> fault)."""
 
+    #: The image the fake upstream serves: its manifest and its layers.
+    manifest = MANIFEST
+    layers: tuple[bytes, ...] = (LAYER_BLOB,)
+
     def __init__(self, staging: StagingStore, faults: dict[tuple[str, str], str]) -> None:
         self.staging = staging
         self.faults = faults
@@ -158,14 +162,15 @@ class FakeLayers:
             return analysis_pb2.PlanResponse(
                 verdict=common_pb2.Verdict(decision=common_pb2.ALLOW), plan=plan
             )
+        digest = _digest(self.manifest)
         if method == "FetchManifest":
             with self.staging.writer(request.session) as writer:
-                writer.write(MANIFEST)
-                writer.commit(DIGEST)
+                writer.write(self.manifest)
+                writer.commit(digest)
             return fetcher_pb2.FetchManifestResponse(
                 verdict=ALLOW,
                 manifest=common_pb2.StagedManifest(
-                    staged_key=DIGEST, computed_digest=DIGEST, size=len(MANIFEST)
+                    staged_key=digest, computed_digest=digest, size=len(self.manifest)
                 ),
             )
         if method == "CheckManifest":
@@ -178,12 +183,13 @@ class FakeLayers:
                         digest=_digest(CONFIG_BLOB), size=len(CONFIG_BLOB)
                     ),
                     layers=[
-                        common_pb2.Descriptor(digest=_digest(LAYER_BLOB), size=len(LAYER_BLOB))
+                        common_pb2.Descriptor(digest=_digest(data), size=len(data))
+                        for data in self.layers
                     ],
                 ),
             )
         if method == "VerifyManifest":
-            return hashverify_pb2.VerifyManifestResponse(verdict=ALLOW, digest=DIGEST)
+            return hashverify_pb2.VerifyManifestResponse(verdict=ALLOW, digest=digest)
         if method == "CheckSource":
             return source_pb2.CheckSourceResponse(verdict=ALLOW)
         if method == "VerifySignatures":

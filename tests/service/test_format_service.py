@@ -268,6 +268,39 @@ async def test_l07_diffid_mismatch_over_grpc(tmp_path: Path) -> None:
         assert response.layers[0].diff_id == sha256(archive(file("a", b"x")))
 
 
+async def test_l07_one_layer_at_a_time_still_matches_its_diff_id(tmp_path: Path) -> None:
+    # The gateway asks for each layer alone (layer_indexes) as soon as its blob
+    # verified; the config's diff_ids are matched with that layer's index.
+    config = make_config(tmp_path)
+    store = StagingStore(config.state_dir / "staging")
+    first, second = archive(file("a", b"x")), archive(file("b", b"y"))
+    summary = _image_summary(store, [first, second], diff_ids=[sha256(first), sha256(b"other")])
+    async with running_service("format", register, config) as channel:
+        stub = format_pb2_grpc.FormatStub(channel)
+
+        async def inspect(*indexes: int) -> format_pb2.InspectLayersResponse:
+            request = format_pb2.InspectLayersRequest(
+                session=LAYER_SESSION,
+                plan=common_pb2.Plan(),
+                summary=summary,
+                layer_indexes=list(indexes),
+            )
+            response: format_pb2.InspectLayersResponse = await stub.InspectLayers(request)
+            return response
+
+        good = await inspect(0)
+        assert good.verdict.decision == common_pb2.ALLOW
+        assert [layer.index for layer in good.layers] == [0]
+        bad = await inspect(1)
+        assert bad.verdict.decision == common_pb2.DENY
+        assert [f.code for f in bad.verdict.findings] == ["format.diffid_mismatch"]
+        assert [layer.index for layer in bad.layers] == [1]
+        for invalid in ((2,), (-1,), (0, 0)):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await inspect(*invalid)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 async def test_f14_artifact_admitted_by_rule_over_grpc(tmp_path: Path) -> None:
     helm = "application/vnd.cncf.helm.chart.v1"
     empty_digest = sha256(b"{}")

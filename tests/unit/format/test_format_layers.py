@@ -687,20 +687,26 @@ def test_l07_layer_type_pullguard_cannot_read(store: StagingStore) -> None:
     assert errors(findings) == {"format.layer_not_inspectable"}
 
 
-def test_l07_staged_bytes_differ_from_digest(store: StagingStore) -> None:
+def test_l06_staged_file_replaced_after_hashverify_is_caught_by_its_size(
+    store: StagingStore,
+) -> None:
+    # Format leaves the compressed digest to hashverify (see the layers module
+    # docstring); a staged file of another size than the verified descriptor's
+    # is still refused before anything is decompressed.
     tar = archive(file("a", b"x"))
     blob = gzip.compress(tar)
-    key = stage_blob(store, blob, digest(b"what the manifest named"))
-    findings, _ = inspect_layer(
+    key = stage_blob(store, blob, digest(blob))
+    findings, stats = inspect_layer(
         store,
         SESSION,
         0,
-        Descriptor(TAR_GZIP, key, len(blob)),
+        Descriptor(TAR_GZIP, key, len(blob) + 1),
         digest(tar),
         LayerRule(),
         threading.Event(),
     )
-    assert errors(findings) == {"format.digest_mismatch"}
+    assert errors(findings) == {"format.staged_size_mismatch"}
+    assert stats.uncompressed_bytes == 0
 
 
 # ---------------------------------------------------------------- whole images
