@@ -78,9 +78,9 @@ class Admissions:
             and not any(step.error for step in report.steps)
             and self.staging.session_dir(pull.session).exists()
         ):
-            self.quarantine.put(self.staging, pull.session, report.as_json())
+            self.quarantine.put(self.staging, pull.session, report.as_json(), report.decision_id)
             self.decisions.quarantined(
-                pull.session, report.time, report.reference_text, report.digest, report.reason
+                report.decision_id, report.time, report.reference_text, report.digest, report.reason
             )
         else:
             self.discard(pull)
@@ -203,7 +203,9 @@ class Admissions:
         await self.publish(pull, report.digest, summary.media_type)
         report.admitted = True
         self.decisions.admit_and_record(
-            Admission(report.repository, report.digest, summary.media_type, size, session),
+            Admission(
+                report.repository, report.digest, summary.media_type, size, report.decision_id
+            ),
             plan.policy_version,
             blobs=blobs.keys,
             children=[(m.digest, m.media_type, m.size) for m in summary.manifests],

@@ -1,7 +1,9 @@
 """The staging content store shared by the fetcher and the checks.
 
 Layout: ``<root>/<session>/<algorithm>/<hex>``. A session is one pull's
-scratch space (normally the decision id). Content is written to a temporary
+scratch space: ``<replica>/<decision id>`` for a gateway replica (each
+gateway has its own folder under the root, and at start-up empties only that
+one), or a bare name. Content is written to a temporary
 file and renamed into place on commit, so a reader never sees half a blob.
 Keys are digests validated by :mod:`digests`, so no key can name a path
 outside the store. The key says what the content was fetched *as*; it is a
@@ -27,7 +29,10 @@ from pullguard.services.runtime.errors import StagingError, StagingFull
 #: Errors that mean the staging filesystem is full (or the quota used up).
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
-_SESSION_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+#: A gateway replica's folder name (see ``replica_id`` in the README).
+REPLICA_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
+#: ``[<replica>/]<name>``: at most one level below a replica's folder.
+_SESSION_RE = re.compile(r"(?:[a-z0-9][a-z0-9_.-]{0,62}/)?[a-z0-9][a-z0-9_-]{0,63}")
 
 
 class StagedWriter:
@@ -135,3 +140,15 @@ class StagingStore:
 
     def discard(self, session: str) -> None:
         shutil.rmtree(self.session_dir(session), ignore_errors=True)
+
+    def replica_dir(self, replica: str) -> Path:
+        if not REPLICA_RE.fullmatch(replica):
+            raise StagingError(f"invalid replica id {replica[:80]!r}")
+        return self.root / replica
+
+    def clear_replica(self, replica: str) -> None:
+        """Empty one replica's folder: what its pulls left when it stopped.
+
+        Only that replica's own: another replica's pulls in flight stay.
+        """
+        shutil.rmtree(self.replica_dir(replica), ignore_errors=True)

@@ -26,6 +26,7 @@ from pullguard.services.runtime.config.settings import (
     Upstream,
     read_hostport,
     read_limits,
+    read_replica_id,
     read_services,
     read_services_tls,
     read_target,
@@ -50,6 +51,8 @@ class Config:
     services: Mapping[str, str]
     policy_version: str
     services_tls: ServicesTls | None = None
+    #: This gateway replica's staging folder name (empty: no replica folder).
+    replica_id: str = ""
 
     def with_services(self, services: Mapping[str, str]) -> Config:
         merged = dict(self.services)
@@ -86,6 +89,7 @@ def _parse_config(reader: Reader, text: str) -> Config:
             "telemetry",
             "services",
             "services_tls",
+            "replica_id",
         },
     )
     listen = got.attempt("", read_hostport, reader, data.get("listen", "127.0.0.1:5000"), "listen")
@@ -129,6 +133,7 @@ def _parse_config(reader: Reader, text: str) -> Config:
         services=services,
         policy_version=policy_version(text, policy, upstreams),
         services_tls=got.attempt(None, read_services_tls, reader, data.get("services_tls")),
+        replica_id=got.attempt("", read_replica_id, reader, data.get("replica_id")),
     )
 
 

@@ -6,7 +6,9 @@ error names the key (see :mod:`.reader`).
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -406,3 +408,31 @@ def read_services(reader: Reader, raw: Any) -> dict[str, str]:
     return {
         name: _service_address(reader, v, f"services.{name}") for name, v in services_raw.items()
     }
+
+
+#: Where a gateway replica's id comes from when the file gives none.
+REPLICA_ENV = "PULLGUARD_REPLICA_ID"
+_REPLICA_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
+
+
+def read_replica_id(reader: Reader, raw: Any) -> str:
+    """``replica_id``, else ``$PULLGUARD_REPLICA_ID``, else the host name.
+
+    Names the replica's own staging folder (``state_dir/staging/<id>``), the
+    only one it empties at start-up: replicas sharing a state_dir need
+    distinct ids. A host name is lowercased and its other characters become
+    ``-``; a given id must already be a lowercase name.
+    """
+    if raw is not None:
+        text = reader.string(raw, "replica_id")
+    elif os.environ.get(REPLICA_ENV):
+        text = os.environ[REPLICA_ENV]
+    else:
+        host = re.sub(r"[^a-z0-9_.-]", "-", socket.gethostname().lower())
+        text = host.lstrip("-_.")[:63] or "gateway"
+    if not _REPLICA_RE.fullmatch(text):
+        origin = "replica_id" if raw is not None else REPLICA_ENV
+        raise reader.fail(
+            origin, f"must be a lowercase name of letters, digits, '.', '_', '-', got {text[:80]!r}"
+        )
+    return text
