@@ -6,6 +6,7 @@ error names the key (see :mod:`.reader`).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -405,9 +406,47 @@ def read_telemetry(reader: Reader, raw: Any) -> Telemetry:
 def read_services(reader: Reader, raw: Any) -> dict[str, str]:
     services_raw = reader.mapping(raw, "services")
     reader.known(services_raw, "services", set(LAYERS))
-    return {
-        name: _service_address(reader, v, f"services.{name}") for name, v in services_raw.items()
-    }
+    return {name: _layer_target(reader, v, f"services.{name}") for name, v in services_raw.items()}
+
+
+#: gRPC target schemes of a layer run as several replicas (client-side round-robin).
+REPLICATED_SCHEMES = ("ipv4:", "ipv6:", "dns:")
+MAX_REPLICA_ADDRESSES = 64
+
+
+def is_replicated(address: str) -> bool:
+    """Whether a layer address names several replicas (a list, or a DNS name)."""
+    return address.startswith(REPLICATED_SCHEMES)
+
+
+def _layer_target(reader: Reader, value: Any, key: str) -> str:
+    """One address, ``dns:///NAME:PORT``, or a list of IP HOST:PORT (one gRPC target)."""
+    if isinstance(value, str) and value.startswith("dns:"):
+        if not value.startswith("dns:///"):
+            raise reader.fail(key, f"must be dns:///NAME:PORT (no DNS authority), got {value!r}")
+        read_hostport(reader, value.removeprefix("dns:///"), key)
+        return value
+    if not isinstance(value, list):
+        return _service_address(reader, value, key)
+    addresses = reader.strings(value, key)
+    if not 1 <= len(addresses) <= MAX_REPLICA_ADDRESSES:
+        raise reader.fail(key, f"must list 1 to {MAX_REPLICA_ADDRESSES} addresses")
+    families = set()
+    for index, address in enumerate(addresses):
+        read_hostport(reader, address, f"{key}[{index}]")
+        host = address.rpartition(":")[0].strip("[]")
+        try:
+            families.add(ipaddress.ip_address(host).version)
+        except ValueError:
+            raise reader.fail(
+                f"{key}[{index}]",
+                f"a list holds IP addresses; for a name use dns:///{address}, got {address!r}",
+            ) from None
+    if len(families) > 1:
+        raise reader.fail(key, "mixes IPv4 and IPv6 addresses")
+    if len(addresses) == 1:
+        return addresses[0]
+    return f"ipv{families.pop()}:{','.join(addresses)}"
 
 
 #: Where a gateway replica's id comes from when the file gives none.
