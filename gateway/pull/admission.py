@@ -105,6 +105,8 @@ class Admissions:
             return None
         if not await self._blobs_intact(report.repository, digest):
             return None
+        if await self._withdrawn_elsewhere(pull, digest):
+            return None
         report.digest = digest
         report.media_type = admission.media_type
         # Admitted earlier, but perhaps not yet under this tag (or this target).
@@ -146,6 +148,34 @@ class Admissions:
         if data is None:
             report.outage = {}
         return data
+
+    async def _withdrawn_elsewhere(self, pull: Pull, digest: str) -> bool:
+        """Whether the registry target no longer holds this published image.
+
+        The target is the store of record: gone from it means revoked, here
+        too. The admission is revoked and its publication forgotten, and the
+        pull verifies again (under the current policy; admitted again, it is
+        pushed again). A target that cannot answer fails the pull (the
+        ``target`` step), as a failed publish does.
+        """
+        if self.publisher is None:
+            return False
+        report = pull.report
+        watch = Stopwatch()
+        try:
+            gone = await self.publisher.withdrawn_elsewhere(report.repository, digest)
+        except TargetError as exc:
+            report.add_error("target", StepName.PUBLISH, exc.message, watch.ms)
+            raise
+        if gone:
+            log.warning(
+                "%s@%s is gone from the target: revoked here too, verifying again",
+                report.repository,
+                digest,
+            )
+            self.revoke(report.repository, digest)
+            self.decisions.forget_published(self.publisher.key, report.repository, digest)
+        return gone
 
     async def _blobs_intact(self, repository: str, digest: str) -> bool:
         """Whether every blob of an admitted manifest is present and still verified.

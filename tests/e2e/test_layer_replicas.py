@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.support.gateway_process import Gateway, Process, layer_process
 from tests.support.images import (
@@ -37,14 +35,6 @@ from tests.support.stack import LAYERS, free_port, write_config
 ACCEPT = ", ".join((OCI_MANIFEST, OCI_INDEX))
 LAYER_BYTES = 100 * 1024 * 1024
 POLL = 0.01
-
-
-@pytest.fixture
-def processes() -> Iterator[list[Process]]:
-    started: list[Process] = []
-    yield started
-    for process in reversed(started):
-        process.stop()
 
 
 def _reads_staging(pid: int, staging: Path) -> bool:
