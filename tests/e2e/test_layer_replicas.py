@@ -3,8 +3,9 @@
 Twelve real layer processes on loopback (two per layer, ``pullguard serve
 LAYER``) and a gateway whose ``services:`` lists both addresses of each
 layer: gRPC client-side round-robin with health checking. During a pull of
-a ~200 MiB image, the hashverify replica that is verifying its layers (it
-has a staged blob open) is SIGKILLed by pid. The pull in flight either
+a ~200 MiB image, the fetcher replica that is downloading a layer, or the
+hashverify or format replica that is checking one (whichever has a staged
+blob open) is SIGKILLed by pid. The pull in flight either
 finishes, every check having run, or is refused cleanly as an outage (503);
 nothing unverified is admitted or served, and the next pull (of another
 image, so every layer is asked again) succeeds on the survivor.
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.support.gateway_process import Gateway, Process, layer_process
 from tests.support.images import (
@@ -78,8 +80,9 @@ def _pull(
         return manifest, [client.get(f"{base}/blobs/{d}") for d in image.blob_digests]
 
 
+@pytest.mark.parametrize("victim", ["fetcher", "hashverify", "format"])
 def test_a_layer_replica_killed_mid_pull_costs_a_retry_or_a_503(
-    upstream: RegistryProcess, processes: list[Process], tmp_path: Path
+    upstream: RegistryProcess, processes: list[Process], tmp_path: Path, victim: str
 ) -> None:
     image = build_image(tmp_path / "src", "v1", random_layers(2, LAYER_BYTES, seed=77))
     push(image, upstream.address, "team/big")
@@ -107,14 +110,14 @@ def test_a_layer_replica_killed_mid_pull_costs_a_retry_or_a_503(
     with ThreadPoolExecutor(1) as pool:
         pulling = pool.submit(_pull, gateway, image)
         staging = Path(config["state_dir"]) / "staging" / "gw"
-        killed = _kill_when_reading(layers["hashverify"], staging, pulling)
+        killed = _kill_when_reading(layers[victim], staging, pulling)
         killed_at = time.monotonic()
         manifest, blobs = pulling.result(timeout=900)
         in_flight_ended = time.monotonic() - killed_at
 
-    assert killed is not None, f"no hashverify replica was seen verifying: {manifest.text}"
+    assert killed is not None, f"no {victim} replica was seen at work: {manifest.text}"
     assert killed.process is not None and killed.process.returncode == -9
-    survivor = next(p for p in layers["hashverify"] if p is not killed)
+    survivor = next(p for p in layers[victim] if p is not killed)
     assert survivor.process is not None and survivor.process.poll() is None
     admitted = Path(config["state_dir"]) / "admitted"
     manifest_file = admitted / "blobs" / "sha256" / image.digest.split(":")[1]
@@ -142,7 +145,7 @@ def test_a_layer_replica_killed_mid_pull_costs_a_retry_or_a_503(
     report = gateway.decision(again.headers["X-Pullguard-Decision"])
     assert ("hashverify", "ALLOW") in {(s["layer"], s["decision"]) for s in report["layers"]}
     print(
-        f"\nkilled hashverify pid {killed.pid} mid-verification: pull in flight {outcome}"
+        f"\nkilled {victim} pid {killed.pid} mid-pull: pull in flight {outcome}"
         f" {in_flight_ended:.1f} s after the kill; next pull (another image) served"
         f" {recovered:.1f} s after the kill"
     )
