@@ -88,3 +88,21 @@ async def test_calls_spread_over_replicas_and_skip_one_not_serving() -> None:
         await clients.close()
         for server, _health, _address in (first, second):
             await server.stop(None)
+
+
+async def test_one_replica_reporting_not_serving_does_not_refuse_the_layer() -> None:
+    seen: Counter[str] = Counter()
+    first = await _replica("a", seen)
+    second = await _replica("b", seen)
+    clients = _clients([first[2], second[2]])
+    try:
+        await _call(clients)
+        # What the background poll records when its Check reaches a replica
+        # that is not serving: for one address the layer is down, for a
+        # replicated layer grpc's own health checking decides per replica.
+        clients.health["source"] = health_pb2.HealthCheckResponse.NOT_SERVING
+        await _call(clients)
+    finally:
+        await clients.close()
+        for server, _health, _address in (first, second):
+            await server.stop(None)
