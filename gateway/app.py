@@ -51,6 +51,7 @@ def build_pipeline(config: Config) -> tuple[Pipeline, DecisionLog, AdmittedStore
     # Other replicas' folders (their pulls in flight) are not touched.
     staging = StagingStore(state / "staging")
     if config.replica_id:
+        staging.claim_replica(config.replica_id)
         staging.clear_replica(config.replica_id)
     clients = LayerClients(config.services, config.limits.layer_timeout, config.services_tls)
     publisher = None

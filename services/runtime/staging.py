@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import re
 import shutil
@@ -104,6 +105,8 @@ def _full_is_staging_full() -> Iterator[None]:
 class StagingStore:
     def __init__(self, root: Path) -> None:
         self.root = root
+        #: Lock files of the replica folders this process holds (claim_replica).
+        self._claims: list[BinaryIO] = []
 
     def session_dir(self, session: str) -> Path:
         if not _SESSION_RE.fullmatch(session):
@@ -145,6 +148,25 @@ class StagingStore:
         if not REPLICA_RE.fullmatch(replica):
             raise StagingError(f"invalid replica id {replica[:80]!r}")
         return self.root / replica
+
+    def claim_replica(self, replica: str) -> None:
+        """Hold ``replica``'s folder for as long as this store lives (an flock).
+
+        Two gateways given one replica id on one state_dir would empty each
+        other's pulls at start-up: the second is refused instead.
+        """
+        locks = self.root / ".replicas"
+        locks.mkdir(parents=True, exist_ok=True)
+        handle = (locks / self.replica_dir(replica).name).open("ab")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise StagingError(
+                f"replica id {replica!r} is in use by another gateway on {self.root}:"
+                " give each replica its own replica_id (or PULLGUARD_REPLICA_ID)"
+            ) from None
+        self._claims.append(handle)
 
     def clear_replica(self, replica: str) -> None:
         """Empty one replica's folder: what its pulls left when it stopped.

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.support.gated_proxy import GatedProxy
-from tests.support.gateway_process import Gateway
+from tests.support.gateway_process import Gateway, Process
 from tests.support.images import OCI_INDEX, OCI_MANIFEST, build_image, push, random_layers
 from tests.support.registry_process import RegistryProcess
 from tests.support.stack import LAYERS, Pullguard
@@ -87,3 +87,10 @@ def test_a_restarting_replica_leaves_the_others_pull_in_flight_alone(
     # b serves what a admitted, from the shared admitted store.
     again = _manifest(second.address, "/v2/lab/team/slow/manifests/v1")
     assert again.status_code == 200 and again.content == image.manifest
+    # A third gateway given a's replica id would empty a's folder: it is refused.
+    duplicate = _replica(first, "a")
+    replicas.append(duplicate)
+    Process.start(duplicate)
+    assert duplicate.process is not None
+    assert duplicate.process.wait(60) != 0
+    assert "'a' is in use by another gateway" in duplicate.log.read_text()

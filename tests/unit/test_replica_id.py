@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pullguard.services.runtime.config import parse_config
-from pullguard.services.runtime.errors import ConfigError
+from pullguard.services.runtime.errors import ConfigError, StagingError
 from pullguard.services.runtime.staging import StagingStore
 
 BASE = "upstreams: {lab: {url: 'http://127.0.0.1:5001', insecure: true}}\n"
@@ -47,3 +47,12 @@ def test_sessions_stay_inside_their_replica_folder(tmp_path: Path) -> None:
     for bad in ("../" + "a" * 32, "gw-1/../x", "a/b/c", "/abs"):
         with pytest.raises(Exception, match="invalid staging session"):
             staging.session_dir(bad)
+
+
+def test_a_replica_id_held_by_another_gateway_is_refused(tmp_path: Path) -> None:
+    first = StagingStore(tmp_path / "staging")
+    first.claim_replica("gw-1")
+    second = StagingStore(tmp_path / "staging")
+    with pytest.raises(StagingError, match="'gw-1' is in use by another gateway"):
+        second.claim_replica("gw-1")
+    second.claim_replica("gw-2")  # another id is free
