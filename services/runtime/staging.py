@@ -153,9 +153,10 @@ class StagingStore:
         """Hold ``replica``'s folder for as long as this store lives (an flock).
 
         Two gateways given one replica id on one state_dir would empty each
-        other's pulls at start-up: the second is refused instead.
+        other's pulls at start-up: the second is refused instead. The lock
+        files live beside the store (``<state_dir>/replicas/``), not in it.
         """
-        locks = self.root / ".replicas"
+        locks = self.root.parent / "replicas"
         locks.mkdir(parents=True, exist_ok=True)
         handle = (locks / self.replica_dir(replica).name).open("ab")
         try:
