@@ -10,7 +10,6 @@ server and stopped in its ``on_stopping`` hook.
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 from aiohttp import web
@@ -55,10 +54,13 @@ def build_pipeline(
     # What a crash left half-done: audit lines, index.json, temporary files.
     log_reconciled(reconcile(decisions, admitted))
     quarantine = Quarantine(state / "quarantine")
-    # One gateway owns a state_dir: whatever a crash left in staging was never
+    # Whatever this replica's crash left in its own staging folder was never
     # admitted and is not trusted now, so it goes before the first pull.
-    shutil.rmtree(state / "staging", ignore_errors=True)
+    # Other replicas' folders (their pulls in flight) are not touched.
     staging = StagingStore(state / "staging")
+    if config.replica_id:
+        staging.claim_replica(config.replica_id)
+        staging.clear_replica(config.replica_id)
     clients = LayerClients(config.services, config.limits.layer_timeout, config.services_tls)
     publisher = Publisher.for_target(config, admitted, decisions)
     pipeline = Pipeline(

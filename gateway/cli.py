@@ -21,6 +21,7 @@ from pullguard.services.runtime.config import (
     ConfigUnreadable,
     load_config,
 )
+from pullguard.services.runtime.config.settings import is_replicated
 from pullguard.services.runtime.errors import ConfigError, PullguardError
 from pullguard.services.runtime.logs import configure_logging
 from pullguard.services.runtime.main import run_service
@@ -314,7 +315,13 @@ def _validate(path: str, strict: bool) -> int:
 def _check_addresses_free(config: Config) -> None:
     """Refuse before anything starts when an address to listen on is taken."""
     wanted = {"listen": config.listen, "grpc_listen": config.grpc_listen}
-    wanted.update({f"services.{name}": address for name, address in config.services.items()})
+    wanted.update(
+        {
+            f"services.{name}": address
+            for name, address in config.services.items()
+            if not is_replicated(address)  # `up` refuses these: it listens on one address
+        }
+    )
     if config.console_listen is not None:
         wanted["console_listen"] = config.console_listen
     wanted.update({f"metrics_listen.{n}": a for n, a in config.metrics_listen.items()})

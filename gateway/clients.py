@@ -14,7 +14,11 @@ Every call has a deadline. A call that does not complete becomes one of:
   security verdict; never cached.
 
 Each layer's health is polled in the background; a call to a layer whose
-last reported status is NOT_SERVING fails at once.
+last reported status is NOT_SERVING fails at once. A layer run as several
+replicas (a list of addresses or ``dns:///``, see
+:mod:`~pullguard.services.runtime.channels`) is balanced round-robin over its
+replicas that report SERVING; a call that finds its replica gone (UNAVAILABLE
+from the channel) is tried once more, on another replica.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from opentelemetry.trace import Span, SpanKind
 
 from pullguard.services.runtime.channels import open_channel
 from pullguard.services.runtime.config import LAYERS, ServicesTls
+from pullguard.services.runtime.config.settings import is_replicated
 from pullguard.services.runtime.errors import (
     LayerUnavailable,
     PullguardError,
@@ -100,6 +105,10 @@ class LayerClients:
         if missing:
             raise PullguardError(f"no address for layer services: {', '.join(missing)}")
         self._channels = {name: open_channel(addresses[name], tls) for name in LAYERS}
+        #: Layers run as several replicas: grpc health-checks each replica and
+        #: round-robins over those SERVING, so one replica's NOT_SERVING
+        #: (which a poll may reach) does not refuse the layer's calls.
+        self._replicated = {name for name in LAYERS if is_replicated(addresses[name])}
         self._stubs = {name: _STUBS[name](self._channels[name]) for name in LAYERS}
         self.default_timeout = default_timeout
         self._tracer = tracer("gateway")
@@ -120,7 +129,7 @@ class LayerClients:
     ) -> Any:
         """Call ``layer.method`` and translate every failure (see module doc)."""
         self._watch_health()
-        if self.health.get(layer) == _NOT_SERVING:
+        if self.health.get(layer) == _NOT_SERVING and layer not in self._replicated:
             raise LayerUnavailable(
                 layer, f"{layer}: not serving (its health check fails)", "layer_not_serving"
             )
@@ -136,7 +145,8 @@ class LayerClients:
                     if not _unreachable(exc):
                         raise
                 # Every layer RPC is idempotent, so one more try that waits briefly
-                # for the connection lets a restarted layer serve the next pull.
+                # for the connection lets a restarted layer, or another replica
+                # of it (round-robin), serve the call.
                 try:
                     await asyncio.wait_for(self._channels[layer].channel_ready(), RECONNECT_WAIT)
                 except TimeoutError:

@@ -18,7 +18,9 @@ index whose children are all present is pushed, with the tags that, in the
 admitted store, still point at it.
 
 Every acknowledged manifest PUT is recorded in the decision database, so a
-later pull of a published image costs the target nothing. A failure raises
+later pull of a published image costs the target one HEAD: the target is the
+store of record, and a manifest gone from it (withdrawn by another replica's
+``reevaluate``) is not served from any replica's cache. A failure raises
 :class:`TargetError`; blobs uploaded before it may stay in the target,
 unreferenced (no manifest, no tag: no image), until its garbage collector
 runs. They are verified bytes.
@@ -149,6 +151,20 @@ class Publisher:
         if depth < MAX_CASCADE_DEPTH:
             await self._parents(repository, digest, policy_version, depth, outcome)
         return outcome
+
+    async def withdrawn_elsewhere(self, repository: str, digest: str) -> bool:
+        """Whether an image recorded as published here is gone from the target.
+
+        The target is the store of record that every replica shares: a
+        manifest deleted there (a ``reevaluate`` on another replica, or an
+        operator) is no longer admitted, whatever this replica's records say.
+        One HEAD; an image not yet recorded as published is not asked about
+        (its publish pushes it). A target that cannot answer raises TargetError.
+        """
+        if self.decisions.published(self.key, repository, digest) != digest:
+            return False
+        name = self.target.repository(repository)
+        return not await self.client.has_manifest(name, digest)
 
     async def withdraw(self, repository: str, digest: str) -> list[str]:
         """Delete a revoked manifest from the target; return the references it had there.

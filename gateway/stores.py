@@ -26,10 +26,18 @@ The admitted store is never trusted blindly:
   again.
 - **At start-up** :meth:`AdmittedStore.reconcile` removes temporary files a
   crash left, and makes ``index.json`` agree with the database's admissions.
+
+Several gateway processes (replicas) may share one state_dir: every
+read-modify-write of ``index.json`` (and the start-up sweep of temporary
+files, which could otherwise take another replica's half-written index)
+holds an exclusive ``flock`` on ``index.json.lock`` beside it, besides the
+in-process lock; the write itself stays an atomic rename.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -52,6 +60,7 @@ _OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 _DECISION_ID_RE = re.compile(r"[0-9a-f]{32}")
 _REF_NAME = "org.opencontainers.image.ref.name"
 _TMP_PREFIX = ".tmp-"
+_INDEX_LOCK = "index.json.lock"
 
 log = logging.getLogger("pullguard.gateway")
 
@@ -110,15 +119,24 @@ class AdmittedStore:
         layout = root / "oci-layout"
         if not layout.exists():
             _atomic_write(layout, b'{"imageLayoutVersion":"1.0.0"}')
-        if not (root / "index.json").exists():
-            _atomic_write(
-                root / "index.json",
-                json.dumps({"schemaVersion": 2, "mediaType": _OCI_INDEX, "manifests": []}).encode(),
-            )
         self._lock = threading.Lock()
+        with self._index_locked():
+            if not (root / "index.json").exists():
+                empty = {"schemaVersion": 2, "mediaType": _OCI_INDEX, "manifests": []}
+                _atomic_write(root / "index.json", json.dumps(empty).encode())
         #: digest -> (size, ctime_ns, inode) of the file when its hash was last checked.
         self._stamps: dict[str, tuple[int, int, int]] = {}
         self.damaged_dir = root.parent / "damaged"
+
+    @contextlib.contextmanager
+    def _index_locked(self) -> Iterator[None]:
+        """Hold index.json for a read-modify-write: against threads here and other processes."""
+        with self._lock, (self.root / _INDEX_LOCK).open("ab") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
     def _read_index(self) -> dict[str, Any]:
         index: dict[str, Any] = json.loads((self.root / "index.json").read_bytes())
@@ -221,7 +239,7 @@ class AdmittedStore:
         (its tags come back at its next pull). ``dry`` only reports.
         """
         found = Reconciled()
-        with self._lock:
+        with self._index_locked():
             for temp in sorted(self.root.glob(f"{_TMP_PREFIX}*")):
                 found.tmp_files.append(temp.name)
                 if not dry:
@@ -283,7 +301,7 @@ class AdmittedStore:
         Rewritten (and fsynced) only when a name is new or pointed elsewhere:
         a cached pull of a tag that already names this manifest writes nothing.
         """
-        with self._lock:
+        with self._index_locked():
             index = self._read_index()
             manifests: list[dict[str, Any]] = index["manifests"]
             changed = False
@@ -309,7 +327,7 @@ class AdmittedStore:
         Blobs stay: they are content-addressed and may belong to other images.
         """
         prefixes = (f"{repository}@", f"{repository}:")
-        with self._lock:
+        with self._index_locked():
             index = self._read_index()
             manifests: list[dict[str, Any]] = index["manifests"]
             kept = [
@@ -335,9 +353,11 @@ class Quarantine:
             raise StagingError(f"invalid quarantine id {decision_id[:80]!r}")
         return self.root / decision_id
 
-    def put(self, staging: StagingStore, session: str, report: Mapping[str, Any]) -> Path:
-        """Move a session's staged content here and write its report."""
-        entry = self.entry_dir(session)
+    def put(
+        self, staging: StagingStore, session: str, report: Mapping[str, Any], decision_id: str
+    ) -> Path:
+        """Move a session's staged content here, as entry ``decision_id``, and write its report."""
+        entry = self.entry_dir(decision_id)
         entry.mkdir(parents=True, exist_ok=True)
         staged = staging.session_dir(session)
         if staged.is_dir():

@@ -55,6 +55,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pullguard.services.runtime.config import LAYERS, MAX_SOCKET_PATH, Config, ServicesTls
+from pullguard.services.runtime.config.settings import is_replicated
 from pullguard.services.runtime.errors import PullguardError
 from pullguard.services.runtime.resources import raise_open_file_limit
 from pullguard.services.runtime.tls import channel_credentials, channel_options
@@ -239,6 +240,13 @@ class Stack:
         ``services_tls`` is set (all of them when ``ephemeral``, as ``check``
         does without a gateway)."""
         configured = {} if ephemeral else dict(config.services)
+        replicated = sorted(name for name, address in configured.items() if is_replicated(address))
+        if replicated:
+            raise PullguardError(
+                f"services.{replicated[0]} in {config.source} names several replicas: `up` runs"
+                " one process per layer; run each replica with `pullguard serve LAYER` and the"
+                " gateway with `pullguard serve gateway`"
+            )
         socket_dir = None
         if config.services_tls is None and any(name not in configured for name in LAYERS):
             socket_dir, _ = private_socket_dir(config.state_dir, unique=ephemeral)

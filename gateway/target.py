@@ -45,6 +45,15 @@ MAX_NAME_LENGTH = 255
 MAX_TOKEN_LIFETIME = 3600.0
 
 ContentFactory = Callable[[], AsyncIterator[bytes]]
+#: Every manifest media type pullguard admits, for a HEAD by digest.
+_ACCEPT = ", ".join(
+    (
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -103,6 +112,20 @@ class RegistryTarget:
         if response.status_code == 404:
             return False
         raise self._failed(response, f"HEAD blob {digest}")
+
+    async def has_manifest(self, name: str, digest: str) -> bool:
+        """Whether the target still holds manifest ``digest`` of ``name`` (HEAD by digest)."""
+        what = f"HEAD manifest {name}@{digest}"
+        async with self._deadline(self.limits.manifest_deadline, what):
+            response = await self._send(
+                "HEAD", name, f"/v2/{name}/manifests/{digest}", headers={"Accept": _ACCEPT}
+            )
+        if response.status_code == 404:
+            return False
+        if response.status_code != 200:
+            raise self._failed(response, what)
+        self._check_digest(response, digest, what)
+        return True
 
     async def push_blob(self, name: str, digest: str, path: Path, size: int) -> None:
         """Upload one blob from ``path``, streamed, in one monolithic PUT."""

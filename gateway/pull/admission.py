@@ -92,9 +92,9 @@ class Admissions:
             and not any(step.error for step in report.steps)
             and self.staging.session_dir(pull.session).exists()
         ):
-            self.quarantine.put(self.staging, pull.session, report.as_json())
+            self.quarantine.put(self.staging, pull.session, report.as_json(), report.decision_id)
             self.decisions.quarantined(
-                pull.session, report.time, report.reference_text, report.digest, report.reason
+                report.decision_id, report.time, report.reference_text, report.digest, report.reason
             )
         else:
             self.discard(pull)
@@ -118,6 +118,8 @@ class Admissions:
             self.admitted.move_aside(digest)
             return None
         if not await self._blobs_intact(report.repository, digest):
+            return None
+        if await self._withdrawn_elsewhere(pull, digest):
             return None
         report.digest = digest
         report.media_type = admission.media_type
@@ -160,6 +162,34 @@ class Admissions:
         if data is None:
             report.outage = {}
         return data
+
+    async def _withdrawn_elsewhere(self, pull: Pull, digest: str) -> bool:
+        """Whether the registry target no longer holds this published image.
+
+        The target is the store of record: gone from it means revoked, here
+        too. The admission is revoked and its publication forgotten, and the
+        pull verifies again (under the current policy; admitted again, it is
+        pushed again). A target that cannot answer fails the pull (the
+        ``target`` step), as a failed publish does.
+        """
+        if self.publisher is None:
+            return False
+        report = pull.report
+        watch = Stopwatch()
+        try:
+            gone = await self.publisher.withdrawn_elsewhere(report.repository, digest)
+        except TargetError as exc:
+            report.add_error("target", StepName.PUBLISH, exc.message, watch.ms)
+            raise
+        if gone:
+            log.warning(
+                "%s@%s is gone from the target: revoked here too, verifying again",
+                report.repository,
+                digest,
+            )
+            self.revoke(report.repository, digest)
+            self.decisions.forget_published(self.publisher.key, report.repository, digest)
+        return gone
 
     async def _blobs_intact(self, repository: str, digest: str) -> bool:
         """Whether every blob of an admitted manifest is present and still verified.
@@ -216,7 +246,9 @@ class Admissions:
         # image is not admitted and its next pull verifies and pushes again.
         await self.publish(pull, report.digest, summary.media_type)
         return Admitting(
-            Admission(report.repository, report.digest, summary.media_type, size, session),
+            Admission(
+                report.repository, report.digest, summary.media_type, size, report.decision_id
+            ),
             blobs.keys,
             [(m.digest, m.media_type, m.size) for m in summary.manifests],
         )

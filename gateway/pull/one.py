@@ -89,8 +89,9 @@ class Pull:
 
     @property
     def session(self) -> str:
-        """The staging session: the decision id."""
-        return self.report.decision_id
+        """The staging session: ``<replica id>/<decision id>``, in this replica's own folder."""
+        replica = self.config.replica_id
+        return f"{replica}/{self.report.decision_id}" if replica else self.report.decision_id
 
     @property
     def plan(self) -> common_pb2.Plan:

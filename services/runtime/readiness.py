@@ -42,7 +42,7 @@ def readiness_for(layer: str, config: Config) -> Callable[[], list[str]]:
 
 
 def _staging_problems(staging: Path, writable: bool) -> list[str]:
-    # The gateway empties the staging store when it starts; a store that is
+    # Each gateway empties its own folder of the store when it starts; a store that is
     # merely absent is made again. One that cannot be made (a file in its
     # place, a read-only disk) stops the layer.
     try:

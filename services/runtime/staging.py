@@ -1,7 +1,9 @@
 """The staging content store shared by the fetcher and the checks.
 
 Layout: ``<root>/<session>/<algorithm>/<hex>``. A session is one pull's
-scratch space (normally the decision id). Content is written to a temporary
+scratch space: ``<replica>/<decision id>`` for a gateway replica (each
+gateway has its own folder under the root, and at start-up empties only that
+one), or a bare name. Content is written to a temporary
 file and renamed into place on commit, so a reader never sees half a blob.
 Keys are digests validated by :mod:`digests`, so no key can name a path
 outside the store. The key says what the content was fetched *as*; it is a
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import re
 import shutil
@@ -27,7 +30,10 @@ from pullguard.services.runtime.errors import StagingError, StagingFull
 #: Errors that mean the staging filesystem is full (or the quota used up).
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
-_SESSION_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+#: A gateway replica's folder name (see ``replica_id`` in the README).
+REPLICA_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
+#: ``[<replica>/]<name>``: at most one level below a replica's folder.
+_SESSION_RE = re.compile(r"(?:[a-z0-9][a-z0-9_.-]{0,62}/)?[a-z0-9][a-z0-9_-]{0,63}")
 
 
 class StagedWriter:
@@ -99,6 +105,8 @@ def _full_is_staging_full() -> Iterator[None]:
 class StagingStore:
     def __init__(self, root: Path) -> None:
         self.root = root
+        #: Lock files of the replica folders this process holds (claim_replica).
+        self._claims: list[BinaryIO] = []
 
     def session_dir(self, session: str) -> Path:
         if not _SESSION_RE.fullmatch(session):
@@ -135,3 +143,35 @@ class StagingStore:
 
     def discard(self, session: str) -> None:
         shutil.rmtree(self.session_dir(session), ignore_errors=True)
+
+    def replica_dir(self, replica: str) -> Path:
+        if not REPLICA_RE.fullmatch(replica):
+            raise StagingError(f"invalid replica id {replica[:80]!r}")
+        return self.root / replica
+
+    def claim_replica(self, replica: str) -> None:
+        """Hold ``replica``'s folder for as long as this store lives (an flock).
+
+        Two gateways given one replica id on one state_dir would empty each
+        other's pulls at start-up: the second is refused instead. The lock
+        files live beside the store (``<state_dir>/replicas/``), not in it.
+        """
+        locks = self.root.parent / "replicas"
+        locks.mkdir(parents=True, exist_ok=True)
+        handle = (locks / self.replica_dir(replica).name).open("ab")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise StagingError(
+                f"replica id {replica!r} is in use by another gateway on {self.root}:"
+                " give each replica its own replica_id (or PULLGUARD_REPLICA_ID)"
+            ) from None
+        self._claims.append(handle)
+
+    def clear_replica(self, replica: str) -> None:
+        """Empty one replica's folder: what its pulls left when it stopped.
+
+        Only that replica's own: another replica's pulls in flight stay.
+        """
+        shutil.rmtree(self.replica_dir(replica), ignore_errors=True)

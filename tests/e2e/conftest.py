@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.gateway_process import Process
 from tests.support.registry_process import RegistryProcess
 from tests.support.stack import Pullguard, write_config
 
@@ -20,16 +21,35 @@ def _require(binary: str) -> None:
         )
 
 
-@pytest.fixture
-def upstream(tmp_path: Path) -> Iterator[RegistryProcess]:
+def _registry(root: Path) -> Iterator[RegistryProcess]:
     _require("docker-registry")
     _require("skopeo")
-    registry = RegistryProcess(tmp_path / "upstream")
+    registry = RegistryProcess(root)
     registry.start()
     try:
         yield registry
     finally:
         registry.stop()
+
+
+@pytest.fixture
+def upstream(tmp_path: Path) -> Iterator[RegistryProcess]:
+    yield from _registry(tmp_path / "upstream")
+
+
+@pytest.fixture
+def target(tmp_path: Path) -> Iterator[RegistryProcess]:
+    """A second registry: the private registry of ``target: {kind: registry}`` (deletes on)."""
+    yield from _registry(tmp_path / "target")
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Process]]:
+    """``pullguard serve`` processes a test started; stopped, last first, after it."""
+    started: list[Process] = []
+    yield started
+    for process in reversed(started):
+        process.stop()
 
 
 @pytest.fixture

@@ -7,11 +7,10 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.support.images import (
     OCI_INDEX,
@@ -31,16 +30,6 @@ from tests.support.stack import Pullguard, pullguard_command
 
 StartPullguard = Callable[..., Pullguard]
 ACCEPT = ", ".join((OCI_MANIFEST, OCI_INDEX))
-
-
-@pytest.fixture
-def target(tmp_path: Path) -> Iterator[RegistryProcess]:
-    registry = RegistryProcess(tmp_path / "target")
-    registry.start()
-    try:
-        yield registry
-    finally:
-        registry.stop()
 
 
 def _target_config(registry: RegistryProcess, prefix: str = "mirror") -> dict[str, object]:
@@ -127,11 +116,12 @@ def test_admitted_image_lands_in_the_target_byte_for_byte(
     decision_id = pg.get("/v2/lab/team/app/manifests/v1").headers["X-Pullguard-Decision"]
     report = _decision(pg, decision_id)
     assert report["decision"] == "ALLOW"
-    # A published image is not pushed again: the second pull asked the target nothing.
+    # A published image is not pushed again: the second pull only asked the target
+    # whether it still holds the manifest (the store of record, see test_replica_target).
     seen = len(target.requests())
     again = pull(f"{pg.address}/lab/team/app:v1", tmp_path / "out2", "v1")
     assert again.returncode == 0, again.stderr
-    assert target.requests()[seen:] == []
+    assert target.requests()[seen:] == [f"HEAD /v2/{name}/manifests/{image.digest}"]
 
 
 def test_first_publish_reports_what_it_pushed(

@@ -160,7 +160,9 @@ async def test_a_layer_failing_mid_pull_leaves_no_quarantine_entry(
     assert not result.allowed
     assert list(pipeline.quarantine.root.iterdir()) == []
     assert pipeline.decisions.list_quarantine() == []
-    assert not pipeline.staging.session_dir(result.report.decision_id).exists()
+    # The pull's session is in this replica's own folder (see Pull.session).
+    session = f"{pipeline.config.replica_id}/{result.report.decision_id}"
+    assert not pipeline.staging.session_dir(session).exists()
 
 
 async def test_a_denial_with_findings_is_still_quarantined(

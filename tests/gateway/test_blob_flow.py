@@ -246,4 +246,6 @@ async def test_one_blob_failing_cancels_the_others_and_fails_the_pull(
         assert decision["decision"] == "DENY" and decision["denied_by"] == "format"
     else:
         assert decision["decision"] == "OUTAGE" and isinstance(result.error, UpstreamError)
-    assert not pipeline.staging.session_dir(result.report.decision_id).exists()
+    # The pull's session is in this replica's own folder (see Pull.session).
+    session = f"{pipeline.config.replica_id}/{result.report.decision_id}"
+    assert not pipeline.staging.session_dir(session).exists()

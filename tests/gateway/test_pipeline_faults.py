@@ -267,7 +267,9 @@ async def test_o03_no_fault_turns_into_allow(
         assert decisions[0]["decision"] == "DENY" and decisions[0]["outcome"] == "denied"
         assert decisions[0]["denied_by"], decisions[0]
     # Nothing of the pull is left in staging: it was quarantined or discarded.
-    assert not pipeline.staging.session_dir(result.report.decision_id).exists()
+    # The pull's session is in this replica's own folder (see Pull.session).
+    session = f"{pipeline.config.replica_id}/{result.report.decision_id}"
+    assert not pipeline.staging.session_dir(session).exists()
 
 
 @settings(

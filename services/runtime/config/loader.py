@@ -34,6 +34,7 @@ from pullguard.services.runtime.config.settings import (
     Upstream,
     read_hostport,
     read_limits,
+    read_replica_id,
     read_services,
     read_services_tls,
     read_target,
@@ -66,6 +67,8 @@ class Config:
     console_listen: str | None = None
     metrics_listen: Mapping[str, str] = dataclasses.field(default_factory=dict)
     logging: LogSettings = LogSettings()
+    #: This gateway replica's staging folder name (empty: no replica folder).
+    replica_id: str = ""
 
     def with_services(self, services: Mapping[str, str]) -> Config:
         merged = dict(self.services)
@@ -109,6 +112,7 @@ def _parse_config(reader: Reader, text: str) -> Config:
             "metrics_listen",
             "log_format",
             "log_level",
+            "replica_id",
         },
     )
     listen = got.attempt("", read_hostport, reader, data.get("listen", "127.0.0.1:5000"), "listen")
@@ -160,6 +164,7 @@ def _parse_config(reader: Reader, text: str) -> Config:
         logging=got.attempt(
             LogSettings(), read_log_settings, reader, data.get("log_format"), data.get("log_level")
         ),
+        replica_id=got.attempt("", read_replica_id, reader, data.get("replica_id")),
     )
 
 

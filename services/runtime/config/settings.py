@@ -6,7 +6,10 @@ error names the key (see :mod:`.reader`).
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -404,6 +407,72 @@ def read_telemetry(reader: Reader, raw: Any) -> Telemetry:
 def read_services(reader: Reader, raw: Any) -> dict[str, str]:
     services_raw = reader.mapping(raw, "services")
     reader.known(services_raw, "services", set(LAYERS))
-    return {
-        name: _service_address(reader, v, f"services.{name}") for name, v in services_raw.items()
-    }
+    return {name: _layer_target(reader, v, f"services.{name}") for name, v in services_raw.items()}
+
+
+#: gRPC target schemes of a layer run as several replicas (client-side round-robin).
+REPLICATED_SCHEMES = ("ipv4:", "ipv6:", "dns:")
+MAX_REPLICA_ADDRESSES = 64
+
+
+def is_replicated(address: str) -> bool:
+    """Whether a layer address names several replicas (a list, or a DNS name)."""
+    return address.startswith(REPLICATED_SCHEMES)
+
+
+def _layer_target(reader: Reader, value: Any, key: str) -> str:
+    """One address, ``dns:///NAME:PORT``, or a list of IP HOST:PORT (one gRPC target)."""
+    if isinstance(value, str) and value.startswith("dns:"):
+        if not value.startswith("dns:///"):
+            raise reader.fail(key, f"must be dns:///NAME:PORT (no DNS authority), got {value!r}")
+        read_hostport(reader, value.removeprefix("dns:///"), key)
+        return value
+    if not isinstance(value, list):
+        return _service_address(reader, value, key)
+    addresses = reader.strings(value, key)
+    if not 1 <= len(addresses) <= MAX_REPLICA_ADDRESSES:
+        raise reader.fail(key, f"must list 1 to {MAX_REPLICA_ADDRESSES} addresses")
+    families = set()
+    for index, address in enumerate(addresses):
+        read_hostport(reader, address, f"{key}[{index}]")
+        host = address.rpartition(":")[0].strip("[]")
+        try:
+            families.add(ipaddress.ip_address(host).version)
+        except ValueError:
+            raise reader.fail(
+                f"{key}[{index}]",
+                f"a list holds IP addresses; for a name use dns:///{address}, got {address!r}",
+            ) from None
+    if len(families) > 1:
+        raise reader.fail(key, "mixes IPv4 and IPv6 addresses")
+    if len(addresses) == 1:
+        return addresses[0]
+    return f"ipv{families.pop()}:{','.join(addresses)}"
+
+
+#: Where a gateway replica's id comes from when the file gives none.
+REPLICA_ENV = "PULLGUARD_REPLICA_ID"
+_REPLICA_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
+
+
+def read_replica_id(reader: Reader, raw: Any) -> str:
+    """``replica_id``, else ``$PULLGUARD_REPLICA_ID``, else the host name.
+
+    Names the replica's own staging folder (``state_dir/staging/<id>``), the
+    only one it empties at start-up: replicas sharing a state_dir need
+    distinct ids. A host name is lowercased and its other characters become
+    ``-``; a given id must already be a lowercase name.
+    """
+    if raw is not None:
+        text = reader.string(raw, "replica_id")
+    elif os.environ.get(REPLICA_ENV):
+        text = os.environ[REPLICA_ENV]
+    else:
+        host = re.sub(r"[^a-z0-9_.-]", "-", socket.gethostname().lower())
+        text = host.lstrip("-_.")[:63] or "gateway"
+    if not _REPLICA_RE.fullmatch(text):
+        origin = "replica_id" if raw is not None else REPLICA_ENV
+        raise reader.fail(
+            origin, f"must be a lowercase name of letters, digits, '.', '_', '-', got {text[:80]!r}"
+        )
+    return text
