@@ -8,76 +8,22 @@ configuration is touched); a second run reuses the base image and the layers.
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.support.podman_image import IMAGE, RLIMITS, SERVING, free_port, health, podman
 from tests.support.shared import REPO
-
-STORE = REPO / "build" / "image-test"
-PODMAN = [
-    "podman",
-    "--root",
-    str(STORE / "root"),
-    "--runroot",
-    str(STORE / "runroot"),
-    "--storage-driver",
-    "vfs",
-    "--cgroup-manager",
-    "cgroupfs",
-    "--events-backend",
-    "file",
-    # crun cannot raise rlimits in this sandbox; runc with explicit ones can.
-    "--runtime",
-    "runc",
-]
-RLIMITS = ["--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096"]
-IMAGE = "localhost/pullguard:image-test"
 
 # The first build makes the base image too: minutes on a loaded machine.
 pytestmark = pytest.mark.timeout(2400)
 
 
-def podman(*args: str, timeout: float = 300, check: bool = True) -> str:
-    done = subprocess.run(
-        [*PODMAN, *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if check:
-        assert done.returncode == 0, f"podman {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
-    return done.stdout + done.stderr
-
-
 def run(*args: str, entrypoint: str | None = None) -> str:
     extra = ["--entrypoint", entrypoint] if entrypoint else []
     return podman("run", "--rm", "--network", "none", *RLIMITS, *extra, IMAGE, *args)
-
-
-@pytest.fixture(scope="module")
-def image() -> str:
-    STORE.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        ["make", "--no-print-directory", "image", f"IMAGE={IMAGE}", f"PODMAN={' '.join(PODMAN)}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
-    assert done.returncode == 0, f"make image:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
-    return IMAGE
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def test_the_image_reports_its_version(image: str) -> None:
@@ -111,7 +57,7 @@ def test_the_final_stage_has_no_build_tools_and_the_generated_code(image: str) -
 @pytest.fixture
 def analysis(image: str) -> Iterator[int]:
     """The analysis layer from the image, on a loopback port, read-only root."""
-    port = _free_port()
+    port = free_port()
     name = f"pullguard-image-test-{port}"
     podman(
         "run", "-d", "--name", name, *RLIMITS, "--read-only",
@@ -126,26 +72,8 @@ def analysis(image: str) -> Iterator[int]:
         podman("rm", "-f", "-t", "5", name, check=False)
 
 
-def _health(address: str, deadline: float) -> int:
-    """The health status at address, retried until deadline (bounded)."""
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        with grpc.insecure_channel(address) as channel:
-            try:
-                reply = health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(service=""), timeout=3
-                )
-                status: int = reply.status
-                return status
-            except grpc.RpcError as exc:
-                last = exc
-        time.sleep(0.5)
-    raise AssertionError(f"{address} did not answer its health check: {last}")
-
-
 def test_a_layer_from_the_image_answers_its_grpc_health_check(analysis: int) -> None:
-    status = _health(f"127.0.0.1:{analysis}", time.monotonic() + 60)
-    assert status == health_pb2.HealthCheckResponse.SERVING
+    assert health(f"127.0.0.1:{analysis}", time.monotonic() + 60) == SERVING
 
 
 def test_the_containerfile_builds_on_the_local_base_only() -> None:

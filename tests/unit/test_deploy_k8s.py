@@ -14,8 +14,6 @@ from __future__ import annotations
 import copy
 import ipaddress
 import os
-import shutil
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,9 +23,8 @@ import pytest
 import yaml
 
 from pullguard.services.runtime.config import LAYERS, load_config
-from tests.support.shared import REPO
+from tests.support.kustomize import K8S, render
 
-K8S = REPO / "deploy" / "k8s"
 OVERLAYS = ("single", "ha")
 #: The oldest Kubernetes with gRPC probes GA, and the newest the validator knows.
 KUBERNETES_VERSIONS = ("1.27.0", kubernetes_validate.utils.latest_version())
@@ -55,21 +52,6 @@ LOCAL_RANGES = (
     "fe80::/10",
 )
 PUBLIC_ADDRESSES = ("93.184.215.14", "2606:4700::6810:84e5")
-
-
-def _kustomize() -> list[str]:
-    if shutil.which("kustomize"):
-        return ["kustomize", "build"]
-    assert shutil.which("kubectl"), "neither kustomize nor kubectl: run make system-deps"
-    return ["kubectl", "kustomize"]
-
-
-def render(path: Path) -> list[dict[str, Any]]:
-    done = subprocess.run(
-        [*_kustomize(), str(path)], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert done.returncode == 0, f"kustomize {path}: {done.stderr}"
-    return [d for d in yaml.safe_load_all(done.stdout) if d]
 
 
 @pytest.fixture(scope="module")
