@@ -51,7 +51,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     clone = work / "clone"
     _run("git", "clone", "-q", REPO, clone, cwd=work)
     assert not list((clone / "protos" / "pullguard" / "v1").glob("*_pb2*.py"))
-    _run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", work / "dist", ".", cwd=clone)
+    _run(
+        sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", work / "dist", ".", cwd=clone
+    )
     wheels = list((work / "dist").glob("pullguard-*.whl"))
     assert len(wheels) == 1, wheels
     venv = work / "venv"
