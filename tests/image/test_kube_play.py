@@ -99,7 +99,10 @@ def _secrets(tmp_path: Path) -> list[str]:
 
 def _pod_address(deployment: str) -> str:
     infra = podman("pod", "inspect", "--format", "{{.InfraContainerID}}", f"{deployment}-pod-0")
-    address = podman("inspect", "--format", "{{.NetworkSettings.IPAddress}}", infra.strip()).strip()
+    address = podman(
+        "inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        infra.strip(),
+    ).strip()  # fmt: skip
     assert address, f"{deployment}: no pod address"
     return address
 
