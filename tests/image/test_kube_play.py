@@ -139,7 +139,9 @@ def played(image: str, tmp_path: Path) -> Iterator[tuple[int, str]]:
         for path in (second, first):
             if path.exists():
                 podman("kube", "down", str(path), check=False, timeout=120)
-        for name in volumes:
+        # The PVCs' volumes, and those podman 4.3 makes for each ConfigMap and
+        # Secret (stale files in them would outlive the next run's Secrets).
+        for name in [*volumes, "pullguard-config", *secrets]:
             podman("volume", "rm", "-f", name, check=False)
         for name in secrets:
             podman("secret", "rm", name, check=False)
