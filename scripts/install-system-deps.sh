@@ -23,6 +23,8 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # docker-compose (Debian's, 1.29) resolves and validates deploy/compose.yaml.
 command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)
 command -v docker-compose >/dev/null 2>&1 || need_apt+=(docker-compose)
+# catatonit: the pause process of podman's pods (`podman kube play`, make image-test).
+command -v catatonit >/dev/null 2>&1 || [ -x /usr/libexec/podman/catatonit ] || need_apt+=(catatonit)
 
 sudo_cmd=()
 if [ "$(id -u)" != 0 ]; then sudo_cmd=(sudo); fi
