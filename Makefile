@@ -8,7 +8,8 @@ STAMP  := $(VENV)/.installed-stamp
 TOOLS  := .tools/bin
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-unit test-e2e protos check-protos system-deps lint typecheck bench clean conformance
+.PHONY: install run test test-unit test-e2e protos check-protos system-deps lint typecheck bench clean conformance \
+	base-image image image-test
 
 install: $(STAMP)
 
@@ -70,6 +71,33 @@ typecheck: install
 
 bench: install system-deps
 	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(BIN)/python tests/bench/pull_bench.py $(BENCH_ARGS)
+
+# The container image (Containerfile): one image for every service. The base
+# image is made from Debian packages (scripts/make-base-image.sh), once; the
+# wheels (pullguard's own with its generated gRPC code, and its dependencies)
+# are fetched on this host, then installed in the build stage without an index.
+# PODMAN may carry global options (--root DIR --storage-driver vfs ...).
+# runc and explicit rlimits: crun cannot raise rlimits in some sandboxes;
+# both work everywhere else too.
+IMAGE      ?= localhost/pullguard:latest
+BASE_IMAGE ?= localhost/pullguard-base
+PODMAN     ?= podman
+IMAGE_BUILD_OPTS ?= --runtime runc --ulimit nofile=4096:4096 --ulimit nproc=4096:4096
+
+base-image:
+	$(PODMAN) image exists $(BASE_IMAGE) || PODMAN="$(PODMAN)" scripts/make-base-image.sh $(BASE_IMAGE)
+
+image: install base-image
+	rm -rf build/wheelhouse
+	$(BIN)/pip wheel -q --wheel-dir build/wheelhouse .
+	$(PODMAN) build $(IMAGE_BUILD_OPTS) --network host --build-arg BASE=$(BASE_IMAGE) \
+		-t $(IMAGE) -f Containerfile .
+
+# Builds the image (several minutes: the base image, then the build) and runs
+# it: --version, a layer's gRPC health check, `podman kube play` of deploy/k8s.
+# Not part of `make test`.
+image-test: install system-deps
+	PULLGUARD_IMAGE_TEST=1 PATH="$(CURDIR)/$(TOOLS):$$PATH" $(BIN)/pytest -q -ra tests/image $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .tools build *.egg-info

@@ -21,6 +21,12 @@ command -v setpriv >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # PostgreSQL: the tests start a throw-away cluster (initdb, pg_ctl) for `database:`.
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+# deploy/: mmdebstrap makes the image's base from Debian packages (make image);
+# docker-compose (Debian's, 1.29) resolves and validates deploy/compose.yaml.
+command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)
+command -v docker-compose >/dev/null 2>&1 || need_apt+=(docker-compose)
+# catatonit: the pause process of podman's pods (`podman kube play`, make image-test).
+command -v catatonit >/dev/null 2>&1 || [ -x /usr/libexec/podman/catatonit ] || need_apt+=(catatonit)
 
 sudo_cmd=()
 if [ "$(id -u)" != 0 ]; then sudo_cmd=(sudo); fi
@@ -69,8 +75,29 @@ if ! have_cosign; then
   install -m 0755 "$work/root/usr/bin/cosign" "$tools_dir/cosign"
 fi
 
+# kustomize renders deploy/k8s (tests/unit/test_deploy_k8s.py): kubectl's own
+# (kubectl kustomize, v4 or later: components) or a kustomize binary. Debian has
+# neither new enough (kubernetes-client is 1.20); with Go 1.22 or later (Debian
+# 13's golang-go), build kustomize from its Go module.
+have_kustomize() {
+  command -v kustomize >/dev/null 2>&1 || [ -x "$tools_dir/kustomize" ] ||
+    kubectl version --client 2>/dev/null | grep -Eq 'Kustomize Version: v[4-9]'
+}
+if ! have_kustomize; then
+  go_bin="$(command -v go || ls /usr/lib/go-1.*/bin/go 2>/dev/null | sort -V | tail -1)"
+  if [ -n "$go_bin" ] && "$go_bin" version | grep -Eq 'go1\.(2[2-9]|[3-9][0-9])'; then
+    echo "building kustomize into $tools_dir"
+    GOBIN="$tools_dir" "$go_bin" install sigs.k8s.io/kustomize/kustomize/v5@v5.4.3
+  else
+    echo "no kustomize: install kubectl (1.21 or later) or kustomize for deploy/k8s's tests" >&2
+    exit 1
+  fi
+fi
+
 command -v docker-registry >/dev/null
 command -v skopeo >/dev/null
+command -v mmdebstrap >/dev/null
+command -v docker-compose >/dev/null
 for client in podman buildah containerd ctr dockerd; do command -v "$client" >/dev/null; done
 if command -v cosign >/dev/null 2>&1; then cosign version 2>/dev/null | grep -m1 GitVersion || true
 else "$tools_dir/cosign" version 2>/dev/null | grep -m1 GitVersion || true; fi
