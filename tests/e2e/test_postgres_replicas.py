@@ -108,6 +108,8 @@ def _second_gateway(pg: Pullguard, tmp_path: Path) -> Iterator[str]:
         stdout=log,
         stderr=log,
         start_new_session=True,
+        # A replica of its own on the shared state_dir (its own staging folder).
+        env={**os.environ, "PULLGUARD_REPLICA_ID": "second"},
     )
     try:
         deadline = time.monotonic() + 60
