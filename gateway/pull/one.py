@@ -7,6 +7,7 @@ raises :class:`StepRefused`; the report already says which layer and why.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
@@ -86,6 +87,10 @@ class Pull:
         self.decisions = decisions
         self.staging = staging
         self._plan: common_pb2.Plan | None = None
+        #: What the pull holds until its verdict is recorded (the digest lock and
+        #: the cross-replica lease): closed by the pipeline after the conclusion,
+        #: so another pull of the digest finds the admission, never a half-made one.
+        self.held = contextlib.AsyncExitStack()
 
     @property
     def session(self) -> str:

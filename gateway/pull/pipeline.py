@@ -168,23 +168,27 @@ class Pipeline:
                 raise
             return Served(data)
         # Tags that resolve to one digest are verified once: the second pull
-        # waits for the first and then finds the admission.
-        async with self._digest_lock(report.repository, staged.local_digest):
-            # 3. served from the admitted store when this policy admitted it
-            # (`check` always runs every layer).
-            if pull.admit and not pull.forced:
-                data = await self.store.serve_cached(pull, staged.local_digest)
-                if data is not None:
-                    return Served(data)
-            report.waivers = manifest.waivers(pull, staged.local_digest)
-            # 4. format, hashverify, signature, source (and the index unit).
-            judged = await manifest.judge_manifest(pull, staged)
-            # 5. fetcher stages the blobs; hashverify, source and format judge them.
-            blobs = await stage_and_judge_blobs(pull, judged)
-            # 6 and 7. moved into the admitted store and pushed to the target
-            # (committed by _conclude), or only reported.
-            admitting = await self.store.admit(pull, judged, blobs) if pull.admit else None
-            return Verified(judged.staged.data, admitting)
+        # waits for the first and then finds the admission. The lock is held
+        # until _decide has recorded the verdict (Pull.held), so the admission
+        # it finds is committed, not in the making.
+        await pull.held.enter_async_context(
+            self._digest_lock(report.repository, staged.local_digest)
+        )
+        # 3. served from the admitted store when this policy admitted it
+        # (`check` always runs every layer).
+        if pull.admit and not pull.forced:
+            data = await self.store.serve_cached(pull, staged.local_digest)
+            if data is not None:
+                return Served(data)
+        report.waivers = manifest.waivers(pull, staged.local_digest)
+        # 4. format, hashverify, signature, source (and the index unit).
+        judged = await manifest.judge_manifest(pull, staged)
+        # 5. fetcher stages the blobs; hashverify, source and format judge them.
+        blobs = await stage_and_judge_blobs(pull, judged)
+        # 6 and 7. moved into the admitted store and pushed to the target
+        # (committed by _conclude), or only reported.
+        admitting = await self.store.admit(pull, judged, blobs) if pull.admit else None
+        return Verified(judged.staged.data, admitting)
 
     def _conclude(self, pull: Pull, outcome: Outcome) -> PullResult:
         """The one place a pull's verdict is set and recorded.
@@ -279,21 +283,22 @@ class Pipeline:
 
     async def _decide(self, pull: Pull) -> PullResult:
         """Fail closed: a refusal or anything unforeseen denies; an outage is only an outage."""
-        try:
-            outcome = await self.run(pull)
-        except StepRefused:
-            outcome = Refused()
-        except OUTAGES as exc:
-            outcome = Outage(exc)
-        except Exception as exc:  # noqa: BLE001 - fail closed on anything unforeseen
-            outcome = self._internal_error(pull, exc)
-        try:
-            return self._conclude(pull, outcome)
-        except Exception as exc:
-            if not isinstance(outcome, Verified):
-                raise
-            # The admission's commit failed: nothing was admitted.
-            return self._conclude(pull, self._internal_error(pull, exc))
+        async with pull.held:
+            try:
+                outcome = await self.run(pull)
+            except StepRefused:
+                outcome = Refused()
+            except OUTAGES as exc:
+                outcome = Outage(exc)
+            except Exception as exc:  # noqa: BLE001 - fail closed on anything unforeseen
+                outcome = self._internal_error(pull, exc)
+            try:
+                return self._conclude(pull, outcome)
+            except Exception as exc:
+                if not isinstance(outcome, Verified):
+                    raise
+                # The admission's commit failed: nothing was admitted.
+                return self._conclude(pull, self._internal_error(pull, exc))
 
     def _internal_error(self, pull: Pull, exc: Exception) -> Refused:
         log.exception("pull %s failed inside the gateway", pull.report.decision_id)
