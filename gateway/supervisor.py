@@ -361,7 +361,11 @@ class Stack:
             for name, p in self.processes.items()
         }
         entries["gateway"]["grpc"] = self.grpc_listen
-        (state / "up.json").write_text(json.dumps(entries, indent=2))
+        # Replaced whole (it is rewritten when a layer restarts): a reader, the
+        # CLI or a script, never sees a truncated file.
+        temp = state / f".up.json.{os.getpid()}"
+        temp.write_text(json.dumps(entries, indent=2))
+        os.replace(temp, state / "up.json")
 
     def exited(self) -> list[tuple[str, int]]:
         return [(n, p.returncode) for n, p in self.processes.items() if p.poll() is not None]

@@ -3,6 +3,7 @@ restart backoff and the open-file limit its children inherit."""
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
@@ -10,8 +11,10 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -177,3 +180,39 @@ def test_no_restart_leaves_a_dead_layer_down() -> None:
     for now in (100.0, 101.0, 200.0):
         assert restarter.step(now)
     assert stack.respawned == []
+
+
+def test_up_json_is_replaced_whole_so_a_reader_never_sees_half_of_it(tmp_path: Path) -> None:
+    """`up` rewrites up.json when it restarts a layer; the CLI and tests read it meanwhile."""
+    names = ["gateway", "analysis", "fetcher", "format", "hashverify", "signature", "source"]
+    processes = {name: SimpleNamespace(pid=1000 + i) for i, name in enumerate(names)}
+    stack = Stack(
+        config=SimpleNamespace(state_dir=tmp_path),  # type: ignore[arg-type]
+        config_path=None,
+        listen="127.0.0.1:5000",
+        grpc_listen="127.0.0.1:5050",
+        processes=processes,  # type: ignore[arg-type]
+    )
+    stack._write_state()
+    torn: list[str] = []
+    writing = threading.Event()
+    writing.set()
+
+    def read() -> None:
+        while writing.is_set():
+            text = (tmp_path / "up.json").read_text()
+            try:
+                json.loads(text)
+            except ValueError:
+                torn.append(text)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for _ in range(3000):
+            stack._write_state()
+    finally:
+        writing.clear()
+        reader.join()
+    assert torn == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["up.json"]
