@@ -144,3 +144,18 @@ def test_backoff_doubles_with_jitter_and_stops_at_its_ceiling() -> None:
         delay = backoff(1.0, attempt)
         assert 2 ** (attempt - 1) * 0.5 <= delay <= 2 ** (attempt - 1)
     assert backoff(1.0, 1000) <= MAX_BACKOFF
+
+
+def test_the_readme_verification_example_accepts_a_signed_event_and_no_other() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    code = readme.split("```python\nimport hashlib, hmac, time\n", 1)[1].split("```", 1)[0]
+    scope: dict[str, Any] = {}
+    exec("import hashlib, hmac, time\n" + code, scope)  # noqa: S102 - the README's own example
+    body = b'{"event":"deny"}'
+    now = str(int(time.time()))
+    headers = {
+        "X-Pullguard-Timestamp": now,
+        "X-Pullguard-Signature": sign(b"k" * 16, int(now), body),
+    }
+    assert scope["genuine"](b"k" * 16, headers, body)
+    assert not scope["genuine"](b"k" * 16, headers, body + b"x")
