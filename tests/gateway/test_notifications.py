@@ -110,8 +110,12 @@ async def _one_denial(
     sender = _sender(config, pipeline.decisions)
     try:
         await pipeline.pull("lab/app", "v1")
-        while _count(sender, "deny", result) < count:
+        for _ in range(1200):
+            if _count(sender, "deny", result) >= count:
+                break
             await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"{count} {result} deliveries awaited for a minute in vain")
     finally:
         await sender.stop()
     return pipeline, sender
@@ -310,6 +314,13 @@ async def test_a_redirect_is_not_followed(tmp_path: Path, receiver: Receiver) ->
     assert receiver.bodies("/elsewhere") == []
     (dead,) = pipeline.decisions.list_notifications()
     assert dead["last_error"] == "HTTP 302: redirects are not followed"
+
+
+async def test_an_endless_answer_is_read_only_so_far(tmp_path: Path, receiver: Receiver) -> None:
+    receiver.endless = True
+    config = _config(tmp_path, receiver.url, events=["deny"], timeout=3.0)
+    _, sender = await _one_denial(config, None, "delivered", 1)
+    assert _count(sender, "deny", "failed") == 0
 
 
 async def test_a_hanging_receiver_delays_no_pull_and_times_out(

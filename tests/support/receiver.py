@@ -34,6 +34,8 @@ class Receiver:
         self.status = status
         #: Answer redirects here (a 302) instead of ``status``, when set.
         self.redirect_to = ""
+        #: Answer 200 with a body that does not end (until the client goes, or 64 MiB).
+        self.endless = False
         self.received: list[Received] = []
         #: Requests waiting in hold() now.
         self.holding = 0
@@ -116,7 +118,21 @@ class Receiver:
                 self.holding -= 1
         if self.redirect_to:
             raise web.HTTPFound(self.redirect_to)
+        if self.endless:
+            return await self._endless(request)
         return web.Response(status=self.status, text="ok" if self.status < 300 else "refused")
+
+    async def _endless(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=200)
+        await response.prepare(request)
+        chunk = b"x" * 65536
+        for _ in range(1024):
+            try:
+                await response.write(chunk)
+            except (ConnectionError, RuntimeError):
+                break
+            await asyncio.sleep(0.001)
+        return response
 
 
 def as_json(received: Received) -> Any:
