@@ -34,7 +34,7 @@ class Receiver:
         self.status = status
         #: Answer redirects here (a 302) instead of ``status``, when set.
         self.redirect_to = ""
-        #: Answer 200 with a body that does not end (until the client goes, or 64 MiB).
+        #: Answer 200 with a body that does not end (until the client goes, or a minute).
         self.endless = False
         self.received: list[Received] = []
         #: Requests waiting in hold() now.
@@ -126,12 +126,13 @@ class Receiver:
         response = web.StreamResponse(status=200)
         await response.prepare(request)
         chunk = b"x" * 65536
-        for _ in range(1024):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
             try:
                 await response.write(chunk)
             except (ConnectionError, RuntimeError):
                 break
-            await asyncio.sleep(0.001)
+            await asyncio.sleep(0.01)
         return response
 
 
