@@ -244,6 +244,14 @@ class NotificationRecords(Tables):
                 )
             self._db.commit()
 
+    def notification_counts(self) -> dict[str, int]:
+        """Deliveries in the queue by state (pending, dead)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT state, COUNT(*) FROM notifications GROUP BY state"
+            ).fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
+
     def list_notifications(self, limit: int = 100) -> list[dict[str, Any]]:
         """Queued and dead deliveries, oldest first (for operators and tests)."""
         with self._lock:

@@ -19,9 +19,12 @@ import logging
 import random
 import socket
 import time
+from collections.abc import Iterator
 
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from pullguard.gateway.decisions import DecisionLog
 from pullguard.gateway.decisions.notifications import Delivery, Outbox
@@ -44,6 +47,7 @@ class NotifyMetrics:
     """``pullguard_notifications_total{event, result}``: delivered, failed, dead, dropped."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry
         self.sent = Counter(
             "pullguard_notifications",
             "Notification deliveries by event and result: delivered, failed (to be retried),"
@@ -51,6 +55,24 @@ class NotifyMetrics:
             ("event", "result"),
             registry=registry,
         )
+
+
+class QueueSizes(Collector):
+    """``pullguard_notifications_queued{state}``: pending and dead deliveries, read at scrape."""
+
+    def __init__(self, decisions: DecisionLog) -> None:
+        self._decisions = decisions
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        counts = self._decisions.notification_counts()
+        gauge = GaugeMetricFamily(
+            "pullguard_notifications_queued",
+            "Notification deliveries in the queue: pending (to be sent) and dead (given up).",
+            labels=("state",),
+        )
+        for state in ("pending", "dead"):
+            gauge.add_metric((state,), counts.get(state, 0))
+        yield gauge
 
 
 class NotificationSender:
@@ -220,6 +242,8 @@ def start_sender(
     if not config.notifications or decisions.outbox is None:
         return None
     sender = NotificationSender(decisions, config.notifications, NotifyMetrics(registry))
+    if registry is not None:
+        registry.register(QueueSizes(decisions))
     decisions.outbox.on_queued = sender.wake
     decisions.outbox.on_dropped = sender.dropped
     sender.start()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from pullguard.gateway.decisions import DecisionLog
 from pullguard.gateway.notify.events import SCHEMA
@@ -305,6 +305,10 @@ async def test_a_refusing_receiver_is_retried_then_the_event_is_dead(
     assert _count(sender, "deny", "failed") == 2
     (dead,) = pipeline.decisions.list_notifications()
     assert (dead["state"], dead["attempts"], dead["last_error"]) == ("dead", 3, "HTTP 500: refused")
+    assert sender.metrics.registry is not None
+    scraped = generate_latest(sender.metrics.registry).decode()
+    assert 'pullguard_notifications_queued{state="dead"} 1.0' in scraped
+    assert 'pullguard_notifications_total{event="deny",result="failed"} 2.0' in scraped
 
 
 async def test_a_redirect_is_not_followed(tmp_path: Path, receiver: Receiver) -> None:
