@@ -25,6 +25,7 @@ from pullguard.gateway.frontdoor import FrontDoor
 from pullguard.gateway.fsck import log_reconciled, reconcile
 from pullguard.gateway.grpc_api import GatewayServicer, register
 from pullguard.gateway.httpserver import DoorRunner
+from pullguard.gateway.notify.sender import outbox_for, start_sender
 from pullguard.gateway.observe import (
     GatewayMetrics,
     PullObserver,
@@ -50,6 +51,7 @@ def build_pipeline(
 ) -> tuple[Pipeline, DecisionLog, AdmittedStore, Quarantine]:
     state: Path = config.state_dir
     decisions = DecisionLog(state, config.database)
+    decisions.notify_to(outbox_for(config))
     admitted = AdmittedStore(state / "admitted")
     # What a crash left half-done: audit lines, index.json, temporary files.
     log_reconciled(reconcile(decisions, admitted))
@@ -88,6 +90,7 @@ async def serve_gateway(config: Config) -> None:
             admitted.root / "blobs",
         )
     )
+    notifier = start_sender(config, decisions, metrics.registry)
     ratelog.install()
     raise_open_file_limit()
     console = None
@@ -143,6 +146,8 @@ async def serve_gateway(config: Config) -> None:
             on_stopping=stopping,
         )
     finally:
+        if notifier is not None:
+            await notifier.stop()
         await pipeline.clients.close()
         if pipeline.publisher is not None:
             await pipeline.publisher.close()

@@ -159,13 +159,17 @@ class AdmissionRecords(DecisionRecords):
             ).fetchall()
         return [(Admission(*row[:5]), str(row[5])) for row in rows]
 
-    def revoke(self, repository: str, digest: str) -> None:
+    def revoke(
+        self, repository: str, digest: str, because: Mapping[str, Any] | None = None
+    ) -> None:
         """Withdraw every admission of ``repository@digest``, under any policy.
 
         Its blobs stop being served for the repository unless another admitted
-        manifest of the repository lists them too.
+        manifest of the repository lists them too. ``because``: the decision
+        report that revokes it, whose ``revoke`` event commits with the revocation.
         """
         with self._lock:
+            self._queue_revoke_event(because)
             self._db.execute(
                 "DELETE FROM admitted WHERE repository=? AND digest=?", (repository, digest)
             )

@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from pullguard.gateway import failpoints
-from pullguard.gateway.decisions.database import AUDIT_TAIL, Tables, append_line, upsert
+from pullguard.gateway.decisions.database import AUDIT_TAIL, append_line, upsert
+from pullguard.gateway.decisions.notifications import NotificationRecords
 
 log = logging.getLogger("pullguard.gateway")
 
@@ -40,8 +41,8 @@ DECISIONS = upsert(
 )
 
 
-class DecisionRecords(Tables):
-    """Every pull's decision row, and its audit line."""
+class DecisionRecords(NotificationRecords):
+    """Every pull's decision row, its audit line, and the events it gives (notifications)."""
 
     def record(self, report: Mapping[str, Any]) -> None:
         """Write one decision: the database row and an audit line, fsynced."""
@@ -53,6 +54,7 @@ class DecisionRecords(Tables):
     def _insert_decision(self, report: Mapping[str, Any]) -> str:
         """Insert the row and its audit_pending note, uncommitted; return the audit line."""
         line = json.dumps(report, sort_keys=True, ensure_ascii=True)
+        self._queue_decision_events(report)
         self._db.execute(
             DECISIONS,
             (

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from pullguard.gateway.decisions import notifications
 from pullguard.gateway.decisions.database import POSTGRESQL, Connection, StateError
 
 #: Version 1: the tables as they were before versions were recorded.
@@ -103,7 +104,11 @@ def _version_1(db: Connection) -> None:
 
 
 #: Migration N brings a database from version N-1 to N; append, never edit.
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_version_1,)
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
+    _version_1,
+    # Version 2: the notification queue.
+    notifications.create_tables,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 #: pg_advisory_xact_lock key of the migration ("pullguard schema").
 MIGRATION_LOCK = 0x7067_7363_6865_6D61

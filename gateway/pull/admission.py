@@ -321,9 +321,14 @@ class Admissions:
 
     # -- re-evaluation --------------------------------------------------------
 
-    def revoke(self, repository: str, digest: str) -> None:
-        """No longer admitted: not served, its names dropped from the admitted layout."""
-        self.decisions.revoke(repository, digest)
+    def revoke(self, repository: str, digest: str, because: Report | None = None) -> None:
+        """No longer admitted: not served, its names dropped from the admitted layout.
+
+        ``because``: the re-evaluation's report, for the ``revoke`` notification.
+        """
+        self.decisions.revoke(
+            repository, digest, because.as_json() if because is not None else None
+        )
         self.admitted.remove_references(repository, digest)
 
     async def withdraw(self, repository: str, digest: str) -> str:

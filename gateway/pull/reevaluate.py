@@ -73,7 +73,7 @@ async def reevaluate(
         ):
             seen.outcome = "undecided"
         else:
-            store.revoke(admission.repository, admission.digest)
+            store.revoke(admission.repository, admission.digest, because=report)
             seen.target = await store.withdraw(admission.repository, admission.digest)
         outcomes.append(seen)
     # Revoked earlier, but the target could not be told then: try again.

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pullguard.services.runtime.config.access import Auth, FrontTls, read_auth, read_front_tls
 from pullguard.services.runtime.config.database import Database, read_database
+from pullguard.services.runtime.config.notifications import Subscription, read_notifications
 from pullguard.services.runtime.config.observability import (
     LogSettings,
     read_console_listen,
@@ -69,6 +70,8 @@ class Config:
     logging: LogSettings = LogSettings()
     #: This gateway replica's staging folder name (empty: no replica folder).
     replica_id: str = ""
+    #: Where events are POSTed (see .notifications); empty: nowhere.
+    notifications: tuple[Subscription, ...] = ()
 
     def with_services(self, services: Mapping[str, str]) -> Config:
         merged = dict(self.services)
@@ -113,6 +116,7 @@ def _parse_config(reader: Reader, text: str) -> Config:
             "log_format",
             "log_level",
             "replica_id",
+            "notifications",
         },
     )
     listen = got.attempt("", read_hostport, reader, data.get("listen", "127.0.0.1:5000"), "listen")
@@ -165,6 +169,7 @@ def _parse_config(reader: Reader, text: str) -> Config:
             LogSettings(), read_log_settings, reader, data.get("log_format"), data.get("log_level")
         ),
         replica_id=got.attempt("", read_replica_id, reader, data.get("replica_id")),
+        notifications=got.attempt((), read_notifications, reader, data.get("notifications")),
     )
 
 
