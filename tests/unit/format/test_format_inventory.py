@@ -408,32 +408,37 @@ def _entry(tag: int, kind: int, offset: int, count: int = 1) -> bytes:
 
 
 @pytest.mark.parametrize(
-    "blob",
+    ("blob", "says"),
     [
-        struct.pack(">II", 1, 8) + _entry(1000, 6, 4096) + b"bash\0\0\0\0",
-        struct.pack(">II", 1, 8) + _entry(1000, 6, -5) + b"bash\0\0\0\0",
-        struct.pack(">II", 70_000, 8) + b"\0" * 64,
-        struct.pack(">II", 3, 2**31) + b"\0" * 64,
-        struct.pack(">II", 1, 4) + _entry(1000, 6, 0) + b"bash",
-        struct.pack(">II", 1, 4) + _entry(1003, 4, 2) + b"\0\0\0\1",
-        b"\x00\x01",
+        (struct.pack(">II", 1, 8) + _entry(1000, 6, 4096) + b"bash\0\0\0\0", "points at 4096"),
+        (struct.pack(">II", 1, 8) + _entry(1000, 6, -5) + b"bash\0\0\0\0", "points at -5"),
+        (struct.pack(">II", 70_000, 8) + bytes(16 * 70_000 + 8), "claims 70000 tags"),
+        (struct.pack(">II", 3, 2**31) + b"\0" * 64, "2147483648 bytes of data"),
+        (struct.pack(">II", 2, 8) + _entry(1000, 6, 0), "blob has 24"),
+        (struct.pack(">II", 1, 4) + _entry(1000, 6, 0) + b"bash", "unterminated"),
+        (struct.pack(">II", 1, 4) + _entry(1003, 4, 2) + b"\0\0\0\1", "unaligned"),
+        (struct.pack(">II", 1, 4) + _entry(1000, 4, 0) + b"\0\0\0\1", "has type 4"),
+        (b"\x00\x01", "header of 2 bytes"),
     ],
     ids=[
         "offset-past-data",
         "negative-offset",
         "too-many-tags",
         "too-much-data",
+        "shorter-than-claimed",
         "unterminated",
         "unaligned-int",
+        "wrong-type",
         "short",
     ],
 )
-def test_rpm_header_that_lies(store: StagingStore, tmp_path: Path, blob: bytes) -> None:
+def test_rpm_header_that_lies(store: StagingStore, tmp_path: Path, blob: bytes, says: str) -> None:
     findings, inventory = read(
         store, _rpm_layer(tmp_path, [rpm_package("bash", "5.1.8", "9.el9"), blob])
     )
     [message] = warnings(findings, MALFORMED)
     assert message.startswith("layers[0]: var/lib/rpm/rpmdb.sqlite: row 2")
+    assert says in message
     assert [name for name, _, _ in only(inventory)] == ["bash"]
     no_errors(findings)
 
@@ -473,6 +478,11 @@ def _elf_with(buildinfo: bytes) -> bytes:
     return body + buildinfo + b"\0" * limits.MAX_BUILDINFO_BYTES
 
 
+def _aligned_after(unaligned: bytes, header: bytes) -> bytes:
+    body = unaligned + bytes(-len(unaligned) % 16)
+    return body + header + b"\x08go1.22.1\x00" + bytes(limits.MAX_BUILDINFO_BYTES)
+
+
 def test_go_build_info_that_lies(store: StagingStore) -> None:
     header = b"\xff Go buildinf:\x08\x02" + b"\0" * 16
     old_format = b"\xff Go buildinf:\x08\x00" + b"\0" * 16
@@ -484,11 +494,18 @@ def test_go_build_info_that_lies(store: StagingStore) -> None:
             reg("bin/not-go-version", _elf_with(header + b"\x03abc\x00"), mode=0o755),
             reg("bin/go1.17", _elf_with(old_format), mode=0o755),
             reg("bin/script", b"#!/bin/sh\n" + b"\xff Go buildinf:" * 8000, mode=0o755),
+            # The linker aligns the header to 16: a magic elsewhere is data.
+            reg("bin/aligned", _aligned_after(b"\x7fELF\0" + header, header), mode=0o755),
         ),
     )
-    assert len(warnings(findings, MALFORMED)) == 3
+    said = sorted(m.split(": ", 2)[1:] for m in warnings(findings, MALFORMED))
+    assert said == [
+        ["bin/endless-varint", "build info string length is cut short or too long"],
+        ["bin/huge-length", "build info string of 4294967295 bytes runs past the data read"],
+        ["bin/not-go-version", "Go version 'abc' does not start with go"],
+    ]
     assert len(warnings(findings, UNSUPPORTED)) == 1
-    assert inventory.sources == []
+    assert only(inventory) == [("stdlib", "go1.22.1", "pkg:golang/stdlib@go1.22.1")]
     no_errors(findings)
 
 
