@@ -121,7 +121,7 @@ class InventoryCollector:
     def offer(self, entry: TarEntry) -> _Sink | None:
         """A sink for ``entry``'s content when the inventory needs it."""
         name = entry.name.rstrip("/")
-        if ".wh." in name:
+        if name.rpartition("/")[2].startswith(".wh."):
             self._whiteout(name)
             return None
         if entry.typeflag != "0":

@@ -216,6 +216,7 @@ def test_python_dist_info_and_egg_info(store: StagingStore) -> None:
         layer(
             reg(f"{site}/mdurl-0.1.2.dist-info/METADATA", fixture("mdurl-METADATA")),
             reg(f"{site}/mdurl-0.1.2.dist-info/RECORD", b"mdurl/__init__.py,,\n"),
+            reg(f"{site}/x.wh.y-2.dist-info/METADATA", b"Name: x.wh.y\nVersion: 2\n"),
             reg(
                 f"{site}/Foo_Bar.egg-info/PKG-INFO",
                 b"Metadata-Version: 1.1\nName: Foo_Bar\nVersion: 1.0\n",
@@ -225,6 +226,7 @@ def test_python_dist_info_and_egg_info(store: StagingStore) -> None:
     assert findings == []
     assert only(inventory) == [
         ("mdurl", "0.1.2", "pkg:pypi/mdurl@0.1.2"),
+        ("x.wh.y", "2", "pkg:pypi/x-wh-y@2"),
         ("Foo_Bar", "1.0", "pkg:pypi/foo-bar@1.0"),
     ]
     assert {p.ecosystem for s in inventory.sources for p in s.packages} == {"PyPI"}
