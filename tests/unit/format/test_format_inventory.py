@@ -5,9 +5,12 @@ hostile databases that must end as findings, never as a crash."""
 from __future__ import annotations
 
 import struct
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pullguard.services.format.inventory import limits, rpmdb
 from pullguard.services.format.layers import LayerStats
@@ -540,3 +543,39 @@ def test_os_release_garbage(store: StagingStore) -> None:
 
 def test_stats_without_inventory_serialise() -> None:
     assert not stats_to_proto(LayerStats(0, "sha256:" + "0" * 64, "t")).HasField("inventory")
+
+
+# ------------------------------------------------------------ property
+
+
+_DATABASE_PATHS = [
+    "var/lib/dpkg/status",
+    "var/lib/dpkg/status.d/x",
+    "lib/apk/db/installed",
+    "var/lib/rpm/rpmdb.sqlite",
+    "a/x-1.dist-info/METADATA",
+    "node_modules/x/package.json",
+    "etc/os-release",
+]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    path=st.sampled_from(_DATABASE_PATHS + ["usr/bin/go-ish"]),
+    prefix=st.sampled_from(
+        [b"", b"SQLite format 3\0", b"\x7fELF", b"Package: a\nVersion: 1\n", b"P:a\nV:1\n"]
+    ),
+    body=st.binary(max_size=4096),
+)
+def test_o03_any_database_bytes_never_raise(path: str, prefix: bytes, body: bytes) -> None:
+    """Whatever a database file holds, the inventory is a result with
+    findings, serialisable over gRPC, never an exception."""
+    content = prefix + body
+    if path == "usr/bin/go-ish":
+        content = b"\x7fELF" + bytes(12) + b"\xff Go buildinf:" + body + bytes(70_000)
+    with tempfile.TemporaryDirectory() as directory:
+        store = StagingStore(Path(directory))
+        findings, stats = inspect(store, layer(reg(path, content, mode=0o755)), rule=INVENTORY)
+    assert stats.completed
+    no_errors(findings)
+    stats_to_proto(stats).SerializeToString()
