@@ -6,13 +6,14 @@ Each blob is judged as soon as it is staged (see :class:`_BlobFlow`).
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pullguard.gateway.pull.manifest import JudgedManifest
 from pullguard.gateway.pull.one import Pull, StepRefused
 from pullguard.gateway.report import Phase
 from pullguard.gateway.steps import StepName
+from pullguard.services.runtime.protoconv import inventory_from_proto
 from pullguard.v1 import common_pb2, fetcher_pb2, format_pb2, hashverify_pb2, source_pb2
 
 #: Blobs of one pull fetched at once (as many as one FetchBlobs call fetched before).
@@ -178,11 +179,19 @@ class _BlobFlow:
                 "entries": stats.entries,
                 "diff_id": stats.diff_id,
                 "duration_ms": stats.duration_ms,
+                **_inventory_json(stats),
             }
             for stats in inspected.response.layers
         ]
         pull.report.layers = [entry for i in sorted(self.inspected) for entry in self.inspected[i]]
         pull.require("format", StepName.LAYERS, inspected.response.verdict, inspected.ms)
+
+
+def _inventory_json(stats: format_pb2.LayerStats) -> dict[str, Any]:
+    """The layer's package inventory for the report, when the plan asked for one."""
+    if not stats.HasField("inventory"):
+        return {}
+    return {"inventory": asdict(inventory_from_proto(stats.inventory))}
 
 
 def _claim(blob: common_pb2.Descriptor) -> Claim:

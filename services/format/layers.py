@@ -50,7 +50,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,14 +63,16 @@ from pullguard.services.format.decompress import (
     uncompressed_chunks,
 )
 from pullguard.services.format.descriptors import Descriptor
+from pullguard.services.format.inventory import InventoryCollector
 from pullguard.services.format.jsonstrict import StrictJsonError, loads_strict
 from pullguard.services.format.layertree import FindingSink, LayerTree
 from pullguard.services.format.manifest import LAYER, bounded_verdict, read_staged
 from pullguard.services.format.mediatypes import IMAGE_CONFIG_TYPES, LAYER_COMPRESSION, OCI_EMPTY
-from pullguard.services.format.tarstream import TarError, TarReader
+from pullguard.services.format.tarstream import ContentSink, TarEntry, TarError, TarReader
 from pullguard.services.runtime.config import LayerRule, Limits
 from pullguard.services.runtime.digests import DigestSyntaxError, parse_digest
 from pullguard.services.runtime.findings import Finding, Severity, Verdict
+from pullguard.services.runtime.inventory import LayerInventory
 from pullguard.services.runtime.staging import StagingStore
 
 #: Layers inspected at once for one image.
@@ -101,6 +103,8 @@ class LayerStats:
     seconds: float = 0.0
     #: True when the whole layer was read and judged.
     completed: bool = False
+    #: The layer's package databases, when the rule asks for an inventory.
+    inventory: LayerInventory | None = None
 
 
 @dataclass
@@ -307,7 +311,18 @@ def _read_layer(
         tree = LayerTree(
             sink, deny_setuid=rule.setuid != "report", deny_devices=rule.devices != "report"
         )
-        reader = TarReader(tree.add, max_entry_size=rule.max_uncompressed_bytes)
+        on_entry: Callable[[TarEntry], ContentSink | None] = tree.add
+        if rule.inventory:
+            # Same pass: the collector sees each header after the tree judged
+            # it and takes the content of package databases only.
+            collector = InventoryCollector(index, sink)
+            stats.inventory = collector.inventory
+
+            def on_entry(entry: TarEntry) -> ContentSink | None:
+                tree.add(entry)
+                return collector.offer(entry)
+
+        reader = TarReader(on_entry, max_entry_size=rule.max_uncompressed_bytes)
         ratio_cap = rule.max_ratio * max(stats.compressed_bytes, 1)
         try:
             for chunk in uncompressed_chunks(source, stats.compression):

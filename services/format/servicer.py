@@ -15,6 +15,7 @@ from pullguard.services.runtime.errors import InvalidRequest
 from pullguard.services.runtime.protoconv import (
     descriptor_from_proto,
     descriptor_to_proto,
+    inventory_to_proto,
     layer_rule_from_proto,
     verdict_to_proto,
 )
@@ -43,7 +44,7 @@ def summary_to_proto(summary: ManifestSummary) -> format_pb2.ManifestSummary:
 
 def stats_to_proto(stats: LayerStats) -> format_pb2.LayerStats:
     """Domain layer statistics to the message."""
-    return format_pb2.LayerStats(
+    message = format_pb2.LayerStats(
         index=stats.index,
         digest=stats.digest,
         media_type=stats.media_type,
@@ -55,6 +56,9 @@ def stats_to_proto(stats: LayerStats) -> format_pb2.LayerStats:
         duration_ms=stats.seconds * 1000,
         completed=stats.completed,
     )
+    if stats.inventory is not None:
+        message.inventory.CopyFrom(inventory_to_proto(stats.inventory))
+    return message
 
 
 class FormatServicer(format_pb2_grpc.FormatServicer):  # type: ignore[misc]

@@ -27,7 +27,10 @@ Nothing is extracted and file contents are never kept: the reader is fed the
 uncompressed stream chunk by chunk, parses the 512-byte headers and the PAX
 and long-name records (at most :data:`MAX_META` bytes each), and passes over
 file data by arithmetic. Each entry goes to ``on_entry`` as a
-:class:`TarEntry`. Problems that end the reading raise :class:`TarError`.
+:class:`TarEntry`; when ``on_entry`` answers with a :class:`ContentSink`, the
+entry's data bytes (padding excluded) are written to it as they pass and it
+is closed after the last one (the inventory reads package databases so).
+Problems that end the reading raise :class:`TarError`.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from pullguard.services.format.tarfields import FieldError, cstr, numeric, octal
 
@@ -61,6 +65,14 @@ _HIGH_BYTES = bytes(range(0x80, 0x100))
 _XATTR_PREFIX = b"SCHILY.xattr."
 #: PAX keys whose repetition in one header would be a parser differential.
 _SINGLE_KEYS = frozenset({b"path", b"linkpath", b"size", b"uid", b"gid"})
+
+
+class ContentSink(Protocol):
+    """Takes one entry's data as it streams past; must not raise."""
+
+    def write(self, data: memoryview) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class TarError(Exception):
@@ -149,11 +161,16 @@ def parse_pax(data: bytes, offset: int) -> dict[bytes, bytes]:
 class TarReader:
     """Feed it the uncompressed stream in order, then call :meth:`close`."""
 
-    def __init__(self, on_entry: Callable[[TarEntry], None], max_entry_size: int) -> None:
+    def __init__(
+        self, on_entry: Callable[[TarEntry], ContentSink | None], max_entry_size: int
+    ) -> None:
         self._on_entry = on_entry
         self._max_entry_size = max_entry_size
         self._offset = 0
         self._skip = 0
+        # Where the current entry's data goes, and how many data bytes are left.
+        self._content: ContentSink | None = None
+        self._content_left = 0
         self._header = bytearray()
         self._meta_type = ""
         self._meta_need = 0
@@ -178,6 +195,8 @@ class TarReader:
         while pos < end:
             if self._skip:
                 take = min(self._skip, end - pos)
+                if self._content is not None:
+                    self._deliver(view[pos : pos + take])
                 self._skip -= take
                 pos += take
             elif self._ended:
@@ -210,6 +229,17 @@ class TarReader:
                     pos += BLOCK
                 self._read_header(block, self._offset + pos - BLOCK)
         self._offset += end
+
+    def _deliver(self, data: memoryview) -> None:
+        give = min(len(data), self._content_left)
+        content = self._content
+        assert content is not None
+        if give:
+            content.write(data[:give])
+            self._content_left -= give
+        if not self._content_left:
+            self._content = None
+            content.close()
 
     def close(self) -> None:
         """The stream ended: it must not end inside a header or an entry."""
@@ -453,7 +483,7 @@ class TarReader:
             )
         self.entries += 1
         self._skip = size + (-size % BLOCK)
-        self._on_entry(
+        content = self._on_entry(
             TarEntry(
                 name=_decode(name),
                 linkname=_decode(linkname),
@@ -467,3 +497,9 @@ class TarReader:
                 offset=offset,
             )
         )
+        if content is not None:
+            if typeflag in HEADER_ONLY or not size:
+                content.close()
+            else:
+                self._content = content
+                self._content_left = size

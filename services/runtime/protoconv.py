@@ -10,6 +10,7 @@ is refused, never guessed at.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TypeVar
 
 from pullguard.services.runtime.config.policy import (
@@ -25,7 +26,13 @@ from pullguard.services.runtime.config.settings import Limits
 from pullguard.services.runtime.descriptors import Descriptor
 from pullguard.services.runtime.errors import InvalidRequest, PullguardError
 from pullguard.services.runtime.findings import Finding, Severity, Verdict
-from pullguard.v1 import common_pb2
+from pullguard.services.runtime.inventory import (
+    LayerInventory,
+    OsRelease,
+    Package,
+    PackageSource,
+)
+from pullguard.v1 import common_pb2, inventory_pb2
 
 _SEVERITY_TO_PROTO = {
     Severity.INFO: common_pb2.INFO,
@@ -168,6 +175,7 @@ def _layers_to_proto(layers: LayerRule) -> common_pb2.LayerPolicy:
         max_uncompressed_bytes=_bounded(layers.max_uncompressed_bytes, _INT64_MAX),
         max_entries=_bounded(layers.max_entries, _INT64_MAX),
         max_ratio=_bounded(layers.max_ratio, _INT64_MAX),
+        inventory=layers.inventory,
     )
 
 
@@ -244,8 +252,10 @@ def layer_rule_from_proto(message: common_pb2.LayerPolicy) -> LayerRule:
     """The plan's layer policy; all zero means the defaults (inspection on),
     a zero field that field's default. Unknown words are refused, not guessed."""
     defaults = LayerRule()
-    if message == common_pb2.LayerPolicy():
-        return defaults
+    if message == common_pb2.LayerPolicy(inventory=message.inventory):
+        # The inventory is read during inspection: asking for it alone means
+        # the defaults with it.
+        return replace(defaults, inventory=message.inventory)
     words = {}
     for name in ("setuid", "devices"):
         value = getattr(message, name) or getattr(defaults, name)
@@ -260,4 +270,77 @@ def layer_rule_from_proto(message: common_pb2.LayerPolicy) -> LayerRule:
         if value < 0:
             raise InvalidRequest(f"plan.rule.layers.{name}: got {value}, expected >= 0")
         numbers[name] = value or getattr(defaults, name)
-    return LayerRule(inspect=message.inspect, **words, **numbers)
+    return LayerRule(inspect=message.inspect, inventory=message.inventory, **words, **numbers)
+
+
+def _package_to_proto(package: Package) -> inventory_pb2.Package:
+    return inventory_pb2.Package(
+        ecosystem=package.ecosystem,
+        name=package.name,
+        version=package.version,
+        purl=package.purl,
+        source_name=package.source_name,
+        source_version=package.source_version,
+        arch=package.arch,
+    )
+
+
+def inventory_to_proto(inventory: LayerInventory) -> inventory_pb2.LayerInventory:
+    """One layer's inventory as format sends it in LayerStats."""
+    message = inventory_pb2.LayerInventory(
+        index=inventory.index,
+        sources=[
+            inventory_pb2.PackageSource(
+                path=source.path,
+                kind=source.kind,
+                packages=[_package_to_proto(p) for p in source.packages],
+            )
+            for source in inventory.sources
+        ],
+        removed=list(inventory.removed),
+        incomplete=list(inventory.incomplete),
+    )
+    if inventory.os_release is not None:
+        release = inventory.os_release
+        message.os_release.CopyFrom(
+            inventory_pb2.OsRelease(
+                path=release.path,
+                id=release.id,
+                version_id=release.version_id,
+                pretty_name=release.pretty_name,
+            )
+        )
+    return message
+
+
+def inventory_from_proto(message: inventory_pb2.LayerInventory) -> LayerInventory:
+    """The domain form, for :func:`pullguard.services.runtime.inventory.merge_layers`."""
+    release = None
+    if message.HasField("os_release"):
+        r = message.os_release
+        release = OsRelease(r.path, r.id, r.version_id, r.pretty_name)
+    return LayerInventory(
+        index=message.index,
+        sources=[
+            PackageSource(
+                source.path,
+                source.kind,
+                tuple(
+                    Package(
+                        p.ecosystem,
+                        p.name,
+                        p.version,
+                        p.purl,
+                        p.source_name,
+                        p.source_version,
+                        p.arch,
+                    )
+                    for p in source.packages
+                ),
+            )
+            for source in message.sources
+        ],
+        removed=list(message.removed),
+        os_release=release,
+        incomplete=list(message.incomplete),
+    )

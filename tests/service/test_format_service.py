@@ -10,10 +10,13 @@ import grpc
 import pytest
 
 from pullguard.services.format.servicer import register
+from pullguard.services.runtime.inventory import merge_layers
+from pullguard.services.runtime.protoconv import inventory_from_proto
 from pullguard.services.runtime.staging import StagingStore
 from pullguard.v1 import common_pb2, format_pb2, format_pb2_grpc
 from tests.support.configs import make_config
 from tests.support.grpcserver import running_service
+from tests.unit.format.inventory_build import fixture, layer, reg, whiteout
 from tests.unit.format.tarbuild import SESSION as LAYER_SESSION
 from tests.unit.format.tarbuild import archive, file, stage_blob, stage_layer, symlink
 
@@ -219,6 +222,47 @@ async def test_inspect_layers_service(tmp_path: Path) -> None:
                 format_pb2.InspectLayersRequest(session=LAYER_SESSION, summary=index)
             )
         assert wrong_kind.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_inventory_over_grpc(tmp_path: Path) -> None:
+    """Issue 13: with LayerPolicy.inventory the layer's databases come back in
+    LayerStats.inventory; without it, nothing is read."""
+    config = make_config(tmp_path)
+    store = StagingStore(config.state_dir / "staging")
+    base = layer(
+        reg("usr/lib/os-release", fixture("debian-os-release")),
+        reg("var/lib/dpkg/status", fixture("dpkg-status")),
+    )
+    upper = layer(whiteout("var/lib/dpkg/status"), reg("lib/apk/db/installed", b"P:x\n"))
+    summary = _image_summary(store, [base, upper])
+
+    async with running_service("format", register, config) as channel:
+        stub = format_pb2_grpc.FormatStub(channel)
+        response = await stub.InspectLayers(
+            format_pb2.InspectLayersRequest(
+                session=LAYER_SESSION, plan=_plan(inventory=True), summary=summary
+            )
+        )
+        assert response.verdict.decision == common_pb2.ALLOW
+        first, second = (stats.inventory for stats in response.layers)
+        assert first.os_release.id == "debian" and first.os_release.version_id == "12"
+        assert [s.path for s in first.sources] == ["var/lib/dpkg/status"]
+        assert len(first.sources[0].packages) == 7
+        assert list(second.removed) == ["var/lib/dpkg/status"]
+        assert list(second.incomplete) == ["format.inventory_malformed"]
+        [warning] = response.verdict.findings
+        assert warning.code == "format.inventory_malformed"
+        assert warning.severity == common_pb2.WARNING
+        assert "layers[1]: lib/apk/db/installed: a package without P: or V:" in warning.message
+        merged = merge_layers([inventory_from_proto(i) for i in (first, second)])
+        assert merged.packages == () and merged.os_release is not None
+
+        off = await stub.InspectLayers(
+            format_pb2.InspectLayersRequest(
+                session=LAYER_SESSION, plan=common_pb2.Plan(), summary=summary
+            )
+        )
+        assert not any(stats.HasField("inventory") for stats in off.layers)
 
 
 async def test_l02_and_l05_denials_over_grpc(tmp_path: Path) -> None:

@@ -145,6 +145,16 @@ def test_rule_defaults_inspect_layers_and_deny_devices(tmp_path: Path) -> None:
     )
     layers = config.policy.rules[0].layers
     assert layers.inspect is True and layers.devices == "deny" and layers.setuid == "report"
+    assert layers.inventory is False
+
+
+def test_rule_asks_for_the_inventory(tmp_path: Path) -> None:
+    text = "upstreams: {lab: {url: 'https://x'}}\npolicy: {rules: [%s]}"
+    rule = "{match: a, layers: {inventory: true}}"
+    assert parse_config(text % rule, "c.yaml", tmp_path).policy.rules[0].layers.inventory
+    with pytest.raises(ConfigError) as info:
+        parse_config(text % "{match: a, layers: {inventory: sure}}", "c.yaml", tmp_path)
+    assert info.value.key == "policy.rules[0].layers.inventory"
 
 
 def test_upstream_tls_settings(tmp_path: Path) -> None:

@@ -77,6 +77,9 @@ class LayerRule:
     max_uncompressed_bytes: int = 8 * 1024 * 1024 * 1024
     max_entries: int = 1_000_000
     max_ratio: int = 1000
+    #: Read the package databases of each layer (issue 13); set for every
+    #: rule when ``vulnerabilities:`` is configured, or per rule.
+    inventory: bool = False
 
 
 @dataclass(frozen=True)
@@ -258,8 +261,9 @@ def _layers(reader: Reader, raw: Any, key: str) -> LayerRule:
     defaults = LayerRule()
     reader.known(data, key, set(defaults.__dataclass_fields__))
     values: dict[str, Any] = {}
-    if "inspect" in data:
-        values["inspect"] = reader.boolean(data["inspect"], f"{key}.inspect")
+    for name in ("inspect", "inventory"):
+        if name in data:
+            values[name] = reader.boolean(data[name], f"{key}.{name}")
     for name in ("setuid", "devices"):
         if name in data:
             if data[name] not in ("report", "deny"):
