@@ -23,6 +23,7 @@ from pullguard.gateway.console import ConsoleContext, start_console
 from pullguard.gateway.decisions import DecisionLog
 from pullguard.gateway.frontdoor import FrontDoor
 from pullguard.gateway.fsck import log_reconciled, reconcile
+from pullguard.gateway.gc import schedule as gc_schedule
 from pullguard.gateway.grpc_api import GatewayServicer, register
 from pullguard.gateway.httpserver import DoorRunner
 from pullguard.gateway.observe import (
@@ -134,6 +135,7 @@ async def serve_gateway(config: Config) -> None:
         if console is not None:
             await console.cleanup()
 
+    gc_task = gc_schedule.start(config.retention, decisions, admitted, quarantine)
     try:
         await serve_forever(
             "gateway",
@@ -143,6 +145,7 @@ async def serve_gateway(config: Config) -> None:
             on_stopping=stopping,
         )
     finally:
+        await gc_schedule.stop(gc_task)
         await pipeline.clients.close()
         if pipeline.publisher is not None:
             await pipeline.publisher.close()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from pullguard.gateway import failpoints
 from pullguard.gateway.decisions import Admission, DecisionLog
+from pullguard.gateway.gc.gate import AdmissionGate
 from pullguard.gateway.publish import Publication, Publisher
 from pullguard.gateway.pull.blobs import StagedBlobs, streamed_verdict
 from pullguard.gateway.pull.manifest import JudgedManifest
@@ -68,6 +69,8 @@ class Admissions:
         self.staging = staging
         #: Pushes admitted images to the target registry; None for an embedded target.
         self.publisher = publisher
+        #: Keeps the garbage collector off the blobs an admission is moving in.
+        self.gate = AdmissionGate(admitted.root)
 
     # -- the decision -------------------------------------------------------
 
@@ -236,6 +239,9 @@ class Admissions:
         verdict = streamed_verdict(report.digest, staged, blobs)
         if not verdict_allows(verdict):
             pull.require("gateway", StepName.STAGED_DIGESTS, verdict, 0.0)
+        # Moved in but not yet committed, the content is referenced by nothing:
+        # the garbage collector keeps off it until the verdict is recorded (Pull.held).
+        await pull.held.enter_async_context(self.gate.admitting([*blobs.keys, staged.staged_key]))
         await asyncio.to_thread(self._take_staged, session, blobs.keys, blobs.streamed)
         failpoints.hit("admit.after_blobs")
         await asyncio.to_thread(self._take_staged, session, [staged.staged_key], {})

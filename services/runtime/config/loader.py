@@ -26,6 +26,7 @@ from pullguard.services.runtime.config.observability import (
 )
 from pullguard.services.runtime.config.policy import Policy, policy_version, read_policy
 from pullguard.services.runtime.config.reader import ConfigUnreadable, Reader, load_yaml
+from pullguard.services.runtime.config.retention import Retention, read_retention
 from pullguard.services.runtime.config.settings import (
     Limits,
     ServicesTls,
@@ -69,6 +70,8 @@ class Config:
     logging: LogSettings = LogSettings()
     #: This gateway replica's staging folder name (empty: no replica folder).
     replica_id: str = ""
+    #: How long decisions and quarantine entries are kept; the GC's schedule.
+    retention: Retention = Retention()
 
     def with_services(self, services: Mapping[str, str]) -> Config:
         merged = dict(self.services)
@@ -113,6 +116,7 @@ def _parse_config(reader: Reader, text: str) -> Config:
             "log_format",
             "log_level",
             "replica_id",
+            "retention",
         },
     )
     listen = got.attempt("", read_hostport, reader, data.get("listen", "127.0.0.1:5000"), "listen")
@@ -165,6 +169,7 @@ def _parse_config(reader: Reader, text: str) -> Config:
             LogSettings(), read_log_settings, reader, data.get("log_format"), data.get("log_level")
         ),
         replica_id=got.attempt("", read_replica_id, reader, data.get("replica_id")),
+        retention=got.attempt(Retention(), read_retention, reader, data.get("retention")),
     )
 
 
