@@ -27,11 +27,14 @@ _NAMED = (
 
 
 def _expired(table: str, alias: str) -> str:
-    """Rows older than a cutoff, or older than the Nth newest row (NULL: fewer rows, none)."""
+    """Rows older than a cutoff, or past the newest N (NULL when there are fewer: none).
+
+    Ordered by (time, id), so that rows of one time are kept or go one by one.
+    """
     # Table names are this module's constants, never input.
     return (
-        f"({alias}.time < ? OR {alias}.time < (SELECT time FROM {table}"  # noqa: S608
-        " ORDER BY time DESC LIMIT 1 OFFSET ?))"
+        f"({alias}.time < ? OR ({alias}.time, {alias}.id) <= (SELECT time, id FROM {table}"  # noqa: S608
+        " ORDER BY time DESC, id DESC LIMIT 1 OFFSET ?))"
     )
 
 
