@@ -25,6 +25,7 @@ from pullguard.gateway.publish import Publication, Publisher
 from pullguard.gateway.pull.blobs import StagedBlobs, streamed_verdict
 from pullguard.gateway.pull.manifest import JudgedManifest
 from pullguard.gateway.pull.one import Pull, Stopwatch
+from pullguard.gateway.pull.restore import restore_from_target
 from pullguard.gateway.report import Phase, Report
 from pullguard.gateway.steps import StepName
 from pullguard.gateway.stores import AdmittedStore, Quarantine
@@ -113,7 +114,9 @@ class Admissions:
         if plan.rule.pinned_digest and plan.rule.pinned_digest != digest:
             return None
         admission = self.decisions.admitted(report.repository, digest, plan.policy_version)
-        if admission is None or not self.admitted.has(digest):
+        if admission is None:
+            return None
+        if not self.admitted.has(digest) and not await self._restore(pull, digest):
             return None
         data = self.admitted.read_manifest(digest, self.config.limits.manifest_bytes)
         if computed_digest(data, digest) != digest:
@@ -193,6 +196,25 @@ class Admissions:
             self.revoke(report.repository, digest)
             self.decisions.forget_published(self.publisher.key, report.repository, digest)
         return gone
+
+    async def _restore(self, pull: Pull, digest: str) -> bool:
+        """Admitted by another replica: bring it from the registry target, verified here.
+
+        Not when the target no longer holds it (revoked everywhere, see
+        :meth:`_withdrawn_elsewhere`), nor when there is no registry target.
+        """
+        if self.publisher is None or await self._withdrawn_elsewhere(pull, digest):
+            return False
+        return await restore_from_target(
+            self.publisher,
+            self.decisions,
+            self.admitted,
+            self.staging,
+            # Its own session: the pull's may hold the manifest step 2 staged.
+            f"{pull.session}-restore",
+            pull.report.repository,
+            digest,
+        )
 
     async def _blobs_intact(self, repository: str, digest: str) -> bool:
         """Whether every blob of an admitted manifest is present and still verified.
