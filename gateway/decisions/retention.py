@@ -26,16 +26,10 @@ _NAMED = (
 )
 
 
-def _expired(table: str, alias: str) -> str:
-    """Rows older than a cutoff, or past the newest N (NULL when there are fewer: none).
-
-    Ordered by (time, id), so that rows of one time are kept or go one by one.
-    """
-    # Table names are this module's constants, never input.
-    return (
-        f"({alias}.time < ? OR ({alias}.time, {alias}.id) <= (SELECT time, id FROM {table}"  # noqa: S608
-        " ORDER BY time DESC, id DESC LIMIT 1 OFFSET ?))"
-    )
+#: Rows older than a cutoff time, or at or past a (time, id) boundary.
+_EXPIRED = "({a}.time < ? OR ({a}.time, {a}.id) <= (?, ?))"
+#: A boundary nothing reaches: ids are hex, "" sorts first.
+_NO_BOUNDARY = ("", "")
 
 
 def _marks(count: int) -> str:
@@ -45,21 +39,38 @@ def _marks(count: int) -> str:
 class RetentionRecords(Tables):
     """Expired decisions and quarantine entries; which digests admissions still need."""
 
+    def retention_boundary(self, table: str, keep_newest: int | None) -> tuple[str, str]:
+        """(time, id) of the newest row past the newest ``keep_newest`` of ``table``.
+
+        Found once per run: rows that arrive meanwhile only move it newer, so
+        a run that keeps to it deletes no row it should keep. None or too
+        few rows: a boundary no row reaches.
+        """
+        if keep_newest is None or table not in ("decisions", "quarantine"):
+            return _NO_BOUNDARY
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT time, id FROM {table} ORDER BY time DESC, id DESC"  # noqa: S608
+                " LIMIT 1 OFFSET ?",
+                (keep_newest,),
+            ).fetchone()
+        return (str(row[0]), str(row[1])) if row else _NO_BOUNDARY
+
     def expired_decisions(
-        self, cutoff: str, keep_newest: int, limit: int
+        self, cutoff: str, boundary: tuple[str, str], limit: int
     ) -> list[tuple[str, str, str]]:
         """(id, time, reference) of up to ``limit`` deletable decisions, oldest first.
 
-        ``cutoff``: an ISO time (``""``: no age limit); ``keep_newest``: how many
-        of the newest decisions stay (a huge number: no count limit).
+        ``cutoff``: an ISO time (``""``: no age limit); ``boundary``: from
+        :meth:`retention_boundary`.
         """
         with self._lock:
             rows = self._db.execute(
                 "SELECT d.id, d.time, d.reference FROM decisions d WHERE "  # noqa: S608
-                + _expired("decisions", "d")
+                + _EXPIRED.format(a="d")
                 + _NAMED
                 + " ORDER BY d.time, d.id LIMIT ?",
-                (cutoff, keep_newest, limit),
+                (cutoff, *boundary, limit),
             ).fetchall()
         return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
 
@@ -82,15 +93,15 @@ class RetentionRecords(Tables):
         return len(deleted)
 
     def expired_quarantine(
-        self, cutoff: str, keep_newest: int, limit: int
+        self, cutoff: str, boundary: tuple[str, str], limit: int
     ) -> list[tuple[str, str, str]]:
         """(id, time, reference) of up to ``limit`` open quarantine entries past retention."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT q.id, q.time, q.reference FROM quarantine q WHERE "  # noqa: S608
-                + _expired("quarantine", "q")
+                + _EXPIRED.format(a="q")
                 + " ORDER BY q.time, q.id LIMIT ?",
-                (cutoff, keep_newest, limit),
+                (cutoff, *boundary, limit),
             ).fetchall()
         return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
 

@@ -35,8 +35,6 @@ ENTRY_NAME = re.compile(r"[0-9a-f]{32}")
 MAX_PER_RUN = 1_000_000
 #: Items a report lists one by one; past this it only counts.
 LISTED = 10_000
-#: "No count limit" for the SQL that keeps the newest N.
-_ALL = 2**62
 #: Files counted when sizing one quarantine entry.
 _SIZE_FILES = 100_000
 
@@ -71,16 +69,13 @@ def _cutoff(keep: Keep, now: float) -> str:
     return moment.isoformat(timespec="milliseconds")
 
 
-def _keep_newest(keep: Keep) -> int:
-    return _ALL if keep.max_count is None else keep.max_count
-
-
 def prune_decisions(decisions: DecisionLog, keep: Keep, *, dry: bool) -> Pruned:
     """Delete decisions past ``keep`` that nothing names (see decisions.retention)."""
     pruned = Pruned()
     if not keep.limited:
         return pruned
-    cutoff, newest = _cutoff(keep, time.time()), _keep_newest(keep)
+    cutoff = _cutoff(keep, time.time())
+    newest = decisions.retention_boundary("decisions", keep.max_count)
     if dry:
         for item in decisions.expired_decisions(cutoff, newest, MAX_PER_RUN):
             pruned.add(item)
@@ -109,7 +104,8 @@ def prune_quarantine(
     if not keep.limited:
         return pruned
     now = time.time()
-    cutoff, newest = _cutoff(keep, now), _keep_newest(keep)
+    cutoff = _cutoff(keep, now)
+    newest = decisions.retention_boundary("quarantine", keep.max_count)
     if dry:
         for item in decisions.expired_quarantine(cutoff, newest, MAX_PER_RUN):
             pruned.add(item, _size(quarantine.entry_dir(item[0])))
