@@ -23,6 +23,7 @@ from pullguard.gateway.console import ConsoleContext, start_console
 from pullguard.gateway.decisions import DecisionLog
 from pullguard.gateway.frontdoor import FrontDoor
 from pullguard.gateway.fsck import log_reconciled, reconcile
+from pullguard.gateway.gc import schedule as gc_schedule
 from pullguard.gateway.grpc_api import GatewayServicer, register
 from pullguard.gateway.httpserver import DoorRunner
 from pullguard.gateway.notify.sender import outbox_for, start_sender
@@ -137,6 +138,7 @@ async def serve_gateway(config: Config) -> None:
         if console is not None:
             await console.cleanup()
 
+    gc_task = gc_schedule.start(config.retention, decisions, admitted, quarantine)
     try:
         await serve_forever(
             "gateway",
@@ -148,6 +150,7 @@ async def serve_gateway(config: Config) -> None:
     finally:
         if notifier is not None:
             await notifier.stop()
+        await gc_schedule.stop(gc_task)
         await pipeline.clients.close()
         if pipeline.publisher is not None:
             await pipeline.publisher.close()

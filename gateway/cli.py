@@ -49,6 +49,7 @@ _EXITS = {
     "policy": "exit status: 0 valid (warnings are printed but allowed, unless --strict),"
     " 1 invalid (or warnings under --strict), 2 the file cannot be read or a usage error",
     "verify-bundle": "exit status: 0 valid, 1 invalid, 2 usage error",
+    "gc": "exit status: 0 done (or nothing to do), 2 error (configuration, unreadable state)",
 }
 
 
@@ -164,6 +165,17 @@ def _parser() -> argparse.ArgumentParser:
         " fix the layout (stop the gateway first)",
     )
 
+    gc = sub.add_parser(
+        "gc",
+        help="remove admitted blobs no admission needs, and decisions and quarantine entries"
+        " past retention (safe beside a running gateway)",
+        epilog=_EXITS["gc"],
+    )
+    gc.add_argument("--config", help=_CONFIG_HELP)
+    gc.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    gc.add_argument("-v", "--verbose", action="store_true", help="list every item")
+    gc.add_argument("--json", action="store_true")
+
     policy = sub.add_parser(
         "policy",
         help="policy tools: validate FILE reports every error and warning of a configuration",
@@ -276,6 +288,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         return fsck.run(
             config.state_dir, repair=args.repair, as_json=args.json, database=config.database
         )
+    if args.command == "gc":
+        from pullguard.gateway.gc import command as gc_command
+
+        _say_which_config(args, config)
+        return gc_command.run(config, dry=args.dry_run, verbose=args.verbose, as_json=args.json)
     if args.action != "release":
         _say_which_config(args, config)
     return cli_commands.quarantine(args, config)

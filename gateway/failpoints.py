@@ -4,7 +4,10 @@ Only the environment variable ``PULLGUARD_FAILPOINTS`` enables them, and only
 tests set it: ``PULLGUARD_FAILPOINTS=admit.after_blobs:kill`` SIGKILLs the own
 process when the admission path reaches ``admit.after_blobs``;
 ``NAME:enospc`` raises ``OSError(ENOSPC)`` there instead. Several are
-separated by commas. Unset, :func:`hit` is one dictionary lookup.
+separated by commas. Unset, :func:`hit` is two dictionary lookups.
+
+A test in the same process may also run code of its own at a point
+(:func:`calling`), such as a garbage collection while a pull is half admitted.
 
 The points, in the order an admission passes them (see ``pull.admission.Admissions.admit``):
 
@@ -18,9 +21,11 @@ The points, in the order an admission passes them (see ``pull.admission.Admissio
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
+from collections.abc import Callable, Iterator
 
 ENV = "PULLGUARD_FAILPOINTS"
 POINTS = (
@@ -45,10 +50,27 @@ def _parse(text: str) -> dict[str, str]:
 
 
 _armed = _parse(os.environ.get(ENV, ""))
+#: In-process callbacks (tests only, see :func:`calling`).
+_callbacks: dict[str, Callable[[], None]] = {}
+
+
+@contextlib.contextmanager
+def calling(name: str, callback: Callable[[], None]) -> Iterator[None]:
+    """While inside, reaching failpoint ``name`` calls ``callback`` (tests only)."""
+    if name not in POINTS:
+        raise ValueError(f"unknown failpoint {name!r}")
+    _callbacks[name] = callback
+    try:
+        yield
+    finally:
+        _callbacks.pop(name, None)
 
 
 def hit(name: str) -> None:
     """Act on failpoint ``name`` when a test armed it; otherwise do nothing."""
+    callback = _callbacks.get(name)
+    if callback is not None:
+        callback()
     action = _armed.get(name)
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)

@@ -186,6 +186,97 @@ class RegistryTarget:
         if response.status_code not in (200, 202, 404):
             raise self._failed(response, what)
 
+    # -- the read API (a replica serving what another admitted) ---------------
+    #
+    # What these return is a claim: the caller hashes it before anything is
+    # served (see pull.restore).
+
+    async def get_manifest(self, name: str, digest: str) -> bytes | None:
+        """The bytes the target holds as manifest ``digest`` of ``name``; None when it has none."""
+        what = f"GET manifest {name}@{digest}"
+        limit = self.limits.manifest_bytes
+        async with self._deadline(self.limits.manifest_deadline, what):
+            response = await self._send(
+                "GET",
+                name,
+                f"/v2/{name}/manifests/{digest}",
+                headers={"Accept": _ACCEPT},
+                limit=limit,
+            )
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise self._failed(response, what)
+        if response.encoding:
+            raise TargetError(f"target: {what}: body is {response.encoding[:40]}-encoded")
+        if len(response.content) > limit:
+            raise TargetError(f"target: {what}: larger than limits.manifest_bytes ({limit})")
+        return response.content
+
+    async def get_blob(self, name: str, digest: str, sink: Callable[[bytes], None]) -> int:
+        """Stream blob ``digest`` of ``name`` into ``sink``; return its size.
+
+        At most ``limits.blob_bytes``, within ``limits.blob_deadline``. A
+        redirect (a registry on object storage) is followed up to
+        ``limits.redirects`` times; credentials go only to the target's own origin.
+        """
+        what = f"GET blob {name}@{digest}"
+        url = httpx.URL(self.target.url).join(f"/v2/{name}/blobs/{digest}")
+        challenged = False
+        async with self._deadline(self.limits.blob_deadline, what):
+            for _hop in range(self.limits.redirects + 2):
+                own = self._same_origin(str(url))
+                headers = {}
+                authorization = self._authorization(name) if own else ""
+                if authorization:
+                    headers["Authorization"] = authorization
+                request = self._client.build_request("GET", url, headers=headers)
+                try:
+                    response = await self._client.send(request, stream=True)
+                except (httpx.HTTPError, OSError) as exc:
+                    raise TargetError(f"target: {what}: {type(exc).__name__}: {exc}") from None
+                try:
+                    status = response.status_code
+                    if status == 401 and own and not challenged and self.target.username:
+                        challenged = True
+                        challenge = response.headers.get("WWW-Authenticate", "")
+                        if await self._authorise(name, challenge):
+                            continue
+                    if status in (301, 302, 303, 307, 308) and "Location" in response.headers:
+                        url = url.join(response.headers["Location"])
+                        continue
+                    if status != 200:
+                        raise self._failed(Answer(status, response.headers, b""), what)
+                    return await self._drain(response, sink, what)
+                except httpx.HTTPError as exc:
+                    raise TargetError(f"target: {what}: {type(exc).__name__}: {exc}") from None
+                finally:
+                    await response.aclose()
+        raise TargetError(f"target: {what}: more than {self.limits.redirects} redirects")
+
+    async def _drain(
+        self, response: httpx.Response, sink: Callable[[bytes], None], what: str
+    ) -> int:
+        size = 0
+        async for chunk in response.aiter_raw():
+            size += len(chunk)
+            if size > self.limits.blob_bytes:
+                raise TargetError(f"target: {what}: larger than limits.blob_bytes")
+            sink(chunk)
+        return size
+
+    def _same_origin(self, url: str) -> bool:
+        parts = urlsplit(url)
+        try:
+            port = parts.port or _default_port(parts.scheme)
+        except ValueError:
+            return False
+        return (parts.scheme, parts.hostname, port) == (
+            self._origin.scheme,
+            self.target.host,
+            self.target.port,
+        )
+
     # -- transport ----------------------------------------------------------
 
     def _deadline(self, seconds: float, what: str) -> _Deadline:
@@ -199,16 +290,20 @@ class RegistryTarget:
         *,
         content: ContentFactory | None = None,
         headers: dict[str, str] | None = None,
+        limit: int = 0,
     ) -> Answer:
-        """One request, answered once with credentials when the target challenges."""
+        """One request, answered once with credentials when the target challenges.
+
+        The answer's body is read up to ``limit`` bytes (default: an error body's bound).
+        """
         full = httpx.URL(self.target.url).join(url) if isinstance(url, str) else url
-        response = await self._once(method, full, name, content, headers)
+        response = await self._once(method, full, name, content, headers, limit)
         if response.status_code != 401:
             return response
         challenge = response.headers.get("WWW-Authenticate", "")
         if self.target.username is None or not await self._authorise(name, challenge):
             return response
-        return await self._once(method, full, name, content, headers)
+        return await self._once(method, full, name, content, headers, limit)
 
     async def _once(
         self,
@@ -217,6 +312,7 @@ class RegistryTarget:
         name: str,
         content: ContentFactory | None,
         headers: dict[str, str] | None,
+        limit: int = 0,
     ) -> Answer:
         request_headers = dict(headers or {})
         authorization = self._authorization(name)
@@ -225,7 +321,7 @@ class RegistryTarget:
         request = self._client.build_request(
             method, url, headers=request_headers, content=content() if content else None
         )
-        return await self._exchange(request, self.limits.error_body_bytes)
+        return await self._exchange(request, limit or self.limits.error_body_bytes)
 
     async def _exchange(self, request: httpx.Request, limit: int) -> Answer:
         """Send; read at most ``limit`` bytes of the answer (registries answer small)."""

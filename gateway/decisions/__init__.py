@@ -31,7 +31,8 @@ there while verifying an image, so that they fetch it once between them
 The tables are split by concern, one module each, over one connection:
 decisions and the audit log (:mod:`.records`), admissions (:mod:`.admissions`),
 publications to the target (:mod:`.publications`), waivers (:mod:`.waivers`)
-and the quarantine index (:mod:`.quarantine`).
+the quarantine index (:mod:`.quarantine`), and what retention and the
+garbage collector ask (:mod:`.retention`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from pullguard.gateway.decisions.database import AUDIT, StateError, open_sqlite
 from pullguard.gateway.decisions.postgres import AdvisoryLeases, Leases, open_postgres
 from pullguard.gateway.decisions.publications import PublicationRecords
 from pullguard.gateway.decisions.quarantine import QuarantineIndex
+from pullguard.gateway.decisions.retention import RetentionRecords
 from pullguard.gateway.decisions.schema import migrate
 from pullguard.gateway.decisions.waivers import WaiverRecords
 from pullguard.services.runtime.config.database import Database
@@ -51,7 +53,9 @@ from pullguard.services.runtime.config.database import Database
 __all__ = ["Admission", "DecisionLog", "StateError"]
 
 
-class DecisionLog(AdmissionRecords, PublicationRecords, WaiverRecords, QuarantineIndex):
+class DecisionLog(
+    AdmissionRecords, PublicationRecords, WaiverRecords, QuarantineIndex, RetentionRecords
+):
     """The decision database plus a JSON-lines audit log under ``state_dir``.
 
     The database is SQLite under ``state_dir``, or ``database`` (PostgreSQL).

@@ -20,10 +20,12 @@ from dataclasses import dataclass
 
 from pullguard.gateway import failpoints
 from pullguard.gateway.decisions import Admission, DecisionLog
+from pullguard.gateway.gc.gate import AdmissionGate
 from pullguard.gateway.publish import Publication, Publisher
 from pullguard.gateway.pull.blobs import StagedBlobs, streamed_verdict
 from pullguard.gateway.pull.manifest import JudgedManifest
 from pullguard.gateway.pull.one import Pull, Stopwatch
+from pullguard.gateway.pull.restore import restore_from_target
 from pullguard.gateway.report import Phase, Report
 from pullguard.gateway.steps import StepName
 from pullguard.gateway.stores import AdmittedStore, Quarantine
@@ -68,6 +70,8 @@ class Admissions:
         self.staging = staging
         #: Pushes admitted images to the target registry; None for an embedded target.
         self.publisher = publisher
+        #: Keeps the garbage collector off the blobs an admission is moving in.
+        self.gate = AdmissionGate(admitted.root)
 
     # -- the decision -------------------------------------------------------
 
@@ -110,7 +114,9 @@ class Admissions:
         if plan.rule.pinned_digest and plan.rule.pinned_digest != digest:
             return None
         admission = self.decisions.admitted(report.repository, digest, plan.policy_version)
-        if admission is None or not self.admitted.has(digest):
+        if admission is None:
+            return None
+        if not self.admitted.has(digest) and not await self._restore(pull, digest):
             return None
         data = self.admitted.read_manifest(digest, self.config.limits.manifest_bytes)
         if computed_digest(data, digest) != digest:
@@ -191,6 +197,25 @@ class Admissions:
             self.decisions.forget_published(self.publisher.key, report.repository, digest)
         return gone
 
+    async def _restore(self, pull: Pull, digest: str) -> bool:
+        """Admitted by another replica: bring it from the registry target, verified here.
+
+        Not when the target no longer holds it (revoked everywhere, see
+        :meth:`_withdrawn_elsewhere`), nor when there is no registry target.
+        """
+        if self.publisher is None or await self._withdrawn_elsewhere(pull, digest):
+            return False
+        return await restore_from_target(
+            self.publisher,
+            self.decisions,
+            self.admitted,
+            self.staging,
+            # Its own session: the pull's may hold the manifest step 2 staged.
+            f"{pull.session}-restore",
+            pull.report.repository,
+            digest,
+        )
+
     async def _blobs_intact(self, repository: str, digest: str) -> bool:
         """Whether every blob of an admitted manifest is present and still verified.
 
@@ -236,6 +261,9 @@ class Admissions:
         verdict = streamed_verdict(report.digest, staged, blobs)
         if not verdict_allows(verdict):
             pull.require("gateway", StepName.STAGED_DIGESTS, verdict, 0.0)
+        # Moved in but not yet committed, the content is referenced by nothing:
+        # the garbage collector keeps off it until the verdict is recorded (Pull.held).
+        await pull.held.enter_async_context(self.gate.admitting([*blobs.keys, staged.staged_key]))
         await asyncio.to_thread(self._take_staged, session, blobs.keys, blobs.streamed)
         failpoints.hit("admit.after_blobs")
         await asyncio.to_thread(self._take_staged, session, [staged.staged_key], {})

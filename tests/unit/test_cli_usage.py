@@ -70,6 +70,7 @@ def test_version_comes_from_the_package_metadata(tmp_path: Path) -> None:
         ["quarantine"],
         ["policy"],
         ["verify-bundle"],
+        ["gc"],
     ],
 )
 def test_every_help_states_the_exit_codes(tmp_path: Path, command: list[str]) -> None:

@@ -27,6 +27,7 @@ from pullguard.services.runtime.config.observability import (
 )
 from pullguard.services.runtime.config.policy import Policy, policy_version, read_policy
 from pullguard.services.runtime.config.reader import ConfigUnreadable, Reader, load_yaml
+from pullguard.services.runtime.config.retention import Retention, read_retention
 from pullguard.services.runtime.config.settings import (
     Limits,
     ServicesTls,
@@ -72,6 +73,8 @@ class Config:
     replica_id: str = ""
     #: Where events are POSTed (see .notifications); empty: nowhere.
     notifications: tuple[Subscription, ...] = ()
+    #: How long decisions and quarantine entries are kept; the GC's schedule.
+    retention: Retention = Retention()
 
     def with_services(self, services: Mapping[str, str]) -> Config:
         merged = dict(self.services)
@@ -117,6 +120,7 @@ def _parse_config(reader: Reader, text: str) -> Config:
             "log_level",
             "replica_id",
             "notifications",
+            "retention",
         },
     )
     listen = got.attempt("", read_hostport, reader, data.get("listen", "127.0.0.1:5000"), "listen")
@@ -170,6 +174,7 @@ def _parse_config(reader: Reader, text: str) -> Config:
         ),
         replica_id=got.attempt("", read_replica_id, reader, data.get("replica_id")),
         notifications=got.attempt((), read_notifications, reader, data.get("notifications")),
+        retention=got.attempt(Retention(), read_retention, reader, data.get("retention")),
     )
 
 
