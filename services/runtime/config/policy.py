@@ -198,8 +198,16 @@ def _signature(reader: Reader, raw: Any, key: str, allow_none: bool = True) -> S
     notation = read_notation(reader, data.get("notation"), f"{key}.notation")
     if notation is not None and not allow_none:
         raise reader.fail(f"{key}.notation", "attestations signed with Notation are not read")
+    if notation is not None and notation.level != "strict" and mode == SignatureMode.ENFORCE:
+        # THREATS G-15 (e): a weaker level only logs an expired (G-13) or,
+        # under audit, an untrusted signature; under enforce that would admit.
+        raise reader.fail(
+            f"{key}.notation.signature_verification",
+            f"level {notation.level} logs what strict enforces; use it with mode: warn,"
+            " or strict with an override for one validation",
+        )
     if not keys and not keyless and notation is None:
-        raise reader.fail(key, "at least one of keys, keyless or notation is required")
+        raise reader.fail(key, "at least one of keys or keyless, or notation, is required")
     threshold = reader.integer(data.get("threshold", 1), f"{key}.threshold", 1)
     signers = len(keys) + len(keyless) + (notation.signers if notation else 0)
     if threshold > signers:
