@@ -75,7 +75,8 @@ def test_a_trust_policy_statement_is_read_and_travels_in_the_plan(store: Path) -
             "<ca|signingAuthority|tsa>:<name>",
         ),
         (
-            "{trust_store_dir: truststore, trust_stores: ['tsa:stamps'], trusted_identities: ['*']}",
+            "{trust_store_dir: truststore, trust_stores: ['tsa:stamps'],"
+            " trusted_identities: ['*']}",
             f"{KEY}.trust_stores",
             "at least one ca:",
         ),
@@ -85,7 +86,8 @@ def test_a_trust_policy_statement_is_read_and_travels_in_the_plan(store: Path) -
             "at least one",
         ),
         (
-            "{trust_store_dir: truststore, trust_stores: ['ca:acme'], trusted_identities: ['CN=x']}",
+            "{trust_store_dir: truststore, trust_stores: ['ca:acme'],"
+            " trusted_identities: ['CN=x']}",
             f"{KEY}.trusted_identities[0]",
             "x509.subject",
         ),
@@ -154,8 +156,23 @@ def test_a_file_that_is_not_a_certificate_is_named(store: Path) -> None:
 def test_provenance_signers_refuse_notation(store: Path) -> None:
     text = (
         "upstreams: {lab: {url: 'https://x'}}\n"
-        f"policy: {{rules: [{{match: a, provenance: {{required: true, signers: {{notation: {GOOD}}}}}}}]}}"
+        "policy: {rules: [{match: a, provenance: {required: true,"
+        f" signers: {{notation: {GOOD}}}}}}}]}}"
     )
     with pytest.raises(ConfigError) as info:
         parse_config(text, "c.yaml", store)
     assert info.value.key == "policy.rules[0].provenance.signers.notation"
+
+
+def test_a_plan_with_an_unknown_level_cannot_be_used() -> None:
+    """The signature service refuses a NotationPolicy it cannot apply (an error, never ALLOW)."""
+    from pullguard.services.signature.notation.wire import notation_trust_from_proto
+    from pullguard.v1 import common_pb2
+
+    message = common_pb2.SignaturePolicy(
+        notation=common_pb2.NotationPolicy(level="lenient", trusted_identities=["*"])
+    )
+    with pytest.raises(ConfigError) as info:
+        notation_trust_from_proto(message, "signature")
+    assert info.value.key == "signature.notation"
+    assert notation_trust_from_proto(common_pb2.SignaturePolicy(), "signature") is None

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from pullguard.services.signature import policy
+from pullguard.services.signature.notation import cbor
 from pullguard.services.signature.notation import verify as notation
 from pullguard.services.signature.notation.envelope import COSE, JWS, UNKNOWN_CRITICAL
 from pullguard.services.signature.notation.verify import NotationTrust, Target, verify_notation
@@ -140,6 +141,35 @@ def test_notary_project_timestamps_verify_against_their_tsa(name: str, media_typ
     assert "does not verify" in result.reason
 
 
+@pytest.mark.parametrize(
+    ("name", "media_type", "words"),
+    [
+        ("timestampAfterNotAfter.sig", COSE, "expired at"),
+        ("timestampBeforeNotBefore.sig", JWS, "valid only from"),
+    ],
+)
+def test_a_chain_invalid_at_the_timestamp_is_refused(
+    name: str, media_type: str, words: str
+) -> None:
+    """notation-go's fixtures: a good timestamp outside the certificate's validity."""
+    data = (DATA / name).read_bytes()
+    from pullguard.services.signature.notation.envelope import parse_envelope, parse_payload
+
+    stated = parse_payload(parse_envelope(media_type, data).payload)
+    subject = Target(stated["digest"], stated["mediaType"], stated["size"])
+    leaf = parse_envelope(media_type, data).certificates[0]
+    # authenticity logged, so that the timestamp is what decides
+    rule = NotationTrust.of(
+        [("ca", [leaf]), ("tsa", [_cert("globalsignRoot.cer")])],
+        ["*"],
+        "strict",
+        {"authenticity": "log"},
+    )
+    (result,) = check(data, media_type, rule, subject)
+    assert (result.accepted, result.code) == (False, policy.CERTIFICATE_EXPIRED), result
+    assert "at the timestamp" in result.reason and words in result.reason
+
+
 def test_a_timestamp_over_another_signature_is_refused() -> None:
     """The token's imprint must be the hash of this envelope's signature."""
     stamped = json.loads((DATA / "jwsWithTimestamp.sig").read_bytes())
@@ -168,9 +198,16 @@ def test_a_good_signature_is_accepted(media_type: str, ca: CA, signer: tuple) ->
 
 
 @BOTH
-def test_a_tampered_payload_is_invalid(media_type: str, ca: CA, signer: tuple) -> None:
+@pytest.mark.parametrize("key_type", ["ec", "rsa"])
+def test_a_tampered_payload_is_invalid(media_type: str, key_type: str, ca: CA) -> None:
+    key = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if key_type == "rsa"
+        else None
+    )
+    pair = ca.issue(key=key)
     swapped = json.dumps(target("sha256:" + "ab" * 32, size=101)).encode()
-    data = sign(media_type, ca, signer, swap_payload=swapped)
+    data = sign(media_type, ca, pair, swap_payload=swapped)
     (result,) = check(data, media_type, trust(ca, level="audit"))
     assert (result.accepted, result.code) == (False, policy.INVALID)
     assert "does not verify" in result.reason
@@ -216,6 +253,10 @@ def test_an_unknown_critical_header_is_invalid(media_type: str, ca: CA, signer: 
     [
         ({"headers": {"crit": ["io.cncf.notary.expiry"]}}, "crit"),
         (
+            {"headers": {"crit": ["io.cncf.notary.signingScheme", "io.cncf.notary.expiry"]}},
+            "listed in crit but absent",
+        ),
+        (
             {
                 "expiry": NOW + timedelta(days=1),
                 "headers": {"crit": ["io.cncf.notary.signingScheme"]},
@@ -229,6 +270,7 @@ def test_an_unknown_critical_header_is_invalid(media_type: str, ca: CA, signer: 
     ],
     ids=[
         "crit-without-scheme",
+        "crit-names-absent-header",
         "expiry-not-critical",
         "cty",
         "scheme",
@@ -412,3 +454,20 @@ def test_too_many_certificates_are_refused(ca: CA, signer: tuple) -> None:
     (result,) = check(data, JWS, trust(ca))
     assert (result.accepted, result.code) == (False, policy.INVALID)
     assert "more than 10 certificates" in result.reason
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (b"\x9f\x01\xff", "indefinite"),
+        (b"\x01\x00", "after the item"),
+        (b"\x9b" + b"\xff" * 8, "items announced"),
+        (b"\x81" * 20 + b"\x00", "nested deeper"),
+        (b"\xa2\x01\x01\x01\x01", "given twice"),
+        (b"\xf9\x3c\x00", "floats"),
+    ],
+    ids=["indefinite", "trailing", "huge-count", "deep", "duplicate-key", "float"],
+)
+def test_the_cbor_reader_names_each_refusal(data: bytes, words: str) -> None:
+    with pytest.raises(cbor.CborError, match=words):
+        cbor.decode(data)
