@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import rfc3161_client
 from cryptography import x509
 
 #: Largest token accepted; a real one with its chain is 6-8 KiB.
@@ -117,9 +118,6 @@ def _as_response(token: bytes) -> bytes:
 
 def verify_timestamp(token: bytes, signature: bytes, roots: Sequence[bytes]) -> Timestamp:
     """The time range ``token`` proves for ``signature``, under TSA ``roots``; TimestampError."""
-    # Imported here: the library is only needed when a token is checked.
-    import rfc3161_client
-
     if len(token) > MAX_TOKEN_BYTES:
         raise TimestampError(
             f"timestamp token of {len(token)} bytes, expected at most {MAX_TOKEN_BYTES}"
