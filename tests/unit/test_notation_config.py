@@ -145,6 +145,19 @@ def test_a_weaker_level_is_refused_under_enforce(store: Path, level: str) -> Non
     assert parse_config(_config(store, strict, mode="enforce"), "c.yaml", store).policy.rules
 
 
+@pytest.mark.parametrize("validation", ["authenticity", "authenticTimestamp", "expiry"])
+def test_only_revocation_may_be_relaxed_under_enforce(store: Path, validation: str) -> None:
+    """An override that logs expiry is G-13 by another name."""
+    notation = (
+        "{trust_store_dir: truststore, trust_stores: ['ca:acme'], trusted_identities: ['*'],"
+        f" signature_verification: {{level: strict, override: {{{validation}: log}}}}}}"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_config(_config(store, notation, mode="enforce"), "c.yaml", store)
+    assert info.value.key == f"{KEY}.signature_verification.override.{validation}"
+    assert parse_config(_config(store, notation, mode="warn"), "c.yaml", store).policy.rules
+
+
 def test_a_file_that_is_not_a_certificate_is_named(store: Path) -> None:
     (store / "truststore" / "x509" / "ca" / "acme" / "notes.txt").write_text("hello")
     with pytest.raises(ConfigError) as info:

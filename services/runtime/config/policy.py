@@ -204,8 +204,18 @@ def _signature(reader: Reader, raw: Any, key: str, allow_none: bool = True) -> S
         raise reader.fail(
             f"{key}.notation.signature_verification",
             f"level {notation.level} logs what strict enforces; use it with mode: warn,"
-            " or strict with an override for one validation",
+            " or strict (with override: {revocation: log} where needed)",
         )
+    if notation is not None and mode == SignatureMode.ENFORCE:
+        for validation, action in notation.overrides:
+            # Revocation alone may be relaxed: offline, an endpoint's answer is
+            # unknowable. Relaxing the others is a weaker level by another name.
+            if action != "enforce" and validation != "revocation":
+                raise reader.fail(
+                    f"{key}.notation.signature_verification.override.{validation}",
+                    f"{action} under mode: enforce would admit what strict refuses;"
+                    " only revocation may be relaxed (or use mode: warn)",
+                )
     if not keys and not keyless and notation is None:
         raise reader.fail(key, "at least one of keys or keyless, or notation, is required")
     threshold = reader.integer(data.get("threshold", 1), f"{key}.threshold", 1)
