@@ -4,19 +4,24 @@ through `pullguard up` with skopeo.
 
 docker-registry 2.8 has no referrers API, so the signature manifest is
 pushed by digest and listed in the ``sha256-<hex>`` fallback index, which is
-what notation (and oras) write to such a registry. The push is plain HTTP
-PUTs from the test (no oras binary on these machines), byte for byte. The
-envelopes are made with ``cryptography`` (tests/support/notation.py): the
-Notary Project's own fixtures sign manifests that are not in this registry.
+what notation (and oras) write to such a registry. Two writers: the real
+``oras attach`` (oras 1.2, Debian 13's package, fetched by
+scripts/install-system-deps.sh) for one image, plain HTTP PUTs from the
+test, byte for byte, for the others. The envelopes are made with
+``cryptography`` (tests/support/notation.py): the Notary Project's own
+fixtures sign manifests that are not in this registry.
 
-One stack for the module: three images under one rule, each with its own
-signature: good (admitted), by an untrusted CA (denied), expired (denied
-at the strict level, THREATS G-13).
+One stack for the module: four images under one rule, each with its own
+signature: good (admitted), good attached by oras (admitted), by an
+untrusted CA (denied), expired (denied at the strict level, THREATS G-13).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -33,7 +38,42 @@ from tests.support.stack import Pullguard, write_config
 pytestmark = pytest.mark.e2e
 
 ARTIFACT_TYPE = "application/vnd.cncf.notary.signature"
+TOOLS = Path(__file__).resolve().parents[2] / ".tools" / "bin"
 EMPTY = b"{}"
+
+
+def oras_binary() -> Path:
+    found = shutil.which("oras") or str(TOOLS / "oras")
+    if not os.access(found, os.X_OK):
+        pytest.fail("oras is not installed: run `make system-deps`")
+    return Path(found)
+
+
+def _oras_attach(
+    registry: RegistryProcess, repository: str, digest: str, data: bytes, tmp: Path
+) -> None:
+    """``oras attach`` as notation's users attach a signature made elsewhere."""
+    work = tmp / "oras"
+    work.mkdir(exist_ok=True)
+    (work / "signature.jws").write_bytes(data)
+    result = subprocess.run(
+        [
+            str(oras_binary()),
+            "attach",
+            "--plain-http",
+            "--disable-path-validation",
+            "--artifact-type",
+            ARTIFACT_TYPE,
+            f"{registry.address}/{repository}@{digest}",
+            f"signature.jws:{JWS}",
+        ],
+        cwd=work,
+        env={"HOME": str(work), "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def _attach(
@@ -84,7 +124,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         store.mkdir(parents=True)
         (store / "root.crt").write_bytes(der(ca.certificate))
         digests = {}
-        for seed, name in enumerate(("good", "stranger", "expired")):
+        for seed, name in enumerate(("good", "oras", "stranger", "expired")):
             image = build_image(tmp / name, "v1", random_layers(1, 4096, seed=40 + seed))
             push(image, registry.address, f"notation/{name}")
             media_type = json.loads(image.manifest)["mediaType"]
@@ -100,7 +140,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                     expiry=NOW - timedelta(hours=1),
                 )
             data = envelope(JWS, signer, chain, signing)
-            _attach(registry, f"notation/{name}", image.digest, len(image.manifest), data)
+            if name == "oras":
+                _oras_attach(registry, f"notation/{name}", image.digest, data, tmp)
+            else:
+                _attach(registry, f"notation/{name}", image.digest, len(image.manifest), data)
             digests[name] = image.digest
         rule = {
             "match": "lab/notation/*",
@@ -124,11 +167,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         registry.stop()
 
 
-def test_a_good_notation_signature_is_admitted(stack: Stack) -> None:
-    out = stack.tmp / "out-good"
-    result = pull(f"{stack.pg.address}/lab/notation/good:v1", out, "v1")
+@pytest.mark.parametrize("name", ["good", "oras"])
+def test_a_good_notation_signature_is_admitted(stack: Stack, name: str) -> None:
+    out = stack.tmp / f"out-{name}"
+    result = pull(f"{stack.pg.address}/lab/notation/{name}:v1", out, "v1")
     assert result.returncode == 0, result.stderr + stack.pg.log()
-    assert layout_manifest_digest(out, "v1") == stack.digests["good"]
+    assert layout_manifest_digest(out, "v1") == stack.digests[name]
 
 
 @pytest.mark.parametrize(
