@@ -2,9 +2,9 @@
 # Installs the real tools the tests use: Debian's docker-registry (CNCF
 # distribution), PostgreSQL, skopeo and Go (for the OCI conformance suite) from apt, the
 # container clients (podman, buildah, containerd, docker.io) from apt, and
-# cosign 2.5 (Debian 13's package; on Debian 12 its .deb is unpacked into a
-# private folder without touching /etc/apt). Idempotent: does nothing when
-# everything is already there.
+# cosign 2.5 and oras 1.2 (Debian 13's packages; on Debian 12 their .debs are
+# unpacked into a private folder without touching /etc/apt). Idempotent: does
+# nothing when everything is already there.
 set -euo pipefail
 tools_dir="${1:-.tools/bin}"
 mkdir -p "$tools_dir"
@@ -33,9 +33,12 @@ if [ "$(id -u)" != 0 ]; then sudo_cmd=(sudo); fi
 
 codename="$(. /etc/os-release && echo "${VERSION_CODENAME:-}")"
 have_cosign() { command -v cosign >/dev/null 2>&1 || [ -x "$tools_dir/cosign" ]; }
+# oras attaches Notation signatures in tests/e2e/test_notation_e2e.py.
+have_oras() { command -v oras >/dev/null 2>&1 || [ -x "$tools_dir/oras" ]; }
 
-if ! have_cosign && [ "$codename" != "bookworm" ]; then
-  need_apt+=(cosign)
+if [ "$codename" != "bookworm" ]; then
+  have_cosign || need_apt+=(cosign)
+  have_oras || need_apt+=(oras)
 fi
 
 # The clients of the README's recipes (tests/e2e/test_clients.py): podman,
@@ -59,9 +62,12 @@ if [ "$((${#need_apt[@]} + ${#need_clients[@]}))" -gt 0 ]; then
   fi
 fi
 
-if ! have_cosign; then
-  # Debian 12 has no cosign package; trixie's needs only libc >= 2.34.
-  echo "fetching cosign from Debian 13 into $tools_dir"
+trixie_tools=()
+have_cosign || trixie_tools+=(cosign)
+have_oras || trixie_tools+=(oras)
+if [ "${#trixie_tools[@]}" -gt 0 ]; then
+  # Debian 12 has no cosign or oras package; trixie's need only libc >= 2.34.
+  echo "fetching ${trixie_tools[*]} from Debian 13 into $tools_dir"
   work="$(mktemp -d)"
   trap 'rm -rf "$work"' EXIT
   mkdir -p "$work/lists/partial" "$work/cache/archives/partial"
@@ -70,9 +76,11 @@ if ! have_cosign; then
             -o "Dir::State::Lists=$work/lists" -o "Dir::Cache=$work/cache"
             -o "APT::Sandbox::User=root")
   apt-get -qq "${apt_opts[@]}" update
-  (cd "$work" && apt-get -qq "${apt_opts[@]}" download cosign)
-  dpkg -x "$work"/cosign_*.deb "$work/root"
-  install -m 0755 "$work/root/usr/bin/cosign" "$tools_dir/cosign"
+  (cd "$work" && apt-get -qq "${apt_opts[@]}" download "${trixie_tools[@]}")
+  for tool in "${trixie_tools[@]}"; do
+    dpkg -x "$work"/"$tool"_*.deb "$work/root"
+    install -m 0755 "$work/root/usr/bin/$tool" "$tools_dir/$tool"
+  done
 fi
 
 # kustomize renders deploy/k8s (tests/unit/test_deploy_k8s.py): kubectl's own
@@ -101,3 +109,5 @@ command -v docker-compose >/dev/null
 for client in podman buildah containerd ctr dockerd; do command -v "$client" >/dev/null; done
 if command -v cosign >/dev/null 2>&1; then cosign version 2>/dev/null | grep -m1 GitVersion || true
 else "$tools_dir/cosign" version 2>/dev/null | grep -m1 GitVersion || true; fi
+if command -v oras >/dev/null 2>&1; then oras version | head -1
+else "$tools_dir/oras" version | head -1; fi

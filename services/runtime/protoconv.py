@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TypeVar
 
+from pullguard.services.runtime.config.notation import NotationRule
 from pullguard.services.runtime.config.policy import (
     KeylessIdentity,
     LayerRule,
@@ -149,6 +150,23 @@ def signature_to_proto(
         signed_identity=rule.identity,
         max_signatures=_bounded(max_signatures, _INT32_MAX),
         max_signature_bytes=_bounded(max_signature_bytes, _INT64_MAX),
+        notation=_notation_to_proto(rule.notation),
+    )
+
+
+def _notation_to_proto(rule: NotationRule | None) -> common_pb2.NotationPolicy | None:
+    if rule is None:
+        return None
+    return common_pb2.NotationPolicy(
+        trust_stores=[
+            common_pb2.NotationTrustStore(
+                type=store.type, name=store.name, certificates=list(store.certificates)
+            )
+            for store in rule.trust_stores
+        ],
+        trusted_identities=list(rule.trusted_identities),
+        level=rule.level,
+        overrides=dict(rule.overrides),
     )
 
 

@@ -74,6 +74,8 @@ class Layer:
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 DSSE_ENVELOPE = "application/vnd.dsse.envelope.v1+json"
 BUNDLE_PREFIX = "application/vnd.dev.sigstore.bundle"
+#: Notation envelope media types (JWS, COSE); read only in a Notation artifact.
+NOTATION_ENVELOPES = ("application/jose+json", "application/cose")
 
 
 @dataclass(frozen=True)
@@ -88,13 +90,15 @@ class Attachment:
 
 
 def layer_kind(media_type: str) -> str:
-    """ "signature", "attestation", "bundle" or "other" for a layer media type."""
+    """ "signature", "attestation", "bundle", "notation" or "other" for a layer media type."""
     if media_type == SIMPLE_SIGNING:
         return "signature"
     if media_type == DSSE_ENVELOPE:
         return "attestation"
     if media_type.startswith(BUNDLE_PREFIX):
         return "bundle"
+    if media_type in NOTATION_ENVELOPES:
+        return "notation"
     return "other"
 
 

@@ -34,6 +34,7 @@ from pullguard.services.signature.attestations import AttestationOutcome, verify
 from pullguard.services.signature.backend import BundleFailure
 from pullguard.services.signature.identity import IdentityConfigError, load_signers
 from pullguard.services.signature.keys import TrustMaterialError, load_trusted_keys
+from pullguard.services.signature.notation.wire import notation_trust_from_proto
 from pullguard.services.signature.policy import Mode, Requirement, SignatureCheck, evaluate
 from pullguard.services.signature.sigstore_adapter import SigstoreTrust, production_trust_root
 from pullguard.services.signature.trust import Trust
@@ -151,6 +152,7 @@ def trust_from_proto(message: common_pb2.SignaturePolicy, roots: TrustRoots, whe
         rekor_required=rekor_required,
         now=datetime.now(UTC),
         bundles=backend,
+        notation=notation_trust_from_proto(message, where),
     )
 
 

@@ -37,6 +37,7 @@ from pullguard.services.signature import certs, policy, rekor
 from pullguard.services.signature.backend import BundleBackend, BundleFailure
 from pullguard.services.signature.identity import KeylessSigner, first_match
 from pullguard.services.signature.keys import TrustedKey, key_matches, verify_with
+from pullguard.services.signature.notation.verify import NotationTrust
 from pullguard.services.signature.policy import SignatureCheck
 from pullguard.services.signature.trustroot import TrustRoot
 
@@ -56,6 +57,8 @@ class Trust:
     now: datetime
     #: The sigstore library loaded with the same root, for bundles.
     bundles: BundleBackend | None = field(default=None, compare=False)
+    #: The rule's Notation trust policy; None trusts no Notation signature.
+    notation: NotationTrust | None = None
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,8 @@ from pullguard.services.signature.attachments import (
     layer_kind,
     parse_attachment,
 )
+from pullguard.services.signature.notation import ARTIFACT_TYPE as NOTATION_ARTIFACT
+from pullguard.services.signature.notation import layer as notation_layer
 from pullguard.services.signature.policy import Requirement, SignatureCheck
 from pullguard.services.signature.trust import Signer, Trust, identify, sha256_hex
 
@@ -215,10 +217,11 @@ def _artifact_checks(
     attachment = read_attachment(artifact, subject, limits, read_staged)
     if isinstance(attachment, SignatureCheck):
         return [attachment]
+    notary = attachment.artifact_type == NOTATION_ARTIFACT
     chosen, overflow = budgeted_layers(
         attachment,
         artifact.location,
-        ("signature", "bundle"),
+        ("notation",) if notary else ("signature", "bundle"),
         budget,
         f"more than {budget.limit} signatures; the rest were not examined",
     )
@@ -226,6 +229,23 @@ def _artifact_checks(
     for location, kind, layer in chosen:
         if kind == "signature":
             checks.extend(_simple_signing(location, layer, subject, trust, limits, read_staged))
+        elif kind == "notation":
+            envelope = read_blob(location, layer, limits, read_staged)
+            if isinstance(envelope, SignatureCheck):
+                checks.append(envelope)
+                continue
+            checks.extend(
+                notation_layer.check_layer(
+                    location,
+                    layer.media_type,
+                    envelope,
+                    subject.digest,
+                    attachment.subject_digest,
+                    subject.content,
+                    trust.notation,
+                    trust.now,
+                )
+            )
         else:
             checks.append(_bundle_signature(location, layer, subject, trust, limits, read_staged))
     if overflow is not None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pullguard.services.runtime.config.notation import NotationRule, read_notation
 from pullguard.services.runtime.config.reader import Reader, kind, load_yaml
 from pullguard.services.runtime.config.settings import COMPONENT, REPOSITORY_RE, Upstream
 from pullguard.services.runtime.digests import DigestSyntaxError, parse_digest
@@ -59,6 +60,7 @@ class SignatureRule:
     rekor: str = "optional"  # "required" or "optional"
     repository: str = ""  # where signatures live, on the same upstream
     identity: str = ""  # "<host>/<repository>" signatures must name, when remapped
+    notation: NotationRule | None = None  # Notary Project trust policy statement
 
 
 @dataclass(frozen=True)
@@ -179,20 +181,51 @@ def _signature(reader: Reader, raw: Any, key: str, allow_none: bool = True) -> S
     reader.known(
         data,
         key,
-        {"keys", "keyless", "threshold", "mode", "trusted_root", "rekor", "repository", "identity"},
+        {
+            "keys",
+            "keyless",
+            "notation",
+            "threshold",
+            "mode",
+            "trusted_root",
+            "rekor",
+            "repository",
+            "identity",
+        },
     )
     mode = data.get("mode", "enforce")
     if mode not in (SignatureMode.ENFORCE, SignatureMode.WARN):
         raise reader.fail(f"{key}.mode", f"must be enforce or warn, got {mode!r}")
     keys = _keys(reader, data.get("keys"), f"{key}.keys")
     keyless = _keyless(reader, data.get("keyless"), f"{key}.keyless")
-    if not keys and not keyless:
-        raise reader.fail(key, "at least one of keys or keyless is required")
-    threshold = reader.integer(data.get("threshold", 1), f"{key}.threshold", 1)
-    if threshold > len(keys) + len(keyless):
+    notation = read_notation(reader, data.get("notation"), f"{key}.notation")
+    if notation is not None and not allow_none:
+        raise reader.fail(f"{key}.notation", "attestations signed with Notation are not read")
+    if notation is not None and notation.level != "strict" and mode == SignatureMode.ENFORCE:
+        # THREATS G-15 (e): a weaker level only logs an expired (G-13) or,
+        # under audit, an untrusted signature; under enforce that would admit.
         raise reader.fail(
-            f"{key}.threshold",
-            f"{threshold} is more than the {len(keys) + len(keyless)} signers given",
+            f"{key}.notation.signature_verification",
+            f"level {notation.level} logs what strict enforces; use it with mode: warn,"
+            " or strict (with override: {revocation: log} where needed)",
+        )
+    if notation is not None and mode == SignatureMode.ENFORCE:
+        for validation, action in notation.overrides:
+            # Revocation alone may be relaxed: offline, an endpoint's answer is
+            # unknowable. Relaxing the others is a weaker level by another name.
+            if action != "enforce" and validation != "revocation":
+                raise reader.fail(
+                    f"{key}.notation.signature_verification.override.{validation}",
+                    f"{action} under mode: enforce would admit what strict refuses;"
+                    " only revocation may be relaxed (or use mode: warn)",
+                )
+    if not keys and not keyless and notation is None:
+        raise reader.fail(key, "at least one of keys or keyless, or notation, is required")
+    threshold = reader.integer(data.get("threshold", 1), f"{key}.threshold", 1)
+    signers = len(keys) + len(keyless) + (notation.signers if notation else 0)
+    if threshold > signers:
+        raise reader.fail(
+            f"{key}.threshold", f"{threshold} is more than the {signers} signers given"
         )
     trusted_root = ""
     if "trusted_root" in data:
@@ -221,6 +254,7 @@ def _signature(reader: Reader, raw: Any, key: str, allow_none: bool = True) -> S
         rekor=rekor,
         repository=repository,
         identity=identity,
+        notation=notation,
     )
 
 
