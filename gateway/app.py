@@ -98,7 +98,10 @@ async def serve_gateway(config: Config) -> None:
             admin_tokens=bool(config.auth.admin_tokens),
             source=config.source,
         )
-    front = FrontDoor(pipeline, decisions, admitted)
+    attester = pipeline.store.attester
+    # With a registry target, pullguard's signatures are served by the target.
+    attachments = attester.local if attester is not None and pipeline.publisher is None else None
+    front = FrontDoor(pipeline, decisions, admitted, attachments)
     app = front.app()
     door = protect(app, config)
     limits = config.limits

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from pullguard.gateway import failpoints
+from pullguard.gateway.attest import Attester
 from pullguard.gateway.decisions import Admission, DecisionLog
 from pullguard.gateway.publish import Publication, Publisher
 from pullguard.gateway.pull.blobs import StagedBlobs, streamed_verdict
@@ -68,6 +69,8 @@ class Admissions:
         self.staging = staging
         #: Pushes admitted images to the target registry; None for an embedded target.
         self.publisher = publisher
+        #: Signs every admission (``attest:``); None without. The key is loaded here, once.
+        self.attester = Attester.for_config(config, publisher)
 
     # -- the decision -------------------------------------------------------
 
@@ -245,6 +248,8 @@ class Admissions:
         # Published before the admission is recorded: if the push fails, the
         # image is not admitted and its next pull verifies and pushes again.
         await self.publish(pull, report.digest, summary.media_type)
+        # Signed last, still before the commit: a failure here admits nothing.
+        await self.attest(pull, report.digest, summary.media_type)
         return Admitting(
             Admission(
                 report.repository, report.digest, summary.media_type, size, report.decision_id
@@ -319,19 +324,46 @@ class Admissions:
         report.target = outcome.as_json()
         report.add("target", StepName.PUBLISH, _publication_verdict(outcome), watch.ms)
 
+    async def attest(self, pull: Pull, digest: str, media_type: str) -> None:
+        """Sign the admission being made and store it (``attest:``).
+
+        Raises TargetError (recorded as the ``target`` step) when it could not
+        be signed or stored: the image is then not admitted (fail closed).
+        """
+        if self.attester is None:
+            return
+        report = pull.report
+        watch = Stopwatch()
+        try:
+            tags = await self.attester.attach(report, pull.plan, digest, media_type)
+        except TargetError as exc:
+            report.add_error("target", StepName.ATTEST, exc.message, watch.ms)
+            raise
+        verdict = common_pb2.Verdict(decision=common_pb2.ALLOW, layer="target")
+        verdict.findings.add(
+            code="target.attested",
+            severity=common_pb2.INFO,
+            message=f"signed by pullguard: {', '.join(tags)}",
+        )
+        report.add("target", StepName.ATTEST, verdict, watch.ms)
+
     # -- re-evaluation --------------------------------------------------------
 
     def revoke(self, repository: str, digest: str) -> None:
         """No longer admitted: not served, its names dropped from the admitted layout."""
         self.decisions.revoke(repository, digest)
         self.admitted.remove_references(repository, digest)
+        if self.attester is not None:
+            self.attester.local.remove(repository, digest)
 
     async def withdraw(self, repository: str, digest: str) -> str:
         """Take a revoked image out of the registry target; say what happened."""
         if self.publisher is None:
             return ""
         try:
-            references = await self.publisher.withdraw(repository, digest)
+            # pullguard's signature first: never "admitted" on an image that is not.
+            signed = await self.attester.withdraw(repository, digest) if self.attester else []
+            references = signed + await self.publisher.withdraw(repository, digest)
         except TargetError as exc:
             log.error("revoked %s@%s is still in the target: %s", repository, digest, exc.message)
             return f"failed: {exc.message}"

@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from pullguard.services.runtime.config.access import Auth, FrontTls, read_auth, read_front_tls
+from pullguard.services.runtime.config.attest import Attest, read_attest
 from pullguard.services.runtime.config.database import Database, read_database
 from pullguard.services.runtime.config.observability import (
     LogSettings,
@@ -69,6 +70,8 @@ class Config:
     logging: LogSettings = LogSettings()
     #: This gateway replica's staging folder name (empty: no replica folder).
     replica_id: str = ""
+    #: pullguard's own signature and admission attestation on what it admits.
+    attest: Attest | None = None
 
     def with_services(self, services: Mapping[str, str]) -> Config:
         merged = dict(self.services)
@@ -113,6 +116,7 @@ def _parse_config(reader: Reader, text: str) -> Config:
             "log_format",
             "log_level",
             "replica_id",
+            "attest",
         },
     )
     listen = got.attempt("", read_hostport, reader, data.get("listen", "127.0.0.1:5000"), "listen")
@@ -165,6 +169,7 @@ def _parse_config(reader: Reader, text: str) -> Config:
             LogSettings(), read_log_settings, reader, data.get("log_format"), data.get("log_level")
         ),
         replica_id=got.attempt("", read_replica_id, reader, data.get("replica_id")),
+        attest=got.attempt(None, read_attest, reader, data.get("attest")),
     )
 
 
