@@ -50,22 +50,22 @@ def load_key(config: Config) -> SigningKey:
     """Decrypt ``attest.key`` with its password; a ConfigError names the key otherwise."""
     attest = config.attest
     assert attest is not None
+    password: bytes | None
+    if attest.password_file is not None:
+        where = attest.password_file
+        try:
+            with where.open("rb") as handle:
+                password = handle.read(MAX_PASSWORD_BYTES + 1).rstrip(b"\r\n")
+        except OSError as exc:
+            problem = f"{where}: cannot read: {exc.strerror or exc}"
+            raise ConfigError(config.source, "attest.password_file", problem) from None
+        if len(password) > MAX_PASSWORD_BYTES:
+            problem = f"{where}: longer than {MAX_PASSWORD_BYTES} bytes"
+            raise ConfigError(config.source, "attest.password_file", problem)
+    else:
+        text = os.environ.get(attest.password_env)
+        password = text.encode() if text is not None else None
     try:
-        password: bytes | None
-        if attest.password_file is not None:
-            try:
-                with attest.password_file.open("rb") as handle:
-                    password = handle.read(MAX_PASSWORD_BYTES + 1).rstrip(b"\r\n")
-            except OSError as exc:
-                raise AttestKeyError(
-                    f"attest.password_file {attest.password_file}: cannot read:"
-                    f" {exc.strerror or exc}"
-                ) from None
-            if len(password) > MAX_PASSWORD_BYTES:
-                raise AttestKeyError(f"attest.password_file {attest.password_file}: too long")
-        else:
-            text = os.environ.get(attest.password_env)
-            password = text.encode() if text is not None else None
         return load_signing_key(attest.key, password)
     except AttestKeyError as exc:
         raise ConfigError(config.source, "attest.key", exc.message) from None

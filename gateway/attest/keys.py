@@ -78,24 +78,26 @@ def load_signing_key(path: Path, password: bytes | None) -> SigningKey:
         with path.open("rb") as handle:
             data = handle.read(MAX_KEY_FILE_BYTES + 1)
     except OSError as exc:
-        raise AttestKeyError(f"attest.key {where}: cannot read: {exc.strerror or exc}") from None
+        raise AttestKeyError(f"{where}: cannot read: {exc.strerror or exc}") from None
     if len(data) > MAX_KEY_FILE_BYTES:
-        raise AttestKeyError(f"attest.key {where}: larger than {MAX_KEY_FILE_BYTES} bytes")
+        raise AttestKeyError(f"{where}: larger than {MAX_KEY_FILE_BYTES} bytes")
     match = _PEM_RE.search(data)
     if match is None:
-        raise AttestKeyError(f"attest.key {where}: no PEM block")
+        raise AttestKeyError(f"{where}: no PEM block")
     pem_type = match.group(1).decode()
     if pem_type in ENCRYPTED_PEM_TYPES:
         if password is None:
-            raise AttestKeyError(f"attest.key {where}: encrypted, and no password is configured")
+            raise AttestKeyError(f"{where}: encrypted, and no password is configured")
         der = _decrypt(_body(match.group(2), where), password, where)
         return SigningKey(_ecdsa_p256(der, None, where, serialization.load_der_private_key), where)
     if pem_type in ("PRIVATE KEY", "ENCRYPTED PRIVATE KEY", "EC PRIVATE KEY"):
+        # A password (COSIGN_PASSWORD may be set for other reasons) only opens an encrypted one.
+        secret = password if pem_type == "ENCRYPTED PRIVATE KEY" else None
         return SigningKey(
-            _ecdsa_p256(match.group(0), password, where, serialization.load_pem_private_key), where
+            _ecdsa_p256(match.group(0), secret, where, serialization.load_pem_private_key), where
         )
     raise AttestKeyError(
-        f"attest.key {where}: a {pem_type[:64]!r} PEM block is not a cosign or PKCS#8 private key"
+        f"{where}: a {pem_type[:64]!r} PEM block is not a cosign or PKCS#8 private key"
     )
 
 
@@ -103,9 +105,9 @@ def _body(text: bytes, where: str) -> dict[str, Any]:
     try:
         document = json.loads(base64.b64decode(b"".join(text.split()), validate=True))
     except (binascii.Error, ValueError):
-        raise AttestKeyError(f"attest.key {where}: the PEM body is not base64 JSON") from None
+        raise AttestKeyError(f"{where}: the PEM body is not base64 JSON") from None
     if not isinstance(document, dict):
-        raise AttestKeyError(f"attest.key {where}: the PEM body is not a JSON object")
+        raise AttestKeyError(f"{where}: the PEM body is not a JSON object")
     return document
 
 
@@ -113,7 +115,7 @@ def _field(document: Any, path: str, where: str) -> Any:
     value = document
     for name in path.split("."):
         if not isinstance(value, dict) or name not in value:
-            raise AttestKeyError(f"attest.key {where}: {path} is missing")
+            raise AttestKeyError(f"{where}: {path} is missing")
         value = value[name]
     return value
 
@@ -123,13 +125,13 @@ def _b64(document: dict[str, Any], path: str, where: str) -> bytes:
     try:
         return base64.b64decode(value, validate=True) if isinstance(value, str) else b""
     except binascii.Error:
-        raise AttestKeyError(f"attest.key {where}: {path} is not base64") from None
+        raise AttestKeyError(f"{where}: {path} is not base64") from None
 
 
 def _integer(document: dict[str, Any], path: str, where: str, maximum: int) -> int:
     value = _field(document, path, where)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
-        raise AttestKeyError(f"attest.key {where}: {path} must be an integer 1..{maximum}")
+        raise AttestKeyError(f"{where}: {path} must be an integer 1..{maximum}")
     return value
 
 
@@ -139,27 +141,27 @@ def _decrypt(document: dict[str, Any], password: bytes, where: str) -> bytes:
     import nacl.secret
 
     if _field(document, "kdf.name", where) != "scrypt":
-        raise AttestKeyError(f"attest.key {where}: kdf.name must be scrypt")
+        raise AttestKeyError(f"{where}: kdf.name must be scrypt")
     if _field(document, "cipher.name", where) != "nacl/secretbox":
-        raise AttestKeyError(f"attest.key {where}: cipher.name must be nacl/secretbox")
+        raise AttestKeyError(f"{where}: cipher.name must be nacl/secretbox")
     n = _integer(document, "kdf.params.N", where, MAX_SCRYPT_N)
     r = _integer(document, "kdf.params.r", where, 32)
     p = _integer(document, "kdf.params.p", where, 16)
     if n & (n - 1) or n < 2:
-        raise AttestKeyError(f"attest.key {where}: kdf.params.N must be a power of two")
+        raise AttestKeyError(f"{where}: kdf.params.N must be a power of two")
     salt = _b64(document, "kdf.salt", where)
     nonce = _b64(document, "cipher.nonce", where)
     ciphertext = _b64(document, "ciphertext", where)
     if len(nonce) != nacl.secret.SecretBox.NONCE_SIZE:
-        raise AttestKeyError(f"attest.key {where}: cipher.nonce must be 24 bytes")
+        raise AttestKeyError(f"{where}: cipher.nonce must be 24 bytes")
     if 128 * r * (n + p + 2) > SCRYPT_MAXMEM:
-        raise AttestKeyError(f"attest.key {where}: scrypt parameters ask for too much memory")
+        raise AttestKeyError(f"{where}: scrypt parameters ask for too much memory")
     key = hashlib.scrypt(password, salt=salt, n=n, r=r, p=p, maxmem=SCRYPT_MAXMEM, dklen=32)
     try:
         return nacl.secret.SecretBox(key).decrypt(ciphertext, nonce)
     except nacl.exceptions.CryptoError:
         raise AttestKeyError(
-            f"attest.key {where}: cannot decrypt: wrong password, or the file is damaged"
+            f"{where}: cannot decrypt: wrong password, or the file is damaged"
         ) from None
 
 
@@ -169,12 +171,10 @@ def _ecdsa_p256(data: bytes, password: bytes | None, where: str, load: Any) -> A
     except TypeError:
         # Encrypted without a password, or a password for an unencrypted key.
         raise AttestKeyError(
-            f"attest.key {where}: the key's encryption and the configured password disagree"
+            f"{where}: the key's encryption and the configured password disagree"
         ) from None
     except (ValueError, UnsupportedAlgorithm):
-        raise AttestKeyError(
-            f"attest.key {where}: not a readable private key (or a wrong password)"
-        ) from None
+        raise AttestKeyError(f"{where}: not a readable private key (or a wrong password)") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
-        raise AttestKeyError(f"attest.key {where}: must be an ECDSA P-256 key, as cosign makes")
+        raise AttestKeyError(f"{where}: must be an ECDSA P-256 key, as cosign makes")
     return key
