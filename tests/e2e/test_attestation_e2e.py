@@ -18,10 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
-from tests.support.cosign import COSIGN_PASSWORD, cosign_binary, generate_key_pair
+from tests.support.cosign import COSIGN_PASSWORD, cosign_binary, generate_key_pair, sign
 from tests.support.images import build_image, push, random_layers
 from tests.support.registry_process import RegistryProcess
 from tests.support.stack import Pullguard
@@ -143,8 +144,6 @@ def test_admitted_image_verifies_in_the_target_and_stops_verifying_when_revoked(
     assert verify_attestation(pub, admitted).returncode != 0
     sig_tag = image.digest.replace(":", "-") + ".sig"
     gone = target.url + f"/v2/mirror/lab/team/app/manifests/{sig_tag}"
-    import httpx
-
     assert httpx.head(gone, timeout=30).status_code == 404
 
 
@@ -166,6 +165,13 @@ def test_embedded_target_serves_pullguards_signature_at_the_front_door(
     attested = verify_attestation(pub, reference)
     assert attested.returncode == 0, attested.stderr
     assert predicate_of(attested.stdout)["image"]["digest"] == image.digest
-    # Not admitted: pullguard has no signature of it, and fetches none upstream.
-    sig_tag = "sha256-" + "0" * 64 + ".sig"
-    assert pg.get(f"/v2/lab/team/tool/manifests/{sig_tag}").status_code == 404
+    # Never admitted, but signed upstream (by another key): pullguard's tags are its own,
+    # so the upstream's signature is not fetched in their place.
+    other = build_image(tmp_path / "other", "v2", random_layers(1, 16 * 1024, seed=74))
+    push(other, upstream.address, "team/tool")
+    mallory, _ = generate_key_pair(tmp_path / "mallory")
+    sign(f"team/tool@{other.digest}", mallory, upstream.address)
+    sig_tag = other.digest.replace(":", "-") + ".sig"
+    refused = pg.get(f"/v2/lab/team/tool/manifests/{sig_tag}")
+    assert refused.status_code == 404, refused.text
+    assert refused.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"

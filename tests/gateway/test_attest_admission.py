@@ -19,7 +19,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from pullguard.gateway.attest.documents import PREDICATE_TYPE, pae
+from pullguard.gateway.attest.documents import PREDICATE_TYPE, pae, signature_attachment
 from pullguard.gateway.decisions import DecisionLog
 from pullguard.gateway.publish import Publisher
 from pullguard.gateway.pull import Pipeline
@@ -192,6 +192,14 @@ async def test_embedded_target_keeps_the_signature_beside_the_admitted_store(
     _check_signature(public, layer, payload)
     assert attester.local.manifest("lab/other", SIG_TAG) is None  # per repository
     assert attester.local.blob("lab/other", layer["digest"]) is None
+    other = signature_attachment(attester.key, "x/lab/other", "sha256:" + "0" * 64, {})
+    attester.local.put("lab/other", other)
+    assert attester.local.blob("lab/other", layer["digest"]) is None
+    # A damaged blob file is never served.
+    blob_file = attester.local.root / "blobs" / "sha256" / layer["digest"].split(":")[1]
+    blob_file.write_bytes(payload.replace(b"critical", b"CRITICAL"))
+    assert attester.local.blob("lab/app", layer["digest"]) is None
+    blob_file.write_bytes(payload)
 
     pipeline.store.revoke("lab/app", DIGEST)
     assert attester.local.manifest("lab/app", SIG_TAG) is None
