@@ -192,7 +192,28 @@ class Admissions:
             )
             self.revoke(report.repository, digest)
             self.decisions.forget_published(self.publisher.key, report.repository, digest)
+            try:
+                await self._unsign_withdrawn(report.repository, digest)
+            except TargetError as exc:
+                report.add_error("target", StepName.ATTEST, exc.message, watch.ms)
+                raise
         return gone
+
+    async def _unsign_withdrawn(self, repository: str, digest: str) -> None:
+        """Take pullguard's signature off an image someone else removed from the target.
+
+        Left there, it would vouch for whatever is pushed under that digest
+        next, behind pullguard's back. A failure fails the pull (retry): the
+        next pull tries again before admitting anything.
+        """
+        if self.attester is None:
+            return
+        try:
+            await self.attester.withdraw(repository, digest)
+        except TargetError as exc:
+            raise TargetError(
+                f"attest: cannot remove the signature of {digest}: {exc.message}"
+            ) from None
 
     async def _blobs_intact(self, repository: str, digest: str) -> bool:
         """Whether every blob of an admitted manifest is present and still verified.

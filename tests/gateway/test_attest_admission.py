@@ -214,3 +214,27 @@ async def test_embedded_attachments_that_cannot_be_stored_admit_nothing(tmp_path
     assert isinstance(result.error, TargetError)
     assert not result.report.admitted
     assert pipeline.decisions.admitted("lab/app", DIGEST, pipeline.config.policy_version) is None
+
+
+async def test_an_image_removed_from_the_target_loses_pullguards_signature_there(
+    registry_pipeline: tuple[Pipeline, ec.EllipticCurvePublicKey],
+    registry: str,  # noqa: F811
+) -> None:
+    pipeline, _ = registry_pipeline
+    assert (await pipeline.pull("lab/app", "v1")).report.admitted
+    assert _artifact(registry, SIG_TAG) is not None
+    # Deleted in the target behind pullguard's back (an operator, another replica).
+    deleted = httpx.delete(f"{registry}/v2/lab/app/manifests/{DIGEST}", timeout=30)
+    assert deleted.status_code == 202
+    assert pipeline.publisher is not None
+    client = pipeline.publisher.client
+
+    async def refuse(name: str, reference: str, data: bytes, media_type: str, digest: str) -> None:
+        raise TargetError("target: PUT refused (test)")
+
+    # The re-verification cannot publish again, so nothing re-signs it either.
+    client.put_manifest = refuse  # type: ignore[method-assign]
+    result = await pipeline.pull("lab/app", "v1")
+    assert not result.report.admitted
+    assert _artifact(registry, SIG_TAG) is None
+    assert _artifact(registry, ATT_TAG) is None
