@@ -99,9 +99,9 @@ async def serve_gateway(config: Config) -> None:
             source=config.source,
         )
     attester = pipeline.store.attester
-    # With a registry target, pullguard's signatures are served by the target.
-    attachments = attester.local if attester is not None and pipeline.publisher is None else None
-    front = FrontDoor(pipeline, decisions, admitted, attachments)
+    # While pullguard signs, the .sig/.att tags at its front door are its own
+    # (with a registry target, none: they are served by the target).
+    front = FrontDoor(pipeline, decisions, admitted, attester.local if attester else None)
     app = front.app()
     door = protect(app, config)
     limits = config.limits

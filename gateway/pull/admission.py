@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from pullguard.gateway import failpoints
-from pullguard.gateway.attest import Attester
+from pullguard.gateway.attest import Attester, is_attachment_tag
 from pullguard.gateway.decisions import Admission, DecisionLog
 from pullguard.gateway.publish import Publication, Publisher
 from pullguard.gateway.pull.blobs import StagedBlobs, streamed_verdict
@@ -330,14 +330,15 @@ class Admissions:
             return
         report = pull.report
         plan = pull.plan
+        tags = [plan.ref.tag] if plan.ref.tag else []
+        if self.attester is not None:
+            # cosign finds signatures by these tags: only pullguard writes them
+            # (an upstream "image" tagged so could replay a revoked signature).
+            tags = [tag for tag in tags if not is_attachment_tag(tag)]
         watch = Stopwatch()
         try:
             outcome = await self.publisher.publish(
-                report.repository,
-                digest,
-                media_type,
-                [plan.ref.tag] if plan.ref.tag else [],
-                plan.policy_version,
+                report.repository, digest, media_type, tags, plan.policy_version
             )
         except TargetError as exc:
             report.add_error("target", StepName.PUBLISH, exc.message, watch.ms)

@@ -48,7 +48,19 @@ def _key(tmp_path: Path) -> tuple[Path, ec.EllipticCurvePublicKey]:
     return path, private.public_key()
 
 
-def _pipeline(tmp_path: Path, **overrides: Any) -> Pipeline:
+class TaggedLayers(FakeLayers):
+    """FakeLayers whose plan keeps the tag the client asked for."""
+
+    def _healthy(self, layer: str, method: str, request: Any) -> Any:
+        response = super()._healthy(layer, method, request)
+        if method == "Plan":
+            response.plan.ref.tag = request.reference
+        return response
+
+
+def _pipeline(
+    tmp_path: Path, layers_class: type[FakeLayers] = FakeLayers, **overrides: Any
+) -> Pipeline:
     config = make_config(tmp_path, **overrides)
     state = config.state_dir
     staging = StagingStore(state / "staging")
@@ -56,7 +68,7 @@ def _pipeline(tmp_path: Path, **overrides: Any) -> Pipeline:
     admitted = AdmittedStore(state / "admitted")
     publisher = Publisher.for_target(config, admitted, decisions)
     quarantine = Quarantine(state / "quarantine")
-    layers = FakeLayers(staging, {})
+    layers = layers_class(staging, {})
     return Pipeline(config, layers, decisions, admitted, quarantine, staging, publisher)
 
 
@@ -238,3 +250,23 @@ async def test_an_image_removed_from_the_target_loses_pullguards_signature_there
     assert not result.report.admitted
     assert _artifact(registry, SIG_TAG) is None
     assert _artifact(registry, ATT_TAG) is None
+
+
+async def test_an_upstream_tag_in_cosigns_schema_is_never_published_as_a_tag(
+    tmp_path: Path,
+    registry: str,  # noqa: F811
+) -> None:
+    key, _ = _key(tmp_path)
+    target = {"kind": "registry", "url": registry, "insecure": True}
+    pipeline = _pipeline(tmp_path, TaggedLayers, target=target, attest={"key": str(key)})
+    assert pipeline.publisher is not None
+    # An "image" tagged like a signature upstream (a replayed, revoked pullguard .sig):
+    # whatever it holds, the target's sha256-<hex>.sig tag stays pullguard's to write.
+    forged = "sha256-" + "5" * 64 + ".sig"
+    try:
+        result = await pipeline.pull("lab/app", forged)
+    finally:
+        await pipeline.publisher.close()
+    assert result.allowed, result.report.as_json()
+    assert forged not in result.report.target["pushed"]
+    assert _artifact(registry, forged) is None
