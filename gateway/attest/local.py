@@ -6,8 +6,9 @@ so the signature and attestation of an admitted manifest are served there
 ``state_dir/attachments/``, apart from the admitted store (they were made
 here, not verified from an upstream)::
 
-    attachments/<sha256 of repository>/<tag>      the manifest's bytes
-    attachments/blobs/sha256/<hex>                the config and layer blobs
+    attachments/<sha256 of repository>/<tag>          the manifest's bytes
+    attachments/<sha256 of repository>/blobs/<hex>    empty: this repository may serve it
+    attachments/blobs/sha256/<hex>                    the config and layer blobs
 
 A manifest is written after its blobs and removed before them, each write
 atomic, so a reader sees a whole attachment or none. Every read is bounded
@@ -66,8 +67,7 @@ class AttachmentStore:
     def _manifest_path(self, repository: str, tag: str) -> Path:
         if not is_attachment_tag(tag):
             raise ValueError(f"not an attachment tag: {tag[:80]!r}")
-        folder = hashlib.sha256(repository.encode()).hexdigest()
-        return self.root / folder / tag
+        return self._folder(repository) / tag
 
     def _blob_path(self, digest: str) -> Path:
         match = _DIGEST_RE.fullmatch(digest)
@@ -75,9 +75,20 @@ class AttachmentStore:
             raise ValueError(f"not a sha256 digest: {digest[:80]!r}")
         return self.root / "blobs" / "sha256" / match.group(1)
 
+    def _folder(self, repository: str) -> Path:
+        return self.root / hashlib.sha256(repository.encode()).hexdigest()
+
+    def _marker(self, repository: str, digest: str) -> Path:
+        """An empty file saying that one of ``repository``'s attachments names ``digest``."""
+        match = _DIGEST_RE.fullmatch(digest)
+        if match is None:
+            raise ValueError(f"not a sha256 digest: {digest[:80]!r}")
+        return self._folder(repository) / "blobs" / match.group(1)
+
     def put(self, repository: str, attachment: Attachment) -> None:
         for digest, data in attachment.blobs.items():
             _write(self._blob_path(digest), data)
+            _write(self._marker(repository, digest), b"")
         _write(self._manifest_path(repository, attachment.tag), attachment.manifest)
 
     def manifest(self, repository: str, tag: str) -> bytes | None:
@@ -86,15 +97,9 @@ class AttachmentStore:
 
     def blob(self, repository: str, digest: str) -> bytes | None:
         """A blob that one of ``repository``'s attachments names, verified, or None."""
-        if _DIGEST_RE.fullmatch(digest) is None:
+        if _DIGEST_RE.fullmatch(digest) is None or not self._marker(repository, digest).exists():
             return None
-        folder = self.root / hashlib.sha256(repository.encode()).hexdigest()
-        if not folder.is_dir():
-            return None
-        needle = digest.encode()
-        # A repository has two attachments per admitted digest; each is tiny.
-        named = any(needle in (_read(path) or b"") for path in sorted(folder.iterdir())[:10000])
-        data = _read(self._blob_path(digest)) if named else None
+        data = _read(self._blob_path(digest))
         return data if data is not None and sha256(data) == digest else None
 
     def remove(self, repository: str, image_digest: str) -> list[str]:
@@ -108,7 +113,12 @@ class AttachmentStore:
         for suffix in ("sig", "att"):
             tag = f"{algorithm}-{encoded}.{suffix}"
             path = self._manifest_path(repository, tag)
-            if path.exists():
-                path.unlink()
-                removed.append(tag)
+            manifest = _read(path)
+            if manifest is None:
+                continue
+            path.unlink()
+            removed.append(tag)
+            # Its blobs are no longer served for this repository.
+            for named in set(_DIGEST_RE.findall(manifest.decode("utf-8", "replace"))):
+                self._marker(repository, f"sha256:{named}").unlink(missing_ok=True)
         return removed

@@ -216,6 +216,7 @@ async def test_embedded_target_keeps_the_signature_beside_the_admitted_store(
     pipeline.store.revoke("lab/app", DIGEST)
     assert attester.local.manifest("lab/app", SIG_TAG) is None
     assert attester.local.manifest("lab/app", ATT_TAG) is None
+    assert attester.local.blob("lab/app", layer["digest"]) is None
 
 
 async def test_embedded_attachments_that_cannot_be_stored_admit_nothing(tmp_path: Path) -> None:
