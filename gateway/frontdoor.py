@@ -140,8 +140,9 @@ class FrontDoor:
         self.pipeline = pipeline
         self.decisions = decisions
         self.admitted = admitted
-        #: pullguard's own signatures (``attest:`` with the embedded target), served as
-        #: the ``sha256-<hex>.sig``/``.att`` tags; None when pullguard does not sign.
+        #: pullguard's own signatures (``attest:``), the only answer to the
+        #: ``sha256-<hex>.sig``/``.att`` tags (empty with a registry target, which
+        #: serves them itself); None when pullguard does not sign.
         self.attachments = attachments
         self.scrub = Scrubber(u.url for u in pipeline.config.upstreams.values())
 
