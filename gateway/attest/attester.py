@@ -160,13 +160,25 @@ class Attester:
         for blob, data in attachment.blobs.items():
             if not await client.has_blob(name, blob):
                 await client.push_small_blob(name, blob, data)
+        decisions = self.publisher.decisions
+        previous = decisions.published(self.records_key, repository, attachment.tag)
         # Recorded before the PUT: a PUT whose answer is lost is still withdrawn later.
-        self.publisher.decisions.mark_published(
-            self.records_key, repository, attachment.tag, attachment.digest
-        )
+        decisions.mark_published(self.records_key, repository, attachment.tag, attachment.digest)
         await client.put_manifest(
             name, attachment.tag, attachment.manifest, attachment.media_type, attachment.digest
         )
+        if previous is not None and previous != attachment.digest:
+            # Signed again (a re-admission): the old one, now untagged, would
+            # outlive a revocation, which deletes only what the tag names.
+            try:
+                await client.delete_manifest(name, previous)
+            except TargetError as exc:
+                log.warning(
+                    "attest: old %s of %s stays in the target: %s",
+                    attachment.tag,
+                    repository,
+                    exc.message,
+                )
 
     async def _undo(self, repository: str, digest: str) -> None:
         try:

@@ -132,6 +132,11 @@ def test_admitted_image_verifies_in_the_target_and_stops_verifying_when_revoked(
     assert verify(pub, unadmitted).returncode != 0
     assert verify_attestation(pub, unadmitted).returncode != 0
 
+    sig_tag = image.digest.replace(":", "-") + ".sig"
+    sig_url = target.url + f"/v2/mirror/lab/team/app/manifests/{sig_tag}"
+    accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+    assert httpx.head(sig_url, headers=accept, timeout=30).status_code == 200
+
     # Revoked by reevaluate under a policy that now denies it: both are gone.
     pg.stop()
     pg.config["policy"]["deny"] = ["**/team/**"]
@@ -142,9 +147,7 @@ def test_admitted_image_verifies_in_the_target_and_stops_verifying_when_revoked(
     assert outcomes["lab/team/app"]["outcome"] == "revoked", done.stdout + done.stderr
     assert verify(pub, admitted).returncode != 0
     assert verify_attestation(pub, admitted).returncode != 0
-    sig_tag = image.digest.replace(":", "-") + ".sig"
-    gone = target.url + f"/v2/mirror/lab/team/app/manifests/{sig_tag}"
-    assert httpx.head(gone, timeout=30).status_code == 404
+    assert httpx.head(sig_url, headers=accept, timeout=30).status_code == 404
 
 
 def test_embedded_target_serves_pullguards_signature_at_the_front_door(

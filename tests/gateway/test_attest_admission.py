@@ -26,6 +26,7 @@ from pullguard.gateway.pull import Pipeline
 from pullguard.gateway.stores import AdmittedStore, Quarantine
 from pullguard.services.runtime.errors import TargetError
 from pullguard.services.runtime.staging import StagingStore
+from pullguard.v1 import common_pb2
 from tests.gateway.test_pipeline_faults import DIGEST, FakeLayers
 from tests.support.configs import make_config
 from tests.support.registry import registry  # noqa: F401 - a fixture
@@ -271,3 +272,35 @@ async def test_an_upstream_tag_in_cosigns_schema_is_never_published_as_a_tag(
     assert result.allowed, result.report.as_json()
     assert forged not in result.report.target["pushed"]
     assert _artifact(registry, forged) is None
+
+
+async def test_signing_again_leaves_no_older_signature_behind(
+    registry_pipeline: tuple[Pipeline, ec.EllipticCurvePublicKey],
+    registry: str,  # noqa: F811
+) -> None:
+    pipeline, _ = registry_pipeline
+    first = await pipeline.pull("lab/app", "v1")
+    assert first.report.admitted
+    attester = pipeline.store.attester
+    assert attester is not None
+    old = {tag: _manifest_digest(registry, tag) for tag in (SIG_TAG, ATT_TAG)}
+    # A re-admission (e.g. reevaluate --force) signs again.
+    await attester.attach(first.report, common_pb2.Plan(policy_version="v2"), DIGEST, OCI_MANIFEST)
+    for tag, digest in old.items():
+        assert _manifest_digest(registry, tag) != digest
+        gone = httpx.head(
+            f"{registry}/v2/lab/app/manifests/{digest}",
+            headers={"Accept": OCI_MANIFEST},
+            timeout=30,
+        )
+        assert gone.status_code == 404, tag
+
+
+def _manifest_digest(base_url: str, reference: str) -> str:
+    response = httpx.head(
+        f"{base_url}/v2/lab/app/manifests/{reference}",
+        headers={"Accept": OCI_MANIFEST},
+        timeout=30,
+    )
+    assert response.status_code == 200
+    return response.headers["Docker-Content-Digest"]
