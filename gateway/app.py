@@ -102,7 +102,10 @@ async def serve_gateway(config: Config) -> None:
             admin_tokens=bool(config.auth.admin_tokens),
             source=config.source,
         )
-    front = FrontDoor(pipeline, decisions, admitted)
+    attester = pipeline.store.attester
+    # While pullguard signs, the .sig/.att tags at its front door are its own
+    # (with a registry target, none: they are served by the target).
+    front = FrontDoor(pipeline, decisions, admitted, attester.local if attester else None)
     app = front.app()
     door = protect(app, config)
     limits = config.limits

@@ -23,6 +23,8 @@ from urllib.parse import quote, unquote
 
 from aiohttp import web
 
+from pullguard.gateway.attest import AttachmentStore, is_attachment_tag
+from pullguard.gateway.attest.documents import OCI_MANIFEST, sha256
 from pullguard.gateway.decisions import DecisionLog
 from pullguard.gateway.httpserver import API_HEADERS, error_body
 from pullguard.gateway.observe import requester_context
@@ -128,10 +130,20 @@ def _decoded_path(request: web.Request) -> str:
 
 
 class FrontDoor:
-    def __init__(self, pipeline: Puller, decisions: DecisionLog, admitted: AdmittedStore) -> None:
+    def __init__(
+        self,
+        pipeline: Puller,
+        decisions: DecisionLog,
+        admitted: AdmittedStore,
+        attachments: AttachmentStore | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.decisions = decisions
         self.admitted = admitted
+        #: pullguard's own signatures (``attest:``), the only answer to the
+        #: ``sha256-<hex>.sig``/``.att`` tags (empty with a registry target, which
+        #: serves them itself); None when pullguard does not sign.
+        self.attachments = attachments
         self.scrub = Scrubber(u.url for u in pipeline.config.upstreams.values())
 
     def app(self) -> web.Application:
@@ -179,6 +191,8 @@ class FrontDoor:
         raise Refusal(NotFound("not an OCI distribution pull endpoint", "NOT_FOUND"))
 
     async def manifest(self, request: web.Request, name: str, reference: str) -> web.StreamResponse:
+        if self.attachments is not None and is_attachment_tag(reference):
+            return await self.attachment(request, name, reference)
         result = await self.pipeline.pull(name, reference, admit=True)
         if result.error is not None:
             raise self.refusal(result.error, result.report.decision_id)
@@ -202,6 +216,58 @@ class FrontDoor:
         response.content_type = report.media_type
         return response
 
+    async def attachment(
+        self, request: web.Request, name: str, reference: str
+    ) -> web.StreamResponse:
+        """pullguard's signature or attestation of an admitted manifest.
+
+        While pullguard signs, these tags are its own: an upstream's tag of
+        the same name is never fetched in their place, so nothing but
+        pullguard's signature can answer for an image it admitted.
+        """
+        assert self.attachments is not None
+        repository = await self._repository(name)
+        data = None
+        if repository is not None:
+            data = await asyncio.to_thread(self.attachments.manifest, repository, reference)
+        if data is None:
+            raise Refusal(NotFound(f"{reference} of {name}: pullguard signed no such manifest"))
+        headers = {
+            **API_HEADERS,
+            "Docker-Content-Digest": sha256(data),
+            "Content-Type": OCI_MANIFEST,
+            "Content-Length": str(len(data)),
+        }
+        if request.method == "HEAD":
+            return web.Response(status=200, headers=headers)
+        return web.Response(status=200, body=data, headers=headers)
+
+    async def _repository(self, name: str) -> str | None:
+        repository = self.decisions.repository_for(name)
+        return repository if repository is not None else await self.pipeline.repository_of(name)
+
+    async def _attachment_blob(
+        self, request: web.Request, name: str, digest: str
+    ) -> web.StreamResponse | None:
+        """A blob of one of pullguard's signatures of ``name``, if it is one."""
+        if self.attachments is None:
+            return None
+        repository = await self._repository(name)
+        if repository is None:
+            return None
+        data = await asyncio.to_thread(self.attachments.blob, repository, digest)
+        if data is None:
+            return None
+        headers = {
+            **API_HEADERS,
+            "Docker-Content-Digest": digest,
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(len(data)),
+        }
+        if request.method == "HEAD":
+            return web.Response(status=200, headers=headers)
+        return web.Response(status=200, body=data, headers=headers)
+
     async def blob(self, request: web.Request, name: str, digest: str) -> web.StreamResponse:
         try:
             parse_digest(digest)
@@ -212,6 +278,9 @@ class FrontDoor:
             # Not pulled under this spelling: the name as the manifest route reads it.
             repository = await self.pipeline.repository_of(name)
         if repository is None or not self.decisions.blob_admitted(repository, digest):
+            signed = await self._attachment_blob(request, name, digest)
+            if signed is not None:
+                return signed
             raise Refusal(NotFound(f"{digest} is not admitted for {name}", "BLOB_UNKNOWN"))
         try:
             # Hashed again unless unchanged since last verified; damaged is never served.

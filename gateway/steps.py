@@ -24,5 +24,7 @@ class StepName(enum.StrEnum):
     LAYERS = "layers"
     STAGED_DIGESTS = "staged digests"
     PUBLISH = "publish"
+    #: pullguard signed the admission (attest:) and stored the signature.
+    ATTEST = "attest"
     INTERNAL = "internal"
     REFERRERS = "referrers"

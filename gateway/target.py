@@ -142,13 +142,32 @@ class RegistryTarget:
             def content() -> AsyncIterator[bytes]:
                 return _stream_file(path, size, digest)
 
-            finished = await self._send(
-                "PUT",
-                name,
-                url,
-                content=content,
-                headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
-            )
+            await self._finish_upload(name, url, content, size, digest, what)
+
+    async def push_small_blob(self, name: str, digest: str, data: bytes) -> None:
+        """Upload a blob held in memory (a signature's few KiB), in one monolithic PUT."""
+        what = f"upload of blob {digest}"
+        async with self._deadline(self.limits.manifest_deadline, what):
+            started = await self._send("POST", name, f"/v2/{name}/blobs/uploads/")
+            if started.status_code != 202:
+                raise self._failed(started, what)
+            url = httpx.URL(self._location(started, what)).copy_merge_params({"digest": digest})
+
+            async def content() -> AsyncIterator[bytes]:
+                yield data
+
+            await self._finish_upload(name, url, content, len(data), digest, what)
+
+    async def _finish_upload(
+        self, name: str, url: httpx.URL, content: ContentFactory, size: int, digest: str, what: str
+    ) -> None:
+        finished = await self._send(
+            "PUT",
+            name,
+            url,
+            content=content,
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+        )
         if finished.status_code != 201:
             raise self._failed(finished, what)
         self._check_digest(finished, digest, what)

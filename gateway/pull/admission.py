@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from pullguard.gateway import failpoints
+from pullguard.gateway.attest import Attester, is_attachment_tag
 from pullguard.gateway.decisions import Admission, DecisionLog
 from pullguard.gateway.gc.gate import AdmissionGate
 from pullguard.gateway.publish import Publication, Publisher
@@ -72,6 +73,8 @@ class Admissions:
         self.publisher = publisher
         #: Keeps the garbage collector off the blobs an admission is moving in.
         self.gate = AdmissionGate(admitted.root)
+        #: Signs every admission (``attest:``); None without. The key is loaded here, once.
+        self.attester = Attester.for_config(config, publisher)
 
     # -- the decision -------------------------------------------------------
 
@@ -195,6 +198,11 @@ class Admissions:
             )
             self.revoke(report.repository, digest)
             self.decisions.forget_published(self.publisher.key, report.repository, digest)
+            try:
+                await self._unsign_withdrawn(report.repository, digest)
+            except TargetError as exc:
+                report.add_error("target", StepName.ATTEST, exc.message, watch.ms)
+                raise
         return gone
 
     async def _restore(self, pull: Pull, digest: str) -> bool:
@@ -215,6 +223,21 @@ class Admissions:
             pull.report.repository,
             digest,
         )
+    async def _unsign_withdrawn(self, repository: str, digest: str) -> None:
+        """Take pullguard's signature off an image someone else removed from the target.
+
+        Left there, it would vouch for whatever is pushed under that digest
+        next, behind pullguard's back. A failure fails the pull (retry): the
+        next pull tries again before admitting anything.
+        """
+        if self.attester is None:
+            return
+        try:
+            await self.attester.withdraw(repository, digest)
+        except TargetError as exc:
+            raise TargetError(
+                f"attest: cannot remove the signature of {digest}: {exc.message}"
+            ) from None
 
     async def _blobs_intact(self, repository: str, digest: str) -> bool:
         """Whether every blob of an admitted manifest is present and still verified.
@@ -273,6 +296,8 @@ class Admissions:
         # Published before the admission is recorded: if the push fails, the
         # image is not admitted and its next pull verifies and pushes again.
         await self.publish(pull, report.digest, summary.media_type)
+        # Signed last, still before the commit: a failure here admits nothing.
+        await self.attest(pull, report.digest, summary.media_type)
         return Admitting(
             Admission(
                 report.repository, report.digest, summary.media_type, size, report.decision_id
@@ -332,20 +357,44 @@ class Admissions:
             return
         report = pull.report
         plan = pull.plan
+        tags = [plan.ref.tag] if plan.ref.tag else []
+        if self.attester is not None:
+            # cosign finds signatures by these tags: only pullguard writes them
+            # (an upstream "image" tagged so could replay a revoked signature).
+            tags = [tag for tag in tags if not is_attachment_tag(tag)]
         watch = Stopwatch()
         try:
             outcome = await self.publisher.publish(
-                report.repository,
-                digest,
-                media_type,
-                [plan.ref.tag] if plan.ref.tag else [],
-                plan.policy_version,
+                report.repository, digest, media_type, tags, plan.policy_version
             )
         except TargetError as exc:
             report.add_error("target", StepName.PUBLISH, exc.message, watch.ms)
             raise
         report.target = outcome.as_json()
         report.add("target", StepName.PUBLISH, _publication_verdict(outcome), watch.ms)
+
+    async def attest(self, pull: Pull, digest: str, media_type: str) -> None:
+        """Sign the admission being made and store it (``attest:``).
+
+        Raises TargetError (recorded as the ``target`` step) when it could not
+        be signed or stored: the image is then not admitted (fail closed).
+        """
+        if self.attester is None:
+            return
+        report = pull.report
+        watch = Stopwatch()
+        try:
+            tags = await self.attester.attach(report, pull.plan, digest, media_type)
+        except TargetError as exc:
+            report.add_error("target", StepName.ATTEST, exc.message, watch.ms)
+            raise
+        verdict = common_pb2.Verdict(decision=common_pb2.ALLOW, layer="target")
+        verdict.findings.add(
+            code="target.attested",
+            severity=common_pb2.INFO,
+            message=f"signed by pullguard: {', '.join(tags)}",
+        )
+        report.add("target", StepName.ATTEST, verdict, watch.ms)
 
     # -- re-evaluation --------------------------------------------------------
 
@@ -358,13 +407,17 @@ class Admissions:
             repository, digest, because.as_json() if because is not None else None
         )
         self.admitted.remove_references(repository, digest)
+        if self.attester is not None:
+            self.attester.local.remove(repository, digest)
 
     async def withdraw(self, repository: str, digest: str) -> str:
         """Take a revoked image out of the registry target; say what happened."""
         if self.publisher is None:
             return ""
         try:
-            references = await self.publisher.withdraw(repository, digest)
+            # pullguard's signature first: never "admitted" on an image that is not.
+            signed = await self.attester.withdraw(repository, digest) if self.attester else []
+            references = signed + await self.publisher.withdraw(repository, digest)
         except TargetError as exc:
             log.error("revoked %s@%s is still in the target: %s", repository, digest, exc.message)
             return f"failed: {exc.message}"

@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from pullguard.services.runtime.config.access import Auth, FrontTls, read_auth, read_front_tls
+from pullguard.services.runtime.config.attest import Attest, read_attest
 from pullguard.services.runtime.config.database import Database, read_database
 from pullguard.services.runtime.config.notifications import Subscription, read_notifications
 from pullguard.services.runtime.config.observability import (
@@ -75,6 +76,8 @@ class Config:
     notifications: tuple[Subscription, ...] = ()
     #: How long decisions and quarantine entries are kept; the GC's schedule.
     retention: Retention = Retention()
+    #: pullguard's own signature and admission attestation on what it admits.
+    attest: Attest | None = None
 
     def with_services(self, services: Mapping[str, str]) -> Config:
         merged = dict(self.services)
@@ -121,6 +124,7 @@ def _parse_config(reader: Reader, text: str) -> Config:
             "replica_id",
             "notifications",
             "retention",
+            "attest",
         },
     )
     listen = got.attempt("", read_hostport, reader, data.get("listen", "127.0.0.1:5000"), "listen")
@@ -175,6 +179,7 @@ def _parse_config(reader: Reader, text: str) -> Config:
         replica_id=got.attempt("", read_replica_id, reader, data.get("replica_id")),
         notifications=got.attempt((), read_notifications, reader, data.get("notifications")),
         retention=got.attempt(Retention(), read_retention, reader, data.get("retention")),
+        attest=got.attempt(None, read_attest, reader, data.get("attest")),
     )
 
 
