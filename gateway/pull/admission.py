@@ -223,6 +223,7 @@ class Admissions:
             pull.report.repository,
             digest,
         )
+
     async def _unsign_withdrawn(self, repository: str, digest: str) -> None:
         """Take pullguard's signature off an image someone else removed from the target.
 
