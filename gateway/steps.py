@@ -26,3 +26,4 @@ class StepName(enum.StrEnum):
     PUBLISH = "publish"
     INTERNAL = "internal"
     REFERRERS = "referrers"
+    VULNERABILITIES = "vulnerabilities"

@@ -34,6 +34,7 @@ from pullguard.gateway.pull.outcome import (
     Verified,
 )
 from pullguard.gateway.pull.reevaluate import Reevaluated, reevaluate
+from pullguard.gateway.pull.vulnerabilities import judge_vulnerabilities
 from pullguard.gateway.release import ReevaluationOptions, ReleaseOptions, ReleasePlan
 from pullguard.gateway.report import Report
 from pullguard.gateway.steps import StepName
@@ -185,6 +186,8 @@ class Pipeline:
         judged = await manifest.judge_manifest(pull, staged)
         # 5. fetcher stages the blobs; hashverify, source and format judge them.
         blobs = await stage_and_judge_blobs(pull, judged)
+        # 5b. vulnerability judges what the layers hold (when the rule asks).
+        await judge_vulnerabilities(pull, judged.summary, blobs.inventories)
         # 6 and 7. moved into the admitted store and pushed to the target
         # (committed by _conclude), or only reported.
         admitting = await self.store.admit(pull, judged, blobs) if pull.admit else None

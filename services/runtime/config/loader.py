@@ -41,6 +41,12 @@ from pullguard.services.runtime.config.settings import (
     read_telemetry,
     read_upstream,
 )
+from pullguard.services.runtime.config.vulnerabilities import (
+    NO_GATE,
+    VulnerabilityDatabase,
+    VulnerabilityRule,
+    read_vulnerabilities,
+)
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,8 @@ class Config:
     logging: LogSettings = LogSettings()
     #: This gateway replica's staging folder name (empty: no replica folder).
     replica_id: str = ""
+    #: The OSV database of the vulnerability layer (None: no vulnerability gate).
+    vulnerability_database: VulnerabilityDatabase | None = None
 
     def with_services(self, services: Mapping[str, str]) -> Config:
         merged = dict(self.services)
@@ -113,6 +121,7 @@ def _parse_config(reader: Reader, text: str) -> Config:
             "log_format",
             "log_level",
             "replica_id",
+            "vulnerabilities",
         },
     )
     listen = got.attempt("", read_hostport, reader, data.get("listen", "127.0.0.1:5000"), "listen")
@@ -137,7 +146,13 @@ def _parse_config(reader: Reader, text: str) -> Config:
     if upstreams_raw and default_upstream and default_upstream not in upstreams_raw:
         got.add(reader.fail("default_upstream", f"{default_upstream!r} is not an upstream alias"))
     target = got.attempt(Target(), read_target, reader, data.get("target"), upstreams)
-    policy = got.attempt(Policy((), (), frozenset()), read_policy, reader, data.get("policy"))
+    no_database: tuple[VulnerabilityDatabase | None, VulnerabilityRule] = (None, NO_GATE)
+    vulnerability_database, vulnerability_default = got.attempt(
+        no_database, read_vulnerabilities, reader, data.get("vulnerabilities")
+    )
+    policy = got.attempt(
+        Policy((), (), frozenset()), read_policy, reader, data.get("policy"), vulnerability_default
+    )
     limits = got.attempt(Limits(), read_limits, reader, data.get("limits"))
     telemetry = got.attempt(Telemetry(), read_telemetry, reader, data.get("telemetry"))
     services: dict[str, str] = got.attempt({}, read_services, reader, data.get("services"))
@@ -165,6 +180,7 @@ def _parse_config(reader: Reader, text: str) -> Config:
             LogSettings(), read_log_settings, reader, data.get("log_format"), data.get("log_level")
         ),
         replica_id=got.attempt("", read_replica_id, reader, data.get("replica_id")),
+        vulnerability_database=vulnerability_database,
     )
 
 
