@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import yaml
+
+from tests.support.gateway_process import layer_process
+from tests.support.stack import free_port
 
 #: The hand-written OSV records, one folder per ecosystem.
 OSV_FIXTURES = Path(__file__).resolve().parents[1] / "data" / "osv"
@@ -38,3 +45,36 @@ def record(ident: str, ecosystem: str, name: str, fixed: str, **extra: Any) -> b
         **extra,
     }
     return json.dumps(data).encode()
+
+
+def osv_folder(folder: Path, ecosystems: tuple[str, ...] = ("Debian", "PyPI", "npm")) -> Path:
+    """A database folder as `pullguard vulndb` keeps one: <ecosystem>.zip each."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for ecosystem in ecosystems:
+        write_zip(folder / f"{ecosystem}.zip", fixture_records(ecosystem))
+    return folder
+
+
+@contextlib.contextmanager
+def vulnerability_layer(tmp_path: Path, **vulnerabilities: Any) -> Iterator[tuple[str, Path]]:
+    """``pullguard serve vulnerability`` as a real process on a free port, stopped by its PID.
+
+    Yields its address and its configuration file; ``vulnerabilities`` is the
+    top-level key (``osv`` defaults to a folder of the fixture records)."""
+    settings = {"osv": str(osv_folder(tmp_path / "osv")), **vulnerabilities}
+    config = {
+        "state_dir": str(tmp_path / "state"),
+        "upstreams": {"lab": {"url": "http://127.0.0.1:5001", "insecure": True}},
+        "vulnerabilities": settings,
+        "policy": {"rules": [{"match": "lab/**", "signature": "none"}]},
+    }
+    path = tmp_path / "vulnerability.yaml"
+    path.write_text(yaml.safe_dump(config))
+    address = f"127.0.0.1:{free_port()}"
+    process = layer_process("vulnerability", address, path)
+    process.start()
+    try:
+        process.wait_healthy()
+        yield address, path
+    finally:
+        process.stop()
