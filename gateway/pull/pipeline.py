@@ -34,7 +34,7 @@ from pullguard.gateway.pull.outcome import (
     Verified,
 )
 from pullguard.gateway.pull.reevaluate import Reevaluated, reevaluate
-from pullguard.gateway.pull.vulnerabilities import judge_vulnerabilities
+from pullguard.gateway.pull.vulnerabilities import judge_vulnerabilities, rejudge_recorded
 from pullguard.gateway.release import ReevaluationOptions, ReleaseOptions, ReleasePlan
 from pullguard.gateway.report import Report
 from pullguard.gateway.steps import StepName
@@ -154,6 +154,9 @@ class Pipeline:
         if not await manifest.plan(pull):
             return RefusedByPlan()
         plan = pull.plan
+        # 1b. A re-evaluation judges the recorded inventory against today's
+        # advisories first (a CVE published since admission revokes).
+        await rejudge_recorded(pull)
         # 3 (by digest). A digest names immutable content: what this policy
         # admitted is served without asking upstream, so it serves in an outage.
         if pull.admit and plan.ref.digest and not pull.forced:

@@ -14,13 +14,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pullguard.gateway.pull.manifest import waivers
 from pullguard.gateway.pull.one import Pull
 from pullguard.gateway.steps import StepName
 from pullguard.services.runtime.inventory import merge_layers
 from pullguard.v1 import format_pb2, inventory_pb2, vulnerability_pb2
 
 #: Packages and matches kept in a report (the decision record stays bounded).
-REPORT_PACKAGES = 5000
+REPORT_PACKAGES = 20_000
 REPORT_MATCHES = 500
 
 
@@ -55,6 +56,49 @@ async def judge_vulnerabilities(
         "matches": [_match(m) for m in response.matches[:REPORT_MATCHES]],
     }
     pull.require("vulnerability", StepName.VULNERABILITIES, response.verdict, checked.ms)
+
+
+async def rejudge_recorded(pull: Pull) -> None:
+    """A re-evaluation judges the inventory recorded at admission against today's database.
+
+    So a CVE published after admission refuses (revokes, or warns under
+    ``on_new: warn``) without fetching the image again; an image that still
+    passes goes on to the usual re-evaluation. Nothing to re-judge when the
+    rule has no gate or the admission recorded no inventory (admitted before
+    the gate: its policy version differs, so it is verified in full anyway).
+    """
+    options = pull.report.reevaluation
+    if options is None or not pull.plan.rule.vulnerabilities.enabled or not pull.plan.ref.digest:
+        return
+    previous = pull.decisions.decision_report(options.previous_decision)
+    recorded = (previous or {}).get("inventory")
+    if not isinstance(recorded, list) or not recorded:
+        return
+    packages = [_package_from_record(entry) for entry in recorded[:REPORT_PACKAGES]]
+    request = vulnerability_pb2.CheckInventoryRequest(
+        plan=pull.plan, packages=packages, reevaluation=True
+    )
+    checked = await pull.call("vulnerability", "CheckInventory", request)
+    response: vulnerability_pb2.CheckInventoryResponse = checked.response
+    pull.report.digest = pull.plan.ref.digest
+    # An operator's release of this digest's advisories still holds.
+    pull.report.waivers = waivers(pull, pull.plan.ref.digest)
+    pull.report.inventory = list(recorded[:REPORT_PACKAGES])
+    pull.report.vulnerabilities = {
+        "database": response.database.version,
+        "matches": [_match(m) for m in response.matches[:REPORT_MATCHES]],
+        "rejudged": options.previous_decision,
+    }
+    pull.require("vulnerability", StepName.VULNERABILITIES, response.verdict, checked.ms)
+
+
+def _package_from_record(entry: Any) -> inventory_pb2.Package:
+    """A package as a report recorded it; what is not a string is left empty."""
+    fields = ("ecosystem", "name", "version", "purl", "source_name", "source_version")
+    data = entry if isinstance(entry, dict) else {}
+    return inventory_pb2.Package(
+        **{name: data[name] for name in fields if isinstance(data.get(name), str)}
+    )
 
 
 def _package(package: inventory_pb2.Package) -> dict[str, Any]:

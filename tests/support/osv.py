@@ -61,7 +61,9 @@ def vulnerability_layer(tmp_path: Path, **vulnerabilities: Any) -> Iterator[tupl
 
     Yields its address and its configuration file; ``vulnerabilities`` is the
     top-level key (``osv`` defaults to a folder of the fixture records)."""
-    settings = {"osv": str(osv_folder(tmp_path / "osv")), **vulnerabilities}
+    settings = dict(vulnerabilities)
+    if "osv" not in settings:
+        settings["osv"] = str(osv_folder(tmp_path / "osv"))
     config = {
         "state_dir": str(tmp_path / "state"),
         "upstreams": {"lab": {"url": "http://127.0.0.1:5001", "insecure": True}},
