@@ -50,6 +50,8 @@ _EXITS = {
     " 1 invalid (or warnings under --strict), 2 the file cannot be read or a usage error",
     "verify-bundle": "exit status: 0 valid, 1 invalid, 2 usage error",
     "gc": "exit status: 0 done (or nothing to do), 2 error (configuration, unreadable state)",
+    "vulndb": "exit status: 0 done, 1 an ecosystem could not be synced (the database keeps"
+    " what it had), 2 error (a refused archive, configuration, usage)",
 }
 
 
@@ -185,10 +187,12 @@ def _parser() -> argparse.ArgumentParser:
     policy.add_argument("file")
     policy.add_argument("--strict", action="store_true", help="warnings fail too (exit 1)")
 
+    from pullguard.gateway import vulndb
     from pullguard.gateway.auth.client import add_token_command
     from pullguard.services.signature import verify_bundle
 
     add_token_command(sub)
+    vulndb.add_arguments(sub, _EXITS["vulndb"], _CONFIG_HELP)
 
     verify_bundle.add_arguments(
         sub.add_parser(
@@ -272,6 +276,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_up(config, _config_path(args), restart=not args.no_restart)
     if args.command == "serve":
         return _serve(args, config)
+    if args.command == "vulndb":
+        from pullguard.gateway import vulndb
+
+        return vulndb.run(args, config)
     from pullguard.gateway import cli_commands
 
     if args.command in ("check", "admit"):

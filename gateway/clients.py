@@ -51,6 +51,7 @@ from pullguard.v1 import (
     hashverify_pb2_grpc,
     signature_pb2_grpc,
     source_pb2_grpc,
+    vulnerability_pb2_grpc,
 )
 
 Response = TypeVar("Response")
@@ -63,6 +64,7 @@ _STUBS: dict[str, Callable[[grpc.aio.Channel], Any]] = {
     "hashverify": hashverify_pb2_grpc.HashVerifyStub,
     "source": source_pb2_grpc.SourceStub,
     "signature": signature_pb2_grpc.SignatureStub,
+    "vulnerability": vulnerability_pb2_grpc.VulnerabilityStub,
 }
 
 

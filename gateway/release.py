@@ -71,6 +71,9 @@ WAIVABLE: Mapping[tuple[str, str], frozenset[str]] = {
             "format.unusual_owner",
         }
     ),
+    # A known advisory is policy, not tampering: an operator may accept it
+    # for one digest (a standing acceptance is an allowlist entry instead).
+    ("vulnerability", StepName.VULNERABILITIES): frozenset({"vulnerability.advisory"}),
 }
 
 

@@ -123,6 +123,10 @@ class Report:
     timings: dict[str, float] = field(default_factory=dict)
     _started: float = field(default_factory=monotonic, init=False, repr=False, compare=False)
     _phase_started: float = field(default_factory=monotonic, init=False, repr=False, compare=False)
+    #: The image's merged package inventory and the vulnerability layer's
+    #: matches (only under a rule with a vulnerability gate).
+    inventory: list[dict[str, Any]] = field(default_factory=list)
+    vulnerabilities: dict[str, Any] = field(default_factory=dict)
     #: The front-door login (auth.htpasswd) whose request started this pull.
     user: str = field(default_factory=current_user)
 
@@ -229,6 +233,8 @@ class Report:
                 "total": round((monotonic() - self._started) * 1000, 2),
             },
             **({"outage": self.outage} if self.outage else {}),
+            **({"inventory": self.inventory} if self.inventory else {}),
+            **({"vulnerabilities": self.vulnerabilities} if self.vulnerabilities else {}),
             **({"user": self.user} if self.user else {}),
         }
 

@@ -28,3 +28,4 @@ class StepName(enum.StrEnum):
     ATTEST = "attest"
     INTERNAL = "internal"
     REFERRERS = "referrers"
+    VULNERABILITIES = "vulnerabilities"

@@ -14,7 +14,7 @@ set -euo pipefail
 out="${1:?usage: $0 OUT_DIR [NAMESPACE] [DAYS]}"
 namespace="${2:-default}"
 days="${3:-365}"
-layers=(analysis fetcher format hashverify source signature)
+layers=(analysis fetcher format hashverify source signature vulnerability)
 
 mkdir -p "$out"
 chmod 700 "$out"

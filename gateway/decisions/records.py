@@ -149,6 +149,14 @@ class DecisionRecords(NotificationRecords):
             ).fetchone()
         return str(row[0]) if row else None
 
+    def decision_report(self, decision_id: str) -> dict[str, Any] | None:
+        """One decision's report, as recorded (None: no such decision)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT report FROM decisions WHERE id=?", (decision_id,)
+            ).fetchone()
+        return json.loads(row[0]) if row else None
+
     def list_decisions(self, limit: int) -> list[dict[str, Any]]:
         with self._lock:
             rows = self._db.execute(

@@ -14,7 +14,14 @@ from pullguard.gateway.pull.one import Pull, StepRefused
 from pullguard.gateway.report import Phase
 from pullguard.gateway.steps import StepName
 from pullguard.services.runtime.protoconv import inventory_from_proto
-from pullguard.v1 import common_pb2, fetcher_pb2, format_pb2, hashverify_pb2, source_pb2
+from pullguard.v1 import (
+    common_pb2,
+    fetcher_pb2,
+    format_pb2,
+    hashverify_pb2,
+    inventory_pb2,
+    source_pb2,
+)
 
 #: Blobs of one pull fetched at once (as many as one FetchBlobs call fetched before).
 PARALLEL_FETCHES = 4
@@ -33,6 +40,8 @@ class StagedBlobs:
 
     keys: list[str] = field(default_factory=list)
     streamed: dict[str, str] = field(default_factory=dict)
+    #: Each layer's package databases, by layer index (when the plan asked).
+    inventories: dict[int, inventory_pb2.LayerInventory] = field(default_factory=dict)
 
 
 async def stage_and_judge_blobs(pull: Pull, judged: JudgedManifest) -> StagedBlobs:
@@ -69,6 +78,7 @@ class _BlobFlow:
         self.provenance = common_pb2.Provenance()
         #: Layer statistics for the report, by layer index.
         self.inspected: dict[int, list[dict[str, Any]]] = {}
+        self.inventories: dict[int, inventory_pb2.LayerInventory] = {}
         self.fetches = asyncio.Semaphore(PARALLEL_FETCHES)
         self.inspections = asyncio.Semaphore(PARALLEL_INSPECTIONS)
 
@@ -88,7 +98,7 @@ class _BlobFlow:
         except BaseExceptionGroup as group_error:
             raise _first(group_error) from None
         self.pull.report.mark(Phase.VERIFY)
-        return StagedBlobs([b.digest for b in self.blobs], self.streamed)
+        return StagedBlobs([b.digest for b in self.blobs], self.streamed, self.inventories)
 
     async def _source(self) -> None:
         """Blob downloads have their own redirects (CDNs): source judges them too,
@@ -183,6 +193,7 @@ class _BlobFlow:
             }
             for stats in inspected.response.layers
         ]
+        self.inventories.update({s.index: s.inventory for s in inspected.response.layers})
         pull.report.layers = [entry for i in sorted(self.inspected) for entry in self.inspected[i]]
         pull.require("format", StepName.LAYERS, inspected.response.verdict, inspected.ms)
 

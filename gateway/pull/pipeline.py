@@ -34,6 +34,7 @@ from pullguard.gateway.pull.outcome import (
     Verified,
 )
 from pullguard.gateway.pull.reevaluate import Reevaluated, reevaluate
+from pullguard.gateway.pull.vulnerabilities import judge_vulnerabilities, rejudge_recorded
 from pullguard.gateway.release import ReevaluationOptions, ReleaseOptions, ReleasePlan
 from pullguard.gateway.report import Report
 from pullguard.gateway.steps import StepName
@@ -153,6 +154,9 @@ class Pipeline:
         if not await manifest.plan(pull):
             return RefusedByPlan()
         plan = pull.plan
+        # 1b. A re-evaluation judges the recorded inventory against today's
+        # advisories first (a CVE published since admission revokes).
+        await rejudge_recorded(pull)
         # 3 (by digest). A digest names immutable content: what this policy
         # admitted is served without asking upstream, so it serves in an outage.
         if pull.admit and plan.ref.digest and not pull.forced:
@@ -185,6 +189,8 @@ class Pipeline:
         judged = await manifest.judge_manifest(pull, staged)
         # 5. fetcher stages the blobs; hashverify, source and format judge them.
         blobs = await stage_and_judge_blobs(pull, judged)
+        # 5b. vulnerability judges what the layers hold (when the rule asks).
+        await judge_vulnerabilities(pull, judged.summary, blobs.inventories)
         # 6 and 7. moved into the admitted store and pushed to the target
         # (committed by _conclude), or only reported.
         admitting = await self.store.admit(pull, judged, blobs) if pull.admit else None

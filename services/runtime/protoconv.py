@@ -24,6 +24,7 @@ from pullguard.services.runtime.config.policy import (
     TagRule,
 )
 from pullguard.services.runtime.config.settings import Limits
+from pullguard.services.runtime.config.vulnerabilities import Allowance, VulnerabilityRule
 from pullguard.services.runtime.descriptors import Descriptor
 from pullguard.services.runtime.errors import InvalidRequest, PullguardError
 from pullguard.services.runtime.findings import Finding, Severity, Verdict
@@ -185,7 +186,7 @@ def _tags_to_proto(tags: TagRule) -> common_pb2.TagPolicy:
     )
 
 
-def _layers_to_proto(layers: LayerRule) -> common_pb2.LayerPolicy:
+def _layers_to_proto(layers: LayerRule, inventory: bool = False) -> common_pb2.LayerPolicy:
     return common_pb2.LayerPolicy(
         inspect=layers.inspect,
         setuid=layers.setuid,
@@ -193,7 +194,7 @@ def _layers_to_proto(layers: LayerRule) -> common_pb2.LayerPolicy:
         max_uncompressed_bytes=_bounded(layers.max_uncompressed_bytes, _INT64_MAX),
         max_entries=_bounded(layers.max_entries, _INT64_MAX),
         max_ratio=_bounded(layers.max_ratio, _INT64_MAX),
-        inventory=layers.inventory,
+        inventory=layers.inventory or inventory,
     )
 
 
@@ -225,13 +226,32 @@ def rule_to_proto(
         foreign_url_hosts=list(rule.foreign_url_hosts),
         layer_media_types=list(rule.layer_media_types),
         tags=_tags_to_proto(rule.tags),
-        layers=_layers_to_proto(rule.layers),
+        # Format reads the package databases only for a rule that judges them.
+        layers=_layers_to_proto(rule.layers, inventory=rule.vulnerabilities.enabled),
         approved_sources=list(rule.approved_sources),
         require_source_annotation=rule.require_source_annotation,
         provenance=_provenance_to_proto(
             rule.provenance, max_signatures, max_signature_bytes, where
         ),
         artifact_types=list(rule.artifact_types),
+        vulnerabilities=vulnerabilities_to_proto(rule.vulnerabilities),
+    )
+
+
+def vulnerabilities_to_proto(rule: VulnerabilityRule) -> common_pb2.VulnerabilityPolicy:
+    return common_pb2.VulnerabilityPolicy(
+        enabled=rule.enabled,
+        cvss_min=rule.cvss_min,
+        ids=list(rule.ids),
+        fixed_only=rule.fixed_only,
+        max_age_seconds=rule.max_age_seconds,
+        allow=[
+            common_pb2.VulnerabilityAllowance(
+                id=a.id, repository=a.repository, until=a.until, reason=a.reason
+            )
+            for a in rule.allow
+        ],
+        on_new=rule.on_new,
     )
 
 
@@ -291,7 +311,7 @@ def layer_rule_from_proto(message: common_pb2.LayerPolicy) -> LayerRule:
     return LayerRule(inspect=message.inspect, inventory=message.inventory, **words, **numbers)
 
 
-def _package_to_proto(package: Package) -> inventory_pb2.Package:
+def package_to_proto(package: Package) -> inventory_pb2.Package:
     return inventory_pb2.Package(
         ecosystem=package.ecosystem,
         name=package.name,
@@ -311,7 +331,7 @@ def inventory_to_proto(inventory: LayerInventory) -> inventory_pb2.LayerInventor
             inventory_pb2.PackageSource(
                 path=source.path,
                 kind=source.kind,
-                packages=[_package_to_proto(p) for p in source.packages],
+                packages=[package_to_proto(p) for p in source.packages],
             )
             for source in inventory.sources
         ],
@@ -319,16 +339,17 @@ def inventory_to_proto(inventory: LayerInventory) -> inventory_pb2.LayerInventor
         incomplete=list(inventory.incomplete),
     )
     if inventory.os_release is not None:
-        release = inventory.os_release
-        message.os_release.CopyFrom(
-            inventory_pb2.OsRelease(
-                path=release.path,
-                id=release.id,
-                version_id=release.version_id,
-                pretty_name=release.pretty_name,
-            )
-        )
+        message.os_release.CopyFrom(os_release_to_proto(inventory.os_release))
     return message
+
+
+def os_release_to_proto(release: OsRelease) -> inventory_pb2.OsRelease:
+    return inventory_pb2.OsRelease(
+        path=release.path,
+        id=release.id,
+        version_id=release.version_id,
+        pretty_name=release.pretty_name,
+    )
 
 
 def inventory_from_proto(message: inventory_pb2.LayerInventory) -> LayerInventory:
@@ -361,4 +382,26 @@ def inventory_from_proto(message: inventory_pb2.LayerInventory) -> LayerInventor
         removed=list(message.removed),
         os_release=release,
         incomplete=list(message.incomplete),
+    )
+
+
+def vulnerabilities_from_proto(message: common_pb2.VulnerabilityPolicy) -> VulnerabilityRule:
+    """The plan's vulnerability gate; an on_new other than revoke or warn is refused."""
+    if not message.enabled:
+        return VulnerabilityRule()
+    on_new = message.on_new or "revoke"
+    if on_new not in ("revoke", "warn"):
+        raise InvalidRequest(
+            f"plan.rule.vulnerabilities.on_new: got {on_new[:40]!r}, expected revoke or warn"
+        )
+    if not 0.0 <= message.cvss_min <= 10.0 or message.max_age_seconds < 0:
+        raise InvalidRequest("plan.rule.vulnerabilities: cvss_min or max_age out of range")
+    return VulnerabilityRule(
+        enabled=True,
+        cvss_min=message.cvss_min,
+        ids=tuple(message.ids),
+        fixed_only=message.fixed_only,
+        max_age_seconds=message.max_age_seconds,
+        allow=tuple(Allowance(a.id, a.repository, a.until, a.reason) for a in message.allow),
+        on_new=on_new,
     )

@@ -33,6 +33,9 @@ def readiness_for(layer: str, config: Config) -> Callable[[], list[str]]:
         problems: list[str] = []
         if layer in STAGING_LAYERS:
             problems.extend(_staging_problems(staging, writable=layer == "fetcher"))
+        database = config.vulnerability_database
+        if layer == "vulnerability" and database is not None and not database.osv.exists():
+            problems.append(f"vulnerability database {database.osv} is missing")
         for what, path in files:
             if not path.is_file() or not os.access(path, os.R_OK):
                 problems.append(f"{what} {path} is missing or unreadable")

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import yaml
 
-LAYERS = ("analysis", "fetcher", "format", "hashverify", "source", "signature")
-
+# Every layer: the same list `pullguard up` starts.
+from pullguard.services.runtime.config import LAYERS
 
 _handed_out: set[int] = set()
 

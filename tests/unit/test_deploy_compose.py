@@ -125,4 +125,8 @@ def test_the_database_password_reaches_only_who_uses_it(compose: dict[str, Any])
 def test_every_pullguard_service_shares_one_staging_volume(compose: dict[str, Any]) -> None:
     for name in PULLGUARD:
         volumes = compose["services"][name]["volumes"]
+        if name == "pullguard-vulnerability":
+            # It judges the inventory the gateway sends, never a staged byte.
+            assert not any(v.startswith("staging:") for v in volumes)
+            continue
         assert "staging:/var/lib/pullguard/staging:rw" in volumes, name

@@ -207,6 +207,10 @@ def test_staging_is_one_sized_readwritemany_volume_every_service_mounts(
             continue
         spec = doc["spec"]["template"]["spec"]
         volumes = {v["name"]: v for v in spec["volumes"]}
+        if doc["metadata"]["name"] == "pullguard-vulnerability":
+            # It judges the inventory the gateway sends, never a staged byte.
+            assert "staging" not in volumes
+            continue
         assert volumes["staging"]["persistentVolumeClaim"] == {"claimName": "pullguard-staging"}
         mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
         assert mounts["staging"] == "/var/lib/pullguard/staging", doc["metadata"]["name"]

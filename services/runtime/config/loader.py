@@ -44,6 +44,12 @@ from pullguard.services.runtime.config.settings import (
     read_telemetry,
     read_upstream,
 )
+from pullguard.services.runtime.config.vulnerabilities import (
+    NO_GATE,
+    VulnerabilityDatabase,
+    VulnerabilityRule,
+    read_vulnerabilities,
+)
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,8 @@ class Config:
     retention: Retention = Retention()
     #: pullguard's own signature and admission attestation on what it admits.
     attest: Attest | None = None
+    #: The OSV database of the vulnerability layer (None: no vulnerability gate).
+    vulnerability_database: VulnerabilityDatabase | None = None
 
     def with_services(self, services: Mapping[str, str]) -> Config:
         merged = dict(self.services)
@@ -125,6 +133,7 @@ def _parse_config(reader: Reader, text: str) -> Config:
             "notifications",
             "retention",
             "attest",
+            "vulnerabilities",
         },
     )
     listen = got.attempt("", read_hostport, reader, data.get("listen", "127.0.0.1:5000"), "listen")
@@ -149,7 +158,13 @@ def _parse_config(reader: Reader, text: str) -> Config:
     if upstreams_raw and default_upstream and default_upstream not in upstreams_raw:
         got.add(reader.fail("default_upstream", f"{default_upstream!r} is not an upstream alias"))
     target = got.attempt(Target(), read_target, reader, data.get("target"), upstreams)
-    policy = got.attempt(Policy((), (), frozenset()), read_policy, reader, data.get("policy"))
+    no_database: tuple[VulnerabilityDatabase | None, VulnerabilityRule] = (None, NO_GATE)
+    vulnerability_database, vulnerability_default = got.attempt(
+        no_database, read_vulnerabilities, reader, data.get("vulnerabilities")
+    )
+    policy = got.attempt(
+        Policy((), (), frozenset()), read_policy, reader, data.get("policy"), vulnerability_default
+    )
     limits = got.attempt(Limits(), read_limits, reader, data.get("limits"))
     telemetry = got.attempt(Telemetry(), read_telemetry, reader, data.get("telemetry"))
     services: dict[str, str] = got.attempt({}, read_services, reader, data.get("services"))
@@ -180,6 +195,7 @@ def _parse_config(reader: Reader, text: str) -> Config:
         notifications=got.attempt((), read_notifications, reader, data.get("notifications")),
         retention=got.attempt(Retention(), read_retention, reader, data.get("retention")),
         attest=got.attempt(None, read_attest, reader, data.get("attest")),
+        vulnerability_database=vulnerability_database,
     )
 
 

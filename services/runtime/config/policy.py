@@ -19,6 +19,11 @@ from typing import Any
 from pullguard.services.runtime.config.notation import NotationRule, read_notation
 from pullguard.services.runtime.config.reader import Reader, kind, load_yaml
 from pullguard.services.runtime.config.settings import COMPONENT, REPOSITORY_RE, Upstream
+from pullguard.services.runtime.config.vulnerabilities import (
+    NO_GATE,
+    VulnerabilityRule,
+    read_rule_vulnerabilities,
+)
 from pullguard.services.runtime.digests import DigestSyntaxError, parse_digest
 from pullguard.services.runtime.errors import ConfigError
 from pullguard.services.runtime.patterns import PatternError, compile_anchored, glob_to_regex
@@ -108,6 +113,8 @@ class Rule:
     require_source_annotation: bool = False
     provenance: ProvenanceRule = ProvenanceRule()
     artifact_types: tuple[str, ...] = ()
+    #: The vulnerability gate, the top-level key's with the rule's overrides.
+    vulnerabilities: VulnerabilityRule = NO_GATE
     #: The digest the pins require for the tag asked for; set by analysis on
     #: the rule it puts in a plan, "" in the policy and when the tag is unpinned.
     pinned_digest: str = ""
@@ -346,7 +353,7 @@ def _pins(reader: Reader, raw: Any, key: str) -> dict[str, str]:
     return out
 
 
-def read_policy(reader: Reader, raw: Any) -> Policy:
+def read_policy(reader: Reader, raw: Any, vulnerabilities: VulnerabilityRule = NO_GATE) -> Policy:
     data = reader.mapping(raw, "policy")
     reader.known(data, "policy", {"rules", "deny", "deny_digests", "deny_digests_file"})
     rules_raw = data.get("rules")
@@ -354,7 +361,10 @@ def read_policy(reader: Reader, raw: Any) -> Policy:
         rules_raw = []
     if not isinstance(rules_raw, list):
         raise reader.fail("policy.rules", f"must be a list, got {kind(rules_raw)}")
-    found = (reader.gathered.attempt(None, _rule, reader, i, r) for i, r in enumerate(rules_raw))
+    found = (
+        reader.gathered.attempt(None, _rule, reader, i, r, vulnerabilities)
+        for i, r in enumerate(rules_raw)
+    )
     rules = [rule for rule in found if rule is not None]
     deny = reader.strings(data.get("deny"), "policy.deny")
     deny_digests = reader.strings(data.get("deny_digests"), "policy.deny_digests")
@@ -376,7 +386,7 @@ def read_policy(reader: Reader, raw: Any) -> Policy:
     )
 
 
-def _rule(reader: Reader, i: int, item: Any) -> Rule:
+def _rule(reader: Reader, i: int, item: Any, vulnerabilities: VulnerabilityRule = NO_GATE) -> Rule:
     key = f"policy.rules[{i}]"
     rule = reader.mapping(item, key)
     reader.known(
@@ -394,9 +404,20 @@ def _rule(reader: Reader, i: int, item: Any) -> Rule:
             "require_source",
             "provenance",
             "artifact_types",
+            "vulnerabilities",
         },
     )
     match = reader.string(rule.get("match"), f"{key}.match")
+    vulnerabilities = read_rule_vulnerabilities(
+        reader, rule.get("vulnerabilities"), f"{key}.vulnerabilities", vulnerabilities
+    )
+    layers = _layers(reader, rule.get("layers"), f"{key}.layers")
+    if vulnerabilities.enabled and not layers.inspect:
+        # The inventory is read while layers are inspected: no inspection, no gate.
+        raise reader.fail(
+            f"{key}.layers.inspect",
+            "must stay true under a vulnerability gate (or set vulnerabilities: none on the rule)",
+        )
     return Rule(
         index=i,
         match=match,
@@ -406,13 +427,14 @@ def _rule(reader: Reader, i: int, item: Any) -> Rule:
         foreign_url_hosts=reader.strings(rule.get("foreign_urls"), f"{key}.foreign_urls"),
         layer_media_types=reader.strings(rule.get("layer_media_types"), f"{key}.layer_media_types"),
         tags=_tags(reader, rule.get("tags"), f"{key}.tags"),
-        layers=_layers(reader, rule.get("layers"), f"{key}.layers"),
+        layers=layers,
         approved_sources=reader.strings(rule.get("sources"), f"{key}.sources"),
         require_source_annotation=reader.boolean(
             rule.get("require_source", False), f"{key}.require_source"
         ),
         provenance=_provenance(reader, rule.get("provenance"), f"{key}.provenance"),
         artifact_types=reader.strings(rule.get("artifact_types"), f"{key}.artifact_types"),
+        vulnerabilities=vulnerabilities,
     )
 
 
@@ -443,6 +465,7 @@ def policy_version(config_text: str, policy: Policy, upstreams: Mapping[str, Ups
                         r.require_source_annotation,
                         r.provenance,
                         r.artifact_types,
+                        r.vulnerabilities,
                     )
                 ),
             }

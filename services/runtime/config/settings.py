@@ -17,7 +17,7 @@ from urllib.parse import SplitResult, urlsplit
 
 from pullguard.services.runtime.config.reader import Reader
 
-LAYERS = ("analysis", "fetcher", "format", "hashverify", "source", "signature")
+LAYERS = ("analysis", "fetcher", "format", "hashverify", "source", "signature", "vulnerability")
 SERVICES = (*LAYERS, "gateway")
 
 _ALIAS_RE = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]{1,5})?")
