@@ -31,7 +31,8 @@ there while verifying an image, so that they fetch it once between them
 The tables are split by concern, one module each, over one connection:
 decisions and the audit log (:mod:`.records`), admissions (:mod:`.admissions`),
 publications to the target (:mod:`.publications`), waivers (:mod:`.waivers`)
-and the quarantine index (:mod:`.quarantine`).
+the quarantine index (:mod:`.quarantine`), and the console's pages
+(:mod:`.browse`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import threading
 from pathlib import Path
 
 from pullguard.gateway.decisions.admissions import Admission, AdmissionRecords
+from pullguard.gateway.decisions.browse import BrowseRecords
 from pullguard.gateway.decisions.database import AUDIT, StateError, open_sqlite
 from pullguard.gateway.decisions.postgres import AdvisoryLeases, Leases, open_postgres
 from pullguard.gateway.decisions.publications import PublicationRecords
@@ -51,7 +53,9 @@ from pullguard.services.runtime.config.database import Database
 __all__ = ["Admission", "DecisionLog", "StateError"]
 
 
-class DecisionLog(AdmissionRecords, PublicationRecords, WaiverRecords, QuarantineIndex):
+class DecisionLog(
+    AdmissionRecords, PublicationRecords, WaiverRecords, QuarantineIndex, BrowseRecords
+):
     """The decision database plus a JSON-lines audit log under ``state_dir``.
 
     The database is SQLite under ``state_dir``, or ``database`` (PostgreSQL).
