@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pullguard.gateway.decisions import DecisionLog
+from pullguard.gateway.decisions import Admission, DecisionLog
 from pullguard.gateway.decisions.browse import (
     MAX_PAGE,
     DecisionFilter,
@@ -20,6 +20,7 @@ from pullguard.gateway.decisions.browse import (
     encode_cursor,
     page_limit,
 )
+from pullguard.services.runtime.config.database import Database
 from pullguard.services.runtime.errors import InvalidRequest
 
 ROWS = 100_000
@@ -175,3 +176,71 @@ def test_a_time_filter_is_compared_as_recorded() -> None:
     wanted = DecisionFilter.parse({"since": "2026-12-06", "until": "2026-12-06T10:00:00+01:00"})
     assert wanted.since == "2026-12-06T00:00:00.000+00:00"
     assert wanted.until == "2026-12-06T09:00:00.000+00:00"
+
+
+def test_pages_runs_and_admissions_on_both_engines(
+    tmp_path: Path, database: Database | None
+) -> None:
+    """The same statements on SQLite and PostgreSQL (row values, the v2 indexes)."""
+    log = DecisionLog(tmp_path / "state", database)
+    try:
+        for n in range(60):
+            log.record(
+                {
+                    "decision_id": f"{n:032x}",
+                    "time": f"2026-12-06T00:00:{n // 7:02d}.000+00:00",  # ties of seven
+                    "reference": f"lab/r{n % 3}:1",
+                    "repository": f"lab/r{n % 3}",
+                    "decision": "DENY" if n % 2 else "ALLOW",
+                    "denied_by": "signature" if n % 2 else "",
+                    "policy_version": "p1",
+                }
+            )
+        wanted = DecisionFilter.parse({"outcome": "denied", "repository": "lab/r1"})
+        ids, cursor = [], ""
+        while True:
+            page = log.decision_page(wanted, cursor, 4)
+            ids += [item["decision_id"] for item in page.items]
+            if not page.next_cursor:
+                break
+            cursor = page.next_cursor
+        expected = [n for n in range(60) if n % 2 and n % 3 == 1]
+        assert ids == [
+            f"{n:032x}" for n in sorted(expected, key=lambda n: (n // 7, n), reverse=True)
+        ]
+        assert log.decision_report(f"{1:032x}")["denied_by"] == "signature"
+        assert log.decision_report("../etc") is None
+
+        log.record_reevaluation(
+            "b" * 32,
+            "2026-12-06T01:00:00.000+00:00",
+            "olga",
+            True,
+            [{"outcome": "revoked", "digest": "sha256:1"}, {"outcome": "current"}],
+        )
+        (run,) = log.reevaluation_page("", 10).items
+        assert run["outcomes"] == {"revoked": 1, "current": 1} and run["operator"] == "olga"
+        assert log.reevaluation_run("b" * 32)["images"][0]["digest"] == "sha256:1"
+
+        for n in range(5):
+            log.admit_and_record(
+                Admission("lab/r0", f"sha256:{n}", "m", n, f"{n:032x}"),
+                "p1",
+                [],
+                [],
+                "r0",
+                {
+                    "decision_id": f"{n:032x}",
+                    "time": "t",
+                    "reference": "x",
+                    "repository": "lab/r0",
+                    "decision": "ALLOW",
+                    "policy_version": "p1",
+                },
+            )
+        first = log.admitted_page("", 3)
+        rest = log.admitted_page(first.next_cursor, 3)
+        digests = [i["digest"] for i in first.items + rest.items]
+        assert digests == [f"sha256:{n}" for n in range(5)] and not rest.next_cursor
+    finally:
+        log.close()
