@@ -60,7 +60,7 @@ def _record_hostile(pipeline: Pipeline) -> None:
     pipeline.decisions.record(
         {
             "decision_id": "a" * 32,
-            "time": "2026-12-06T09:00:00.000+00:00",
+            "time": "2099-01-01T00:00:00.000+00:00",  # newest, whenever the test runs
             "reference": f"evil/{HOSTILE}:1",
             "repository": f"evil/{HOSTILE}",
             "decision": "DENY",
@@ -380,3 +380,18 @@ async def test_without_tokens_only_a_loopback_host_name_is_answered(
         assert "loopback" in json.dumps(await response.json())
     ok = await local_console.get("/api/v1/decisions", headers={"Host": "localhost:1"})
     assert ok.status == 200
+
+
+def test_a_flood_of_login_forms_does_not_log_an_operator_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pullguard.gateway.auth.tokens import Principal
+    from pullguard.gateway.console import sessions as module
+
+    monkeypatch.setattr(module, "MAX_SESSIONS", 5)
+    store = module.Sessions()
+    operator = store.open(Principal("olga", "operator"))
+    for _ in range(50):
+        store.open(None)
+    assert store.get(operator.session_id) is operator
+    assert store.get("nonsense") is None
