@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -166,8 +167,10 @@ async def chromium(profile: Path) -> AsyncIterator[Page]:
     if os.geteuid() == 0:
         args.insert(1, "--no-sandbox")  # chromium refuses root with its sandbox on
     log = (profile.parent / "chromium.log").open("wb")
-    # Its own TMPDIR: chromium leaves folders there that outlive it.
-    env = {**os.environ, "TMPDIR": str(profile.parent)}
+    # A TMPDIR of its own, removed afterwards: chromium leaves folders there that
+    # outlive it. Short, since its socket paths there must fit in 108 bytes.
+    scratch = tempfile.mkdtemp(prefix="pgchr")
+    env = {**os.environ, "TMPDIR": scratch}
     process = subprocess.Popen(args, stdout=log, stderr=log, env=env, start_new_session=True)
     try:
         async with aiohttp.ClientSession() as http:
@@ -188,6 +191,7 @@ async def chromium(profile: Path) -> AsyncIterator[Page]:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         log.close()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 async def _page_target(
