@@ -5,7 +5,8 @@ skopeo-built images and cosign keys: one pull is allowed, one is denied
 (no signature) and quarantined. Debian's headless ``chromium``, driven over
 the DevTools protocol, logs in with the operator's token and clicks through
 decisions -> the denial's report -> its quarantine entry -> release with a
-reason. The release must take effect: the entry leaves the quarantine and
+reason, then starts a re-evaluation from its page. The release must take
+effect: the entry leaves the quarantine and
 the new decision records the token's name as the operator.
 
 Screenshots of every page are kept in ``tests/artifacts/console/`` (not
@@ -126,6 +127,12 @@ async def test_login_list_report_quarantine_release_in_chromium(
                 assert "Closed: released by decision" in await page.text("#entry-status")
             elif path == "/quarantine":
                 assert "The quarantine is empty." in await page.text("#quarantine")
+
+        # A re-evaluation from its page: both admitted images are still admitted.
+        await page.click("#reevaluate")
+        run = await page.text()
+        assert "by alice" in run and run.count("current") == 2, run
+        await _shot(page, "10-reevaluation-run")
 
     assert _api(console, "/api/v1/quarantine", viewer).json() == {"entries": []}
     record = _api(console, f"/api/v1/decisions/{released}", viewer).json()
