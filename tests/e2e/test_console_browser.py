@@ -6,8 +6,8 @@ skopeo-built images and cosign keys: one pull is allowed, one is denied
 the DevTools protocol, logs in with the operator's token and clicks through
 decisions -> the denial's report -> its quarantine entry -> release with a
 reason, then starts a re-evaluation from its page. The release must take
-effect: the entry leaves the quarantine and
-the new decision records the token's name as the operator.
+effect: the entry leaves the quarantine and the new decision records the
+token's name as the operator.
 
 Screenshots of every page are kept in ``tests/artifacts/console/`` (not
 committed; the path is printed).
