@@ -35,7 +35,7 @@ COOKIE = "pullguard_session"
 #: How long a logged-in session lasts, and one that has not logged in yet.
 SESSION_SECONDS = 8 * 3600
 ANONYMOUS_SECONDS = 3600
-#: Sessions kept at most; the oldest go first.
+#: Sessions kept at most, of each kind (logged in, not yet); the oldest go first.
 MAX_SESSIONS = 10_000
 
 
@@ -52,30 +52,40 @@ class Session:
 
 
 class Sessions:
-    """The open sessions, by id; bounded, expiring."""
+    """The open sessions, by id; bounded, expiring.
+
+    Sessions that have not logged in are kept apart, with a bound of their
+    own: anyone who reaches the login form opens one, and a flood of them
+    must not push out the operators' sessions.
+    """
 
     def __init__(self) -> None:
-        self._sessions: OrderedDict[str, Session] = OrderedDict()
+        self._anonymous: OrderedDict[str, Session] = OrderedDict()
+        self._logged_in: OrderedDict[str, Session] = OrderedDict()
 
     def get(self, session_id: str | None) -> Session | None:
         if not session_id or len(session_id) > 100:
             return None
-        session = self._sessions.get(session_id)
-        if session is None:
-            return None
-        if session.expires < time.monotonic():
-            del self._sessions[session_id]
-            return None
-        return session
+        for sessions in (self._logged_in, self._anonymous):
+            session = sessions.get(session_id)
+            if session is None:
+                continue
+            if session.expires < time.monotonic():
+                del sessions[session_id]
+                return None
+            return session
+        return None
 
     def open(self, principal: Principal | None) -> Session:
         """A new session (a fresh id and CSRF token)."""
-        while len(self._sessions) >= MAX_SESSIONS:
-            self._sessions.popitem(last=False)
+        sessions = self._anonymous if principal is None else self._logged_in
+        while len(sessions) >= MAX_SESSIONS:
+            sessions.popitem(last=False)
         lifetime = ANONYMOUS_SECONDS if principal is None else SESSION_SECONDS
         session = Session(secrets.token_urlsafe(32), principal, time.monotonic() + lifetime)
-        self._sessions[session.session_id] = session
+        sessions[session.session_id] = session
         return session
 
     def close(self, session_id: str) -> None:
-        self._sessions.pop(session_id, None)
+        self._anonymous.pop(session_id, None)
+        self._logged_in.pop(session_id, None)
