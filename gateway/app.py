@@ -98,7 +98,13 @@ async def serve_gateway(config: Config) -> None:
     if config.console_listen is not None:
         console = await start_console(
             config.console_listen,
-            ConsoleContext(registries=(metrics.registry, PROCESS_REGISTRY)),
+            ConsoleContext(
+                registries=(metrics.registry, PROCESS_REGISTRY),
+                decisions=decisions,
+                quarantine=quarantine,
+                pipeline=pipeline,
+                authorizer=Authorizer(config.auth.admin_tokens),
+            ),
             admin_tokens=bool(config.auth.admin_tokens),
             source=config.source,
         )

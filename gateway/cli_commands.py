@@ -176,10 +176,9 @@ def quarantine(args: argparse.Namespace, config: Config) -> int:
             return EXIT_OK
         if args.action == "release":
             return release(args, config)
-        if not quarantine.entry_dir(args.id).is_dir():
-            raise PullguardError(f"no quarantine entry {args.id}")
-        quarantine.delete(args.id)
-        log.forget_quarantine(args.id)
+        from pullguard.gateway.operations import delete_entry
+
+        delete_entry(log, quarantine, args.id)
         print(f"deleted quarantine entry {args.id}")
         return EXIT_OK
     finally:

@@ -8,15 +8,14 @@ token's name as its operator, never a name the caller sends.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 
 import grpc
 
 from pullguard.gateway.auth.tokens import LOCAL, Authorizer, Principal
 from pullguard.gateway.decisions import DecisionLog
+from pullguard.gateway.operations import release_entry, run_reevaluation
 from pullguard.gateway.pull import Pipeline
 from pullguard.gateway.refs import split_reference
-from pullguard.gateway.release import ReleaseRefused, check_reason, plan_release
 from pullguard.gateway.report import report_to_proto
 from pullguard.gateway.stores import Quarantine
 from pullguard.services.runtime.errors import InvalidRequest, NotFound, StagingError
@@ -100,25 +99,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         context: grpc.aio.ServicerContext,
     ) -> gateway_pb2.DecisionReport:
         operator = release_operator(self.authorizer.grpc(context, "release"), request.operator)
-        reason = check_reason(request.reason)
-        if not self.decisions.is_quarantined(request.id):
-            raise NotFound(f"no open quarantine entry {request.id[:80]!r}", oci_code="NOT_FOUND")
-        try:
-            text = self.quarantine.report(request.id)
-        except StagingError as exc:
-            raise NotFound(exc.message, oci_code="NOT_FOUND") from None
-        try:
-            original = json.loads(text)
-        except ValueError:
-            raise ReleaseRefused(
-                f"quarantine entry {request.id}: report.json is unreadable"
-            ) from None
-        plan = plan_release(request.id, original)
-        result = await self.pipeline.release(plan, reason, operator)
-        report = result.report.as_json()
-        if result.allowed:
-            self.quarantine.mark_released(request.id, report)
-            self.decisions.forget_quarantine(request.id)
+        report = await release_entry(
+            self.pipeline, self.decisions, self.quarantine, request.id, request.reason, operator
+        )
         return report_to_proto(report)
 
     async def Reevaluate(
@@ -126,11 +109,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         request: gateway_pb2.ReevaluateRequest,  # noqa: N802
         context: grpc.aio.ServicerContext,
     ) -> gateway_pb2.ReevaluateResponse:
-        self.authorizer.grpc(context, "reevaluate")
+        principal = self.authorizer.grpc(context, "reevaluate")
         limit = request.limit if 0 < request.limit <= 100_000 else 10_000
-        outcomes = await self.pipeline.reevaluate(force=request.force, limit=limit)
+        run = await run_reevaluation(
+            self.pipeline, self.decisions, principal.name, force=request.force, limit=limit
+        )
         return gateway_pb2.ReevaluateResponse(
-            images=[gateway_pb2.ReevaluatedImage(**asdict(outcome)) for outcome in outcomes]
+            images=[gateway_pb2.ReevaluatedImage(**image) for image in run["images"]]
         )
 
 

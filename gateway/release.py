@@ -82,6 +82,7 @@ class ReleaseRefused(PullguardError):
 
     grpc_code = grpc.StatusCode.FAILED_PRECONDITION
     oci_code = "DENIED"
+    http_status = 409
 
 
 def blocking(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -50,6 +50,9 @@ command -v podman >/dev/null 2>&1 || need_clients+=(podman)
 command -v buildah >/dev/null 2>&1 || need_clients+=(buildah)
 { command -v containerd && command -v ctr; } >/dev/null 2>&1 || need_clients+=(containerd)
 command -v dockerd >/dev/null 2>&1 || need_clients+=(docker.io)
+# The console's browser test (tests/e2e/test_console_browser.py) drives
+# Debian's headless chromium over the DevTools protocol; no driver needed.
+command -v chromium >/dev/null 2>&1 || need_clients+=(chromium)
 
 if [ "$((${#need_apt[@]} + ${#need_clients[@]}))" -gt 0 ]; then
   echo "installing apt packages: ${need_apt[*]} ${need_clients[*]}"

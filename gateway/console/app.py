@@ -1,9 +1,10 @@
 """The console's aiohttp application: what it serves, and where it may listen.
 
-Whatever a handler needs (metric registries now; the decision log, the
-quarantine and the token store later) travels in one :class:`ConsoleContext`
-kept in the app under :data:`CONSOLE_KEY`; :func:`register_routes` is the one
-place routes are added.
+Whatever a handler needs (metric registries, the decision log, the
+quarantine, the pipeline, the token store and the browser sessions) travels
+in one :class:`ConsoleContext` kept in the app under :data:`CONSOLE_KEY`;
+:func:`register_routes` is the one place routes are added: ``/metrics``,
+the JSON API (:mod:`.api`) and the HTML pages (:mod:`.pages`).
 
 **Where it listens.** The console will let operators read decisions and
 release quarantined images. Without ``auth.admin_tokens`` nobody is asked
@@ -15,34 +16,29 @@ refuses any other address (0.0.0.0, a LAN address, a host name other than
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
-from dataclasses import dataclass
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 
+from pullguard.gateway.console.context import CONSOLE_KEY, ConsoleContext
 from pullguard.services.runtime.errors import ConfigError
 from pullguard.services.runtime.metrics import metrics_handler, split_hostport, start_http
-
-
-@dataclass(frozen=True)
-class ConsoleContext:
-    """What the console's handlers read."""
-
-    #: Rendered, in order, by ``GET /metrics``.
-    registries: Sequence[CollectorRegistry]
-
-
-CONSOLE_KEY = web.AppKey("pullguard_console", ConsoleContext)
 
 
 def register_routes(app: web.Application, context: ConsoleContext) -> None:
     """Every route of the console listener."""
     app.router.add_get("/metrics", metrics_handler(context.registries))
+    if context.decisions is not None:
+        from pullguard.gateway.console import api, pages
+
+        api.add_routes(app.router)
+        pages.add_routes(app.router)
 
 
 def console_app(context: ConsoleContext) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024)
+    from pullguard.gateway.console.pages import error_page
+    from pullguard.gateway.console.web import console_middleware
+
+    app = web.Application(client_max_size=64 * 1024, middlewares=[console_middleware(error_page)])
     app[CONSOLE_KEY] = context
     register_routes(app, context)
     return app

@@ -31,8 +31,9 @@ there while verifying an image, so that they fetch it once between them
 The tables are split by concern, one module each, over one connection:
 decisions and the audit log (:mod:`.records`), admissions (:mod:`.admissions`),
 publications to the target (:mod:`.publications`), waivers (:mod:`.waivers`)
-the quarantine index (:mod:`.quarantine`), and what retention and the
-garbage collector ask (:mod:`.retention`).
+the quarantine index (:mod:`.quarantine`), what retention and the
+garbage collector ask (:mod:`.retention`), and the console's pages
+(:mod:`.browse`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import threading
 from pathlib import Path
 
 from pullguard.gateway.decisions.admissions import Admission, AdmissionRecords
+from pullguard.gateway.decisions.browse import BrowseRecords
 from pullguard.gateway.decisions.database import AUDIT, StateError, open_sqlite
 from pullguard.gateway.decisions.postgres import AdvisoryLeases, Leases, open_postgres
 from pullguard.gateway.decisions.publications import PublicationRecords
@@ -54,7 +56,12 @@ __all__ = ["Admission", "DecisionLog", "StateError"]
 
 
 class DecisionLog(
-    AdmissionRecords, PublicationRecords, WaiverRecords, QuarantineIndex, RetentionRecords
+    AdmissionRecords,
+    PublicationRecords,
+    WaiverRecords,
+    QuarantineIndex,
+    RetentionRecords,
+    BrowseRecords,
 ):
     """The decision database plus a JSON-lines audit log under ``state_dir``.
 

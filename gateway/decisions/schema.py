@@ -103,11 +103,39 @@ def _version_1(db: Connection) -> None:
         db.execute("ALTER TABLE decisions ADD COLUMN outage TEXT NOT NULL DEFAULT ''")
 
 
+#: Version 3: the console pages decisions by keyset, newest first: one index
+#: per filter, each ending in (time, id) so that a page is one range scan;
+#: they replace the single-column time indexes. And re-evaluation runs.
+CONSOLE = (
+    "CREATE INDEX IF NOT EXISTS decisions_page ON decisions(time, id)",
+    "CREATE INDEX IF NOT EXISTS decisions_outcome_page ON decisions(decision, time, id)",
+    "CREATE INDEX IF NOT EXISTS decisions_repository_page ON decisions(repository, time, id)",
+    "CREATE INDEX IF NOT EXISTS decisions_layer_page ON decisions(denied_by, time, id)",
+    "DROP INDEX IF EXISTS decisions_time",
+    "DROP INDEX IF EXISTS decisions_repository",
+    """CREATE TABLE IF NOT EXISTS reevaluation_runs (
+    id TEXT PRIMARY KEY,
+    time TEXT NOT NULL,
+    operator TEXT NOT NULL,
+    force INTEGER NOT NULL,
+    images TEXT NOT NULL
+)""",
+    "CREATE INDEX IF NOT EXISTS reevaluation_runs_page ON reevaluation_runs(time, id)",
+)
+
+
+def _version_3(db: Connection) -> None:
+    for statement in CONSOLE:
+        db.execute(statement)
+
+
 #: Migration N brings a database from version N-1 to N; append, never edit.
 MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _version_1,
     # Version 2: the notification queue.
     notifications.create_tables,
+    # Version 3: the console's keyset indexes and re-evaluation runs.
+    _version_3,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 #: pg_advisory_xact_lock key of the migration ("pullguard schema").
