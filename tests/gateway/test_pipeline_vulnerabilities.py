@@ -3,9 +3,8 @@
 Every other layer is the healthy fake of test_pipeline_faults; the
 vulnerability layer is a real ``pullguard serve vulnerability`` process,
 reached through the gateway's real LayerClients. The inventory is built
-here: reading it from the layers' package databases is format's part (the
-vulnscan branch), and the full-stack pull of a real Debian image is left to
-the integration of both.
+here: reading it from the layers' package databases is format's part; the
+full-stack pull of a real Debian image is tests/e2e/test_vulnerability_pull.py.
 """
 
 from __future__ import annotations
