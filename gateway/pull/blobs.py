@@ -193,7 +193,11 @@ class _BlobFlow:
             }
             for stats in inspected.response.layers
         ]
-        self.inventories.update({s.index: s.inventory for s in inspected.response.layers})
+        # Only what format read: a layer it answered without an inventory (a
+        # replica that ignores the plan's flag) is unknown, not empty.
+        self.inventories.update(
+            {s.index: s.inventory for s in inspected.response.layers if s.HasField("inventory")}
+        )
         pull.report.layers = [entry for i in sorted(self.inspected) for entry in self.inspected[i]]
         pull.require("format", StepName.LAYERS, inspected.response.verdict, inspected.ms)
 

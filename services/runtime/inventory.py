@@ -167,11 +167,23 @@ def os_ecosystem(os_release: OsRelease | None, kind: str) -> tuple[str, str, str
         release = "v" + ".".join(version.split(".")[:2]) if version else ""
     elif name in ("Rocky Linux", "AlmaLinux", "Red Hat"):
         release = version.split(".")[0]
+    elif name == "Ubuntu" and _ubuntu_lts(version, os_release.pretty_name):
+        # OSV files LTS releases as "Ubuntu:22.04:LTS": without the suffix no
+        # record of an LTS release would ever match.
+        release = f"{version}:LTS"
     else:
         release = version
     ecosystem = f"{name}:{release}" if release else name
     distro = f"{os_release.id}-{version}" if version else ""
     return ecosystem, namespace, distro
+
+
+def _ubuntu_lts(version: str, pretty_name: str) -> bool:
+    """An Ubuntu LTS release: its PRETTY_NAME says so ("Ubuntu 22.04.4 LTS"),
+    and every April release of an even year has been one (6.06 aside)."""
+    year, dot, month = version.partition(".")
+    by_number = bool(dot) and year.isdigit() and int(year) % 2 == 0 and month == "04"
+    return by_number or pretty_name.split()[-1:] == ["LTS"]
 
 
 def _with_release(package: Package, kind: str, os_release: OsRelease | None) -> Package:

@@ -3,9 +3,8 @@
 Every other layer is the healthy fake of test_pipeline_faults; the
 vulnerability layer is a real ``pullguard serve vulnerability`` process,
 reached through the gateway's real LayerClients. The inventory is built
-here: reading it from the layers' package databases is format's part (the
-vulnscan branch), and the full-stack pull of a real Debian image is left to
-the integration of both.
+here: reading it from the layers' package databases is format's part; the
+full-stack pull of a real Debian image is tests/e2e/test_vulnerability_pull.py.
 """
 
 from __future__ import annotations
@@ -69,7 +68,7 @@ class Layers(FakeLayers):
         self,
         staging: StagingStore,
         real: LayerClients,
-        inventory: inventory_pb2.LayerInventory,
+        inventory: inventory_pb2.LayerInventory | None,
         gate: common_pb2.VulnerabilityPolicy,
     ) -> None:
         super().__init__(staging, {})
@@ -89,7 +88,9 @@ class Layers(FakeLayers):
             if request.reference.startswith("sha256:"):  # a re-evaluation pulls by digest
                 response.plan.ref.tag, response.plan.ref.digest = "", request.reference
         if method == "InspectLayers":
-            response.layers.add(index=0, completed=True).inventory.CopyFrom(self.inventory)
+            stats = response.layers.add(index=0, completed=True)
+            if self.inventory is not None:
+                stats.inventory.CopyFrom(self.inventory)
         return response
 
     async def close(self) -> None:
@@ -177,6 +178,20 @@ async def test_the_vulnerability_layer_down_is_an_outage_never_an_admission(
     assert isinstance(result.error, LayerUnavailable), result.report.as_json()
     assert result.report.as_json()["outage"]["layer"] == "vulnerability"
     assert not built.admitted.has(DIGEST)
+
+
+async def test_a_layer_format_answered_without_its_inventory_is_not_an_empty_layer(
+    tmp_path: Path, layer_address: str
+) -> None:
+    # A format replica that ignores the plan's inventory flag (an older one
+    # in a rolling upgrade): the layer's packages are unknown, not absent.
+    built, layers = pipeline(tmp_path, layer_address, "5.6.0-0.2")
+    layers.inventory = None
+    result = await built.pull("lab/app", "v1")
+    await layers.close()
+    [step] = [s for s in result.report.as_json()["layers"] if s["layer"] == "vulnerability"]
+    codes = {(f["code"], f["evidence"].get("finding")) for f in step["findings"]}
+    assert ("vulnerability.incomplete_inventory", "inventory.layer_not_inspected") in codes
 
 
 @pytest.mark.parametrize(("on_new", "outcome"), [("revoke", "revoked"), ("warn", "current")])

@@ -99,7 +99,11 @@ def test_incomplete_from_any_layer_and_duplicates_once() -> None:
     ("os_id", "version", "ecosystem", "prefix"),
     [
         ("debian", "12", "Debian:12", "pkg:deb/debian/a@1.0?distro=debian-12"),
-        ("ubuntu", "22.04", "Ubuntu:22.04", "pkg:deb/ubuntu/a@1.0?distro=ubuntu-22.04"),
+        # OSV's names: LTS releases carry ":LTS", the others do not.
+        ("ubuntu", "22.04", "Ubuntu:22.04:LTS", "pkg:deb/ubuntu/a@1.0?distro=ubuntu-22.04"),
+        ("ubuntu", "24.04", "Ubuntu:24.04:LTS", "pkg:deb/ubuntu/a@1.0?distro=ubuntu-24.04"),
+        ("ubuntu", "24.10", "Ubuntu:24.10", "pkg:deb/ubuntu/a@1.0?distro=ubuntu-24.10"),
+        ("ubuntu", "23.04", "Ubuntu:23.04", "pkg:deb/ubuntu/a@1.0?distro=ubuntu-23.04"),
         ("", "", "Debian", "pkg:deb/debian/a@1.0"),
     ],
 )
