@@ -252,6 +252,7 @@ def vulnerabilities_to_proto(rule: VulnerabilityRule) -> common_pb2.Vulnerabilit
             for a in rule.allow
         ],
         on_new=rule.on_new,
+        allow_incomplete=not rule.deny_incomplete,
     )
 
 
@@ -404,4 +405,5 @@ def vulnerabilities_from_proto(message: common_pb2.VulnerabilityPolicy) -> Vulne
         max_age_seconds=message.max_age_seconds,
         allow=tuple(Allowance(a.id, a.repository, a.until, a.reason) for a in message.allow),
         on_new=on_new,
+        deny_incomplete=not message.allow_incomplete,
     )

@@ -192,6 +192,8 @@ async def test_a_layer_format_answered_without_its_inventory_is_not_an_empty_lay
     [step] = [s for s in result.report.as_json()["layers"] if s["layer"] == "vulnerability"]
     codes = {(f["code"], f["evidence"].get("finding")) for f in step["findings"]}
     assert ("vulnerability.incomplete_inventory", "inventory.layer_not_inspected") in codes
+    # What was not inspected cannot be shown clean: refused.
+    assert not built.admitted.has(DIGEST)
 
 
 @pytest.mark.parametrize(("on_new", "outcome"), [("revoke", "revoked"), ("warn", "current")])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ def test_a_rule_overrides_the_keys_it_gives_or_turns_the_gate_off(tmp_path: Path
                 "match": "lab/strict/**",
                 "signature": "none",
                 "vulnerabilities": {
-                    "deny": {"cvss_min": 4.0, "fixed_only": True},
+                    "deny": {"cvss_min": 4.0, "fixed_only": True, "incomplete": False},
                     "on_new": "warn",
                 },
             },
@@ -56,6 +57,12 @@ def test_a_rule_overrides_the_keys_it_gives_or_turns_the_gate_off(tmp_path: Path
     )
     strict, tools = (r.vulnerabilities for r in loaded.policy.rules)
     assert strict.cvss_min == 4.0 and strict.fixed_only and strict.ids == ()  # deny replaced whole
+    assert not strict.deny_incomplete and loaded.policy.rules[1].vulnerabilities.enabled is False
+    assert (
+        config(tmp_path, [{"match": "lab/**", "signature": "none"}])
+        .policy.rules[0]
+        .vulnerabilities.deny_incomplete
+    )  # fail closed unless said otherwise
     assert strict.max_age_seconds == 7 * 86400 and strict.on_new == "warn"  # the rest inherited
     assert not tools.enabled
 
@@ -68,6 +75,12 @@ def test_the_plan_carries_the_gate_and_asks_format_for_an_inventory(tmp_path: Pa
         vulnerabilities_from_proto(message.vulnerabilities)
         == loaded.policy.rules[0].vulnerabilities
     )
+    accepting = replace(
+        loaded.policy.rules[0],
+        vulnerabilities=replace(loaded.policy.rules[0].vulnerabilities, deny_incomplete=False),
+    )
+    carried = rule_to_proto(accepting, 10, 1024).vulnerabilities
+    assert carried.allow_incomplete and not vulnerabilities_from_proto(carried).deny_incomplete
     plain = config(tmp_path, [{"match": "lab/**", "signature": "none"}], top=None)
     bare = rule_to_proto(plain.policy.rules[0], 10, 1024)
     assert not bare.layers.inventory and not bare.vulnerabilities.enabled

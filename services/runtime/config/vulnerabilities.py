@@ -49,6 +49,10 @@ class VulnerabilityRule:
     max_age_seconds: int = 0
     allow: tuple[Allowance, ...] = ()
     on_new: str = "revoke"  # "revoke" or "warn"
+    #: Refuse an image whose inventory could not be read whole (a database
+    #: over its limits or malformed, a layer format did not report on):
+    #: what could not be read cannot be shown free of advisories.
+    deny_incomplete: bool = True
 
 
 #: A rule without a vulnerability gate.
@@ -122,7 +126,7 @@ def _read_rule_keys(
 
 def _deny(reader: Reader, raw: Any, key: str) -> dict[str, Any]:
     data = reader.mapping(raw, key)
-    reader.known(data, key, {"cvss_min", "ids", "fixed_only"})
+    reader.known(data, key, {"cvss_min", "ids", "fixed_only", "incomplete"})
     cvss_min = 0.0
     if "cvss_min" in data:
         cvss_min = reader.number(data["cvss_min"], f"{key}.cvss_min", 0.0)
@@ -133,7 +137,13 @@ def _deny(reader: Reader, raw: Any, key: str) -> dict[str, Any]:
         if not _ID_RE.fullmatch(ident):
             raise reader.fail(f"{key}.ids[{i}]", f"is not an advisory id: {ident[:80]!r}")
     fixed_only = reader.boolean(data.get("fixed_only", False), f"{key}.fixed_only")
-    return {"cvss_min": float(cvss_min), "ids": ids, "fixed_only": fixed_only}
+    incomplete = reader.boolean(data.get("incomplete", True), f"{key}.incomplete")
+    return {
+        "cvss_min": float(cvss_min),
+        "ids": ids,
+        "fixed_only": fixed_only,
+        "deny_incomplete": incomplete,
+    }
 
 
 def _age(reader: Reader, raw: Any, key: str) -> int:
