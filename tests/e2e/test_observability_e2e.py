@@ -22,6 +22,9 @@ from tests.support.registry_process import RegistryProcess
 from tests.support.stack import Pullguard, free_port, pullguard_command, write_config
 
 StartPullguard = Callable[..., Pullguard]
+#: What an operator would look at after the test: the gateway's /metrics text
+#: and the stack's log after one allowed and one denied pull (not in git).
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "observability"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
@@ -197,6 +200,9 @@ def test_metrics_count_an_allowed_and_a_denied_pull(
     assert any("OTHER / 400 " in line for line in access), access
     served = [line for line in access if "/blobs/" in line and " 200 " in line]
     assert len(served) >= 3 and all("client=127.0.0.1 user=-" in line for line in served)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "metrics.txt").write_text(httpx.get(f"http://{console}/metrics", timeout=30).text)
+    (ARTIFACTS / "gateway.log").write_text(log)
 
 
 def test_json_logs_carry_the_fields_and_no_secret(
