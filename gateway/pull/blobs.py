@@ -13,6 +13,7 @@ from pullguard.gateway.pull.manifest import JudgedManifest
 from pullguard.gateway.pull.one import Pull, StepRefused
 from pullguard.gateway.report import Phase
 from pullguard.gateway.steps import StepName
+from pullguard.services.runtime.staging import FileStamp
 from pullguard.v1 import common_pb2, fetcher_pb2, format_pb2, hashverify_pb2, source_pb2
 
 #: Blobs of one pull fetched at once (as many as one FetchBlobs call fetched before).
@@ -32,6 +33,8 @@ class StagedBlobs:
 
     keys: list[str] = field(default_factory=list)
     streamed: dict[str, str] = field(default_factory=dict)
+    #: The staged file hashverify hashed for a digest, as it found it (see FileStamp).
+    stamps: dict[str, FileStamp] = field(default_factory=dict)
 
 
 async def stage_and_judge_blobs(pull: Pull, judged: JudgedManifest) -> StagedBlobs:
@@ -65,6 +68,8 @@ class _BlobFlow:
         self.fetched: dict[str, asyncio.Task[common_pb2.Provenance]] = {}
         self.verified: dict[Claim, asyncio.Task[None]] = {}
         self.streamed: dict[str, str] = {}
+        #: None for a digest whose verifications saw different files.
+        self.stamps: dict[str, FileStamp | None] = {}
         self.provenance = common_pb2.Provenance()
         #: Layer statistics for the report, by layer index.
         self.inspected: dict[int, list[dict[str, Any]]] = {}
@@ -87,7 +92,8 @@ class _BlobFlow:
         except BaseExceptionGroup as group_error:
             raise _first(group_error) from None
         self.pull.report.mark(Phase.VERIFY)
-        return StagedBlobs([b.digest for b in self.blobs], self.streamed)
+        stamps = {digest: stamp for digest, stamp in self.stamps.items() if stamp is not None}
+        return StagedBlobs([b.digest for b in self.blobs], self.streamed, stamps)
 
     async def _source(self) -> None:
         """Blob downloads have their own redirects (CDNs): source judges them too,
@@ -139,6 +145,10 @@ class _BlobFlow:
             timeout=self.deadline,
         )
         pull.require("hashverify", StepName.BLOBS, hashed.response.verdict, hashed.ms)
+        stamped = {s.digest: s for s in hashed.response.stamps}.get(blob.digest)
+        stamp = _file_stamp(stamped) if stamped is not None else None
+        earlier = self.stamps.get(blob.digest, stamp)
+        self.stamps[blob.digest] = stamp if earlier == stamp else None
 
     async def _config(self) -> None:
         pull = self.pull
@@ -183,6 +193,10 @@ class _BlobFlow:
         ]
         pull.report.layers = [entry for i in sorted(self.inspected) for entry in self.inspected[i]]
         pull.require("format", StepName.LAYERS, inspected.response.verdict, inspected.ms)
+
+
+def _file_stamp(stamp: hashverify_pb2.FileStamp) -> FileStamp:
+    return FileStamp(stamp.device, stamp.inode, stamp.size, stamp.mtime_ns, stamp.ctime_ns)
 
 
 def _claim(blob: common_pb2.Descriptor) -> Claim:
