@@ -7,6 +7,12 @@ PROTOS := $(wildcard protos/pullguard/v1/*.proto)
 STAMP  := $(VENV)/.installed-stamp
 TOOLS  := .tools/bin
 PYTEST_ARGS ?=
+# Parallel test workers (pytest-xdist). Most of an end-to-end test's time is
+# spent waiting for processes it started, so workers overlap well even on two
+# CPUs. Each test file stays on one worker (--dist loadfile): module-scoped
+# stacks start once. TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadfile)
 
 .PHONY: install run test test-unit test-e2e protos check-protos system-deps lint typecheck bench clean conformance \
 	base-image image image-test
@@ -42,7 +48,7 @@ system-deps:
 	scripts/install-node-test-deps.sh
 
 test: install system-deps check-protos
-	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(BIN)/pytest -q -ra $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(BIN)/pytest -q -ra $(XDIST) $(PYTEST_ARGS)
 
 test-unit: install
 	$(BIN)/pytest -q -m 'not e2e' $(PYTEST_ARGS)
