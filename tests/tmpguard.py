@@ -5,9 +5,10 @@ the tests and every process they start, and pytest's ``tmp_path`` folders
 live there too. At the end, anything in it besides pytest's own folders is a
 leak: it is listed and fails the run. The folder is removed either way.
 
-Under pytest-xdist each worker gets a folder ``xdist-gwN`` inside the
-controller's: the workers start after the controller has set ``TMPDIR``, and
-the controller, which alone decides the run's exit status, checks every
+Under pytest-xdist each worker gets a folder inside the controller's (the
+workers start after the controller has set ``TMPDIR``), named by its id
+``gw0``: short, as podman refuses a runroot path over 50 characters. The
+controller, which alone decides the run's exit status, checks every
 worker's folder once they have all finished. A worker leaves its folder for
 that check; the controller removes it with its own.
 """
@@ -15,6 +16,7 @@ that check; the controller removes it with its own.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -24,7 +26,8 @@ import pytest
 
 _ROOT = pytest.StashKey[tuple[Path, str | None]]()
 _PYTEST_OWN = "pytest-of-"
-_WORKER_PREFIX = "xdist-"
+#: A worker's folder: its xdist id.
+_WORKER = re.compile(r"gw[0-9]+")
 _MAX_LISTED = 20
 
 
@@ -39,7 +42,7 @@ def start(config: pytest.Config) -> None:
     if worker is None:
         root = Path(tempfile.mkdtemp(prefix="pgt-"))  # short: socket and runroot paths have limits
     else:
-        root = Path(tempfile.gettempdir()) / f"{_WORKER_PREFIX}{worker}"
+        root = Path(tempfile.gettempdir()) / worker
         root.mkdir()
     config.stash[_ROOT] = (root, os.environ.get("TMPDIR"))
     os.environ["TMPDIR"] = str(root)
@@ -54,7 +57,7 @@ def leftovers(config: pytest.Config) -> list[Path]:
     for path in sorted(root.iterdir()):
         if path.name.startswith(_PYTEST_OWN):
             continue
-        if path.name.startswith(_WORKER_PREFIX) and path.is_dir() and not path.is_symlink():
+        if _WORKER.fullmatch(path.name) and path.is_dir() and not path.is_symlink():
             left += [p for p in sorted(path.iterdir()) if not p.name.startswith(_PYTEST_OWN)]
             continue
         left.append(path)
