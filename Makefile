@@ -7,6 +7,13 @@ PROTOS := $(wildcard protos/pullguard/v1/*.proto)
 STAMP  := $(VENV)/.installed-stamp
 TOOLS  := .tools/bin
 PYTEST_ARGS ?=
+# Parallel test workers (pytest-xdist). Much of an end-to-end test's time is
+# spent waiting for processes it started, so two workers overlap well even on
+# two CPUs (29 e2e tests: 283 s against 508 s in one process, same load).
+# Each test file stays on one worker (--dist loadfile): module-scoped stacks
+# start once. TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadfile)
 
 .PHONY: install run test test-unit test-e2e protos check-protos system-deps lint typecheck bench clean conformance \
 	base-image image image-test
@@ -42,13 +49,13 @@ system-deps:
 	scripts/install-node-test-deps.sh
 
 test: install system-deps check-protos
-	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(BIN)/pytest -q -ra $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(BIN)/pytest -q -ra $(XDIST) $(PYTEST_ARGS)
 
 test-unit: install
 	$(BIN)/pytest -q -m 'not e2e' $(PYTEST_ARGS)
 
 test-e2e: install system-deps
-	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(BIN)/pytest -q -m e2e $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(BIN)/pytest -q -m e2e $(XDIST) $(PYTEST_ARGS)
 
 # The OCI distribution-spec conformance suite's Pull workflow against `pullguard up`.
 conformance: install system-deps

@@ -43,6 +43,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -54,7 +55,7 @@ from typing import Any
 from pullguard.gateway import failpoints
 from pullguard.services.runtime.digests import DigestSyntaxError, digest_stream, parse_digest
 from pullguard.services.runtime.errors import StagingError
-from pullguard.services.runtime.staging import StagingStore
+from pullguard.services.runtime.staging import FileStamp, StagingStore
 
 _OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 _DECISION_ID_RE = re.compile(r"[0-9a-f]{32}")
@@ -155,23 +156,35 @@ class AdmittedStore:
         return self.blob_path(digest).is_file()
 
     def take_from_staging(
-        self, staging: StagingStore, session: str, key: str, streamed: str = ""
+        self,
+        staging: StagingStore,
+        session: str,
+        key: str,
+        streamed: str = "",
+        verified: FileStamp | None = None,
     ) -> None:
         """Move a verified staged object into the store (same filesystem: a rename).
 
-        The staged file is hashed here and must equal ``key`` (and ``streamed``,
-        the digest the fetcher computed while writing it, when given). It then
+        The staged file must hash to ``key`` (and equal ``streamed``, the
+        digest the fetcher computed while writing it, when given). It is
+        hashed here unless ``verified``, the stamp hashverify took of the file
+        it hashed, still matches it: same file, no write since. It then
         replaces whatever file has that name, which may be damaged.
         """
         if streamed and streamed != key:
             raise StagingError(f"fetcher streamed {streamed} for {key}")
         source = staging.path(session, key)
-        if not source.is_file():
+        try:
+            found = source.stat()
+        except FileNotFoundError:
+            found = None
+        if found is None or not stat.S_ISREG(found.st_mode):
             raise StagingError(f"{key} is not staged in session {session}")
-        algorithm = parse_digest(key)[0]
-        actual = file_digest(source, algorithm)
-        if actual != key:
-            raise StagingError(f"staged {key} hashes to {actual}")
+        if verified is None or FileStamp.of(found) != verified:
+            algorithm = parse_digest(key)[0]
+            actual = file_digest(source, algorithm)
+            if actual != key:
+                raise StagingError(f"staged {key} hashes to {actual}")
         target = self.blob_path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(source, target)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -34,7 +35,7 @@ from pullguard.services.runtime.config import Config
 from pullguard.services.runtime.digests import computed_digest
 from pullguard.services.runtime.errors import PullguardError, TargetError, UpstreamUnreachable
 from pullguard.services.runtime.protoconv import verdict_allows
-from pullguard.services.runtime.staging import StagingStore
+from pullguard.services.runtime.staging import FileStamp, StagingStore
 from pullguard.v1 import common_pb2
 
 log = logging.getLogger("pullguard.gateway")
@@ -263,7 +264,8 @@ class Admissions:
         """Move the verified content in and publish it; :meth:`commit` then admits it.
 
         Only when the digests the fetcher streamed equal the descriptors are
-        the staged objects hashed again and moved in, manifest last.
+        the staged objects moved in, manifest last: each is hashed again
+        unless it is, by its stamp, the unchanged file hashverify hashed.
         """
         report = pull.report
         session = pull.session
@@ -288,9 +290,11 @@ class Admissions:
         # Moved in but not yet committed, the content is referenced by nothing:
         # the garbage collector keeps off it until the verdict is recorded (Pull.held).
         await pull.held.enter_async_context(self.gate.admitting([*blobs.keys, staged.staged_key]))
-        await asyncio.to_thread(self._take_staged, session, blobs.keys, blobs.streamed)
+        await asyncio.to_thread(
+            self._take_staged, session, blobs.keys, blobs.streamed, blobs.stamps
+        )
         failpoints.hit("admit.after_blobs")
-        await asyncio.to_thread(self._take_staged, session, [staged.staged_key], {})
+        await asyncio.to_thread(self._take_staged, session, [staged.staged_key], {}, {})
         failpoints.hit("admit.after_manifest")
         report.mark(Phase.ADMISSION)
         size = self.admitted.blob_path(report.digest).stat().st_size
@@ -333,14 +337,23 @@ class Admissions:
         failpoints.hit("admit.after_index")
         self.discard(pull)
 
-    def _take_staged(self, session: str, keys: list[str], streamed: dict[str, str]) -> None:
-        """Hash and move each staged object in, a few at once (hashlib releases the GIL).
+    def _take_staged(
+        self,
+        session: str,
+        keys: list[str],
+        streamed: dict[str, str],
+        stamps: Mapping[str, FileStamp],
+    ) -> None:
+        """Move each staged object in, a few at once; each is hashed unless
+        hashverify's stamp shows the very file it hashed (hashlib releases the GIL).
 
         A digest listed twice is one staged file, taken once.
         """
 
         def take(key: str) -> None:
-            self.admitted.take_from_staging(self.staging, session, key, streamed.get(key, ""))
+            self.admitted.take_from_staging(
+                self.staging, session, key, streamed.get(key, ""), stamps.get(key)
+            )
 
         with ThreadPoolExecutor(PARALLEL_TAKES, thread_name_prefix="admit") as pool:
             for _ in pool.map(take, dict.fromkeys(keys)):

@@ -14,6 +14,7 @@ from pullguard.gateway.pull.one import Pull, StepRefused
 from pullguard.gateway.report import Phase
 from pullguard.gateway.steps import StepName
 from pullguard.services.runtime.protoconv import inventory_from_proto
+from pullguard.services.runtime.staging import FileStamp
 from pullguard.v1 import (
     common_pb2,
     fetcher_pb2,
@@ -42,6 +43,8 @@ class StagedBlobs:
     streamed: dict[str, str] = field(default_factory=dict)
     #: Each layer's package databases, by layer index (when the plan asked).
     inventories: dict[int, inventory_pb2.LayerInventory] = field(default_factory=dict)
+    #: The staged file hashverify hashed for a digest, as it found it (see FileStamp).
+    stamps: dict[str, FileStamp] = field(default_factory=dict)
 
 
 async def stage_and_judge_blobs(pull: Pull, judged: JudgedManifest) -> StagedBlobs:
@@ -75,6 +78,8 @@ class _BlobFlow:
         self.fetched: dict[str, asyncio.Task[common_pb2.Provenance]] = {}
         self.verified: dict[Claim, asyncio.Task[None]] = {}
         self.streamed: dict[str, str] = {}
+        #: None for a digest whose verifications saw different files.
+        self.stamps: dict[str, FileStamp | None] = {}
         self.provenance = common_pb2.Provenance()
         #: Layer statistics for the report, by layer index.
         self.inspected: dict[int, list[dict[str, Any]]] = {}
@@ -98,7 +103,8 @@ class _BlobFlow:
         except BaseExceptionGroup as group_error:
             raise _first(group_error) from None
         self.pull.report.mark(Phase.VERIFY)
-        return StagedBlobs([b.digest for b in self.blobs], self.streamed, self.inventories)
+        stamps = {digest: stamp for digest, stamp in self.stamps.items() if stamp is not None}
+        return StagedBlobs([b.digest for b in self.blobs], self.streamed, self.inventories, stamps)
 
     async def _source(self) -> None:
         """Blob downloads have their own redirects (CDNs): source judges them too,
@@ -150,6 +156,10 @@ class _BlobFlow:
             timeout=self.deadline,
         )
         pull.require("hashverify", StepName.BLOBS, hashed.response.verdict, hashed.ms)
+        stamped = {s.digest: s for s in hashed.response.stamps}.get(blob.digest)
+        stamp = _file_stamp(stamped) if stamped is not None else None
+        earlier = self.stamps.get(blob.digest, stamp)
+        self.stamps[blob.digest] = stamp if earlier == stamp else None
 
     async def _config(self) -> None:
         pull = self.pull
@@ -207,6 +217,10 @@ def _inventory_json(stats: format_pb2.LayerStats) -> dict[str, Any]:
     if not stats.HasField("inventory"):
         return {}
     return {"inventory": asdict(inventory_from_proto(stats.inventory))}
+
+
+def _file_stamp(stamp: hashverify_pb2.FileStamp) -> FileStamp:
+    return FileStamp(stamp.device, stamp.inode, stamp.size, stamp.mtime_ns, stamp.ctime_ns)
 
 
 def _claim(blob: common_pb2.Descriptor) -> Claim:

@@ -12,7 +12,7 @@ from pullguard.services.hashverify.verify import (
     DescriptorClaim,
     ManifestClaims,
     manifest_responses,
-    verify_blobs,
+    verify_blobs_stamped,
     verify_manifest,
 )
 from pullguard.services.runtime.config import Config
@@ -86,7 +86,7 @@ class HashVerifyServicer(hashverify_pb2_grpc.HashVerifyServicer):  # type: ignor
     ) -> hashverify_pb2.VerifyBlobsResponse:
         if not request.session or not request.blobs:
             raise InvalidRequest("VerifyBlobs needs a session and at least one blob")
-        verdict = await verify_blobs(
+        checked = await verify_blobs_stamped(
             self._staging_store,
             request.session,
             [BlobClaim(b.digest, b.size, b.media_type) for b in request.blobs],
@@ -94,7 +94,20 @@ class HashVerifyServicer(hashverify_pb2_grpc.HashVerifyServicer):  # type: ignor
             max_blobs=self._config.limits.layers + 1,
             exchanges=_exchanges(request.provenance),
         )
-        return hashverify_pb2.VerifyBlobsResponse(verdict=verdict_to_proto(verdict))
+        return hashverify_pb2.VerifyBlobsResponse(
+            verdict=verdict_to_proto(checked.verdict),
+            stamps=[
+                hashverify_pb2.FileStamp(
+                    digest=digest,
+                    device=stamp.device,
+                    inode=stamp.inode,
+                    size=stamp.size,
+                    mtime_ns=stamp.mtime_ns,
+                    ctime_ns=stamp.ctime_ns,
+                )
+                for digest, stamp in checked.stamps.items()
+            ],
+        )
 
 
 def register(server: grpc.aio.Server, config: Config) -> list[str]:

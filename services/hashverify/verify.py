@@ -41,7 +41,7 @@ from pullguard.services.hashverify.embedded import data_findings
 from pullguard.services.runtime.denylist import algorithms_in
 from pullguard.services.runtime.digests import CHUNK
 from pullguard.services.runtime.findings import Finding, Verdict
-from pullguard.services.runtime.staging import StagingStore
+from pullguard.services.runtime.staging import FileStamp, StagingStore
 
 LAYER = "hashverify"
 #: Blobs hashed at the same time; hashlib releases the GIL on large updates.
@@ -275,12 +275,32 @@ def verify_blob(
     The deny database is consulted first, before any hashing: when it cannot
     be read, its error ends the request before gigabytes are hashed.
     """
+    return verify_blob_stamped(staging_store, session, blob, deny, responses).findings
+
+
+@dataclass(frozen=True)
+class BlobCheck:
+    """One blob's findings, and the stamp of the file hashed when every claim held."""
+
+    findings: list[Finding]
+    #: Set only for a blob without findings whose file did not change while it was read.
+    stamp: FileStamp | None = None
+
+
+def verify_blob_stamped(
+    staging_store: StagingStore,
+    session: str,
+    blob: BlobClaim,
+    deny: Container[str],
+    responses: Sequence[ResponseClaim] = (),
+) -> BlobCheck:
+    """:func:`verify_blob`, with the stamp of the staged file it hashed (see FileStamp)."""
     what = f"blob {blob.digest[:140]}"
     # A claimed digest on the deny list is refused whatever the bytes are.
     findings = _denied("blob", [blob.digest], deny)
     unusable = unusable_claim(blob.digest, "blob digest")
     if unusable is not None:
-        return [*findings, unusable]
+        return BlobCheck([*findings, unusable])
     algorithm = algorithm_of(blob.digest)
     assert algorithm is not None
     path = staging_store.path(session, blob.digest)
@@ -290,9 +310,10 @@ def verify_blob(
         findings.append(
             Finding.error("hash.blob_missing", f"{what} is not staged", digest=blob.digest)
         )
-        return findings
+        return BlobCheck(findings)
     with handle:
-        actual_size = os.fstat(handle.fileno()).st_size
+        before = FileStamp.of(os.fstat(handle.fileno()))
+        actual_size = before.size
         if blob.size < 0 or actual_size != blob.size:
             # F-10 (a)-(d): a true digest over bytes the size lies about.
             findings.append(
@@ -304,11 +325,12 @@ def verify_blob(
                     claimed=blob.size,
                 )
             )
-            return findings
+            return BlobCheck(findings)
         # A deny entry in an algorithm we cannot compute cannot match anyway.
         denied_in = algorithms_in(deny) & frozenset(_BOTH)
         needed = {algorithm, CANONICAL, *header_algorithms(responses), *denied_in}
         computed, read = hash_stream(handle, sorted(needed), limit=blob.size + 1)
+        unchanged = FileStamp.of(os.fstat(handle.fileno())) == before
     if read != blob.size:
         findings.append(
             Finding.error(
@@ -317,7 +339,7 @@ def verify_blob(
                 digest=blob.digest,
             )
         )
-        return findings
+        return BlobCheck(findings)
     if computed[algorithm] != blob.digest:
         findings.append(
             Finding.error(
@@ -332,7 +354,7 @@ def verify_blob(
     findings.extend(
         _denied("blob content", (d for d in computed.values() if d != blob.digest), deny)
     )
-    return findings
+    return BlobCheck(findings, before if unchanged and not findings else None)
 
 
 async def verify_blobs(
@@ -349,10 +371,39 @@ async def verify_blobs(
     of each response for a blob's digest are checked against that blob. A
     blob listed twice with the same size is hashed once.
     """
+    verified = await verify_blobs_stamped(staging_store, session, blobs, deny, max_blobs, exchanges)
+    return verified.verdict
+
+
+@dataclass(frozen=True)
+class BlobsCheck:
+    """The verdict on a set of blobs, and the stamp of each staged file found as claimed."""
+
+    verdict: Verdict
+    #: By digest; a digest whose every claim held and whose file stayed unchanged.
+    stamps: dict[str, FileStamp]
+
+
+async def verify_blobs_stamped(
+    staging_store: StagingStore,
+    session: str,
+    blobs: Sequence[BlobClaim],
+    deny: Container[str] = frozenset(),
+    max_blobs: int = 1001,
+    exchanges: Sequence[Exchange] = (),
+) -> BlobsCheck:
+    """:func:`verify_blobs`, with the stamps of the files it hashed (see FileStamp)."""
     if len(blobs) > max_blobs:
-        return Verdict.of(
-            LAYER,
-            [Finding.error("hash.too_many_blobs", f"got {len(blobs)} blobs, limit {max_blobs}")],
+        return BlobsCheck(
+            Verdict.of(
+                LAYER,
+                [
+                    Finding.error(
+                        "hash.too_many_blobs", f"got {len(blobs)} blobs, limit {max_blobs}"
+                    )
+                ],
+            ),
+            {},
         )
     staging_store.session_dir(session)  # an invalid session is an error, not a finding
     first: list[Finding] = []
@@ -367,14 +418,19 @@ async def verify_blobs(
     unique = list(dict.fromkeys(blobs))
     slots = asyncio.Semaphore(PARALLEL_BLOBS)
 
-    async def one(blob: BlobClaim) -> list[Finding]:
+    async def one(blob: BlobClaim) -> BlobCheck:
         async with slots:
             return await asyncio.to_thread(
-                verify_blob, staging_store, session, blob, deny, responses.get(blob.digest, ())
+                verify_blob_stamped,
+                staging_store,
+                session,
+                blob,
+                deny,
+                responses.get(blob.digest, ()),
             )
 
     results = await asyncio.gather(*(one(blob) for blob in unique))
-    findings = first + [finding for found in results for finding in found]
+    findings = first + [finding for check in results for finding in check.findings]
     if len(findings) > MAX_FINDINGS:
         # Every blob finding is an ERROR, so the cut keeps the verdict a DENY.
         dropped = len(findings) - MAX_FINDINGS
@@ -382,7 +438,16 @@ async def verify_blobs(
             *findings[:MAX_FINDINGS],
             Finding.info("hash.findings_truncated", f"{dropped} more findings not shown"),
         ]
-    return Verdict.of(LAYER, findings)
+    return BlobsCheck(Verdict.of(LAYER, findings), _agreed_stamps(unique, results))
+
+
+def _agreed_stamps(blobs: Sequence[BlobClaim], checks: Sequence[BlobCheck]) -> dict[str, FileStamp]:
+    """The stamp of each digest all of whose claims held on one unchanged file."""
+    seen: dict[str, FileStamp | None] = {}
+    for blob, check in zip(blobs, checks, strict=True):
+        earlier = seen.get(blob.digest, check.stamp)
+        seen[blob.digest] = check.stamp if earlier == check.stamp else None
+    return {digest: stamp for digest, stamp in seen.items() if stamp is not None}
 
 
 def manifest_responses(exchanges: Sequence[Exchange]) -> tuple[ResponseClaim, ...]:

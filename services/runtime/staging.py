@@ -20,6 +20,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
@@ -34,6 +35,30 @@ _FULL = (errno.ENOSPC, errno.EDQUOT)
 REPLICA_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 #: ``[<replica>/]<name>``: at most one level below a replica's folder.
 _SESSION_RE = re.compile(r"(?:[a-z0-9][a-z0-9_.-]{0,62}/)?[a-z0-9][a-z0-9_-]{0,63}")
+
+
+@dataclass(frozen=True)
+class FileStamp:
+    """Which staged file a verifier hashed, and in what state.
+
+    hashverify takes it from the open file before hashing and sends it with
+    its verdict only when the file was unchanged at the end of the read; the
+    gateway then moves that file into the admitted store without hashing it a
+    fifth time, if a ``stat`` there still gives the same stamp. Any write
+    changes ``ctime_ns`` (no call can set it back), a replaced file has
+    another inode, so a stamp that differs in any field means other bytes
+    may be there: they are hashed again.
+    """
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, stat: os.stat_result) -> FileStamp:
+        return cls(stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
 class StagedWriter:

@@ -8,6 +8,7 @@ hostile fetcher is the point.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sqlite3
@@ -17,13 +18,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pullguard.gateway import fsck
+from pullguard.gateway import fsck, stores
 from pullguard.gateway.decisions import Admission, DecisionLog, StateError
 from pullguard.gateway.pull import Pipeline
 from pullguard.gateway.stores import AdmittedStore
 from pullguard.services.runtime.config.database import Database
 from pullguard.services.runtime.errors import StagingError
-from pullguard.services.runtime.staging import StagingStore
+from pullguard.services.runtime.staging import FileStamp, StagingStore
 from pullguard.v1 import fetcher_pb2
 from tests.gateway.test_pipeline_faults import (
     CONFIG_BLOB,
@@ -93,6 +94,46 @@ def test_a_streamed_digest_other_than_the_key_is_refused(tmp_path: Path) -> None
     key = _stage(staging, LAYER_BLOB)
     with pytest.raises(StagingError, match="streamed"):
         store.take_from_staging(staging, SESSION, key, streamed=_digest(b"x"))
+    assert not store.has(key)
+
+
+def test_the_file_hashverify_stamped_is_taken_without_a_fifth_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = AdmittedStore(tmp_path / "admitted")
+    staging = StagingStore(tmp_path / "staging")
+    key = _stage(staging, LAYER_BLOB)
+    stamp = FileStamp.of(staging.path(SESSION, key).stat())
+
+    def hashed(*_args: object) -> str:
+        raise AssertionError("a stamped, unchanged file was hashed again")
+
+    monkeypatch.setattr(stores, "file_digest", hashed)
+    store.take_from_staging(staging, SESSION, key, verified=stamp)
+    assert store.blob_path(key).read_bytes() == LAYER_BLOB
+
+
+def test_a_file_put_in_place_of_the_stamped_one_is_hashed_and_refused(tmp_path: Path) -> None:
+    store = AdmittedStore(tmp_path / "admitted")
+    staging = StagingStore(tmp_path / "staging")
+    key = _stage(staging, LAYER_BLOB)
+    stamp = FileStamp.of(staging.path(SESSION, key).stat())
+    _stage(staging, b"other bytes", key=key)  # a new file (inode) under the verified name
+    with pytest.raises(StagingError, match="hashes to"):
+        store.take_from_staging(staging, SESSION, key, verified=stamp)
+    assert not store.has(key)
+
+
+def test_a_file_written_since_its_stamp_is_hashed_and_refused(tmp_path: Path) -> None:
+    store = AdmittedStore(tmp_path / "admitted")
+    staging = StagingStore(tmp_path / "staging")
+    key = _stage(staging, LAYER_BLOB)
+    path = staging.path(SESSION, key)
+    stamp = FileStamp.of(path.stat())
+    _flip(path)  # same inode and size: only its times show the write
+    verified = dataclasses.replace(stamp, ctime_ns=stamp.ctime_ns - 1)
+    with pytest.raises(StagingError, match="hashes to"):
+        store.take_from_staging(staging, SESSION, key, verified=verified)
     assert not store.has(key)
 
 

@@ -101,6 +101,11 @@ async def test_hashverify_service(tmp_path: Path) -> None:
         )
         assert blobs.verdict.decision == common_pb2.DENY
         assert codes(blobs.verdict) == ["hash.blob_mismatch", "hash.blob_missing"]
+        # Only the blob found as claimed is stamped, with its file's identity.
+        found = store.path(SESSION, layer_key).stat()
+        assert [(s.digest, s.inode, s.size, s.ctime_ns) for s in blobs.stamps] == [
+            (layer_key, found.st_ino, len(layer), found.st_ctime_ns)
+        ]
 
         # T-01: the right bytes, with a Docker-Content-Digest naming others;
         # T-03: a Content-Length that is not the size.
@@ -128,6 +133,7 @@ async def test_hashverify_service(tmp_path: Path) -> None:
             )
         )
         assert codes(headers.verdict) == ["hash.header_mismatch", "hash.size_mismatch"]
+        assert list(headers.stamps) == []
 
         with pytest.raises(grpc.aio.AioRpcError) as empty:
             await stub.VerifyBlobs(hashverify_pb2.VerifyBlobsRequest(session=SESSION))

@@ -22,17 +22,30 @@ from pullguard.services.runtime.config import LAYERS
 _handed_out: set[int] = set()
 
 
+def _worker_share() -> tuple[int, int]:
+    """(index, count) of this pytest-xdist worker: (0, 1) when the tests run in one process."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if not (worker.startswith("gw") and worker[2:].isdigit() and count.isdigit()):
+        return 0, 1
+    return int(worker[2:]), max(int(count), 1)
+
+
 def free_port() -> int:
     """A free loopback port this test process has not handed out before.
 
     The kernel may offer a port again once its probe socket is closed, and two
-    services given one port would collide.
+    services given one port would collide. Parallel workers (pytest-xdist)
+    each keep to their own share of the port numbers, so two workers never
+    hand out the same port either. The share goes by ``port // 2``: Linux
+    gives ``bind`` even ports first (odd ones are left for ``connect``).
     """
-    for _ in range(100):
+    index, count = _worker_share()
+    for _ in range(100 * count):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = int(sock.getsockname()[1])
-        if port not in _handed_out:
+        if (port // 2) % count == index and port not in _handed_out:
             _handed_out.add(port)
             return port
     raise RuntimeError("no fresh loopback port found")

@@ -24,16 +24,20 @@ def test_leaks():
 """
 
 
-def _run(tmp_path: Path, leak: bool) -> tuple[subprocess.CompletedProcess[str], Path]:
+def _run(
+    tmp_path: Path, leak: bool, workers: int = 0
+) -> tuple[subprocess.CompletedProcess[str], Path]:
     system_tmp = tmp_path / f"system-tmp-{leak}"
     system_tmp.mkdir()
     suite = tmp_path / f"suite-{leak}"
     suite.mkdir()
     (suite / "test_child.py").write_text(f"LEAK = {leak}\n" + SUITE)
+    (suite / "test_other.py").write_text("LEAK = False\n" + SUITE)
     env = {**os.environ, "TMPDIR": str(system_tmp), "PYTHONPATH": str(REPO)}
+    parallel = ["-n", str(workers), "--dist", "loadfile"] if workers else ["-p", "no:xdist"]
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.conftest"]
-        + ["--rootdir", str(suite), "-c", os.devnull, str(suite)],
+        + [*parallel, "--rootdir", str(suite), "-c", os.devnull, str(suite)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -54,4 +58,13 @@ def test_a_clean_run_passes_and_nothing_stays(tmp_path: Path) -> None:
     done, system_tmp = _run(tmp_path, leak=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "tests left" not in done.stderr
+    assert list(system_tmp.iterdir()) == []
+
+
+def test_a_leak_in_a_parallel_worker_fails_the_run_and_nothing_stays(tmp_path: Path) -> None:
+    done, system_tmp = _run(tmp_path, leak=True, workers=2)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "4 passed" in done.stdout  # the workers' own folders are not leaks
+    assert "tests left 1 entries in their temporary folder: gw" in done.stderr
+    assert "/leaky-" in done.stderr
     assert list(system_tmp.iterdir()) == []
