@@ -59,6 +59,9 @@ def test_an_operator_may_do_everything(action: str) -> None:
         f"Bearer {ALICE} {ALICE}",
         "Bearer " + "x" * 2000,
     ],
+    # The token is made per process: stable ids, so that parallel workers
+    # collect the same tests.
+    ids=["none", "empty", "no-token", "basic", "one-more-char", "twice", "too-long"],
 )
 def test_no_or_a_wrong_token_is_unauthenticated(authorization: str | None) -> None:
     with pytest.raises(Unauthenticated) as caught:
