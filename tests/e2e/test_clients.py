@@ -362,7 +362,7 @@ def test_podman_mirror_falls_back_to_the_registry_after_a_denial(
     require("podman")
     podman = ContainersStorage(
         "podman",
-        stack.root / "podman-mirror",
+        stack.root / "pm",
         [],
         f'[[registry]]\nlocation = "{public.address}"\ninsecure = true\n'
         f'[[registry.mirror]]\nlocation = "{stack.pg}/lab"\ninsecure = true\n',
@@ -380,7 +380,7 @@ def test_podman_recipe_without_fallback(stack: Stack, public: RegistryProcess) -
     # The README's recipe: the public registry's prefix rewritten to pullguard.
     podman = ContainersStorage(
         "podman",
-        stack.root / "podman-prefix",
+        stack.root / "pp",
         [],
         f'[[registry]]\nprefix = "{public.address}"\nlocation = "{stack.pg}/lab"\n'
         "insecure = true\n",

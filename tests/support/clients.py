@@ -136,6 +136,10 @@ class ContainersStorage:
         )
         self.policy = home / "policy.json"
         self.policy.write_text(json.dumps({"default": [{"type": "insecureAcceptAnything"}]}))
+        # podman refuses a runroot longer than 50 characters; under parallel
+        # workers the temp folders nest one level deeper, so keep it short.
+        self.runroot = home / "r"
+        assert len(str(self.runroot)) <= 50, f"podman's runroot is too long: {self.runroot}"
 
     def base(self) -> list[str]:
         args = [
@@ -143,7 +147,7 @@ class ContainersStorage:
             "--root",
             str(self.home / "root"),
             "--runroot",
-            str(self.home / "run"),
+            str(self.runroot),
             "--storage-driver",
             "vfs",
         ]
