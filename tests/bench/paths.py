@@ -66,11 +66,17 @@ def pull_through_cache(root: Path, remote: str) -> AbstractContextManager[Regist
     return _running(RegistryProcess(root, proxy_remote=remote), root)
 
 
-def pullguard_stack(root: Path, upstream_url: str) -> AbstractContextManager[Pullguard]:
-    """``pullguard up`` with a fresh state folder, upstream ``lab`` at ``upstream_url``."""
+def pullguard_stack(
+    root: Path, upstream_url: str, database: dict[str, str] | None = None
+) -> AbstractContextManager[Pullguard]:
+    """``pullguard up`` with a fresh state folder, upstream ``lab`` at ``upstream_url``;
+    ``database`` is the config's ``database:`` setting (None: SQLite in the state folder)."""
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    path, config = write_config(root, upstream_url, limits={"layer_timeout": LAYER_TIMEOUT})
+    extra: dict[str, object] = {"limits": {"layer_timeout": LAYER_TIMEOUT}}
+    if database is not None:
+        extra["database"] = database
+    path, config = write_config(root, upstream_url, **extra)
     return _running(Pullguard(path, config), root)
 
 

@@ -14,17 +14,20 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.bench import paths, phases, table
+from tests.bench import databases, paths, phases, table
 from tests.bench.stampede import run_stampede, upstream_gets
 from tests.bench.throttle import ThrottleProxy
 from tests.bench.workload import BenchImage, make_image, sha256_pass
 from tests.support.registry_process import RegistryProcess
 from tests.support.stack import Pullguard
 
-SECTIONS = ("main", "throttled", "sizes", "layers", "stampede")
+SECTIONS = ("main", "throttled", "sizes", "layers", "stampede", "database")
+#: What runs without --sections: issue 9's comparison (``database`` is asked for by name).
+DEFAULT_SECTIONS = SECTIONS[:-1]
 SIZES_MIB = (64, 256, 1024)
 LAYER_COUNTS = (1, 4, 16)
 #: Peak RSS at the largest size over the smallest, per process: "flat" allows this much.
@@ -65,7 +68,9 @@ def parse(argv: list[str]) -> Options:
     parser.add_argument("--clients", type=int, default=100, help="stampede clients (100)")
     parser.add_argument("--stampede-mib", type=int, default=16, help="stampede image (16)")
     parser.add_argument(
-        "--sections", default=",".join(SECTIONS), help=f"any of {','.join(SECTIONS)} (all)"
+        "--sections",
+        default=",".join(DEFAULT_SECTIONS),
+        help=f"any of {','.join(SECTIONS)} (all but database)",
     )
     args = parser.parse_args(argv)
     sections = tuple(s for s in args.sections.split(",") if s)
@@ -90,10 +95,18 @@ def parse(argv: list[str]) -> Options:
 class Bench:
     """One benchmark run: the upstream, its images, and every value measured."""
 
-    def __init__(self, root: Path, upstream: RegistryProcess, options: Options) -> None:
+    def __init__(
+        self,
+        root: Path,
+        upstream: RegistryProcess,
+        options: Options,
+        postgresql: databases.Setting | None = None,
+    ) -> None:
         self.root = root
         self.upstream = upstream
         self.options = options
+        #: Fresh PostgreSQL ``database:`` settings, when the database section runs.
+        self.postgresql = postgresql
         self.images: dict[tuple[int, int], BenchImage] = {}
         self.samples: dict[str, list[float]] = defaultdict(list)
         self.phases: dict[str, list[float]] = defaultdict(list)
@@ -117,7 +130,7 @@ class Bench:
 
     def prepare(self) -> None:
         o = self.options
-        if {"main", "throttled"} & set(o.sections):
+        if {"main", "throttled", "database"} & set(o.sections):
             self.image(o.mib, o.layers)
         if "sizes" in o.sections:
             for mib in o.sizes:
@@ -165,6 +178,18 @@ class Bench:
                     known = self.rss[image.mib].get(process, 0.0)
                     self.rss[image.mib][process] = max(known, mib)
 
+    def on_database(self, name: str, image: BenchImage, setting: databases.Setting) -> None:
+        """A cold then a warm pull through a fresh pullguard whose decisions go to ``name``."""
+        remote = self.upstream.url
+        with paths.pullguard_stack(self.root / "pg", remote, setting()) as stack:
+            source = paths.via_pullguard(stack, image)
+            self.pull(f"{name}: pullguard cold", source)
+            self.pull(f"{name}: pullguard warm", source)
+            # Only SQLite leaves its file in the state folder: proof of which one was timed.
+            in_sqlite = (stack.state_dir / "decisions.sqlite3").exists()
+            if in_sqlite != (name == "sqlite"):
+                self.failures.append(f"{name}: decisions.sqlite3 exists: {in_sqlite}")
+
     def record_phases(self, stack: Pullguard, image: BenchImage, wall_s: float) -> None:
         try:
             decision = phases.cold_decision(stack, image.digest)
@@ -211,6 +236,12 @@ class Bench:
                 self.direct(prefix, image)
                 self.distribution(prefix, image, url, warm=False)
                 self.pullguard(prefix, image, url, warm=False)
+
+        if "database" in o.sections:
+            main = self.image(o.mib, o.layers)
+            self.on_database("sqlite", main, databases.sqlite)
+            if self.postgresql is not None:
+                self.on_database("postgresql", main, self.postgresql)
 
     def derive_overhead(self) -> None:
         """This round's verification overhead (cold − direct − warm), paired within the round."""
@@ -316,13 +347,18 @@ def main(argv: list[str] | None = None) -> int:
     upstream = RegistryProcess(root / "upstream")
     upstream.start()
     try:
-        bench = Bench(root, upstream, options)
-        bench.prepare()
-        for number in range(1, options.rounds + 1):
-            progress(f"round {number} of {options.rounds}")
-            bench.round()
-        if "stampede" in options.sections:
-            bench.stampede()
+        with ExitStack() as cleanup:
+            postgresql = None
+            if "database" in options.sections:
+                progress("starting a throw-away PostgreSQL cluster")
+                postgresql = cleanup.enter_context(databases.postgresql(root))
+            bench = Bench(root, upstream, options, postgresql)
+            bench.prepare()
+            for number in range(1, options.rounds + 1):
+                progress(f"round {number} of {options.rounds}")
+                bench.round()
+            if "stampede" in options.sections:
+                bench.stampede()
         print(legend(options))
         print(bench.render())
         return 1 if bench.failures else 0
@@ -338,4 +374,10 @@ def legend(o: Options) -> str:
         "direct = skopeo copy from the upstream registry; dist = Debian's docker-registry as a"
         " pull-through cache;\nsha256 = one pass over the blobs; verification overhead ="
         " pullguard cold - direct - pullguard warm (per round).\n"
+        + (
+            "sqlite / postgresql = pullguard with its decisions in SQLite (the default) or in a"
+            " fresh database of a local PostgreSQL.\n"
+            if "database" in o.sections
+            else ""
+        )
     )

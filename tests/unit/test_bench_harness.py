@@ -167,3 +167,8 @@ def test_quick_drops_the_1_gib_image_and_a_round() -> None:
     assert run.parse(["--quick", "--rounds", "3"]).rounds == 3
     with pytest.raises(SystemExit):
         run.parse(["--sections", "main,bogus"])
+
+
+def test_the_database_section_runs_only_when_asked_for() -> None:
+    assert "database" not in run.parse([]).sections
+    assert run.parse(["--sections", "database"]).sections == ("database",)
