@@ -238,6 +238,20 @@ def test_referrers_mode_verifies_through_the_fallback_index_until_revoked(
         referrer = httpx.get(url, headers=accept, timeout=30).json()
         assert referrer["subject"]["digest"] == image.digest
         assert referrer["artifactType"] == entry["artifactType"]
+    # cosign 2.5's verify-attestation reads only the .att tag: the attestation
+    # referrer's envelope is checked against the image's manifest bytes instead.
+    att = next(e for e in listed[1:] if e["artifactType"] == "application/vnd.in-toto+json")
+    att_url = target.url + f"/v2/mirror/lab/team/ref/manifests/{att['digest']}"
+    layer = httpx.get(att_url, headers=accept, timeout=30).json()["layers"][0]["digest"]
+    blob_url = target.url + f"/v2/mirror/lab/team/ref/blobs/{layer}"
+    (tmp_path / "envelope.json").write_bytes(httpx.get(blob_url, timeout=30).content)
+    (tmp_path / "manifest.json").write_bytes(image.manifest)
+    attested = cosign(
+        "verify-blob-attestation", "--key", str(pub), "--type", PREDICATE_TYPE,
+        "--insecure-ignore-tlog=true", "--signature", str(tmp_path / "envelope.json"),
+        str(tmp_path / "manifest.json"),
+    )  # fmt: skip
+    assert attested.returncode == 0, attested.stderr
 
     pg.stop()
     pg.config["policy"]["deny"] = ["**/team/**"]
