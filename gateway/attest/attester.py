@@ -126,7 +126,7 @@ class Attester:
         return self.config.attest.mode if self.config.attest is not None else "tag"
 
     def attachments(
-        self, report: Report, plan: common_pb2.Plan, digest: str, media_type: str, size: int = 0
+        self, report: Report, plan: common_pb2.Plan, digest: str, media_type: str, size: int
     ) -> list[Attachment]:
         """The attestation, then the signature, of an admission being made.
 
@@ -145,7 +145,7 @@ class Attester:
         ]
 
     async def attach(
-        self, report: Report, plan: common_pb2.Plan, digest: str, media_type: str, size: int = 0
+        self, report: Report, plan: common_pb2.Plan, digest: str, media_type: str, size: int
     ) -> list[str]:
         """Sign an admission and store both attachments; TargetError when that fails.
 

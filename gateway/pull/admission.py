@@ -387,7 +387,7 @@ class Admissions:
         report.target = outcome.as_json()
         report.add("target", StepName.PUBLISH, _publication_verdict(outcome), watch.ms)
 
-    async def attest(self, pull: Pull, digest: str, media_type: str, size: int = 0) -> None:
+    async def attest(self, pull: Pull, digest: str, media_type: str, size: int) -> None:
         """Sign the admission being made and store it (``attest:``).
 
         Raises TargetError (recorded as the ``target`` step) when it could not
