@@ -217,10 +217,10 @@ class Attester:
                 lambda listed: referrers.without_entries(listed, gone),
                 lambda listed: not gone & {entry.get("digest") for entry in listed},
             )
-            for pushed in pushed_referrers:
-                await self.publisher.client.delete_manifest(name, pushed)
-                decisions.forget_published(self.records_key, repository, pushed)
-                removed.append(f"referrer {pushed}")
+            for referrer in pushed_referrers:
+                await self.publisher.client.delete_manifest(name, referrer)
+                decisions.forget_published(self.records_key, repository, referrer)
+                removed.append(f"referrer {referrer}")
         for suffix in ("sig", "att"):
             tag = attachment_tag(digest, suffix)
             pushed = decisions.published(self.records_key, repository, tag)

@@ -70,7 +70,7 @@ def entries(data: bytes | None, where: str) -> list[dict[str, Any]]:
         or not isinstance(document.get("manifests"), list)
     ):
         raise TargetError(f"attest: {where} is not an OCI image index; not overwritten")
-    listed = document["manifests"]
+    listed: list[dict[str, Any]] = document["manifests"]
     if len(listed) > MAX_ENTRIES:
         raise TargetError(f"attest: {where} lists more than {MAX_ENTRIES} referrers")
     if not all(isinstance(entry, dict) for entry in listed):
