@@ -82,6 +82,17 @@ def predicate_of(output: str) -> dict[str, Any]:
     raise AssertionError(f"no envelope in {output[-500:]}")
 
 
+def revoke_team_images(pg: Pullguard, repository: str) -> None:
+    """Deny ``**/team/**``, restart, and let ``reevaluate`` revoke ``repository``."""
+    pg.stop()
+    pg.config["policy"]["deny"] = ["**/team/**"]
+    pg.config_path.write_text(yaml.safe_dump(pg.config))
+    pg.start()
+    done = pg.cli("reevaluate", "--json")
+    outcomes = {i["repository"]: i for i in json.loads(done.stdout)}
+    assert outcomes[repository]["outcome"] == "revoked", done.stdout + done.stderr
+
+
 @pytest.fixture
 def pullguard_key(tmp_path: Path) -> tuple[dict[str, str], Path]:
     """``cosign generate-key-pair`` and the ``attest:`` block naming it."""
@@ -139,13 +150,7 @@ def test_admitted_image_verifies_in_the_target_and_stops_verifying_when_revoked(
     assert httpx.head(sig_url, headers=accept, timeout=30).status_code == 200
 
     # Revoked by reevaluate under a policy that now denies it: both are gone.
-    pg.stop()
-    pg.config["policy"]["deny"] = ["**/team/**"]
-    pg.config_path.write_text(yaml.safe_dump(pg.config))
-    pg.start()
-    done = pg.cli("reevaluate", "--json")
-    outcomes = {i["repository"]: i for i in json.loads(done.stdout)}
-    assert outcomes["lab/team/app"]["outcome"] == "revoked", done.stdout + done.stderr
+    revoke_team_images(pg, "lab/team/app")
     assert verify(pub, admitted).returncode != 0
     assert verify_attestation(pub, admitted).returncode != 0
     assert httpx.head(sig_url, headers=accept, timeout=30).status_code == 404
@@ -253,13 +258,7 @@ def test_referrers_mode_verifies_through_the_fallback_index_until_revoked(
     )  # fmt: skip
     assert attested.returncode == 0, attested.stderr
 
-    pg.stop()
-    pg.config["policy"]["deny"] = ["**/team/**"]
-    pg.config_path.write_text(yaml.safe_dump(pg.config))
-    pg.start()
-    done = pg.cli("reevaluate", "--json")
-    outcomes = {i["repository"]: i for i in json.loads(done.stdout)}
-    assert outcomes["lab/team/ref"]["outcome"] == "revoked", done.stdout + done.stderr
+    revoke_team_images(pg, "lab/team/ref")
     assert verify(pub, admitted, "--experimental-oci11").returncode != 0
     assert httpx.get(index_url, headers=accept, timeout=30).json()["manifests"] == [other_entry]
     for entry in listed[1:]:
