@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from pullguard.gateway import failpoints
-from pullguard.gateway.attest import Attester, is_attachment_tag
+from pullguard.gateway.attest import Attester
 from pullguard.gateway.decisions import Admission, DecisionLog
 from pullguard.gateway.gc.gate import AdmissionGate
 from pullguard.gateway.publish import Publication, Publisher
@@ -302,7 +302,7 @@ class Admissions:
         # image is not admitted and its next pull verifies and pushes again.
         await self.publish(pull, report.digest, summary.media_type)
         # Signed last, still before the commit: a failure here admits nothing.
-        await self.attest(pull, report.digest, summary.media_type)
+        await self.attest(pull, report.digest, summary.media_type, size)
         return Admitting(
             Admission(
                 report.repository, report.digest, summary.media_type, size, report.decision_id
@@ -375,7 +375,7 @@ class Admissions:
         if self.attester is not None:
             # cosign finds signatures by these tags: only pullguard writes them
             # (an upstream "image" tagged so could replay a revoked signature).
-            tags = [tag for tag in tags if not is_attachment_tag(tag)]
+            tags = [tag for tag in tags if not self.attester.owns_tag(tag)]
         watch = Stopwatch()
         try:
             outcome = await self.publisher.publish(
@@ -387,7 +387,7 @@ class Admissions:
         report.target = outcome.as_json()
         report.add("target", StepName.PUBLISH, _publication_verdict(outcome), watch.ms)
 
-    async def attest(self, pull: Pull, digest: str, media_type: str) -> None:
+    async def attest(self, pull: Pull, digest: str, media_type: str, size: int) -> None:
         """Sign the admission being made and store it (``attest:``).
 
         Raises TargetError (recorded as the ``target`` step) when it could not
@@ -398,7 +398,7 @@ class Admissions:
         report = pull.report
         watch = Stopwatch()
         try:
-            tags = await self.attester.attach(report, pull.plan, digest, media_type)
+            tags = await self.attester.attach(report, pull.plan, digest, media_type, size)
         except TargetError as exc:
             report.add_error("target", StepName.ATTEST, exc.message, watch.ms)
             raise

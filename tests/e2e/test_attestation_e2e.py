@@ -30,6 +30,7 @@ from tests.support.stack import Pullguard
 pytestmark = pytest.mark.e2e
 StartPullguard = Callable[..., Pullguard]
 PREDICATE_TYPE = "https://pullguard.dev/admission/v1"
+INDEX = "application/vnd.oci.image.index.v1+json"
 
 
 def cosign(*arguments: str) -> subprocess.CompletedProcess[str]:
@@ -57,10 +58,10 @@ def cosign(*arguments: str) -> subprocess.CompletedProcess[str]:
         )
 
 
-def verify(pub: Path, reference: str) -> subprocess.CompletedProcess[str]:
+def verify(pub: Path, reference: str, *extra: str) -> subprocess.CompletedProcess[str]:
     return cosign(
         "verify", "--key", str(pub), "--insecure-ignore-tlog=true", "--allow-http-registry",
-        reference,
+        *extra, reference,
     )  # fmt: skip
 
 
@@ -79,6 +80,17 @@ def predicate_of(output: str) -> dict[str, Any]:
             assert statement["predicateType"] == PREDICATE_TYPE
             return dict(statement["predicate"])
     raise AssertionError(f"no envelope in {output[-500:]}")
+
+
+def revoke_team_images(pg: Pullguard, repository: str) -> None:
+    """Deny ``**/team/**``, restart, and let ``reevaluate`` revoke ``repository``."""
+    pg.stop()
+    pg.config["policy"]["deny"] = ["**/team/**"]
+    pg.config_path.write_text(yaml.safe_dump(pg.config))
+    pg.start()
+    done = pg.cli("reevaluate", "--json")
+    outcomes = {i["repository"]: i for i in json.loads(done.stdout)}
+    assert outcomes[repository]["outcome"] == "revoked", done.stdout + done.stderr
 
 
 @pytest.fixture
@@ -138,13 +150,7 @@ def test_admitted_image_verifies_in_the_target_and_stops_verifying_when_revoked(
     assert httpx.head(sig_url, headers=accept, timeout=30).status_code == 200
 
     # Revoked by reevaluate under a policy that now denies it: both are gone.
-    pg.stop()
-    pg.config["policy"]["deny"] = ["**/team/**"]
-    pg.config_path.write_text(yaml.safe_dump(pg.config))
-    pg.start()
-    done = pg.cli("reevaluate", "--json")
-    outcomes = {i["repository"]: i for i in json.loads(done.stdout)}
-    assert outcomes["lab/team/app"]["outcome"] == "revoked", done.stdout + done.stderr
+    revoke_team_images(pg, "lab/team/app")
     assert verify(pub, admitted).returncode != 0
     assert verify_attestation(pub, admitted).returncode != 0
     assert httpx.head(sig_url, headers=accept, timeout=30).status_code == 404
@@ -178,3 +184,83 @@ def test_embedded_target_serves_pullguards_signature_at_the_front_door(
     refused = pg.get(f"/v2/lab/team/tool/manifests/{sig_tag}")
     assert refused.status_code == 404, refused.text
     assert refused.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+
+
+def test_referrers_mode_verifies_through_the_fallback_index_until_revoked(
+    upstream: RegistryProcess,
+    target: RegistryProcess,
+    pullguard_factory: StartPullguard,
+    pullguard_key: tuple[dict[str, str], Path],
+    tmp_path: Path,
+) -> None:
+    """``mode: referrers``: no ``.sig`` tag, so cosign can only find the referrer.
+
+    distribution 2.8 has no referrers API: cosign (go-containerregistry)
+    reads the ``sha256-<hex>`` fallback index pullguard keeps.
+    """
+    attest, pub = pullguard_key
+    image = build_image(tmp_path / "src", "v1", random_layers(1, 16 * 1024, seed=75))
+    push(image, upstream.address, "team/ref")
+    # Someone else's referrer already listed (distribution wants it present): kept as it is.
+    sbom = build_image(tmp_path / "sbom", "s", random_layers(1, 1024, seed=76))
+    push(sbom, target.address, "mirror/lab/team/ref")
+    other_entry = {
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": sbom.digest,
+        "size": len(sbom.manifest),
+        "artifactType": "application/example.sbom",
+        "annotations": {"org.example": "kept"},
+    }
+    index_url = target.url + f"/v2/mirror/lab/team/ref/manifests/{image.digest.replace(':', '-')}"
+    seeded = json.dumps({"schemaVersion": 2, "mediaType": INDEX, "manifests": [other_entry]})
+    put = httpx.put(index_url, content=seeded, headers={"Content-Type": INDEX}, timeout=30)
+    assert put.status_code == 201, put.text
+    attest = {**attest, "mode": "referrers"}
+    pg = pullguard_factory(
+        upstream.url,
+        target={"kind": "registry", "url": target.url, "insecure": True, "prefix": "mirror"},
+        attest=attest,
+    )
+    assert pg.get("/v2/lab/team/ref/manifests/v1").status_code == 200, pg.log()
+    admitted = f"{target.address}/mirror/lab/team/ref@{image.digest}"
+    sig_url = target.url + f"/v2/mirror/lab/team/ref/manifests/{image.digest.replace(':', '-')}.sig"
+    accept = {"Accept": f"{INDEX}, application/vnd.oci.image.manifest.v1+json"}
+    assert httpx.get(sig_url, headers=accept, timeout=30).status_code == 404
+    assert verify(pub, admitted).returncode != 0  # no tag: plain verify finds nothing
+
+    signed = verify(pub, admitted, "--experimental-oci11")
+    assert signed.returncode == 0, signed.stderr + pg.log()
+    assert image.digest in signed.stdout
+    listed = httpx.get(index_url, headers=accept, timeout=30).json()["manifests"]
+    assert listed[0] == other_entry
+    types = sorted(entry["artifactType"] for entry in listed[1:])
+    assert types == [
+        "application/vnd.dev.cosign.artifact.sig.v1+json",
+        "application/vnd.in-toto+json",
+    ]
+    for entry in listed[1:]:
+        url = target.url + f"/v2/mirror/lab/team/ref/manifests/{entry['digest']}"
+        referrer = httpx.get(url, headers=accept, timeout=30).json()
+        assert referrer["subject"]["digest"] == image.digest
+        assert referrer["artifactType"] == entry["artifactType"]
+    # cosign 2.5's verify-attestation reads only the .att tag: the attestation
+    # referrer's envelope is checked against the image's manifest bytes instead.
+    att = next(e for e in listed[1:] if e["artifactType"] == "application/vnd.in-toto+json")
+    att_url = target.url + f"/v2/mirror/lab/team/ref/manifests/{att['digest']}"
+    layer = httpx.get(att_url, headers=accept, timeout=30).json()["layers"][0]["digest"]
+    blob_url = target.url + f"/v2/mirror/lab/team/ref/blobs/{layer}"
+    (tmp_path / "envelope.json").write_bytes(httpx.get(blob_url, timeout=30).content)
+    (tmp_path / "manifest.json").write_bytes(image.manifest)
+    attested = cosign(
+        "verify-blob-attestation", "--key", str(pub), "--type", PREDICATE_TYPE,
+        "--insecure-ignore-tlog=true", "--signature", str(tmp_path / "envelope.json"),
+        str(tmp_path / "manifest.json"),
+    )  # fmt: skip
+    assert attested.returncode == 0, attested.stderr
+
+    revoke_team_images(pg, "lab/team/ref")
+    assert verify(pub, admitted, "--experimental-oci11").returncode != 0
+    assert httpx.get(index_url, headers=accept, timeout=30).json()["manifests"] == [other_entry]
+    for entry in listed[1:]:
+        url = target.url + f"/v2/mirror/lab/team/ref/manifests/{entry['digest']}"
+        assert httpx.get(url, headers=accept, timeout=30).status_code == 404

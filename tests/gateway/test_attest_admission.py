@@ -285,7 +285,8 @@ async def test_signing_again_leaves_no_older_signature_behind(
     assert attester is not None
     old = {tag: _manifest_digest(registry, tag) for tag in (SIG_TAG, ATT_TAG)}
     # A re-admission (e.g. reevaluate --force) signs again.
-    await attester.attach(first.report, common_pb2.Plan(policy_version="v2"), DIGEST, OCI_MANIFEST)
+    plan = common_pb2.Plan(policy_version="v2")
+    await attester.attach(first.report, plan, DIGEST, OCI_MANIFEST, 100)
     for tag, digest in old.items():
         assert _manifest_digest(registry, tag) != digest
         gone = httpx.head(
@@ -304,3 +305,96 @@ def _manifest_digest(base_url: str, reference: str) -> str:
     )
     assert response.status_code == 200
     return response.headers["Docker-Content-Digest"]
+
+
+def _listed(base_url: str) -> list[dict[str, Any]]:
+    """The entries of DIGEST's referrers fallback index (``sha256-<hex>``)."""
+    index = httpx.get(
+        f"{base_url}/v2/lab/app/manifests/{DIGEST.replace(':', '-')}",
+        headers={"Accept": "application/vnd.oci.image.index.v1+json"},
+        timeout=30,
+    )
+    assert index.status_code == 200, index.text
+    return list(index.json()["manifests"])
+
+
+def _present(base_url: str, digest: str) -> bool:
+    response = httpx.head(
+        f"{base_url}/v2/lab/app/manifests/{digest}", headers={"Accept": OCI_MANIFEST}, timeout=30
+    )
+    return response.status_code == 200
+
+
+async def test_mode_both_signs_as_tags_and_referrers_and_replaces_then_withdraws_them(
+    tmp_path: Path,
+    registry: str,  # noqa: F811
+) -> None:
+    key, public = _key(tmp_path)
+    target = {"kind": "registry", "url": registry, "insecure": True}
+    pipeline = _pipeline(tmp_path, target=target, attest={"key": str(key), "mode": "both"})
+    assert pipeline.publisher is not None
+    client = pipeline.publisher.client
+    put_manifest = client.put_manifest
+
+    async def refuse_signature_referrers(
+        name: str, reference: str, data: bytes, media_type: str, digest: str
+    ) -> None:
+        if b'"artifactType":"application/vnd.dev.cosign.artifact.sig' in data:
+            raise TargetError("target: PUT refused (test)")
+        await put_manifest(name, reference, data, media_type, digest)
+        if b'"subject"' in data:
+            pushed.append(digest)
+
+    pushed: list[str] = []
+
+    try:
+        client.put_manifest = refuse_signature_referrers  # type: ignore[method-assign]
+        refused = await pipeline.pull("lab/app", "v1")
+        assert isinstance(refused.error, TargetError) and not refused.report.admitted
+        assert _artifact(registry, SIG_TAG) is None and _artifact(registry, ATT_TAG) is None
+        # The attestation referrer already pushed was taken back too.
+        assert len(pushed) == 1 and not _present(registry, pushed[0])
+        client.put_manifest = put_manifest  # type: ignore[method-assign]
+
+        first = await pipeline.pull("lab/app", "v1")
+        assert first.report.admitted, first.report.as_json()
+        assert _artifact(registry, SIG_TAG) is not None and _artifact(registry, ATT_TAG) is not None
+        listed = _listed(registry)
+        assert sorted(e["artifactType"] for e in listed) == [
+            "application/vnd.dev.cosign.artifact.sig.v1+json",
+            "application/vnd.in-toto+json",
+        ]
+        size = len(pipeline.admitted.blob_path(DIGEST).read_bytes())
+        for entry in listed:
+            referrer = httpx.get(
+                f"{registry}/v2/lab/app/manifests/{entry['digest']}",
+                headers={"Accept": OCI_MANIFEST},
+                timeout=30,
+            ).json()
+            assert referrer["subject"] == {
+                "mediaType": OCI_MANIFEST,
+                "digest": DIGEST,
+                "size": size,
+            }
+            if entry["artifactType"].endswith("sig.v1+json"):
+                layer = referrer["layers"][0]
+                payload = httpx.get(
+                    f"{registry}/v2/lab/app/blobs/{layer['digest']}", timeout=30
+                ).content
+                _check_signature(public, layer, payload)
+
+        # Signed again: the new referrers replace the old in the index and the registry.
+        attester = pipeline.store.attester
+        assert attester is not None
+        plan = common_pb2.Plan(policy_version="v2")
+        await attester.attach(first.report, plan, DIGEST, OCI_MANIFEST, size)
+        again = _listed(registry)
+        assert len(again) == 2 and not {e["digest"] for e in again} & {e["digest"] for e in listed}
+        assert not any(_present(registry, e["digest"]) for e in listed)
+
+        withdrawn = await pipeline.store.withdraw("lab/app", DIGEST)
+        assert SIG_TAG in withdrawn and "referrer " in withdrawn, withdrawn
+        assert _listed(registry) == []
+        assert not any(_present(registry, e["digest"]) for e in again)
+    finally:
+        await pipeline.publisher.close()

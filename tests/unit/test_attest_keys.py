@@ -242,7 +242,9 @@ def test_config_reads_attest_and_start_up_fails_naming_the_key(
     ("attest", "problem"),
     [
         ("{}", "attest.key: is required"),
-        ("{key: k, mode: referrers}", "attest.mode"),
+        ("{key: k, mode: sidecar}", "attest.mode"),
+        ("{key: k, mode: referrers}", "referrers needs target kind registry"),
+        ("{key: k, mode: both}", "both needs target kind registry"),
         ("{key: k, password_env: 'A B'}", "attest.password_env"),
         ("{key: k, password_env: A, password_file: f}", "not both"),
         ("{key: k, colour: blue}", "attest.colour: unknown key"),

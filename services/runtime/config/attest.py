@@ -4,8 +4,11 @@
 attest:
   key: pullguard.key             # cosign generate-key-pair's key, or a PEM PKCS#8 ECDSA P-256 key
   password_file: pullguard.pass  # or password_env: NAME (default COSIGN_PASSWORD, as cosign)
-  mode: tag                      # where the signature and attestation go: sha256-<hex>.sig/.att
+  mode: tag                      # tag: sha256-<hex>.sig/.att; referrers: OCI 1.1 referrers; both
 ```
+
+``referrers`` and ``both`` need ``target: {kind: registry}``: the embedded
+front door serves no referrers (neither the API nor the fallback tag).
 
 Only paths and names are read here: the key is decrypted once by the gateway
 at start-up, so the layer services, which also read this file, never hold it.
@@ -22,7 +25,7 @@ from pullguard.services.runtime.config.reader import Reader
 
 #: cosign's own variable, so one key pair works the same with cosign and pullguard.
 DEFAULT_PASSWORD_ENV = "COSIGN_PASSWORD"  # noqa: S105 - a variable name, not a password
-MODES = ("tag",)
+MODES = ("tag", "referrers", "both")
 _ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
@@ -35,8 +38,18 @@ class Attest:
     password_env: str = DEFAULT_PASSWORD_ENV
     mode: str = "tag"
 
+    @property
+    def tags(self) -> bool:
+        """cosign's ``sha256-<hex>.sig``/``.att`` tags are written."""
+        return self.mode in ("tag", "both")
 
-def read_attest(reader: Reader, raw: Any) -> Attest | None:
+    @property
+    def referrers(self) -> bool:
+        """OCI 1.1 referrers (and the ``sha256-<hex>`` fallback index) are written."""
+        return self.mode in ("referrers", "both")
+
+
+def read_attest(reader: Reader, raw: Any, target_kind: str = "embedded") -> Attest | None:
     if raw is None:
         return None
     data = reader.mapping(raw, "attest")
@@ -61,4 +74,9 @@ def read_attest(reader: Reader, raw: Any) -> Attest | None:
     mode = reader.string(data.get("mode", "tag"), "attest.mode")
     if mode not in MODES:
         raise reader.fail("attest.mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode != "tag" and target_kind != "registry":
+        raise reader.fail(
+            "attest.mode",
+            f"{mode} needs target kind registry: the embedded target serves no referrers",
+        )
     return Attest(key, password_file, password_env, mode)

@@ -194,7 +194,7 @@ def _parse_config(reader: Reader, text: str) -> Config:
         replica_id=got.attempt("", read_replica_id, reader, data.get("replica_id")),
         notifications=got.attempt((), read_notifications, reader, data.get("notifications")),
         retention=got.attempt(Retention(), read_retention, reader, data.get("retention")),
-        attest=got.attempt(None, read_attest, reader, data.get("attest")),
+        attest=got.attempt(None, read_attest, reader, data.get("attest"), target.kind),
         vulnerability_database=vulnerability_database,
     )
 
