@@ -8,6 +8,7 @@ file, the line and the column.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +21,11 @@ T = TypeVar("T")
 
 #: At most this many errors are gathered from one file; the rest are counted.
 MAX_ERRORS = 100
+
+
+#: One grammar for every duration in the configuration.
+_DURATION = re.compile(r"([0-9]{1,9})([smhdw])")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 class ConfigErrors(ConfigError):
@@ -149,6 +155,20 @@ class Reader:
         if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
             raise self.fail(key, f"must be a number >= {minimum}, got {value!r}")
         return float(value)
+
+    def duration(self, value: Any, key: str, minimum: float = 0.0) -> float:
+        """Seconds: ``45s`` / ``30m`` / ``6h`` / ``90d`` / ``2w``, or a number of seconds."""
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return self.number(value, key, minimum)
+        matched = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
+        if matched is None:
+            raise self.fail(
+                key, f"must be a duration such as 30m, 6h or 90d (or seconds), got {value!r:.60}"
+            )
+        seconds = float(int(matched.group(1)) * _DURATION_UNITS[matched.group(2)])
+        if seconds < minimum:
+            raise self.fail(key, f"must be at least {minimum:g} seconds, got {value!r:.60}")
+        return seconds
 
     def integer(self, value: Any, key: str, minimum: int) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

@@ -15,14 +15,10 @@ except blobs no admitted manifest lists, which the garbage collector removes
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from pullguard.services.runtime.config.reader import Reader
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION = re.compile(r"([0-9]{1,9})([smhdw])")
 
 
 @dataclass(frozen=True)
@@ -56,15 +52,7 @@ class Retention:
 
 def read_duration(reader: Reader, raw: Any, key: str) -> float:
     """``45s`` / ``30m`` / ``6h`` / ``90d`` / ``2w``, or a number of seconds (>= 0)."""
-    if isinstance(raw, int | float) and not isinstance(raw, bool):
-        return reader.number(raw, key, 0)
-    if isinstance(raw, str):
-        matched = _DURATION.fullmatch(raw.strip())
-        if matched:
-            return float(int(matched.group(1)) * _UNITS[matched.group(2)])
-    raise reader.fail(
-        key, f"must be a duration such as 30m, 6h or 90d (or seconds), got {raw!r:.60}"
-    )
+    return reader.duration(raw, key)
 
 
 def _read_keep(reader: Reader, raw: Any, key: str) -> Keep:

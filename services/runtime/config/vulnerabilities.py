@@ -19,8 +19,6 @@ from pullguard.services.runtime.config.reader import Reader, kind
 from pullguard.services.runtime.patterns import PatternError, glob_to_regex
 
 _ID_RE = re.compile(r"[A-Za-z][A-Za-z0-9._:-]{0,127}")
-_AGE_RE = re.compile(r"([0-9]{1,6})([dhms])")
-_AGE_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
 #: Bounds of the database the layer loads, unless the key says otherwise.
 DEFAULT_MAX_RECORD_BYTES = 4 * 1024 * 1024
@@ -147,14 +145,11 @@ def _deny(reader: Reader, raw: Any, key: str) -> dict[str, Any]:
 
 
 def _age(reader: Reader, raw: Any, key: str) -> int:
-    """``7d``, ``12h``, ``30m``, ``90s``, or a number of seconds."""
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        return reader.integer(raw, key, 1)
-    text = reader.string(raw, key)
-    match = _AGE_RE.fullmatch(text)
-    if match is None or int(match.group(1)) == 0:
-        raise reader.fail(key, f"must be a duration such as 7d, 12h or 3600, got {text[:40]!r}")
-    return int(match.group(1)) * _AGE_UNITS[match.group(2)]
+    """A duration (``7d``, ``12h``, ...; see Reader.duration) of whole seconds, at least one."""
+    seconds = reader.duration(raw, key, 1)
+    if seconds != int(seconds):
+        raise reader.fail(key, f"must be a whole number of seconds, got {raw!r:.40}")
+    return int(seconds)
 
 
 def _allow(reader: Reader, raw: Any, key: str) -> tuple[Allowance, ...]:
