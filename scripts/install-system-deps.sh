@@ -92,11 +92,11 @@ fi
 # 13's golang-go), build kustomize from its Go module.
 have_kustomize() {
   command -v kustomize >/dev/null 2>&1 || [ -x "$tools_dir/kustomize" ] ||
-    kubectl version --client 2>/dev/null | grep -Eq 'Kustomize Version: v[4-9]'
+    kubectl version --client 2>/dev/null | grep -E 'Kustomize Version: v[4-9]' >/dev/null
 }
 if ! have_kustomize; then
   go_bin="$(command -v go || ls /usr/lib/go-1.*/bin/go 2>/dev/null | sort -V | tail -1)"
-  if [ -n "$go_bin" ] && "$go_bin" version | grep -Eq 'go1\.(2[2-9]|[3-9][0-9])'; then
+  if [ -n "$go_bin" ] && "$go_bin" version | grep -E >/dev/null 'go1\.(2[2-9]|[3-9][0-9])'; then
     echo "building kustomize into $tools_dir"
     GOBIN="$tools_dir" "$go_bin" install sigs.k8s.io/kustomize/kustomize/v5@v5.4.3
   else
@@ -110,7 +110,10 @@ command -v skopeo >/dev/null
 command -v mmdebstrap >/dev/null
 command -v docker-compose >/dev/null
 for client in podman buildah containerd ctr dockerd; do command -v "$client" >/dev/null; done
-if command -v cosign >/dev/null 2>&1; then cosign version 2>/dev/null | grep -m1 GitVersion || true
-else "$tools_dir/cosign" version 2>/dev/null | grep -m1 GitVersion || true; fi
-if command -v oras >/dev/null 2>&1; then oras version | head -1
-else "$tools_dir/oras" version | head -1; fi
+# Print the versions found. Every filter reads its whole input: under pipefail,
+# one that stops early (head -1, grep -m1, grep -q) kills the writer with
+# SIGPIPE and fails the run, but only when the writer is slow enough to notice.
+cosign_bin="$(command -v cosign || echo "$tools_dir/cosign")"
+oras_bin="$(command -v oras || echo "$tools_dir/oras")"
+"$cosign_bin" version 2>/dev/null | awk '/GitVersion/ && !seen++'
+"$oras_bin" version | awk 'NR == 1'
