@@ -108,7 +108,7 @@ def sbom_format(predicate_type: str) -> str | None:
 def read_sbom(kind: str, predicate: Any) -> SbomContents:
     """The packages ``predicate`` (of format ``kind``) lists; raise SbomError."""
     if not isinstance(predicate, dict):
-        raise SbomError(f"the {kind} predicate is a {_type(predicate)}, expected an object")
+        raise SbomError(f"the {kind} predicate is {_type(predicate)}, expected an object")
     contents = SbomContents(kind)
     entries = _cyclonedx(predicate, contents) if kind == CYCLONEDX else _spdx(predicate, contents)
     seen = 0
@@ -129,7 +129,7 @@ def _cyclonedx(bom: dict[str, Any], contents: SbomContents) -> Iterator[Entry]:
         raise SbomError(f"bomFormat is {str(bom.get('bomFormat'))[:40]!r}, expected 'CycloneDX'")
     top = bom.get("components", [])
     if not isinstance(top, list):
-        raise SbomError(f"components is a {_type(top)}, expected an array")
+        raise SbomError(f"components is {_type(top)}, expected an array")
     # Depth-first without recursion: (where, list, depth).
     stack: list[tuple[str, list[Any], int]] = [("components", top, 1)]
     while stack:
@@ -137,7 +137,7 @@ def _cyclonedx(bom: dict[str, Any], contents: SbomContents) -> Iterator[Entry]:
         for i, item in enumerate(items):
             where = f"{at}[{i}]"
             if not isinstance(item, dict):
-                contents.problem(SBOM_INVALID, f"{where} is a {_type(item)}, expected an object")
+                contents.problem(SBOM_INVALID, f"{where} is {_type(item)}, expected an object")
                 continue
             yield where, item.get("purl"), item.get("name"), item.get("version")
             nested = item.get("components")
@@ -159,11 +159,11 @@ def _spdx(document: dict[str, Any], contents: SbomContents) -> Iterator[Entry]:
         raise SbomError(f"spdxVersion is {str(version)[:40]!r}, expected SPDX-2.x")
     packages = document.get("packages", [])
     if not isinstance(packages, list):
-        raise SbomError(f"packages is a {_type(packages)}, expected an array")
+        raise SbomError(f"packages is {_type(packages)}, expected an array")
     for i, item in enumerate(packages):
         where = f"packages[{i}]"
         if not isinstance(item, dict):
-            contents.problem(SBOM_INVALID, f"{where} is a {_type(item)}, expected an object")
+            contents.problem(SBOM_INVALID, f"{where} is {_type(item)}, expected an object")
             continue
         yield where, _spdx_purl(item, where, contents), item.get("name"), item.get("versionInfo")
 
@@ -251,6 +251,7 @@ def _language_name(parsed: ParsedPurl) -> str:
 
 
 def _type(value: Any) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(
-        type(value), "number" if isinstance(value, int | float) else "null"
+    """``value``'s JSON type with its article, for messages."""
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(
+        type(value), "a number" if isinstance(value, int | float) else "null"
     )
