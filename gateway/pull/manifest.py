@@ -8,7 +8,7 @@ before any blob is downloaded, so a bad image costs no layer traffic.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pullguard.gateway.indexcheck import TOO_DEEP, referenced_descriptors
 from pullguard.gateway.pull.one import Pull, StepRefused
@@ -23,6 +23,7 @@ from pullguard.v1 import (
     fetcher_pb2,
     format_pb2,
     hashverify_pb2,
+    inventory_pb2,
     source_pb2,
 )
 
@@ -51,6 +52,8 @@ class JudgedManifest:
     staged: StagedManifest
     digest: str
     summary: format_pb2.ManifestSummary
+    #: Signed SBOMs of an image manifest (verified under the rule's signers).
+    sboms: list[inventory_pb2.Sbom] = field(default_factory=list)
 
 
 async def plan(pull: Pull) -> bool:
@@ -146,7 +149,7 @@ async def judge_manifest(pull: Pull, staged: StagedManifest) -> JudgedManifest:
     depth = _check_nesting(pull) if is_index else 0
 
     # Signatures first: the source layer judges the signed provenance they yield.
-    signed = await signatures(pull, digest)
+    signed = await signatures(pull, digest, image=not is_index)
     signature_ok = pull.judge("signature", StepName.SIGNATURES, signed.verdict, signed.ms)
     src, src_ms = await pull.call(
         "source",
@@ -167,7 +170,7 @@ async def judge_manifest(pull: Pull, staged: StagedManifest) -> JudgedManifest:
     if is_index:
         await check_index_unit(pull, digest, summary, depth, signed, MAX_INDEX_DEPTH)
     report.mark(Phase.MANIFEST)
-    return JudgedManifest(staged, digest, summary)
+    return JudgedManifest(staged, digest, summary, signed.sboms)
 
 
 def syntax_refusal(pull: Pull) -> str | None:

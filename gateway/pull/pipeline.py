@@ -190,7 +190,7 @@ class Pipeline:
         # 5. fetcher stages the blobs; hashverify, source and format judge them.
         blobs = await stage_and_judge_blobs(pull, judged)
         # 5b. vulnerability judges what the layers hold (when the rule asks).
-        await judge_vulnerabilities(pull, judged.summary, blobs.inventories)
+        await judge_vulnerabilities(pull, judged.summary, blobs.inventories, judged.sboms)
         # 6 and 7. moved into the admitted store and pushed to the target
         # (committed by _conclude), or only reported.
         admitting = await self.store.admit(pull, judged, blobs) if pull.admit else None

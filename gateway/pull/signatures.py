@@ -15,7 +15,7 @@ from pullguard.gateway.indexcheck import IndexUnit, covered_by_index
 from pullguard.gateway.pull.one import Pull, StepRefused, Stopwatch
 from pullguard.gateway.steps import StepName
 from pullguard.services.runtime.protoconv import verdict_allows
-from pullguard.v1 import common_pb2, format_pb2, signature_pb2
+from pullguard.v1 import common_pb2, format_pb2, inventory_pb2, signature_pb2
 
 #: Admitted indexes that list a manifest, tried at most for a covering signature.
 MAX_COVERING_INDEXES = 4
@@ -23,18 +23,22 @@ MAX_COVERING_INDEXES = 4
 
 @dataclass
 class Signed:
-    """The signature verdict, its duration, and the signed provenance statements for source."""
+    """The signature verdict, its duration, the signed provenance statements for
+    source and the signed SBOMs for the vulnerability gate."""
 
     verdict: common_pb2.Verdict
     ms: float
     statements: list[common_pb2.VerifiedProvenance] = field(default_factory=list)
+    sboms: list[inventory_pb2.Sbom] = field(default_factory=list)
 
 
-async def signatures(pull: Pull, digest: str) -> Signed:
-    """The signature verdict for ``digest`` under the pull's rule."""
+async def signatures(pull: Pull, digest: str, image: bool = True) -> Signed:
+    """The signature verdict for ``digest`` under the pull's rule; ``image``: an
+    image manifest, whose signed SBOMs the vulnerability gate reads."""
     watch = Stopwatch()
     plan = pull.plan
-    verdict, statements = await _verify_signed(pull, digest)
+    sboms: list[inventory_pb2.Sbom] = []
+    verdict, statements = await _verify_signed(pull, digest, sboms=sboms if image else None)
     if _wants_signatures(plan) and not verdict_allows(verdict):
         covered = await _covered_by_index(pull, digest)
         if covered is not None:
@@ -44,7 +48,7 @@ async def signatures(pull: Pull, digest: str) -> Signed:
         _parent_verdict, statements = await _verify_signed(
             pull, plan.parent_index, signatures=False
         )
-    return Signed(verdict, watch.ms, statements)
+    return Signed(verdict, watch.ms, statements, sboms)
 
 
 async def check_index_unit(
@@ -83,6 +87,17 @@ def _wants_signatures(plan: common_pb2.Plan) -> bool:
     return plan.rule.signature.mode != common_pb2.SignaturePolicy.NONE
 
 
+def _wants_sboms(plan: common_pb2.Plan) -> bool:
+    """A gate that reads signed SBOMs, under a rule that names signers to verify them."""
+    gate = plan.rule.vulnerabilities
+    return (
+        gate.enabled
+        and not gate.ignore_sboms
+        and plan.rule.signature.mode
+        not in (common_pb2.SignaturePolicy.MODE_UNSPECIFIED, common_pb2.SignaturePolicy.NONE)
+    )
+
+
 def _wants_provenance(plan: common_pb2.Plan) -> bool:
     provenance = plan.rule.provenance
     return provenance.required or provenance.signers.mode not in (
@@ -92,11 +107,16 @@ def _wants_provenance(plan: common_pb2.Plan) -> bool:
 
 
 async def _verify_signed(
-    pull: Pull, digest: str, signatures: bool = True
+    pull: Pull,
+    digest: str,
+    signatures: bool = True,
+    sboms: list[inventory_pb2.Sbom] | None = None,
 ) -> tuple[common_pb2.Verdict, list[common_pb2.VerifiedProvenance]]:
+    """Signatures and provenance of ``digest``; its signed SBOMs go into ``sboms`` when given."""
     plan = pull.plan
     need_signatures = signatures and _wants_signatures(plan)
-    need_attestations = _wants_provenance(plan)
+    need_sboms = sboms is not None and _wants_sboms(plan)
+    need_attestations = _wants_provenance(plan) or need_sboms
     found = Found()
     if need_signatures or need_attestations:
         discovery = Discovery(pull.call_tuple, pull.require, pull.record_provenance, pull.limits)
@@ -119,7 +139,7 @@ async def _verify_signed(
         verdict = checked.response.verdict
         pull.report.signatures.extend(_results(checked.response.signatures, digest, "signature"))
     statements: list[common_pb2.VerifiedProvenance] = []
-    if need_attestations:
+    if _wants_provenance(plan):
         attested, ms = await pull.call(
             "signature",
             "VerifyAttestations",
@@ -130,7 +150,26 @@ async def _verify_signed(
         pull.judge("signature", f"attestations {digest}", attested.verdict, ms)
         pull.report.signatures.extend(_results(attested.attestations, digest, "attestation"))
         statements = [_bound(statement, digest) for statement in attested.statements]
+    if sboms is not None and need_sboms:
+        sboms.extend(await _signed_sboms(pull, digest, found.attestations))
     return verdict, statements
+
+
+async def _signed_sboms(
+    pull: Pull, digest: str, artifacts: list[signature_pb2.SignatureArtifact]
+) -> list[inventory_pb2.Sbom]:
+    """The SBOMs among ``artifacts`` that the signature layer verified under the rule's
+    signers (the others are INFO findings there: ignored, never matched)."""
+    checked, ms = await pull.call(
+        "signature",
+        "VerifySboms",
+        signature_pb2.VerifySbomsRequest(
+            session=pull.session, plan=pull.plan, digest=digest, artifacts=artifacts
+        ),
+    )
+    pull.judge("signature", f"sboms {digest}", checked.verdict, ms)
+    pull.report.signatures.extend(_results(checked.attestations, digest, "sbom"))
+    return list(checked.sboms)
 
 
 def _bound(statement: common_pb2.VerifiedProvenance, digest: str) -> common_pb2.VerifiedProvenance:

@@ -7,11 +7,17 @@ OSV database; it never sees a byte of a layer. Its verdict joins the
 others; its failure (down, no database, a stale database) is an outage.
 The merged inventory and the matches go into the report, so the decision
 records what the image held and what it was judged against.
+
+Signed SBOMs (verified by the signature layer under the rule's signers in
+step 4) go along as a second source: the vulnerability layer matches what
+they add to the scan, never less than the scan, and reports where they
+disagree. The report keeps each SBOM's source and packages
+(``vulnerabilities.sboms``), so a re-evaluation judges them again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pullguard.gateway.pull.manifest import waivers
@@ -28,12 +34,16 @@ from pullguard.v1 import format_pb2, inventory_pb2, vulnerability_pb2
 #: Packages and matches kept in a report (the decision record stays bounded).
 REPORT_PACKAGES = 20_000
 REPORT_MATCHES = 500
+#: Signed SBOMs kept in a report, and packages of each.
+REPORT_SBOMS = 16
+REPORT_SBOM_PACKAGES = 20_000
 
 
 async def judge_vulnerabilities(
     pull: Pull,
     summary: format_pb2.ManifestSummary,
     inventories: Mapping[int, inventory_pb2.LayerInventory],
+    sboms: Sequence[inventory_pb2.Sbom] = (),
 ) -> None:
     """Ask the vulnerability layer about the image; a refusal raises StepRefused.
 
@@ -52,6 +62,7 @@ async def judge_vulnerabilities(
         packages=packages,
         incomplete=incomplete,
         reevaluation=pull.report.reevaluation is not None,
+        sboms=sboms,
     )
     if merged.os_release is not None:
         request.os_release.CopyFrom(os_release_to_proto(merged.os_release))
@@ -62,6 +73,8 @@ async def judge_vulnerabilities(
         "database": response.database.version,
         "matches": [_match(m) for m in response.matches[:REPORT_MATCHES]],
     }
+    if sboms:
+        pull.report.vulnerabilities["sboms"] = [_sbom(s) for s in sboms[:REPORT_SBOMS]]
     pull.require("vulnerability", StepName.VULNERABILITIES, response.verdict, checked.ms)
 
 
@@ -82,8 +95,10 @@ async def rejudge_recorded(pull: Pull) -> None:
     if not isinstance(recorded, list) or not recorded:
         return
     packages = [_package_from_record(entry) for entry in recorded[:REPORT_PACKAGES]]
+    recorded_sboms = ((previous or {}).get("vulnerabilities") or {}).get("sboms")
+    sboms = [_sbom_from_record(entry) for entry in _records(recorded_sboms)[:REPORT_SBOMS]]
     request = vulnerability_pb2.CheckInventoryRequest(
-        plan=pull.plan, packages=packages, reevaluation=True
+        plan=pull.plan, packages=packages, reevaluation=True, sboms=sboms
     )
     checked = await pull.call("vulnerability", "CheckInventory", request)
     response: vulnerability_pb2.CheckInventoryResponse = checked.response
@@ -96,6 +111,8 @@ async def rejudge_recorded(pull: Pull) -> None:
         "matches": [_match(m) for m in response.matches[:REPORT_MATCHES]],
         "rejudged": options.previous_decision,
     }
+    if sboms:
+        pull.report.vulnerabilities["sboms"] = [_sbom(s) for s in sboms]
     pull.require("vulnerability", StepName.VULNERABILITIES, response.verdict, checked.ms)
 
 
@@ -106,6 +123,36 @@ def _package_from_record(entry: Any) -> inventory_pb2.Package:
     return inventory_pb2.Package(
         **{name: data[name] for name in fields if isinstance(data.get(name), str)}
     )
+
+
+def _records(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _sbom(sbom: inventory_pb2.Sbom) -> dict[str, Any]:
+    return {
+        "digest": sbom.digest,
+        "format": sbom.format,
+        "predicate_type": sbom.predicate_type,
+        "signer": sbom.signer,
+        "found_at": sbom.found_at,
+        "skipped": sbom.skipped,
+        "incomplete": list(sbom.incomplete),
+        "packages": [_package(p) for p in sbom.packages[:REPORT_SBOM_PACKAGES]],
+    }
+
+
+def _sbom_from_record(entry: Any) -> inventory_pb2.Sbom:
+    """A signed SBOM as an admission recorded it (verified then); odd fields left empty."""
+    data = entry if isinstance(entry, dict) else {}
+    fields = ("digest", "format", "predicate_type", "signer", "found_at")
+    sbom = inventory_pb2.Sbom(
+        **{name: data[name] for name in fields if isinstance(data.get(name), str)}
+    )
+    sbom.packages.extend(
+        _package_from_record(p) for p in _records(data.get("packages"))[:REPORT_SBOM_PACKAGES]
+    )
+    return sbom
 
 
 def _package(package: inventory_pb2.Package) -> dict[str, Any]:
@@ -130,4 +177,5 @@ def _match(match: vulnerability_pb2.VulnerabilityMatch) -> dict[str, Any]:
         "cvss": match.cvss_score,
         "outcome": match.outcome,
         "reason": match.reason,
+        "origin": match.origin,
     }

@@ -253,6 +253,8 @@ def vulnerabilities_to_proto(rule: VulnerabilityRule) -> common_pb2.Vulnerabilit
         ],
         on_new=rule.on_new,
         allow_incomplete=not rule.deny_incomplete,
+        ignore_sboms=not rule.use_sboms,
+        sbom_disagreement=rule.sbom_disagreement,
     )
 
 
@@ -344,6 +346,10 @@ def inventory_to_proto(inventory: LayerInventory) -> inventory_pb2.LayerInventor
     return message
 
 
+def os_release_from_proto(message: inventory_pb2.OsRelease) -> OsRelease:
+    return OsRelease(message.path, message.id, message.version_id, message.pretty_name)
+
+
 def os_release_to_proto(release: OsRelease) -> inventory_pb2.OsRelease:
     return inventory_pb2.OsRelease(
         path=release.path,
@@ -397,6 +403,12 @@ def vulnerabilities_from_proto(message: common_pb2.VulnerabilityPolicy) -> Vulne
         )
     if not 0.0 <= message.cvss_min <= 10.0 or message.max_age_seconds < 0:
         raise InvalidRequest("plan.rule.vulnerabilities: cvss_min or max_age out of range")
+    disagreement = message.sbom_disagreement or "warn"
+    if disagreement not in ("warn", "deny"):
+        raise InvalidRequest(
+            "plan.rule.vulnerabilities.sbom_disagreement:"
+            f" got {disagreement[:40]!r}, expected warn or deny"
+        )
     return VulnerabilityRule(
         enabled=True,
         cvss_min=message.cvss_min,
@@ -406,4 +418,6 @@ def vulnerabilities_from_proto(message: common_pb2.VulnerabilityPolicy) -> Vulne
         allow=tuple(Allowance(a.id, a.repository, a.until, a.reason) for a in message.allow),
         on_new=on_new,
         deny_incomplete=not message.allow_incomplete,
+        use_sboms=not message.ignore_sboms,
+        sbom_disagreement=disagreement,
     )

@@ -68,20 +68,38 @@ class AttestationOutcome:
     checks: tuple[SignatureCheck, ...]
 
 
-def verify_attestations(
+@dataclass(frozen=True)
+class SignedStatement:
+    """An in-toto statement whose signature verified and whose subject names the image."""
+
+    statement: dsse.Statement
+    signer: str
+    found_at: str
+    #: The attestation blob's digest (the DSSE envelope or bundle layer).
+    blob_digest: str
+
+
+@dataclass(frozen=True)
+class Examined:
+    statements: tuple[SignedStatement, ...]
+    #: One per attestation examined, accepted or not, in the order met.
+    checks: tuple[SignatureCheck, ...]
+    #: Unsigned annotations ignored.
+    notes: tuple[Finding, ...]
+
+
+def examine_attestations(
     subject: Subject,
     artifacts: Sequence[Artifact],
-    trust: Trust | None,
+    trust: Trust,
     limits: Limits,
     read_staged: ReadStaged,
-) -> AttestationOutcome:
-    """Every attestation in ``artifacts`` signed under ``trust`` (None: no signers)."""
-    findings: list[Finding] = []
-    if trust is None:
-        findings.append(Finding.info(policy.NOT_REQUIRED, "the rule names no provenance signers"))
-        return AttestationOutcome(Verdict.of(policy.LAYER, findings), (), ())
+) -> Examined:
+    """Every attestation in ``artifacts``: verified under ``trust`` and bound to
+    ``subject``, or the reason it is not; bounded by ``limits`` (G-08, G-09)."""
+    notes: list[Finding] = []
     checks: list[SignatureCheck] = []
-    statements: list[VerifiedStatement] = []
+    statements: list[SignedStatement] = []
     if len(artifacts) > limits.signatures:
         checks.append(too_many_artifacts(len(artifacts), limits, "attestation"))
         artifacts = ()
@@ -93,7 +111,7 @@ def verify_attestations(
             continue
         claimed = attachment.annotations.get(BUNDLE_PREDICATE_TYPE_ANNOTATION)
         if claimed is not None:
-            findings.append(_ignored(artifact.location, BUNDLE_PREDICATE_TYPE_ANNOTATION, claimed))
+            notes.append(_ignored(artifact.location, BUNDLE_PREDICATE_TYPE_ANNOTATION, claimed))
         chosen, overflow = budgeted_layers(
             attachment,
             artifact.location,
@@ -104,31 +122,53 @@ def verify_attestations(
         for location, kind, layer in chosen:
             claimed = layer.annotations.get(PREDICATE_TYPE_ANNOTATION)
             if claimed is not None:
-                findings.append(_ignored(location, PREDICATE_TYPE_ANNOTATION, claimed))
+                notes.append(_ignored(location, PREDICATE_TYPE_ANNOTATION, claimed))
             if kind == "attestation":
                 result = _envelope(location, layer, subject, trust, limits, read_staged)
             else:
                 result = _bundle(location, layer, subject, trust, limits, read_staged)
             if isinstance(result, SignatureCheck):
                 checks.append(result)
-            else:
-                statements.append(result)
-                checks.append(
-                    SignatureCheck.accept(
-                        location,
-                        result.signer,
-                        f"{result.predicate_type} attestation signed by {result.signer}",
-                    )
+                continue
+            statements.append(result)
+            checks.append(
+                SignatureCheck.accept(
+                    location,
+                    result.signer,
+                    f"{result.statement.predicate_type[:120]} attestation signed by"
+                    f" {result.signer}",
                 )
+            )
         if overflow is not None:
             checks.append(overflow)
-    for check in checks:
-        code = ATTESTATION_VERIFIED if check.accepted else check.code
-        evidence = {"location": check.location}
-        if check.signer:
-            evidence["signer"] = check.signer
-        findings.append(Finding.info(code, check.reason, **evidence))
-    return AttestationOutcome(Verdict.of(policy.LAYER, findings), tuple(statements), tuple(checks))
+    return Examined(tuple(statements), tuple(checks), tuple(notes))
+
+
+def verify_attestations(
+    subject: Subject,
+    artifacts: Sequence[Artifact],
+    trust: Trust | None,
+    limits: Limits,
+    read_staged: ReadStaged,
+) -> AttestationOutcome:
+    """Every attestation in ``artifacts`` signed under ``trust`` (None: no signers)."""
+    if trust is None:
+        findings = [Finding.info(policy.NOT_REQUIRED, "the rule names no provenance signers")]
+        return AttestationOutcome(Verdict.of(policy.LAYER, findings), (), ())
+    examined = examine_attestations(subject, artifacts, trust, limits, read_staged)
+    findings = list(examined.notes)
+    findings += [check_finding(check) for check in examined.checks]
+    statements = tuple(_facts(s) for s in examined.statements)
+    return AttestationOutcome(Verdict.of(policy.LAYER, findings), statements, examined.checks)
+
+
+def check_finding(check: SignatureCheck) -> Finding:
+    """An attestation's outcome as an INFO finding (the verdict is someone else's)."""
+    code = ATTESTATION_VERIFIED if check.accepted else check.code
+    evidence = {"location": check.location}
+    if check.signer:
+        evidence["signer"] = check.signer
+    return Finding.info(code, check.reason, **evidence)
 
 
 def _ignored(location: str, name: str, value: str) -> Finding:
@@ -146,7 +186,7 @@ def _envelope(
     trust: Trust,
     limits: Limits,
     read_staged: ReadStaged,
-) -> VerifiedStatement | SignatureCheck:
+) -> SignedStatement | SignatureCheck:
     data = read_blob(location, layer, limits, read_staged)
     if isinstance(data, SignatureCheck):
         return data
@@ -164,12 +204,12 @@ def _envelope(
     )
     if isinstance(signer, SignatureCheck):
         return signer
-    return _statement(location, envelope, signer, subject)
+    return _statement(location, envelope, signer, subject, layer.digest)
 
 
 def _statement(
-    location: str, envelope: dsse.Envelope, signer: Signer, subject: Subject
-) -> VerifiedStatement | SignatureCheck:
+    location: str, envelope: dsse.Envelope, signer: Signer, subject: Subject, blob: str
+) -> SignedStatement | SignatureCheck:
     try:
         statement = dsse.parse_statement(envelope)
     except dsse.EnvelopeError as exc:
@@ -181,17 +221,18 @@ def _statement(
             f"statement names no subject with digest {subject.digest}",
             signer.name,
         )
-    return _facts(statement, signer.name, location)
+    return SignedStatement(statement, signer.name, location, blob)
 
 
-def _facts(statement: dsse.Statement, signer: str, location: str) -> VerifiedStatement:
+def _facts(signed: SignedStatement) -> VerifiedStatement:
+    statement = signed.statement
     facts = dsse.provenance_facts(statement)
     return VerifiedStatement(
         predicate_type=statement.predicate_type,
         builder_id=facts.builder_id,
         source_repository=facts.source_repository,
-        signer=signer,
-        found_at=location,
+        signer=signed.signer,
+        found_at=signed.found_at,
         source_digest=facts.source_digest,
     )
 
@@ -203,7 +244,7 @@ def _bundle(
     trust: Trust,
     limits: Limits,
     read_staged: ReadStaged,
-) -> VerifiedStatement | SignatureCheck:
+) -> SignedStatement | SignatureCheck:
     verified = verified_bundle(location, layer, subject, trust, limits, read_staged)
     if isinstance(verified, SignatureCheck):
         return verified
@@ -211,4 +252,4 @@ def _bundle(
         return SignatureCheck.reject(
             location, policy.WRONG_TYPE, "bundle holds a message signature, not an attestation"
         )
-    return _facts(verified.statement, verified.signer, location)
+    return SignedStatement(verified.statement, verified.signer, location, layer.digest)

@@ -23,6 +23,7 @@ from pullguard.services.runtime.config import Config
 from pullguard.services.runtime.digests import DigestSyntaxError, parse_digest
 from pullguard.services.runtime.errors import ConfigError, InvalidRequest, StagingError
 from pullguard.services.runtime.protoconv import (
+    package_to_proto,
     rekor_required_from_proto,
     signature_limits_from_proto,
     signature_mode_from_proto,
@@ -36,6 +37,7 @@ from pullguard.services.signature.identity import IdentityConfigError, load_sign
 from pullguard.services.signature.keys import TrustMaterialError, load_trusted_keys
 from pullguard.services.signature.notation.wire import notation_trust_from_proto
 from pullguard.services.signature.policy import Mode, Requirement, SignatureCheck, evaluate
+from pullguard.services.signature.sboms import SbomOutcome, VerifiedSbom, verify_sboms
 from pullguard.services.signature.sigstore_adapter import SigstoreTrust, production_trust_root
 from pullguard.services.signature.trust import Trust
 from pullguard.services.signature.trustroot import TrustRoot, TrustRootError, parse_trust_root
@@ -47,7 +49,7 @@ from pullguard.services.signature.verifier import (
     content_mismatch,
     verify_signatures,
 )
-from pullguard.v1 import common_pb2, signature_pb2, signature_pb2_grpc
+from pullguard.v1 import common_pb2, inventory_pb2, signature_pb2, signature_pb2_grpc
 
 #: Distinct trusted roots kept parsed.
 _ROOT_CACHE = 16
@@ -105,6 +107,19 @@ def results_to_proto(checks: tuple[SignatureCheck, ...]) -> list[signature_pb2.S
         )
         for check in checks
     ]
+
+
+def sbom_to_proto(sbom: VerifiedSbom) -> inventory_pb2.Sbom:
+    return inventory_pb2.Sbom(
+        format=sbom.format,
+        predicate_type=sbom.predicate_type,
+        signer=sbom.signer,
+        found_at=sbom.found_at,
+        digest=sbom.digest,
+        packages=[package_to_proto(p) for p in sbom.packages],
+        skipped=sbom.skipped,
+        incomplete=list(sbom.incomplete),
+    )
 
 
 class TrustRoots:
@@ -259,6 +274,34 @@ class SignatureServicer(signature_pb2_grpc.SignatureServicer):  # type: ignore[m
                 )
                 for s in outcome.statements
             ],
+            attestations=results_to_proto(outcome.checks),
+        )
+
+    async def VerifySboms(  # noqa: N802 - gRPC method name
+        self, request: signature_pb2.VerifySbomsRequest, context: grpc.aio.ServicerContext
+    ) -> signature_pb2.VerifySbomsResponse:
+        """SBOM attestations verified under the rule's signature trust (not provenance's)."""
+        message = request.plan.rule.signature
+        requirement = requirement_from_proto(message)
+        if not request.session:
+            raise InvalidRequest("VerifySboms needs a staging session")
+        digest = checked_digest(request.digest)
+        subject = self._subject(request.session, request.plan, digest)
+        artifacts = [artifact_from_proto(a) for a in request.artifacts]
+        trust = None
+        if requirement.mode is not Mode.NONE:
+            trust = await asyncio.to_thread(trust_from_proto, message, self._roots, "signature")
+        outcome: SbomOutcome = await asyncio.to_thread(
+            verify_sboms,
+            subject,
+            artifacts,
+            trust,
+            self._limits(message),
+            self._reader(request.session),
+        )
+        return signature_pb2.VerifySbomsResponse(
+            verdict=verdict_to_proto(outcome.verdict),
+            sboms=[sbom_to_proto(s) for s in outcome.sboms],
             attestations=results_to_proto(outcome.checks),
         )
 

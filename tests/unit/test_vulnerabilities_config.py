@@ -11,6 +11,7 @@ import pytest
 from pullguard.services.runtime.config import Config
 from pullguard.services.runtime.errors import ConfigError
 from pullguard.services.runtime.protoconv import rule_to_proto, vulnerabilities_from_proto
+from pullguard.v1 import common_pb2
 from tests.support.configs import make_config
 
 TOP = {
@@ -120,6 +121,10 @@ def test_the_gate_is_part_of_the_policy_version(tmp_path: Path) -> None:
         ),
         (None, {"deny": {"cvss_min": 7}}, "needs the top-level vulnerabilities key"),
         (TOP, {"osv": "other/"}, "policy.rules[0].vulnerabilities.osv"),
+        ({**TOP, "sbom": {"use": "yes"}}, None, "vulnerabilities.sbom.use"),
+        ({**TOP, "sbom": {"disagreement": "ignore"}}, None, "vulnerabilities.sbom.disagreement"),
+        ({**TOP, "sbom": {"signers": []}}, None, "vulnerabilities.sbom.signers"),
+        (TOP, {"sbom": "off"}, "policy.rules[0].vulnerabilities.sbom"),
     ],
 )
 def test_mistakes_name_the_key(tmp_path: Path, top: Any, rule: Any, error: str) -> None:
@@ -146,3 +151,29 @@ def test_a_gate_needs_layer_inspection(tmp_path: Path) -> None:
             }
         ],
     )
+
+
+def test_signed_sboms_are_used_by_default_and_a_rule_may_change_either_key(
+    tmp_path: Path,
+) -> None:
+    loaded = config(
+        tmp_path,
+        [
+            {
+                "match": "lab/strict/**",
+                "signature": "none",
+                "vulnerabilities": {"sbom": {"disagreement": "deny"}},
+            },
+            {"match": "lab/**", "signature": "none", "vulnerabilities": {"sbom": {"use": False}}},
+        ],
+        top={**TOP, "sbom": {"disagreement": "warn"}},
+    )
+    strict, plain = (r.vulnerabilities for r in loaded.policy.rules)
+    assert strict.use_sboms and strict.sbom_disagreement == "deny"
+    assert not plain.use_sboms and plain.sbom_disagreement == "warn"
+    for rule in loaded.policy.rules:
+        carried = rule_to_proto(rule, 10, 1024).vulnerabilities
+        assert vulnerabilities_from_proto(carried) == rule.vulnerabilities
+    # A plan that says nothing reads SBOMs (they can only add packages) and warns.
+    bare = vulnerabilities_from_proto(common_pb2.VulnerabilityPolicy(enabled=True))
+    assert bare.use_sboms and bare.sbom_disagreement == "warn"

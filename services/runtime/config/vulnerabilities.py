@@ -51,6 +51,12 @@ class VulnerabilityRule:
     #: over its limits or malformed, a layer format did not report on):
     #: what could not be read cannot be shown free of advisories.
     deny_incomplete: bool = True
+    #: Read the image's signed SBOMs (CycloneDX, SPDX attestations signed
+    #: under the rule's signature trust) as a second source: they add
+    #: packages to the match, never remove one.
+    use_sboms: bool = True
+    #: What a package the SBOM and the scan disagree about is: "warn" or "deny".
+    sbom_disagreement: str = "warn"
 
 
 #: A rule without a vulnerability gate.
@@ -67,7 +73,8 @@ class VulnerabilityDatabase:
     max_archive_bytes: int = DEFAULT_MAX_ARCHIVE_BYTES
 
 
-_RULE_KEYS = {"deny", "max_age", "allow", "on_new"}
+_RULE_KEYS = {"deny", "max_age", "allow", "on_new", "sbom"}
+SBOM_DISAGREEMENTS = ("warn", "deny")
 _TOP_KEYS = _RULE_KEYS | {"osv", "max_record_bytes", "max_records", "max_archive_bytes"}
 
 
@@ -119,7 +126,26 @@ def _read_rule_keys(
         if data["on_new"] not in ("revoke", "warn"):
             raise reader.fail(f"{key}.on_new", f"must be revoke or warn, got {data['on_new']!r}")
         values["on_new"] = data["on_new"]
+    if "sbom" in data:
+        values.update(_sbom(reader, data["sbom"], f"{key}.sbom", base))
     return replace(base, **values)
+
+
+def _sbom(reader: Reader, raw: Any, key: str, base: VulnerabilityRule) -> dict[str, Any]:
+    """``sbom: {use: true, disagreement: warn}``; the keys it gives replace the base's."""
+    data = reader.mapping(raw, key)
+    reader.known(data, key, {"use", "disagreement"})
+    values: dict[str, Any] = {}
+    if "use" in data:
+        values["use_sboms"] = reader.boolean(data["use"], f"{key}.use")
+    if "disagreement" in data:
+        if data["disagreement"] not in SBOM_DISAGREEMENTS:
+            raise reader.fail(
+                f"{key}.disagreement",
+                f"must be warn or deny, got {str(data['disagreement'])[:40]!r}",
+            )
+        values["sbom_disagreement"] = data["disagreement"]
+    return values
 
 
 def _deny(reader: Reader, raw: Any, key: str) -> dict[str, Any]:
