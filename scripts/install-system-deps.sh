@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the real tools the tests use: Debian's docker-registry (CNCF
-# distribution), PostgreSQL, skopeo and Go (for the OCI conformance suite) from apt, the
+# distribution), PostgreSQL, skopeo, Go (the OCI conformance suite) and rpm from apt, the
 # container clients (podman, buildah, containerd, docker.io) from apt, and
 # cosign 2.5 and oras 1.2 (Debian 13's packages; on Debian 12 their .debs are
 # unpacked into a private folder without touching /etc/apt). Idempotent: does
@@ -16,6 +16,8 @@ command -v skopeo >/dev/null 2>&1 || need_apt+=(skopeo)
 # Go builds the OCI conformance suite (tests/conformance/oci-distribution);
 # golang-go is the name on Debian 12 (Go 1.19) and 13 (Go 1.24) alike.
 command -v go >/dev/null 2>&1 || ls /usr/lib/go-1.*/bin/go >/dev/null 2>&1 || need_apt+=(golang-go)
+# rpm: rpmbuild and rpm --justdb write the real rpmdb.sqlite of the vulnerability tests.
+command -v rpmbuild >/dev/null 2>&1 || need_apt+=(rpm)
 # setpriv: tests run a second, unprivileged uid; openssl: deploy/k8s's certificate script.
 command -v setpriv >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)

@@ -135,7 +135,9 @@ def _unique(packages: Iterable[Package]) -> Iterable[Package]:
             yield package
 
 
-#: os-release ID -> (OSV ecosystem, purl namespace) for OS package kinds.
+#: os-release ID -> (OSV ecosystem, purl namespace) for OS package kinds; the
+#: names are osv-schema's (ecosystems.json), the release is added by
+#: :func:`os_ecosystem`. Fedora has no OSV ecosystem: its name matches nothing.
 _DISTROS = {
     "debian": ("Debian", "debian"),
     "ubuntu": ("Ubuntu", "ubuntu"),
@@ -144,13 +146,19 @@ _DISTROS = {
     "chainguard": ("Chainguard", "chainguard"),
     "rhel": ("Red Hat", "redhat"),
     "centos": ("Red Hat", "centos"),
-    "fedora": ("Red Hat", "fedora"),
+    "fedora": ("Fedora", "fedora"),
     "rocky": ("Rocky Linux", "rocky"),
     "almalinux": ("AlmaLinux", "almalinux"),
     "opensuse-leap": ("openSUSE", "opensuse"),
+    "opensuse-tumbleweed": ("openSUSE", "opensuse"),
     "sles": ("SUSE", "suse"),
+    "sle-micro": ("SUSE", "suse"),
+    "mageia": ("Mageia", "mageia"),
+    "photon": ("Photon OS", "photon"),
 }
 _PURL_TYPES = {"dpkg": "deb", "apk": "apk", "rpm": "rpm"}
+#: Ecosystems of rolling distributions: OSV names them without a release.
+_UNRELEASED = frozenset({"Wolfi", "Chainguard"})
 
 
 def os_ecosystem(os_release: OsRelease | None, kind: str) -> tuple[str, str, str]:
@@ -162,20 +170,35 @@ def os_ecosystem(os_release: OsRelease | None, kind: str) -> tuple[str, str, str
         return name, namespace, ""
     name, namespace = _DISTROS[os_release.id]
     version = os_release.version_id
+    distro = f"{os_release.id}-{version}" if version else ""
+    release = _release(name, version, os_release.pretty_name)
+    ecosystem = f"{name}:{release}" if release else name
+    return ecosystem, namespace, distro
+
+
+def _release(name: str, version: str, pretty_name: str) -> str:
+    """The release part of an OSV ecosystem name, as each publisher writes it."""
+    if name in _UNRELEASED:
+        return ""
     if name == "Alpine":
         # OSV and secdb name Alpine branches "v3.20", not the point release.
-        release = "v" + ".".join(version.split(".")[:2]) if version else ""
-    elif name in ("Rocky Linux", "AlmaLinux", "Red Hat"):
-        release = version.split(".")[0]
-    elif name == "Ubuntu" and _ubuntu_lts(version, os_release.pretty_name):
+        return "v" + ".".join(version.split(".")[:2]) if version else ""
+    if name == "Red Hat":
+        # Red Hat files by CPE ("enterprise_linux:9::baseos"); the vulnerability
+        # layer reads every repository and minor release of it as this name.
+        return f"enterprise_linux:{version.split('.')[0]}" if version else ""
+    if name in ("Rocky Linux", "AlmaLinux"):
+        return version.split(".")[0]
+    if name in ("openSUSE", "SUSE"):
+        # SUSE files by product name, os-release's PRETTY_NAME without the
+        # vendor: "openSUSE Leap 15.5" -> "openSUSE:Leap 15.5".
+        vendor = name + " "
+        return pretty_name[len(vendor) :] if pretty_name.startswith(vendor) else ""
+    if name == "Ubuntu" and _ubuntu_lts(version, pretty_name):
         # OSV files LTS releases as "Ubuntu:22.04:LTS": without the suffix no
         # record of an LTS release would ever match.
-        release = f"{version}:LTS"
-    else:
-        release = version
-    ecosystem = f"{name}:{release}" if release else name
-    distro = f"{os_release.id}-{version}" if version else ""
-    return ecosystem, namespace, distro
+        return f"{version}:LTS"
+    return version
 
 
 def _ubuntu_lts(version: str, pretty_name: str) -> bool:

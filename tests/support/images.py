@@ -26,6 +26,10 @@ def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+class Executable(bytes):
+    """File content that goes into a layer with mode 0755 (a program, e.g. a Go binary)."""
+
+
 def make_layer(files: dict[str, bytes]) -> tuple[bytes, str]:
     """A tar+gzip layer; returns (compressed bytes, diff_id)."""
     raw = io.BytesIO()
@@ -33,7 +37,7 @@ def make_layer(files: dict[str, bytes]) -> tuple[bytes, str]:
         for name, content in sorted(files.items()):
             info = tarfile.TarInfo(name)
             info.size = len(content)
-            info.mode = 0o644
+            info.mode = 0o755 if isinstance(content, Executable) else 0o644
             info.mtime = 0
             tar.addfile(info, io.BytesIO(content))
     tar_bytes = raw.getvalue()

@@ -102,6 +102,10 @@ def header_package(blob: bytes, where: str) -> Package | None:
     source = text(str(tags.get(SOURCERPM, "")), f"{name} SOURCERPM", MAX_FIELD)
     if source:
         source_name, source_version = _split_source(source, name)
+        if epoch is not None:
+            # A source rpm's file name has no epoch; its packages share the
+            # binary's, and advisories write fixed versions with it.
+            source_version = f"{epoch}:{source_version}"
     qualifiers = {"arch": arch, "epoch": "" if epoch is None else str(epoch)}
     return Package(
         ecosystem="Red Hat",

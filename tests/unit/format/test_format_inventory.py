@@ -195,11 +195,11 @@ def test_rpmdb_sqlite(store: StagingStore, tmp_path: Path) -> None:
         ),
     ]
     openssl = inventory.sources[0].packages[1]
-    assert (openssl.source_name, openssl.source_version) == ("openssl-libs", "3.0.7-27.el9")
+    assert (openssl.source_name, openssl.source_version) == ("openssl-libs", "1:3.0.7-27.el9")
     release = b'ID="rhel"\nVERSION_ID="9.4"\nPRETTY_NAME="Red Hat Enterprise Linux 9.4 (Plow)"\n'
     _, os_layer = read(store, layer(reg("etc/os-release", release)))
     merged = merge_layers([inventory, _at(os_layer, 1)])
-    assert merged.packages[1].ecosystem == "Red Hat:9"
+    assert merged.packages[1].ecosystem == "Red Hat:enterprise_linux:9"
     assert merged.packages[1].purl == (
         "pkg:rpm/redhat/openssl-libs@3.0.7-27.el9?arch=x86_64&distro=rhel-9.4&epoch=1"
     )
