@@ -186,7 +186,7 @@ def test_cyclonedx_15_components_with_purls() -> None:
 def test_cyclonedx_14_os_packages_take_the_release_from_distro() -> None:
     assert rows(CYCLONEDX, CYCLONEDX_14) == [
         ("Alpine:v3.20", "busybox", "1.36.1-r2"),
-        ("Red Hat:9", "openssl-libs", "1:3.0.7-27.el9"),
+        ("Red Hat:enterprise_linux:9", "openssl-libs", "1:3.0.7-27.el9"),
     ]
 
 
