@@ -54,3 +54,20 @@ def breakdown(report: Mapping[str, Any], wall_s: float) -> dict[str, float]:
     for number, layer in enumerate(report.get("layer_stats", []), start=1):
         out[f"format inspection, layer {number}"] = float(layer["duration_ms"])
     return out
+
+
+def gate_costs(report: Mapping[str, Any]) -> dict[str, float]:
+    """Milliseconds of one cold pull's vulnerability step and of format's inspection
+    (its layers step, and the sum of its per-layer inspections), and the matches it found."""
+    steps = {(s["layer"], s["step"]): float(s["duration_ms"]) for s in report.get("layers", [])}
+    out = {
+        "format layers step": steps.get(("format", "layers"), 0.0),
+        "format inspection, all layers": sum(
+            float(layer["duration_ms"]) for layer in report.get("layer_stats", [])
+        ),
+    }
+    if ("vulnerability", "vulnerabilities") in steps:
+        out["vulnerability step"] = steps[("vulnerability", "vulnerabilities")]
+        out["packages"] = float(len(report.get("inventory", [])))
+        out["advisories matched"] = float(len(report.get("vulnerabilities", {}).get("matches", [])))
+    return out
