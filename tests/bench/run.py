@@ -384,7 +384,8 @@ class Bench:
         if self.phases:
             phase_rows = [table.Row(n, v, "ms") for n, v in self.phases.items()]
             parts.append(table.render_rows(phase_rows, "cold pull, from its decision"))
-        parts.append(table.render_goals(self.all_goals()))
+        if set(self.options.sections) & set(DEFAULT_SECTIONS):
+            parts.append(table.render_goals(self.all_goals()))
         if self.failures:
             parts.append("failures:\n" + "\n".join(f"  {f}" for f in self.failures))
         return "\n\n".join(parts)
