@@ -104,8 +104,11 @@ def image_os(report: dict[str, Any]) -> dict[str, str] | None:
     }
 
 
-def package_layers(report: dict[str, Any]) -> dict[tuple[str, str, str], int]:
-    """(ecosystem, name, version) -> the layer whose database file lists it in the image.
+def package_layers(
+    report: dict[str, Any], wanted: set[tuple[str, str, str]] | None = None
+) -> dict[tuple[str, str, str], int]:
+    """(ecosystem, name, version) -> the layer whose database file lists it in the image
+    (only the ``wanted`` keys, when given).
 
     That is the last layer holding the surviving file at that path (a later
     layer's file replaces an earlier one's); whiteouts are applied the same
@@ -127,19 +130,22 @@ def package_layers(report: dict[str, Any]) -> dict[tuple[str, str, str], int]:
                     _text(package.get("name")),
                     _text(package.get("version")),
                 )
-                found[key] = index
+                if wanted is None or key in wanted:
+                    found[key] = index
     return found
 
 
-def _package(entry: dict[str, Any], layers: dict[tuple[str, str, str], int]) -> dict[str, Any]:
-    package: dict[str, Any] = {name: _text(entry.get(name)) for name in PACKAGE_FIELDS}
-    key = _package_key(package["ecosystem"], package["name"], package["version"])
-    package["layer"] = layers.get(key)
-    return package
+def _package(entry: dict[str, Any]) -> dict[str, Any]:
+    return {name: _text(entry.get(name)) for name in PACKAGE_FIELDS}
 
 
-def _sort_key(package: dict[str, Any]) -> SortKey:
-    return (package["name"], package["version"], package["ecosystem"], package["purl"])
+def _sort_key(entry: dict[str, Any]) -> SortKey:
+    return (
+        _text(entry.get("name")),
+        _text(entry.get("version")),
+        _text(entry.get("ecosystem")),
+        _text(entry.get("purl")),
+    )
 
 
 def package_filter(text: str | None) -> str:
@@ -155,26 +161,33 @@ def packages_page(report: dict[str, Any], wanted: str, cursor: str, limit: int) 
 
     ``wanted`` is a case-insensitive substring of the name or the purl.
     The cursor is the last row's sort key: a page is found by bisection, so
-    the thousandth page costs what the first does.
+    the thousandth page costs what the first does. Only the page's rows are
+    built (a report holds up to 20,000 packages).
     """
-    layers = package_layers(report)
     needle = wanted.lower()
     rows = [
-        _package(entry, layers)
+        (_sort_key(entry), entry)
         for entry in report.get("inventory") or []
         if isinstance(entry, dict)
     ]
     if needle:
-        rows = [p for p in rows if needle in p["name"].lower() or needle in p["purl"].lower()]
-    rows.sort(key=_sort_key)
+        rows = [(k, e) for k, e in rows if needle in k[0].lower() or needle in k[3].lower()]
+    rows.sort(key=lambda row: row[0])
     start = 0
     if cursor:
         after = tuple(decode_cursor(cursor, 4))
-        start = bisect.bisect_right([_sort_key(p) for p in rows], after)
+        start = bisect.bisect_right(rows, after, key=lambda row: row[0])
     chosen = rows[start : start + limit]
+    packages = [_package(entry) for _, entry in chosen]
+    keys = {_package_key(p["ecosystem"], p["name"], p["version"]) for p in packages}
+    layers = package_layers(report, keys)
+    for package in packages:
+        package["layer"] = layers.get(
+            _package_key(package["ecosystem"], package["name"], package["version"])
+        )
     more = start + limit < len(rows)
-    next_cursor = encode_cursor(_sort_key(chosen[-1])) if more and chosen else ""
-    return PackagePage(len(rows), chosen, next_cursor, wanted)
+    next_cursor = encode_cursor(chosen[-1][0]) if more and chosen else ""
+    return PackagePage(len(rows), packages, next_cursor, wanted)
 
 
 def severity(score: object) -> str:
