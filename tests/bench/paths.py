@@ -92,7 +92,11 @@ class SlowStart(Pullguard):
     """A stack given time to start: the vulnerability layer loads its whole database first."""
 
     def start(self, timeout: float = START_TIMEOUT) -> None:
-        super().start(timeout)
+        try:
+            super().start(timeout)
+        except AssertionError:
+            self.stop()  # not ready in time: stopped by its PID, not left behind
+            raise
 
 
 def via_pullguard(stack: Pullguard, image: BenchImage) -> str:

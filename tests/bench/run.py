@@ -214,7 +214,16 @@ class Bench:
         """A cold pull through a fresh pullguard with (or without) the vulnerability gate,
         the stack's start, and what the decision says the gate and format took."""
         started = time.perf_counter()
-        with paths.pullguard_stack(self.root / "pg", self.upstream.url, vulnerabilities=gate) as up:
+        with ExitStack() as running:
+            try:
+                up = running.enter_context(
+                    paths.pullguard_stack(self.root / "pg", self.upstream.url, vulnerabilities=gate)
+                )
+            except AssertionError as exc:
+                # A free port taken by another process meanwhile: this round goes without it.
+                self.failures.append(f"{label}: pullguard up did not start: {str(exc)[:300]}")
+                progress(f"FAILED {label}: pullguard up did not start")
+                return
             self.samples[f"{label}: pullguard up ready"].append(time.perf_counter() - started)
             cold = self.pull(f"{label}: pullguard cold", paths.via_pullguard(up, image))
             if math.isnan(cold):
