@@ -58,10 +58,15 @@ def breakdown(report: Mapping[str, Any], wall_s: float) -> dict[str, float]:
 
 def gate_costs(report: Mapping[str, Any]) -> dict[str, float]:
     """Milliseconds of one cold pull's vulnerability step and of format's inspection
-    (its layers step, and the sum of its per-layer inspections), and the matches it found."""
-    steps = {(s["layer"], s["step"]): float(s["duration_ms"]) for s in report.get("layers", [])}
+    (its layers steps, and its per-layer inspection times, each summed over the
+    layers), and the packages and matches the gate found."""
+    steps: dict[tuple[str, str], float] = {}
+    for step in report.get("layers", []):
+        # format answers one layers step per layer: their sum.
+        key = (step["layer"], step["step"])
+        steps[key] = steps.get(key, 0.0) + float(step["duration_ms"])
     out = {
-        "format layers step": steps.get(("format", "layers"), 0.0),
+        "format layers steps": steps.get(("format", "layers"), 0.0),
         "format inspection, all layers": sum(
             float(layer["duration_ms"]) for layer in report.get("layer_stats", [])
         ),

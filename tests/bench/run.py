@@ -447,7 +447,7 @@ def legend(o: Options) -> str:
             f"gate on / off = pullguard cold with and without the vulnerability gate, the image's"
             f" first layer holding Debian 12 with {vulnerability.PACKAGES} dpkg packages,\n"
             f"the gate's database {vulnerability.RECORDS} Debian-shaped OSV records; ms rows come"
-            " from the decisions (format inspection: the sum over the layers).\n"
+            " from the decisions (format: sums over the layers).\n"
             if "vulnerability" in o.sections
             else ""
         )

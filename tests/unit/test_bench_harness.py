@@ -204,6 +204,7 @@ def test_gate_costs_read_the_vulnerability_step_and_formats_inspection() -> None
     report = {
         "layers": [
             {"layer": "format", "step": "layers", "duration_ms": 40.0},
+            {"layer": "format", "step": "layers", "duration_ms": 2.0},
             {"layer": "vulnerability", "step": "vulnerabilities", "duration_ms": 12.5},
         ],
         "layer_stats": [{"duration_ms": 10.0}, {"duration_ms": 20.0}],
@@ -211,7 +212,7 @@ def test_gate_costs_read_the_vulnerability_step_and_formats_inspection() -> None
         "vulnerabilities": {"matches": [{}, {}]},
     }
     assert phases.gate_costs(report) == {
-        "format layers step": 40.0,
+        "format layers steps": 42.0,
         "format inspection, all layers": 30.0,
         "vulnerability step": 12.5,
         "packages": 3.0,
@@ -219,7 +220,7 @@ def test_gate_costs_read_the_vulnerability_step_and_formats_inspection() -> None
     }
     ungated = {"layers": report["layers"][:1], "layer_stats": report["layer_stats"]}
     assert set(phases.gate_costs(ungated)) == {
-        "format layers step",
+        "format layers steps",
         "format inspection, all layers",
     }
 
