@@ -26,6 +26,12 @@ from aiohttp import web
 
 from pullguard.gateway.auth.tokens import Principal
 from pullguard.gateway.console.context import CONSOLE_KEY, ConsoleContext
+from pullguard.gateway.console.inventory import (
+    image_os,
+    package_filter,
+    packages_page,
+    vulnerabilities,
+)
 from pullguard.gateway.decisions.browse import DecisionFilter, Page, page_limit
 from pullguard.gateway.grpc_api import release_operator
 from pullguard.gateway.operations import (
@@ -101,6 +107,33 @@ def decision_or_404(context: ConsoleContext, decision_id: str) -> dict[str, Any]
 async def show_decision(request: web.Request) -> web.Response:
     authorize(request, "read")
     return web.json_response(decision_or_404(context_of(request), request.match_info["id"]))
+
+
+async def decision_packages(request: web.Request) -> web.Response:
+    """The image's OS and packages in name order, a page at a time, ``q`` filtering."""
+    authorize(request, "read")
+    report = decision_or_404(context_of(request), request.match_info["id"])
+    wanted = package_filter(request.query.get("q"))
+    limit = page_limit(request.query.get("limit"))
+    page = packages_page(report, wanted, request.query.get("cursor", ""), limit)
+    body: dict[str, Any] = {
+        "decision_id": report.get("decision_id"),
+        "os_release": image_os(report),
+        "total": page.total,
+        "packages": page.packages,
+        "next_cursor": page.next_cursor,
+    }
+    if page.next_cursor:
+        query = {"limit": str(limit), **({"q": wanted} if wanted else {})}
+        body["next"] = f"{request.path}?{urlencode({**query, 'cursor': page.next_cursor})}"
+    return web.json_response(body)
+
+
+async def decision_vulnerabilities(request: web.Request) -> web.Response:
+    """The advisories the image's packages matched, each with its verdict."""
+    authorize(request, "read")
+    report = decision_or_404(context_of(request), request.match_info["id"])
+    return web.json_response({"decision_id": report.get("decision_id"), **vulnerabilities(report)})
 
 
 def quarantine_entry(context: ConsoleContext, entry_id: str) -> dict[str, Any]:
@@ -215,6 +248,9 @@ QUARANTINE_ID = "{id:[0-9a-f]{32}}"
 
 def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get(f"{PREFIX}/decisions", list_decisions)
+    # Before the decision itself: a decision id may hold "/" (a replica's prefix).
+    router.add_get(f"{PREFIX}/decisions/{ID}/packages", decision_packages)
+    router.add_get(f"{PREFIX}/decisions/{ID}/vulnerabilities", decision_vulnerabilities)
     router.add_get(f"{PREFIX}/decisions/{ID}", show_decision)
     router.add_get(f"{PREFIX}/quarantine", list_quarantine)
     router.add_get(f"{PREFIX}/quarantine/{QUARANTINE_ID}", show_quarantine)

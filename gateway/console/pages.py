@@ -23,6 +23,14 @@ from aiohttp import web
 from pullguard.gateway.auth.tokens import LOCAL, Principal
 from pullguard.gateway.console import api
 from pullguard.gateway.console.context import CONSOLE_KEY, ConsoleContext
+from pullguard.gateway.console.inventory import (
+    PREVIEW,
+    image_os,
+    package_filter,
+    packages_page,
+    vulnerabilities,
+    without_inventory,
+)
 from pullguard.gateway.console.sessions import COOKIE, SESSION_SECONDS, Session
 from pullguard.gateway.decisions.browse import OUTCOMES, page_limit
 from pullguard.gateway.operations import delete_entry, release_entry, run_reevaluation
@@ -221,12 +229,48 @@ async def decisions(request: web.Request) -> web.Response:
     )
 
 
+def report_extras(report: dict[str, Any]) -> dict[str, Any]:
+    """What a report's page shows beside its facts: the OS, the advisories, the first
+    packages by name (the rest are a link away) and the raw JSON without the package lists."""
+    return {
+        "os": image_os(report),
+        "vulnerabilities": vulnerabilities(report),
+        "packages": packages_page(report, "", "", PREVIEW),
+        "raw": without_inventory(report),
+    }
+
+
 async def decision(request: web.Request) -> web.Response:
     reader(request)
     context = context_of(request)
     report = api.decision_or_404(context, request.match_info["id"])
     quarantined = context.decisions_log.is_quarantined(str(report.get("decision_id", "")))
-    return render(request, "decision.html", report=report, quarantined=quarantined)
+    return render(
+        request,
+        "decision.html",
+        report=report,
+        quarantined=quarantined,
+        view=report_extras(report),
+    )
+
+
+async def decision_packages(request: web.Request) -> web.Response:
+    """A decision's packages, a page at a time in name order, with a name or purl filter."""
+    reader(request)
+    report = api.decision_or_404(context_of(request), request.match_info["id"])
+    wanted = package_filter(request.query.get("q"))
+    limit = page_limit(request.query.get("limit"))
+    page = packages_page(report, wanted, request.query.get("cursor", ""), limit)
+    query = {"limit": str(limit), **({"q": wanted} if wanted else {})}
+    return render(
+        request,
+        "packages.html",
+        report=report,
+        os=image_os(report),
+        page=page,
+        limit=limit,
+        next_url=next_url(request.path, query, page.next_cursor),
+    )
 
 
 async def quarantine(request: web.Request) -> web.Response:
@@ -239,7 +283,11 @@ async def quarantine_entry(request: web.Request) -> web.Response:
     principal = reader(request)
     entry = api.quarantine_entry(context_of(request), request.match_info["id"])
     return render(
-        request, "quarantine_entry.html", entry=entry, may_release=principal.may("release")
+        request,
+        "quarantine_entry.html",
+        entry=entry,
+        may_release=principal.may("release"),
+        view=report_extras(entry["report"]),
     )
 
 
@@ -320,6 +368,8 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_post("/login", login)
     router.add_post("/logout", logout)
     router.add_get("/decisions", decisions)
+    # Before the decision itself: a decision id may hold "/" (a replica's prefix).
+    router.add_get(f"/decisions/{api.ID}/packages", decision_packages)
     router.add_get(f"/decisions/{api.ID}", decision)
     router.add_get("/quarantine", quarantine)
     router.add_get(f"/quarantine/{api.QUARANTINE_ID}", quarantine_entry)

@@ -24,6 +24,8 @@ from tests.support.stack import Pullguard, write_config
 
 #: A verdict may take long on a loaded machine with a 1 GiB image: the default, not the tests'.
 LAYER_TIMEOUT = 120.0
+#: Seconds ``pullguard up`` may take to be ready (a 50,000-record database on a loaded machine).
+START_TIMEOUT = 300.0
 #: The prefix of the upstream in pullguard's config (write_config's alias).
 ALIAS = "lab"
 
@@ -67,17 +69,34 @@ def pull_through_cache(root: Path, remote: str) -> AbstractContextManager[Regist
 
 
 def pullguard_stack(
-    root: Path, upstream_url: str, database: dict[str, str] | None = None
+    root: Path,
+    upstream_url: str,
+    database: dict[str, str] | None = None,
+    vulnerabilities: dict[str, object] | None = None,
 ) -> AbstractContextManager[Pullguard]:
     """``pullguard up`` with a fresh state folder, upstream ``lab`` at ``upstream_url``;
-    ``database`` is the config's ``database:`` setting (None: SQLite in the state folder)."""
+    ``database`` is the config's ``database:`` setting (None: SQLite in the state folder),
+    ``vulnerabilities`` its vulnerability gate (None: no gate)."""
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     extra: dict[str, object] = {"limits": {"layer_timeout": LAYER_TIMEOUT}}
     if database is not None:
         extra["database"] = database
+    if vulnerabilities is not None:
+        extra["vulnerabilities"] = vulnerabilities
     path, config = write_config(root, upstream_url, **extra)
-    return _running(Pullguard(path, config), root)
+    return _running(SlowStart(path, config), root)
+
+
+class SlowStart(Pullguard):
+    """A stack given time to start: the vulnerability layer loads its whole database first."""
+
+    def start(self, timeout: float = START_TIMEOUT) -> None:
+        try:
+            super().start(timeout)
+        except AssertionError:
+            self.stop()  # not ready in time: stopped by its PID, not left behind
+            raise
 
 
 def via_pullguard(stack: Pullguard, image: BenchImage) -> str:

@@ -54,3 +54,25 @@ def breakdown(report: Mapping[str, Any], wall_s: float) -> dict[str, float]:
     for number, layer in enumerate(report.get("layer_stats", []), start=1):
         out[f"format inspection, layer {number}"] = float(layer["duration_ms"])
     return out
+
+
+def gate_costs(report: Mapping[str, Any]) -> dict[str, float]:
+    """Milliseconds of one cold pull's vulnerability step and of format's inspection
+    (its layers steps, and its per-layer inspection times, each summed over the
+    layers), and the packages and matches the gate found."""
+    steps: dict[tuple[str, str], float] = {}
+    for step in report.get("layers", []):
+        # format answers one layers step per layer: their sum.
+        key = (step["layer"], step["step"])
+        steps[key] = steps.get(key, 0.0) + float(step["duration_ms"])
+    out = {
+        "format layers steps": steps.get(("format", "layers"), 0.0),
+        "format inspection, all layers": sum(
+            float(layer["duration_ms"]) for layer in report.get("layer_stats", [])
+        ),
+    }
+    if ("vulnerability", "vulnerabilities") in steps:
+        out["vulnerability step"] = steps[("vulnerability", "vulnerabilities")]
+        out["packages"] = float(len(report.get("inventory", [])))
+        out["advisories matched"] = float(len(report.get("vulnerabilities", {}).get("matches", [])))
+    return out

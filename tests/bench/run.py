@@ -18,16 +18,17 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.bench import databases, paths, phases, table
+from tests.bench import databases, paths, phases, table, vulnerability
 from tests.bench.stampede import run_stampede, upstream_gets
 from tests.bench.throttle import ThrottleProxy
 from tests.bench.workload import BenchImage, make_image, sha256_pass
 from tests.support.registry_process import RegistryProcess
 from tests.support.stack import Pullguard
 
-SECTIONS = ("main", "throttled", "sizes", "layers", "stampede", "database")
-#: What runs without --sections: issue 9's comparison (``database`` is asked for by name).
-DEFAULT_SECTIONS = SECTIONS[:-1]
+SECTIONS = ("main", "throttled", "sizes", "layers", "stampede", "database", "vulnerability")
+#: What runs without --sections: issue 9's comparison (``database`` and ``vulnerability``
+#: are asked for by name).
+DEFAULT_SECTIONS = SECTIONS[:-2]
 SIZES_MIB = (64, 256, 1024)
 LAYER_COUNTS = (1, 4, 16)
 #: Peak RSS at the largest size over the smallest, per process: "flat" allows this much.
@@ -70,7 +71,7 @@ def parse(argv: list[str]) -> Options:
     parser.add_argument(
         "--sections",
         default=",".join(DEFAULT_SECTIONS),
-        help=f"any of {','.join(SECTIONS)} (all but database)",
+        help=f"any of {','.join(SECTIONS)} (all but database and vulnerability)",
     )
     args = parser.parse_args(argv)
     sections = tuple(s for s in args.sections.split(",") if s)
@@ -116,6 +117,9 @@ class Bench:
         #: Rows in other units than seconds.
         self.units: dict[str, str] = {}
         self.goals: list[table.Goal] = []
+        #: The vulnerability section's image (a Debian system in its first layer) and database.
+        self.debian: BenchImage | None = None
+        self.osv: Path | None = None
 
     # -- set-up ---------------------------------------------------------------
 
@@ -138,6 +142,22 @@ class Bench:
         if "layers" in o.sections:
             for count in o.layer_counts:
                 self.image(o.mib, count)
+        if "vulnerability" in o.sections:
+            progress(
+                f"building the vulnerability gate's database ({vulnerability.RECORDS} records)"
+            )
+            self.osv = vulnerability.osv_database(self.root / "osv")
+            progress(f"building and pushing {o.mib} MiB in {o.layers} layers with a Debian system")
+            self.debian = make_image(
+                self.root,
+                self.upstream.address,
+                o.mib,
+                o.layers,
+                seed=1000 * o.layers + o.mib,
+                first_layer=vulnerability.system_files(),
+                name="-debian",
+            )
+            progress(self.debian.describe())
 
     # -- measuring ------------------------------------------------------------
 
@@ -190,6 +210,46 @@ class Bench:
             if in_sqlite != (name == "sqlite"):
                 self.failures.append(f"{name}: decisions.sqlite3 exists: {in_sqlite}")
 
+    def gated(self, label: str, image: BenchImage, gate: dict[str, object] | None) -> None:
+        """A cold pull through a fresh pullguard with (or without) the vulnerability gate,
+        the stack's start, and what the decision says the gate and format took."""
+        started = time.perf_counter()
+        with ExitStack() as running:
+            try:
+                up = running.enter_context(
+                    paths.pullguard_stack(self.root / "pg", self.upstream.url, vulnerabilities=gate)
+                )
+            except AssertionError as exc:
+                # A free port taken by another process meanwhile: this round goes without it.
+                self.failures.append(f"{label}: pullguard up did not start: {str(exc)[:300]}")
+                progress(f"FAILED {label}: pullguard up did not start")
+                return
+            self.samples[f"{label}: pullguard up ready"].append(time.perf_counter() - started)
+            cold = self.pull(f"{label}: pullguard cold", paths.via_pullguard(up, image))
+            if math.isnan(cold):
+                return
+            try:
+                decision = phases.cold_decision(up, image.digest)
+            except RuntimeError as exc:
+                self.failures.append(f"{label}: {exc}")
+                return
+        for name, value in phases.gate_costs(decision).items():
+            key = f"{label}: {name}"
+            self.samples[key].append(value)
+            self.units[key] = "ms" if name not in ("packages", "advisories matched") else ""
+
+    def vulnerability_round(self, number: int) -> None:
+        """Gate on and gate off, in turns first, and this round's ratio of their cold pulls."""
+        assert self.debian is not None and self.osv is not None
+        runs = [("gate on", vulnerability.gate(self.osv)), ("gate off", None)]
+        for label, gate in runs if number % 2 else runs[::-1]:
+            self.gated(label, self.debian, gate)
+        on, off = self.samples["gate on: pullguard cold"], self.samples["gate off: pullguard cold"]
+        if len(on) == len(off) == number:
+            name = "gate on / gate off, cold"
+            self.samples[name].append(table.ratio(on[-1], off[-1]))
+            self.units[name] = ""
+
     def record_phases(self, stack: Pullguard, image: BenchImage, wall_s: float) -> None:
         try:
             decision = phases.cold_decision(stack, image.digest)
@@ -201,7 +261,7 @@ class Bench:
 
     # -- one round ------------------------------------------------------------
 
-    def round(self) -> None:
+    def round(self, number: int = 1) -> None:
         o = self.options
         url = self.upstream.url
         if "main" in o.sections:
@@ -242,6 +302,8 @@ class Bench:
             self.on_database("sqlite", main, databases.sqlite)
             if self.postgresql is not None:
                 self.on_database("postgresql", main, self.postgresql)
+        if "vulnerability" in o.sections:
+            self.vulnerability_round(number)
 
     def derive_overhead(self) -> None:
         """This round's verification overhead (cold − direct − warm), paired within the round."""
@@ -331,7 +393,8 @@ class Bench:
         if self.phases:
             phase_rows = [table.Row(n, v, "ms") for n, v in self.phases.items()]
             parts.append(table.render_rows(phase_rows, "cold pull, from its decision"))
-        parts.append(table.render_goals(self.all_goals()))
+        if set(self.options.sections) & set(DEFAULT_SECTIONS):
+            parts.append(table.render_goals(self.all_goals()))
         if self.failures:
             parts.append("failures:\n" + "\n".join(f"  {f}" for f in self.failures))
         return "\n\n".join(parts)
@@ -356,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
             bench.prepare()
             for number in range(1, options.rounds + 1):
                 progress(f"round {number} of {options.rounds}")
-                bench.round()
+                bench.round(number)
             if "stampede" in options.sections:
                 bench.stampede()
         print(legend(options))
@@ -378,6 +441,14 @@ def legend(o: Options) -> str:
             "sqlite / postgresql = pullguard with its decisions in SQLite (the default) or in a"
             " fresh database of a local PostgreSQL.\n"
             if "database" in o.sections
+            else ""
+        )
+        + (
+            f"gate on / off = pullguard cold with and without the vulnerability gate, the image's"
+            f" first layer holding Debian 12 with {vulnerability.PACKAGES} dpkg packages,\n"
+            f"the gate's database {vulnerability.RECORDS} Debian-shaped OSV records; ms rows come"
+            " from the decisions (format: sums over the layers).\n"
+            if "vulnerability" in o.sections
             else ""
         )
     )

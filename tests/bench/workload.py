@@ -45,12 +45,25 @@ class BenchImage:
         )
 
 
-def make_image(root: Path, registry: str, mib: int, layer_count: int, seed: int) -> BenchImage:
-    """Build ``mib`` MiB of random data in ``layer_count`` gzip layers; push it to ``registry``."""
-    repository = f"bench/m{mib}-l{layer_count}"
+def make_image(
+    root: Path,
+    registry: str,
+    mib: int,
+    layer_count: int,
+    seed: int,
+    first_layer: dict[str, bytes] | None = None,
+    name: str = "",
+) -> BenchImage:
+    """Build ``mib`` MiB of random data in ``layer_count`` gzip layers; push it to ``registry``.
+
+    ``first_layer`` adds files to the first layer (a package database), ``name``
+    tells such an image apart from the plain one in the repository's name."""
+    repository = f"bench/m{mib}-l{layer_count}{name}"
     layout = root / "images" / repository.replace("/", "-")
     size = mib * 1024 * 1024 // layer_count
-    image = build_image(layout, TAG, random_layers(layer_count, size, seed=seed))
+    layers = random_layers(layer_count, size, seed=seed)
+    layers[0].update(first_layer or {})
+    image = build_image(layout, TAG, layers)
     push(image, registry, repository)
     blobs = tuple(image.blob_digests)
     paths = tuple(layout / "blobs" / "sha256" / d.split(":", 1)[1] for d in blobs)

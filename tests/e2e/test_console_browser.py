@@ -7,7 +7,10 @@ the DevTools protocol, logs in with the operator's token and clicks through
 decisions -> the denial's report -> its quarantine entry -> release with a
 reason, then starts a re-evaluation from its page. The release must take
 effect: the entry leaves the quarantine and the new decision records the
-token's name as the operator.
+token's name as the operator. Last, an image with a vulnerable liblzma5
+(Debian's own dpkg status) is denied by the vulnerability gate, and its
+report shows the advisory, the operating system and the package, with all
+packages a link away.
 
 Screenshots of every page are kept in ``tests/artifacts/console/`` (not
 committed; the path is printed).
@@ -23,9 +26,11 @@ import httpx
 import pytest
 
 from pullguard.gateway.auth.tokens import entry_line, new_token
+from tests.e2e.test_vulnerability_pull import VULNERABLE, base_layer
 from tests.support.browser import Page, chromium, chromium_binary
 from tests.support.cosign import cosign_binary, generate_key_pair
 from tests.support.images import build_image, push, random_layers
+from tests.support.osv import osv_folder
 from tests.support.registry_process import RegistryProcess
 from tests.support.stack import Pullguard, free_port
 
@@ -33,6 +38,7 @@ pytestmark = pytest.mark.e2e
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "console"
 REASON = "vendor image without signatures; reviewed in SEC-4711"
+CVE = "CVE-2024-3094"
 
 
 def _api(console: str, path: str, token: str) -> httpx.Response:
@@ -64,15 +70,20 @@ async def test_login_list_report_quarantine_release_in_chromium(
     for repository, seed in (("open/app", 51), ("vendor/app", 52)):
         image = build_image(tmp_path / repository, "v1", random_layers(1, 16 * 1024, seed=seed))
         push(image, upstream.address, repository)
+    push(
+        build_image(tmp_path / "vuln", "v1", [base_layer(VULNERABLE)]), upstream.address, "vuln/app"
+    )
     console = f"127.0.0.1:{free_port()}"
     pg = pullguard_factory(
         upstream.url,
         console_listen=console,
         auth={"admin_tokens": str(admins)},
+        vulnerabilities={"osv": str(osv_folder(tmp_path / "osv")), "deny": {"ids": [CVE]}},
         policy={
             "rules": [
-                {"match": "lab/open/**", "signature": "none"},
-                {"match": "lab/**", "signature": {"keys": [str(pub)]}},
+                {"match": "lab/vuln/**", "signature": "none"},
+                {"match": "lab/open/**", "signature": "none", "vulnerabilities": "none"},
+                {"match": "lab/**", "signature": {"keys": [str(pub)]}, "vulnerabilities": "none"},
             ]
         },
     )
@@ -134,7 +145,29 @@ async def test_login_list_report_quarantine_release_in_chromium(
         assert "by alice" in run and run.count("current") == 2, run
         await _shot(page, "10-reevaluation-run")
 
-    assert _api(console, "/api/v1/quarantine", viewer).json() == {"entries": []}
+        # The vulnerability gate's denial: the advisory, the OS and the package.
+        vulnerable = pg.get("/v2/lab/vuln/app/manifests/v1")
+        assert vulnerable.status_code == 403, vulnerable.text
+        denial = str(vulnerable.json()["errors"][0]["detail"]["decision"])
+        await page.goto(f"http://{console}/decisions?repository=lab/vuln/app")
+        await page.click(f'a.decision-link[href="/decisions/{denial}"]')
+        matches = await page.text("#vulnerability-matches")
+        assert CVE in matches and "liblzma5" in matches and VULNERABLE in matches, matches
+        assert "denied" in matches and "xz-utils" in matches
+        assert "Debian GNU/Linux 13 (trixie)" in await page.text("#image-os")
+        assert "liblzma5" in await page.text("#packages")
+        await _shot(page, "11-vulnerable-decision")
+        await page.goto(f"http://{console}/decisions/{denial}/packages?q=lzma")
+        listed = await page.text("#packages")
+        assert "pkg:deb/debian/liblzma5@" in listed and "libc6" not in listed, listed
+        await _shot(page, "12-vulnerable-packages")
+
+    entries = _api(console, "/api/v1/quarantine", viewer).json()["entries"]
+    assert [e["reference"] for e in entries] == ["lab/vuln/app:v1"]  # the released one left
+    advisories = _api(console, f"/api/v1/decisions/{denial}/vulnerabilities", viewer).json()
+    assert [(m["package"], m["verdict"]) for m in advisories["matches"] if CVE in m["aliases"]] == [
+        ("xz-utils", "denied")
+    ]
     record = _api(console, f"/api/v1/decisions/{released}", viewer).json()
     assert record["decision"] == "ALLOW" and record["admitted"]
     assert record["release"] == {

@@ -8,6 +8,7 @@ from given numbers.
 from __future__ import annotations
 
 import errno
+import json
 import math
 import os
 import socket
@@ -192,3 +193,50 @@ def test_quick_drops_the_1_gib_image_and_a_round() -> None:
 def test_the_database_section_runs_only_when_asked_for() -> None:
     assert "database" not in run.parse([]).sections
     assert run.parse(["--sections", "database"]).sections == ("database",)
+
+
+def test_the_vulnerability_section_runs_only_when_asked_for() -> None:
+    assert "vulnerability" not in run.parse([]).sections
+    assert run.parse(["--sections", "vulnerability"]).sections == ("vulnerability",)
+
+
+def test_gate_costs_read_the_vulnerability_step_and_formats_inspection() -> None:
+    report = {
+        "layers": [
+            {"layer": "format", "step": "layers", "duration_ms": 40.0},
+            {"layer": "format", "step": "layers", "duration_ms": 2.0},
+            {"layer": "vulnerability", "step": "vulnerabilities", "duration_ms": 12.5},
+        ],
+        "layer_stats": [{"duration_ms": 10.0}, {"duration_ms": 20.0}],
+        "inventory": [{"name": "lib0000"}] * 3,
+        "vulnerabilities": {"matches": [{}, {}]},
+    }
+    assert phases.gate_costs(report) == {
+        "format layers steps": 42.0,
+        "format inspection, all layers": 30.0,
+        "vulnerability step": 12.5,
+        "packages": 3.0,
+        "advisories matched": 2.0,
+    }
+    ungated = {"layers": report["layers"][:1], "layer_stats": report["layer_stats"]}
+    assert set(phases.gate_costs(ungated)) == {
+        "format layers steps",
+        "format inspection, all layers",
+    }
+
+
+def test_the_generated_database_and_status_match_as_the_section_says() -> None:
+    """Each outdated package (one in ten) matches six of its source's ten records."""
+    from pullguard.services.vulnerability.records import parse_record
+    from tests.bench import vulnerability
+
+    records = [vulnerability._record(n) for n in range(0, vulnerability.RECORDS, 5_000)]
+    assert len(records) == 10 and {r["affected"][0]["package"]["name"] for r in records} == {
+        "src0000"
+    }
+    fixed = [r["affected"][0]["ranges"][0]["events"][1]["fixed"] for r in records]
+    assert fixed == [f"1.0-{k}" for k in range(10)]  # 1.0-3 is before six of them
+    parse_record(json.dumps(records[0]).encode(), "DEBIAN-CVE-2024-00000.json")
+    status = vulnerability.dpkg_status().decode()
+    assert status.count("Package: ") == vulnerability.PACKAGES
+    assert status.count("Version: 1.0-3\n") == vulnerability.PACKAGES // 10
