@@ -238,6 +238,8 @@ def _match(
         "cvss": entry.get("cvss") if isinstance(entry.get("cvss"), int | float) else -1,
         "outcome": _text(entry.get("outcome")),
         "reason": _text(entry.get("reason")),
+        # "scan", or "sbom sha256:..." for a package only a signed SBOM listed.
+        "origin": _text(entry.get("origin")) or "scan",
     }
     match["severity"] = severity(match["cvss"])
     match["verdict"] = VERDICTS.get(match["outcome"], match["outcome"] or "unknown")
@@ -263,6 +265,18 @@ def vulnerabilities(report: dict[str, Any]) -> dict[str, Any]:
         "database": _text(data.get("database")),
         "rejudged": _text(data.get("rejudged")),
         "matches": matches,
+        "sboms": [_sbom(s) for s in data.get("sboms") or [] if isinstance(s, dict)],
+    }
+
+
+def _sbom(entry: dict[str, Any]) -> dict[str, Any]:
+    """A signed SBOM the gate used, without its package list (the scan's page lists packages)."""
+    packages = entry.get("packages")
+    return {
+        "digest": _text(entry.get("digest")),
+        "format": _text(entry.get("format")),
+        "signer": _text(entry.get("signer")),
+        "packages": len(packages) if isinstance(packages, list) else 0,
     }
 
 
@@ -277,4 +291,15 @@ def without_inventory(report: dict[str, Any]) -> dict[str, Any]:
             {**s, "inventory": "see Packages"} if isinstance(s, dict) and "inventory" in s else s
             for s in stats
         ]
+    vulns = report.get("vulnerabilities")
+    if isinstance(vulns, dict) and isinstance(vulns.get("sboms"), list):
+        trimmed["vulnerabilities"] = {
+            **vulns,
+            "sboms": [
+                {**s, "packages": f"{len(s['packages'])} packages"}
+                if isinstance(s, dict) and isinstance(s.get("packages"), list)
+                else s
+                for s in vulns["sboms"]
+            ],
+        }
     return trimmed

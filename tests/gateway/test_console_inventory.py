@@ -302,3 +302,52 @@ async def test_the_api_serves_packages_and_vulnerabilities_to_a_viewer(console: 
     # The decision itself is still its own route.
     whole = await (await console.get(f"/api/v1/decisions/{GATED}", VIEWER)).json()
     assert len(whole["inventory"]) == 123
+
+
+def _with_sbom(report: dict[str, Any]) -> dict[str, Any]:
+    """The gated report with one match that only a signed SBOM listed."""
+    sbom = {
+        "digest": "sha256:5b0b",
+        "format": "cyclonedx",
+        "signer": HOSTILE,
+        "packages": [{"ecosystem": "Go", "name": "golang.org/x/net", "version": "v0.10.0"}],
+    }
+    vulns = report["vulnerabilities"]
+    vulns["sboms"] = [sbom]
+    vulns["matches"].append(
+        {
+            "package": "golang.org/x/net",
+            "ecosystem": "Go",
+            "installed_version": "v0.10.0",
+            "id": "GO-2023-2102",
+            "aliases": ["CVE-2023-39325"],
+            "fixed_version": "0.17.0",
+            "cvss": 7.5,
+            "outcome": "deny",
+            "reason": "cvss 7.5 >= 7.0",
+            "origin": "sbom sha256:5b0b",
+        }
+    )
+    return report
+
+
+def test_a_match_says_whether_the_scan_or_a_signed_sbom_found_it() -> None:
+    shown = vulnerabilities(_with_sbom(gated_report()))
+    origins = {m["id"]: m["origin"] for m in shown["matches"]}
+    assert origins["GO-2023-2102"] == "sbom sha256:5b0b"
+    assert origins["DEBIAN-CVE-2024-3094"] == "scan"  # older reports have no origin
+    assert shown["sboms"] == [
+        {"digest": "sha256:5b0b", "format": "cyclonedx", "signer": HOSTILE, "packages": 1}
+    ]
+    trimmed = without_inventory(_with_sbom(gated_report()))
+    assert trimmed["vulnerabilities"]["sboms"][0]["packages"] == "1 packages"
+
+
+async def test_the_decision_page_names_the_sbom_behind_a_match(tmp_path: Path) -> None:
+    async for served in _console(tmp_path, TOKENS):
+        served.pipeline.decisions.record(_with_sbom(gated_report()))
+        await _log_in(served, VIEWER)
+        page = await (await served.get(f"/decisions/{GATED}")).text()
+        assert 'id="sboms"' in page and "<code>sbom sha256:5b0b</code>" in page
+        assert "layer scan" in page
+        assert ESCAPED in page and "<script" not in page
