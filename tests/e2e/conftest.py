@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -37,6 +37,13 @@ def upstream(tmp_path: Path) -> Iterator[RegistryProcess]:
     yield from _registry(tmp_path / "upstream")
 
 
+@pytest.fixture(scope="module")
+def shared_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
+    """One upstream for the tests of a module, each using repositories (and
+    image seeds) of its own: a registry start per test saved."""
+    yield from _registry(tmp_path_factory.mktemp("upstream"))
+
+
 @pytest.fixture
 def target(tmp_path: Path) -> Iterator[RegistryProcess]:
     """A second registry: the private registry of ``target: {kind: registry}`` (deletes on)."""
@@ -52,12 +59,11 @@ def processes() -> Iterator[list[Process]]:
         process.stop()
 
 
-@pytest.fixture
-def pullguard_factory(tmp_path: Path) -> Iterator[object]:
+def _factory(folder: Callable[[], Path]) -> Iterator[Callable[..., Pullguard]]:
     started: list[Pullguard] = []
 
     def start(upstream_url: str, up_args: tuple[str, ...] = (), **extra: object) -> Pullguard:
-        path, config = write_config(tmp_path, upstream_url, **extra)
+        path, config = write_config(folder(), upstream_url, **extra)
         instance = Pullguard(path, config, up_args=up_args)
         started.append(instance)
         instance.start()
@@ -66,3 +72,18 @@ def pullguard_factory(tmp_path: Path) -> Iterator[object]:
     yield start
     for instance in started:
         instance.stop()
+
+
+@pytest.fixture
+def pullguard_factory(tmp_path: Path) -> Iterator[Callable[..., Pullguard]]:
+    yield from _factory(lambda: tmp_path)
+
+
+@pytest.fixture(scope="module")
+def module_pullguard_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., Pullguard]]:
+    """``pullguard_factory`` for a stack that the tests of a module share (a
+    stack start is the main cost of an end-to-end test); each stack gets a
+    folder of its own and is stopped, by pid, after the module's last test."""
+    yield from _factory(lambda: tmp_path_factory.mktemp("stack"))

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from aiohttp import web
 
 from tests.support.hostile import HostileUpstream, Reply
@@ -73,9 +74,21 @@ def audit(pg: Pullguard) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def test_every_error_is_an_oci_body(upstream: RegistryProcess, pullguard_factory) -> None:
-    push_image_sync(upstream.url, "app", "v1")
-    pg: Pullguard = pullguard_factory(upstream.url)
+@pytest.fixture(scope="module")
+def shared(shared_upstream: RegistryProcess, module_pullguard_factory) -> Pullguard:
+    """One stack with the default config for the tests that need nothing else.
+
+    Each of them uses repositories of its own (or the same bytes: ``app``)
+    and counts audit lines from where it began, so the order they run in
+    does not matter.
+    """
+    pg: Pullguard = module_pullguard_factory(shared_upstream.url)
+    return pg
+
+
+def test_every_error_is_an_oci_body(shared_upstream: RegistryProcess, shared: Pullguard) -> None:
+    push_image_sync(shared_upstream.url, "app", "v1")
+    pg = shared
     cases = [
         (b"GET /nothing/here HTTP/1.1\r\nHost: x\r\n\r\n", 404),
         (b"GET /v2/lab/app/nothing HTTP/1.1\r\nHost: x\r\n\r\n", 404),
@@ -117,10 +130,11 @@ def test_every_error_is_an_oci_body(upstream: RegistryProcess, pullguard_factory
 
 
 def test_denial_carries_a_warning_on_get_and_head(
-    upstream: RegistryProcess, pullguard_factory
+    shared_upstream: RegistryProcess, shared: Pullguard
 ) -> None:
-    push_image_sync(upstream.url, "evil/app", "v1")
-    pg: Pullguard = pullguard_factory(upstream.url)
+    push_image_sync(shared_upstream.url, "evil/app", "v1")
+    pg = shared
+    earlier = len(audit(pg))
     for method in ("GET", "HEAD"):
         response = httpx.request(
             method, f"http://{pg.address}/v2/lab/evil/app/manifests/v1", headers=OCI_ACCEPT
@@ -135,7 +149,7 @@ def test_denial_carries_a_warning_on_get_and_head(
     # The decision names the full repository, however the client spelled it.
     short = pg.get("/v2/evil/app/manifests/v1", headers=OCI_ACCEPT)
     assert short.status_code == 403
-    decisions = audit(pg)
+    decisions = audit(pg)[earlier:]
     assert len(decisions) == 3
     assert {d["repository"] for d in decisions} == {"lab/evil/app"}
     assert decisions[-1]["client_name"] == "evil/app"
@@ -182,10 +196,12 @@ def test_no_upstream_address_reaches_a_client(
 
 
 def test_blob_follows_default_upstream_like_the_manifest(
-    upstream: RegistryProcess, pullguard_factory
+    shared_upstream: RegistryProcess, shared: Pullguard
 ) -> None:
+    upstream = shared_upstream
     image = push_image_sync(upstream.url, "team/app", "v1", [{"a.txt": b"app"}])
-    pg: Pullguard = pullguard_factory(upstream.url)
+    pg = shared
+    earlier = len(audit(pg))
     # Manifest by the short name (default upstream), blobs by the full one, and back.
     assert pg.get("/v2/team/app/manifests/v1", headers=OCI_ACCEPT).status_code == 200
     for name in ("lab/team/app", "team/app"):
@@ -193,7 +209,7 @@ def test_blob_follows_default_upstream_like_the_manifest(
             response = pg.get(f"/v2/{name}/blobs/{digest}")
             assert response.status_code == 200, (name, response.text)
             assert response.content == data
-    admitted = [r for r in audit(pg) if r["decision"] == "ALLOW"]
+    admitted = [r for r in audit(pg)[earlier:] if r["decision"] == "ALLOW"]
     assert admitted and {r["repository"] for r in admitted} == {"lab/team/app"}
     other = push_image_sync(upstream.url, "team/other", "v1", [{"b.txt": b"other"}])
     assert pg.get("/v2/lab/team/other/manifests/v1", headers=OCI_ACCEPT).status_code == 200
@@ -266,10 +282,10 @@ async def test_tag_list_is_paginated_and_read_whole(pullguard_factory) -> None:
 
 
 def test_malformed_requests_cannot_fill_the_disk(
-    upstream: RegistryProcess, pullguard_factory
+    shared_upstream: RegistryProcess, shared: Pullguard
 ) -> None:
-    push_image_sync(upstream.url, "app", "v1")
-    pg: Pullguard = pullguard_factory(upstream.url)
+    push_image_sync(shared_upstream.url, "app", "v1")
+    pg = shared
     assert pg.get("/v2/lab/app/manifests/v1", headers=OCI_ACCEPT).status_code == 200
 
     def size() -> int:
@@ -348,10 +364,13 @@ def test_half_sent_requests_do_not_shut_out_clients(
     assert log.count("Traceback") == 0, log[-3000:]
 
 
-def test_blob_that_cannot_be_opened_is_503(upstream: RegistryProcess, pullguard_factory) -> None:
-    image = push_image_sync(upstream.url, "app", "v1")
-    pg: Pullguard = pullguard_factory(upstream.url)
-    assert pg.get("/v2/lab/app/manifests/v1", headers=OCI_ACCEPT).status_code == 200
+def test_blob_that_cannot_be_opened_is_503(
+    shared_upstream: RegistryProcess, shared: Pullguard
+) -> None:
+    # Bytes of its own: the blob this test breaks is no other test's.
+    image = push_image_sync(shared_upstream.url, "unopened", "v1", [{"u.txt": b"unopened\n"}])
+    pg = shared
+    assert pg.get("/v2/lab/unopened/manifests/v1", headers=OCI_ACCEPT).status_code == 200
     digest = image.descriptors[1]["digest"]
     stored = pg.state_dir / "admitted" / "blobs" / "sha256" / str(digest).split(":")[1]
     assert stored.is_file()
@@ -359,12 +378,12 @@ def test_blob_that_cannot_be_opened_is_503(upstream: RegistryProcess, pullguard_
     # A file gone from the admitted store is not admitted content any more
     # (the store's rule; the next verified pull replaces it): 404 with a body.
     for method in ("GET", "HEAD"):
-        response = httpx.request(method, f"http://{pg.address}/v2/lab/app/blobs/{digest}")
+        response = httpx.request(method, f"http://{pg.address}/v2/lab/unopened/blobs/{digest}")
         assert response.status_code == 404
         if method == "GET":
             assert_oci_error(response.content, "BLOB_UNKNOWN")
     stored.mkdir()  # there, but it cannot be read
-    response = pg.get(f"/v2/lab/app/blobs/{digest}")
+    response = pg.get(f"/v2/lab/unopened/blobs/{digest}")
     assert response.status_code == 503
     assert_oci_error(response.content, "UNAVAILABLE")
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support.cosign import generate_key_pair, sign
 from tests.support.images import BuiltImage, build_image, pull, push, random_layers, skopeo
@@ -41,9 +42,17 @@ async def _many(pg: Pullguard, paths: list[str]) -> list[httpx.Response]:
         return await asyncio.gather(*(client.get(p, headers=MANIFEST_ACCEPT) for p in paths))
 
 
+@pytest.fixture(scope="module")
+def shared(shared_upstream: RegistryProcess, module_pullguard_factory: StartPullguard) -> Pullguard:
+    """One default stack for the tests that leave it running as it was; each
+    pulls a repository and bytes (seed) of its own."""
+    return module_pullguard_factory(shared_upstream.url)
+
+
 def test_o01_concurrent_pulls_of_one_image_fetch_it_once(
-    upstream: RegistryProcess, pullguard_factory: StartPullguard, tmp_path: Path
+    shared_upstream: RegistryProcess, shared: Pullguard, tmp_path: Path
 ) -> None:
+    upstream = shared_upstream
     image = _image(tmp_path, "app")
     push(image, upstream.address, "team/app")
     # A second tag naming the same digest.
@@ -55,7 +64,7 @@ def test_o01_concurrent_pulls_of_one_image_fetch_it_once(
         f"docker://{upstream.address}/team/app:same",
     )
     assert copied.returncode == 0, copied.stderr
-    pg = pullguard_factory(upstream.url)
+    pg = shared
     since = len(upstream.requests())
 
     paths = ["/v2/lab/team/app/manifests/v1"] * 30 + ["/v2/lab/team/app/manifests/same"] * 10
@@ -148,16 +157,20 @@ def test_o04_upstream_outage_keeps_admitted_digests_and_refuses_the_rest(
 
 
 def test_o06_quarantined_content_is_unreachable_and_reports_are_clean(
-    upstream: RegistryProcess, pullguard_factory: StartPullguard, tmp_path: Path
+    shared_upstream: RegistryProcess, shared: Pullguard, tmp_path: Path
 ) -> None:
+    upstream = shared_upstream
     hostile = "https://example.invalid/\x1b[2J\r\nX-Injected: 1 <script>"
-    image = _image(tmp_path, "bad", annotations={"org.opencontainers.image.source": hostile})
+    # Layers of its own (seed): the upstream keeps blobs by digest, and this one is damaged.
+    image = _image(
+        tmp_path, "bad", seed=6, annotations={"org.opencontainers.image.source": hostile}
+    )
     push(image, upstream.address, "team/bad")
     path = upstream.blob_file(image.blob_digests[1])
     data = bytearray(path.read_bytes())
     data[100] ^= 1
     path.write_bytes(bytes(data))
-    pg = pullguard_factory(upstream.url)
+    pg = shared
 
     denied = pg.get("/v2/lab/team/bad/manifests/v1")
     assert denied.status_code == 403

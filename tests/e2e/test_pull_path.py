@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from pullguard.gateway.supervisor import grpc_healthy
 from tests.support.images import (
     BuiltImage,
@@ -75,12 +77,23 @@ def _tamper(upstream: RegistryProcess, digest: str) -> None:
     path.write_bytes(bytes(data))
 
 
+@pytest.fixture(scope="module")
+def shared(shared_upstream: RegistryProcess, module_pullguard_factory: StartPullguard) -> Pullguard:
+    """One stack with the default config for the tests that need nothing else.
+
+    Each of them pulls repositories and bytes (image seeds) of its own and
+    reads the upstream's request log from where it began: the upstream keeps
+    blobs by digest, so a shared seed would share (or tamper) blobs.
+    """
+    return module_pullguard_factory(shared_upstream.url)
+
+
 def test_good_image_passes_byte_for_byte(
-    upstream: RegistryProcess, pullguard_factory: StartPullguard, tmp_path: Path
+    shared_upstream: RegistryProcess, shared: Pullguard, tmp_path: Path
 ) -> None:
     image = _image(tmp_path, "good")
-    push(image, upstream.address, "team/app")
-    pg = pullguard_factory(upstream.url)
+    push(image, shared_upstream.address, "team/app")
+    pg = shared
 
     result = pull(f"{pg.address}/lab/team/app:v1", tmp_path / "out", "v1")
 
@@ -128,12 +141,13 @@ def test_good_image_passes_byte_for_byte(
 
 
 def test_tampered_blob_is_denied_by_hashverify_and_quarantined(
-    upstream: RegistryProcess, pullguard_factory: StartPullguard, tmp_path: Path
+    shared_upstream: RegistryProcess, shared: Pullguard, tmp_path: Path
 ) -> None:
-    image = _image(tmp_path, "bad")
+    upstream = shared_upstream
+    image = _image(tmp_path, "bad", seed=10)
     push(image, upstream.address, "team/bad")
     _tamper(upstream, image.blob_digests[1])
-    pg = pullguard_factory(upstream.url)
+    pg = shared
 
     result = pull(f"{pg.address}/lab/team/bad:v1", tmp_path / "out", "v1")
 
@@ -159,11 +173,12 @@ def test_tampered_blob_is_denied_by_hashverify_and_quarantined(
 
 
 def test_deny_glob_refused_by_analysis_without_upstream_traffic(
-    upstream: RegistryProcess, pullguard_factory: StartPullguard, tmp_path: Path
+    shared_upstream: RegistryProcess, shared: Pullguard, tmp_path: Path
 ) -> None:
-    image = _image(tmp_path, "evil")
+    upstream = shared_upstream
+    image = _image(tmp_path, "evil", seed=11)
     push(image, upstream.address, "team/evil/app")
-    pg = pullguard_factory(upstream.url)
+    pg = shared
     seen_before = len(upstream.requests())
 
     result = pull(f"{pg.address}/lab/team/evil/app:v1", tmp_path / "out", "v1")
@@ -176,9 +191,10 @@ def test_deny_glob_refused_by_analysis_without_upstream_traffic(
 
 
 def test_malformed_references_refused_with_clear_message(
-    upstream: RegistryProcess, pullguard_factory: StartPullguard
+    shared_upstream: RegistryProcess, shared: Pullguard
 ) -> None:
-    pg = pullguard_factory(upstream.url)
+    upstream = shared_upstream
+    pg = shared
     seen_before = len(upstream.requests())
     # Refused by syntax, with the spec's status (the OCI conformance suite's
     # reading: a tag that cannot exist is 404), never fetched.
@@ -256,35 +272,37 @@ def test_stopped_layer_is_an_outage_then_recovers(
 
 
 def test_second_pull_fetches_no_blob_again(
-    upstream: RegistryProcess, pullguard_factory: StartPullguard, tmp_path: Path
+    shared_upstream: RegistryProcess, shared: Pullguard, tmp_path: Path
 ) -> None:
-    image = _image(tmp_path, "app")
-    push(image, upstream.address, "team/app")
-    pg = pullguard_factory(upstream.url)
+    upstream = shared_upstream
+    image = _image(tmp_path, "app", seed=12)
+    push(image, upstream.address, "team/again")
+    pg = shared
     pushed = len(upstream.requests())
-    assert pull(f"{pg.address}/lab/team/app:v1", tmp_path / "out1", "v1").returncode == 0
+    assert pull(f"{pg.address}/lab/team/again:v1", tmp_path / "out1", "v1").returncode == 0
     first = upstream.requests()
 
-    second = pull(f"{pg.address}/lab/team/app:v1", tmp_path / "out2", "v1")
+    second = pull(f"{pg.address}/lab/team/again:v1", tmp_path / "out2", "v1")
 
     assert second.returncode == 0, second.stderr
     _assert_same_bytes(tmp_path / "out2", image)
     new = upstream.requests()[len(first) :]
     assert [r for r in new if "/blobs/" in r] == []
     # The tag is resolved upstream again (it may have moved), once.
-    assert [r for r in new if "/manifests/" in r] == ["GET /v2/team/app/manifests/v1"]
+    assert [r for r in new if "/manifests/" in r] == ["GET /v2/team/again/manifests/v1"]
     assert sum(1 for r in first[pushed:] if "/blobs/" in r) == len(image.blob_digests)
 
 
 def test_private_registry_pull_through_cache(
-    upstream: RegistryProcess, pullguard_factory: StartPullguard, tmp_path: Path
+    shared_upstream: RegistryProcess, shared: Pullguard, tmp_path: Path
 ) -> None:
+    upstream = shared_upstream
     good = _image(tmp_path, "good", seed=1)
     bad = _image(tmp_path, "bad", seed=2)
     push(good, upstream.address, "team/good")
-    push(bad, upstream.address, "team/bad")
+    push(bad, upstream.address, "team/worse")
     _tamper(upstream, bad.blob_digests[2])
-    pg = pullguard_factory(upstream.url)
+    pg = shared
     private = RegistryProcess(tmp_path / "private", proxy_remote=f"http://{pg.address}")
     private.start()
     try:
@@ -292,12 +310,12 @@ def test_private_registry_pull_through_cache(
         assert ok.returncode == 0, ok.stderr + private.log_text()[-2000:]
         _assert_same_bytes(tmp_path / "good-out", good)
 
-        refused = pull(f"{private.address}/lab/team/bad:v1", tmp_path / "bad-out", "v1")
+        refused = pull(f"{private.address}/lab/team/worse:v1", tmp_path / "bad-out", "v1")
         assert refused.returncode != 0
         for digest in (bad.digest, *bad.blob_digests):
             assert not private.has_blob(digest), f"private registry stored {digest}"
         repositories = private.data / "docker/registry/v2/repositories/lab/team"
-        assert not (repositories / "bad").exists()
+        assert not (repositories / "worse").exists()
     finally:
         private.stop()
 

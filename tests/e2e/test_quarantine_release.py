@@ -3,6 +3,10 @@ a real cosign key pair and `pullguard up`.
 
 A release verifies the denied digest again with the reviewed findings
 waived; it never waives integrity or attack findings.
+
+The tests that leave the policy as it is share one upstream and one stack
+(``shared``: vendor/** needs alice's key, the rest no signature), each
+with a repository and an image of its own.
 """
 
 from __future__ import annotations
@@ -35,6 +39,16 @@ def _keyed_policy(pub: Path) -> dict[str, Any]:
     return {"rules": [{"match": "lab/**", "signature": {"keys": [str(pub)]}}]}
 
 
+def _shared_policy(pub: Path) -> dict[str, Any]:
+    return {
+        "rules": [
+            {"match": "lab/vendor/**", "signature": {"keys": [str(pub)]}},
+            {"match": "lab/**", "signature": "none"},
+        ],
+        "deny": ["**/evil/**"],
+    }
+
+
 def _image(tmp_path: Path, name: str, seed: int) -> BuiltImage:
     return build_image(tmp_path / f"src-{name}", "v1", random_layers(2, 32 * 1024, seed=seed))
 
@@ -58,34 +72,41 @@ def _open_entries(pg: Pullguard) -> list[str]:
 
 def _unsigned_and_denied(
     upstream: RegistryProcess,
-    pullguard_factory: StartPullguard,
-    pub: Path,
+    pg: Pullguard,
     tmp_path: Path,
     seed: int,
-) -> tuple[Pullguard, BuiltImage, dict[str, Any]]:
-    """An unsigned image under a key rule: pulled, denied, quarantined."""
+    repository: str = "vendor/app",
+) -> tuple[BuiltImage, dict[str, Any]]:
+    """An unsigned image under a key rule: pulled through ``pg``, denied, quarantined."""
     image = _image(tmp_path, "app", seed=seed)
-    push(image, upstream.address, "vendor/app")
-    pg = pullguard_factory(upstream.url, policy=_keyed_policy(pub))
-    return pg, image, _denied(pg, "/v2/lab/vendor/app/manifests/v1")
+    push(image, upstream.address, repository)
+    return image, _denied(pg, f"/v2/lab/{repository}/manifests/v1")
 
 
-@pytest.fixture
-def key_pair(tmp_path: Path) -> tuple[Path, Path]:
+@pytest.fixture(scope="module")
+def key_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     if cosign_binary() is None:
         pytest.fail("cosign is not installed: run `make system-deps`")
-    return generate_key_pair(tmp_path / "alice")
+    return generate_key_pair(tmp_path_factory.mktemp("keys") / "alice")
+
+
+@pytest.fixture(scope="module")
+def shared(
+    shared_upstream: RegistryProcess,
+    module_pullguard_factory: StartPullguard,
+    key_pair: tuple[Path, Path],
+) -> Pullguard:
+    pg: Pullguard = module_pullguard_factory(
+        shared_upstream.url, policy=_shared_policy(key_pair[1])
+    )
+    return pg
 
 
 def test_release_admits_the_reviewed_digest_and_only_it(
-    upstream: RegistryProcess,
-    pullguard_factory: StartPullguard,
-    key_pair: tuple[Path, Path],
-    tmp_path: Path,
+    shared_upstream: RegistryProcess, shared: Pullguard, tmp_path: Path
 ) -> None:
-    pg, image, detail = _unsigned_and_denied(
-        upstream, pullguard_factory, key_pair[1], tmp_path, seed=31
-    )
+    upstream, pg = shared_upstream, shared
+    image, detail = _unsigned_and_denied(upstream, pg, tmp_path, seed=31)
     assert {f["code"] for f in detail["findings"]} == {"signature.missing"}
     entry = str(detail["decision"])
     assert entry in _open_entries(pg)
@@ -122,9 +143,8 @@ def test_release_waiver_survives_a_policy_change_but_not_a_new_finding(
     key_pair: tuple[Path, Path],
     tmp_path: Path,
 ) -> None:
-    pg, image, detail = _unsigned_and_denied(
-        upstream, pullguard_factory, key_pair[1], tmp_path, seed=33
-    )
+    pg = pullguard_factory(upstream.url, policy=_keyed_policy(key_pair[1]))
+    image, detail = _unsigned_and_denied(upstream, pg, tmp_path, seed=33)
     entry = str(detail["decision"])
     assert pg.cli("quarantine", "release", entry, "--reason", REASON).returncode == 0
 
@@ -148,15 +168,15 @@ def test_release_waiver_survives_a_policy_change_but_not_a_new_finding(
 
 
 def test_release_refuses_an_integrity_finding(
-    upstream: RegistryProcess, pullguard_factory: StartPullguard, tmp_path: Path
+    shared_upstream: RegistryProcess, shared: Pullguard, tmp_path: Path
 ) -> None:
+    upstream, pg = shared_upstream, shared  # team/app: no signature rule, as by default
     image = _image(tmp_path, "app", seed=35)
     push(image, upstream.address, "team/app")
     path = upstream.blob_file(image.blob_digests[-1])
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    pg = pullguard_factory(upstream.url)
     detail = _denied(pg, "/v2/lab/team/app/manifests/v1")
     assert detail["layer"] == "hashverify"
     entry = str(detail["decision"])
@@ -173,14 +193,10 @@ def test_release_refuses_an_integrity_finding(
 
 
 def test_release_needs_a_reason_and_an_open_entry(
-    upstream: RegistryProcess,
-    pullguard_factory: StartPullguard,
-    key_pair: tuple[Path, Path],
-    tmp_path: Path,
+    shared_upstream: RegistryProcess, shared: Pullguard, tmp_path: Path
 ) -> None:
-    pg, image, detail = _unsigned_and_denied(
-        upstream, pullguard_factory, key_pair[1], tmp_path, seed=36
-    )
+    upstream, pg = shared_upstream, shared
+    image, detail = _unsigned_and_denied(upstream, pg, tmp_path, seed=36, repository="vendor/held")
     entry = str(detail["decision"])
 
     no_reason = pg.cli("quarantine", "release", entry)

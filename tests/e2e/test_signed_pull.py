@@ -1,6 +1,12 @@
 """Cosign-signed images through `pullguard up`: signed with the real cosign
 binary, stored as cosign stores them (the sha256-<hex>.sig tag) in Debian's
-docker-registry, pulled with skopeo."""
+docker-registry, pulled with skopeo.
+
+The three tests share one upstream and one stack (a stack start is most of
+an end-to-end test's time): its policy trusts alice for ``signed/app`` and
+``signed/*``, and only mallory for ``signed/stranger``, and each test has
+a repository and bytes of its own.
+"""
 
 from __future__ import annotations
 
@@ -18,35 +24,57 @@ from tests.support.stack import Pullguard
 StartPullguard = Callable[..., Pullguard]
 
 
-@pytest.fixture
-def signed_image(upstream: RegistryProcess, tmp_path: Path) -> tuple[str, Path, Path]:
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+    """Cosign key pairs (private, public) of alice and mallory."""
     if cosign_binary() is None:
         pytest.fail("cosign is not installed: run `make system-deps`")
-    image = build_image(tmp_path / "src", "v1", random_layers(2, 32 * 1024, seed=5))
-    push(image, upstream.address, "signed/app")
-    key, pub = generate_key_pair(tmp_path / "alice")
-    sign(f"signed/app@{image.digest}", key, upstream.address)
-    _other_key, other_pub = generate_key_pair(tmp_path / "mallory")
-    return image.digest, pub, other_pub
+    folder = tmp_path_factory.mktemp("keys")
+    return {who: generate_key_pair(folder / who) for who in ("alice", "mallory")}
 
 
-def _policy(key: Path) -> dict[str, object]:
-    return {
+def _rule(match: str, key: Path) -> dict[str, object]:
+    return {"match": match, "signature": {"keys": [str(key)]}}
+
+
+@pytest.fixture(scope="module")
+def stack(
+    shared_upstream: RegistryProcess,
+    keys: dict[str, tuple[Path, Path]],
+    module_pullguard_factory: StartPullguard,
+) -> Pullguard:
+    alice, mallory = keys["alice"][1], keys["mallory"][1]
+    policy = {
         "rules": [
-            {"match": "lab/signed/*", "signature": {"keys": [str(key)]}},
+            _rule("lab/signed/app", alice),
+            _rule("lab/signed/stranger", mallory),
+            _rule("lab/signed/*", alice),
             {"match": "lab/**", "signature": "none"},
         ]
     }
+    pg: Pullguard = module_pullguard_factory(shared_upstream.url, policy=policy)
+    return pg
+
+
+def _signed_by_alice(
+    upstream: RegistryProcess, keys: dict[str, tuple[Path, Path]], tmp_path: Path, repository: str
+) -> str:
+    """An image pushed to ``repository`` and signed there with alice's key; its digest."""
+    seed = {"signed/app": 5, "signed/stranger": 6}[repository]
+    image = build_image(tmp_path / "src", "v1", random_layers(2, 32 * 1024, seed=seed))
+    push(image, upstream.address, repository)
+    sign(f"{repository}@{image.digest}", keys["alice"][0], upstream.address)
+    return image.digest
 
 
 def test_signed_image_passes_with_the_right_key(
-    upstream: RegistryProcess,
-    pullguard_factory: StartPullguard,
-    signed_image: tuple[str, Path, Path],
+    shared_upstream: RegistryProcess,
+    keys: dict[str, tuple[Path, Path]],
+    stack: Pullguard,
     tmp_path: Path,
 ) -> None:
-    digest, pub, _other = signed_image
-    pg = pullguard_factory(upstream.url, policy=_policy(pub))
+    digest = _signed_by_alice(shared_upstream, keys, tmp_path, "signed/app")
+    pg = stack  # signed/app: alice's key
 
     result = pull(f"{pg.address}/lab/signed/app:v1", tmp_path / "out", "v1")
 
@@ -55,18 +83,18 @@ def test_signed_image_passes_with_the_right_key(
 
 
 def test_signed_image_denied_with_another_key(
-    upstream: RegistryProcess,
-    pullguard_factory: StartPullguard,
-    signed_image: tuple[str, Path, Path],
+    shared_upstream: RegistryProcess,
+    keys: dict[str, tuple[Path, Path]],
+    stack: Pullguard,
     tmp_path: Path,
 ) -> None:
-    digest, _pub, other = signed_image
-    pg = pullguard_factory(upstream.url, policy=_policy(other))
+    digest = _signed_by_alice(shared_upstream, keys, tmp_path, "signed/stranger")
+    pg = stack  # signed/stranger: mallory's key only
 
-    result = pull(f"{pg.address}/lab/signed/app:v1", tmp_path / "out", "v1")
+    result = pull(f"{pg.address}/lab/signed/stranger:v1", tmp_path / "out", "v1")
 
     assert result.returncode != 0
-    response = pg.get("/v2/lab/signed/app/manifests/v1")
+    response = pg.get("/v2/lab/signed/stranger/manifests/v1")
     assert response.status_code == 403
     error = response.json()["errors"][0]
     assert error["message"].startswith("signature: ")
@@ -78,12 +106,11 @@ def test_signed_image_denied_with_another_key(
 
 
 def test_unsigned_image_denied_under_a_key_rule(
-    upstream: RegistryProcess, pullguard_factory: StartPullguard, tmp_path: Path
+    shared_upstream: RegistryProcess, stack: Pullguard, tmp_path: Path
 ) -> None:
     image = build_image(tmp_path / "src", "v1", random_layers(1, 1024, seed=9))
-    push(image, upstream.address, "signed/plain")
-    _key, pub = generate_key_pair(tmp_path / "alice")
-    pg = pullguard_factory(upstream.url, policy=_policy(pub))
+    push(image, shared_upstream.address, "signed/plain")
+    pg = stack  # signed/*: alice's key
 
     response = pg.get("/v2/lab/signed/plain/manifests/v1")
 
