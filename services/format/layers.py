@@ -21,8 +21,9 @@ headers), in the same loop.
 Why the compressed bytes are not hashed here. Their digest is hashverify's
 check, and format must still be sure that the bytes it inspects are the ones
 that have that digest. They are, because the gateway asks for an inspection
-only after hashverify allowed that blob, and hashverify hashed the same
-staging file itself. Between its read and format's there is no writer: a
+only after hashverify allowed that blob (and the fetcher's streaming digest
+of it matched its descriptor), and hashverify hashed the same staging file
+itself. Between its read and format's there is no writer: a
 staged key is a file the fetcher wrote to a temporary name and renamed into
 place on commit (so a reader sees the whole file or none); no part of
 pullguard opens a committed file for writing; the staging session belongs to

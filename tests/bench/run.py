@@ -361,16 +361,21 @@ class Bench:
         o = self.options
         out = {}
         for mib in sizes:
-            key = what if mib == o.mib else f"{mib} MiB: {what}"
+            key = what if mib == o.mib and self.main_ran else f"{mib} MiB: {what}"
             if key in m and not math.isnan(m[key]):
                 out[mib] = m[key]
         return out
 
     def layered(self, m: dict[str, float], count: int) -> float:
-        key = (
-            "pullguard cold" if count == self.options.layers else f"{count} layers: pullguard cold"
-        )
+        main = count == self.options.layers and self.main_ran
+        key = "pullguard cold" if main else f"{count} layers: pullguard cold"
         return m.get(key, math.nan)
+
+    @property
+    def main_ran(self) -> bool:
+        """The default image is measured under its own prefix unless the main section
+        measured it already (see :meth:`round`)."""
+        return "main" in self.options.sections
 
     def rss_goal(self) -> table.Goal:
         sizes = sorted(self.rss)

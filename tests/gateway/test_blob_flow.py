@@ -5,7 +5,8 @@ with two layers, and calls that can be held back or refused per blob. What
 must hold while blobs run concurrently:
 
 - format never inspects a layer before hashverify allowed its blob and the
-  config (L-06: no decompression of unverified bytes);
+  config, and the fetcher's streaming digest of it matched its descriptor
+  (L-06: no decompression of unverified bytes);
 - one blob's refusal or outage ends every other blob's calls (they are
   cancelled) and the pull is denied or an outage, nothing admitted;
 - a layer whose checks finished early does not wait for the other blobs.
@@ -85,6 +86,8 @@ class BlobLayers(FakeLayers):
         self.deny_blob_source = False
         #: When set, the first layer is listed again with this size.
         self.repeat_with_size = 0
+        #: digest -> the digest the fake fetcher says it streamed instead.
+        self.streamed_as: dict[str, str] = {}
 
     async def call(
         self, layer: str, method: str, request: Any, timeout: float | None = None
@@ -126,7 +129,9 @@ class BlobLayers(FakeLayers):
                 writer.commit(blob.digest)
             staged.append(
                 fetcher_pb2.StagedBlob(
-                    digest=blob.digest, size=len(data), computed_digest=blob.digest
+                    digest=blob.digest,
+                    size=len(data),
+                    computed_digest=self.streamed_as.get(blob.digest, blob.digest),
                 )
             )
         return fetcher_pb2.FetchBlobsResponse(verdict=ALLOW, blobs=staged)
@@ -172,27 +177,30 @@ async def test_every_blob_verified_and_each_layer_inspected_once(tmp_path: Path)
     assert layers.calls.count(("InspectLayers", SECOND)) == 1
 
 
+def _admitted_nothing(pipeline: Pipeline) -> bool:
+    return not any(pipeline.admitted.has(d) for d in (DIGEST, _digest(CONFIG), FIRST, SECOND))
+
+
 async def test_l06_a_layer_is_inspected_only_after_hashverify_allowed_it(tmp_path: Path) -> None:
     pipeline, layers = _pipeline(tmp_path)
     layers.deny.add(("VerifyBlobs", FIRST))
     result = await pipeline.pull("lab/app", "v1")
     assert not result.allowed and result.report.denied_by == "hashverify"
     assert ("InspectLayers", FIRST) not in layers.calls
-    assert not pipeline.admitted.has(DIGEST)
+    assert _admitted_nothing(pipeline)
 
 
-async def test_l06_no_layer_is_inspected_before_the_config_verified(tmp_path: Path) -> None:
+async def test_l06_a_mismatched_stream_is_refused_even_if_hashverify_allowed(
+    tmp_path: Path,
+) -> None:
     pipeline, layers = _pipeline(tmp_path)
-    config = ("VerifyBlobs", _digest(CONFIG))
-    layers.hold[config] = asyncio.Event()
-    pull = asyncio.create_task(pipeline.pull("lab/app", "v1"))
-    while not {("VerifyBlobs", FIRST), ("VerifyBlobs", SECOND), config} <= set(layers.calls):
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.05)
-    assert not [call for call in layers.calls if call[0] == "InspectLayers"]
-    layers.hold[config].set()
-    result = await pull
-    assert result.allowed, result.report.as_json()
+    layers.streamed_as[FIRST] = _digest(b"what the upstream sent instead")
+    result = await pipeline.pull("lab/app", "v1")
+    assert not result.allowed and result.report.denied_by == "gateway"
+    codes = [finding["code"] for finding in result.report.denial_findings()]
+    assert codes == ["gateway.staged_digest_mismatch"]
+    assert ("InspectLayers", FIRST) not in layers.calls
+    assert _admitted_nothing(pipeline)
 
 
 async def test_a_layer_is_judged_while_another_blob_still_arrives(tmp_path: Path) -> None:

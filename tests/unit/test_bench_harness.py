@@ -13,6 +13,7 @@ import math
 import os
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -240,3 +241,19 @@ def test_the_generated_database_and_status_match_as_the_section_says() -> None:
     status = vulnerability.dpkg_status().decode()
     assert status.count("Package: ") == vulnerability.PACKAGES
     assert status.count("Version: 1.0-3\n") == vulnerability.PACKAGES // 10
+
+
+@pytest.mark.parametrize("sections", ["main,sizes,layers", "sizes,layers"])
+def test_the_default_image_counts_in_the_scaling_goals_with_or_without_main(
+    sections: str, tmp_path: Path
+) -> None:
+    bench = run.Bench(tmp_path, None, run.parse(["--quick", "--sections", sections]))  # type: ignore[arg-type]
+    alone = "main" not in sections
+    m = {
+        "64 MiB: pullguard cold": 1.0,
+        ("256 MiB: pullguard cold" if alone else "pullguard cold"): 3.0,
+        "1 layers: pullguard cold": 3.5,
+        ("4 layers: pullguard cold" if alone else "pullguard cold"): 3.0,
+    }
+    assert bench.sized(m, "pullguard cold", [64, 256]) == {64: 1.0, 256: 3.0}
+    assert bench.layered(m, 4) == 3.0
