@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -58,8 +59,32 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert len(wheels) == 1, wheels
     venv = work / "venv"
     _run(sys.executable, "-m", "venv", venv, cwd=work)
-    _run(venv / "bin" / "pip", "install", "-q", wheels[0], cwd=work)
+    _borrow_dependencies(venv)
+    _run(venv / "bin" / "pip", "install", "-q", "--no-deps", "--no-index", wheels[0], cwd=work)
     return venv
+
+
+def _borrow_dependencies(venv: Path) -> None:
+    """Let the new venv import the test venv's dependencies, never its pullguard.
+
+    Installing them again would download every dependency from PyPI in each
+    run (a minute, and traffic beyond loopback). A plain path in a .pth file
+    is appended to sys.path after the venv's own site-packages, and, unlike
+    a site folder, its own .pth files are not run: the editable install's
+    finder, which maps ``pullguard`` to this checkout, stays out. The test
+    below still checks where ``pullguard`` was imported from.
+    """
+    where = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    found = subprocess.run(
+        [venv / "bin" / "python", "-c", where],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    borrowed = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    pth = Path(found.stdout.strip()) / "_pullguard_test_dependencies.pth"
+    pth.write_text("".join(f"{path}\n" for path in sorted(borrowed)))
 
 
 def _clean_env() -> dict[str, str]:
