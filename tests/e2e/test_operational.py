@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.support.cosign import generate_key_pair, sign
+from tests.support.gated_proxy import GatedProxy
 from tests.support.images import BuiltImage, build_image, pull, push, random_layers, skopeo
 from tests.support.registry_process import RegistryProcess
 from tests.support.stack import Pullguard
@@ -50,9 +51,8 @@ def shared(shared_upstream: RegistryProcess, module_pullguard_factory: StartPull
 
 
 def test_o01_concurrent_pulls_of_one_image_fetch_it_once(
-    shared_upstream: RegistryProcess, shared: Pullguard, tmp_path: Path
+    upstream: RegistryProcess, pullguard_factory: StartPullguard, tmp_path: Path
 ) -> None:
-    upstream = shared_upstream
     image = _image(tmp_path, "app")
     push(image, upstream.address, "team/app")
     # A second tag naming the same digest.
@@ -64,11 +64,26 @@ def test_o01_concurrent_pulls_of_one_image_fetch_it_once(
         f"docker://{upstream.address}/team/app:same",
     )
     assert copied.returncode == 0, copied.stderr
-    pg = shared
-    since = len(upstream.requests())
+    # Only pulls in flight are shared: a pull that arrives after the first
+    # has finished rightly resolves the tag again. So the upstream holds one
+    # layer half-sent until every client has asked, and the 40 pulls meet in
+    # one flight per tag however fast or loaded the machine is.
+    proxy = GatedProxy(upstream.url, image.blob_digests[1]).start()
+    try:
+        pg = pullguard_factory(proxy.url)
+        since = len(upstream.requests())
+        paths = ["/v2/lab/team/app/manifests/v1"] * 30 + ["/v2/lab/team/app/manifests/same"] * 10
 
-    paths = ["/v2/lab/team/app/manifests/v1"] * 30 + ["/v2/lab/team/app/manifests/same"] * 10
-    responses = asyncio.run(_many(pg, paths))
+        async def stampede() -> list[httpx.Response]:
+            pulls = asyncio.ensure_future(_many(pg, paths))
+            assert await asyncio.to_thread(proxy.reached.wait, 120), pg.log()
+            await asyncio.sleep(2)  # the clients all send within a fraction of that
+            proxy.release()
+            return await pulls
+
+        responses = asyncio.run(stampede())
+    finally:
+        proxy.stop()
 
     assert {r.status_code for r in responses} == {200}
     assert {r.headers["Docker-Content-Digest"] for r in responses} == {image.digest}
