@@ -51,16 +51,21 @@ class Finding:
     evidence: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
+    def of(cls, severity: Severity, code: str, message: str, **evidence: object) -> Finding:
+        """A finding whose severity the caller's policy chose."""
+        return cls(code, severity, sanitize(message), _evidence(evidence))
+
+    @classmethod
     def error(cls, code: str, message: str, **evidence: object) -> Finding:
-        return cls(code, Severity.ERROR, sanitize(message), _evidence(evidence))
+        return cls.of(Severity.ERROR, code, message, **evidence)
 
     @classmethod
     def warning(cls, code: str, message: str, **evidence: object) -> Finding:
-        return cls(code, Severity.WARNING, sanitize(message), _evidence(evidence))
+        return cls.of(Severity.WARNING, code, message, **evidence)
 
     @classmethod
     def info(cls, code: str, message: str, **evidence: object) -> Finding:
-        return cls(code, Severity.INFO, sanitize(message), _evidence(evidence))
+        return cls.of(Severity.INFO, code, message, **evidence)
 
 
 def _evidence(values: Mapping[str, object]) -> dict[str, str]:
