@@ -79,10 +79,17 @@ async def json_body(request: web.Request) -> dict[str, Any]:
 
 def page_json(request: web.Request, name: str, page: Page, query: dict[str, str]) -> web.Response:
     """A page as ``{name: [...], "next_cursor": ..., "next": URL}``."""
-    body: dict[str, Any] = {name: page.items, "next_cursor": page.next_cursor}
-    if page.next_cursor:
-        body["next"] = f"{request.path}?{urlencode({**query, 'cursor': page.next_cursor})}"
-    return web.json_response(body)
+    return web.json_response(page_body(request, name, page.items, page.next_cursor, query))
+
+
+def page_body(
+    request: web.Request, name: str, items: list[Any], next_cursor: str, query: dict[str, str]
+) -> dict[str, Any]:
+    """``{name: items, "next_cursor": ...}``, and the next page's URL when there is one."""
+    body: dict[str, Any] = {name: items, "next_cursor": next_cursor}
+    if next_cursor:
+        body["next"] = f"{request.path}?{urlencode({**query, 'cursor': next_cursor})}"
+    return body
 
 
 def decisions_query(request: web.Request) -> tuple[DecisionFilter, str, int]:
@@ -116,17 +123,15 @@ async def decision_packages(request: web.Request) -> web.Response:
     wanted = package_filter(request.query.get("q"))
     limit = page_limit(request.query.get("limit"))
     page = packages_page(report, wanted, request.query.get("cursor", ""), limit)
-    body: dict[str, Any] = {
-        "decision_id": report.get("decision_id"),
-        "os_release": image_os(report),
-        "total": page.total,
-        "packages": page.packages,
-        "next_cursor": page.next_cursor,
-    }
-    if page.next_cursor:
-        query = {"limit": str(limit), **({"q": wanted} if wanted else {})}
-        body["next"] = f"{request.path}?{urlencode({**query, 'cursor': page.next_cursor})}"
-    return web.json_response(body)
+    query = {"limit": str(limit), **({"q": wanted} if wanted else {})}
+    return web.json_response(
+        {
+            "decision_id": report.get("decision_id"),
+            "os_release": image_os(report),
+            "total": page.total,
+            **page_body(request, "packages", page.packages, page.next_cursor, query),
+        }
+    )
 
 
 async def decision_vulnerabilities(request: web.Request) -> web.Response:
