@@ -20,7 +20,6 @@ One module-scoped stack serves every case.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -29,9 +28,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_vulnerability_pull import FIXED, VULNERABLE, base_layer
+from tests.e2e.test_vulnerability_pull import FIXED, VULNERABLE, Stack, base_layer
 from tests.support.cosign import cosign_binary, generate_key_pair
-from tests.support.images import build_image, pull, push
+from tests.support.images import build_image, push
 from tests.support.osv import osv_folder
 from tests.support.registry_process import RegistryProcess
 from tests.support.signers.cosign_cli import attest, sign_tag
@@ -115,22 +114,6 @@ def spdx(liblzma5: str) -> dict[str, Any]:
     }
 
 
-class Stack:
-    def __init__(self, root: Path, pg: Pullguard) -> None:
-        self.root, self.pg = root, pg
-
-    def pull(self, repository: str) -> tuple[bool, str]:
-        out = self.root / "out" / repository.replace("/", "-")
-        result = pull(f"{self.pg.address}/lab/{repository}:v1", out, "v1")
-        return result.returncode == 0, result.stderr
-
-    def check(self, repository: str) -> dict[str, Any]:
-        checked = self.pg.cli("check", f"lab/{repository}:v1", "--json")
-        assert checked.stdout, checked.stderr
-        report: dict[str, Any] = json.loads(checked.stdout)
-        return report
-
-
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     if cosign_binary() is None:
@@ -165,7 +148,7 @@ def stack() -> Iterator[Stack]:
         )
         pg = Pullguard(path, config)
         pg.start()
-        yield Stack(root, pg)
+        yield Stack(root, upstream, pg)
     finally:
         if pg is not None:
             pg.stop()
