@@ -80,6 +80,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from pullguard.services.signature.trust import Trust
 from pullguard.services.signature.trustroot import TrustRoot, parse_trust_root
+from pullguard.services.signature.verifier import Artifact
 
 COSIGN_PASSWORD = "pullguard-test-password"
 SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
@@ -402,6 +403,17 @@ class MemoryStaging:
         return self.objects[key][: limit + 1]
 
 
+def staged_signature_image(
+    layers: Sequence[SignatureLayer], location: str
+) -> tuple[MemoryStaging, list[Artifact]]:
+    """``layers`` as a cosign signature image staged in memory, and the artifact naming it."""
+    staging = MemoryStaging()
+    manifest, blobs = signature_manifest(layers)
+    for blob in blobs.values():
+        staging.put(blob)
+    return staging, [Artifact(location, staging.put(manifest))]
+
+
 class LocalSigner:
     """A key pair made in-process with ``cryptography``, signing as cosign does.
 
@@ -476,6 +488,13 @@ def make_trust(
         now=now or datetime.now(UTC),
         bundles=bundles,  # type: ignore[arg-type]
     )
+
+
+def trusting(*signers: LocalSigner) -> Trust:
+    """A :class:`Trust` in these signers' public keys (make_trust of their keys)."""
+    from pullguard.services.signature.keys import load_trusted_keys
+
+    return make_trust(load_trusted_keys((s.name, s.pem) for s in signers))
 
 
 def production_root() -> TrustRoot:

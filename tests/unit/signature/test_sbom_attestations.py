@@ -10,7 +10,6 @@ import hashlib
 import json
 
 from pullguard.services.signature import policy
-from pullguard.services.signature.keys import load_trusted_keys
 from pullguard.services.signature.sbom import SBOM_INVALID
 from pullguard.services.signature.sboms import (
     SBOM_IGNORED,
@@ -19,16 +18,15 @@ from pullguard.services.signature.sboms import (
     verify_sboms,
 )
 from pullguard.services.signature.trust import Trust
-from pullguard.services.signature.verifier import Artifact, Limits, Subject
+from pullguard.services.signature.verifier import Limits, Subject
 from tests.support.cosign import (
     DSSE_ENVELOPE,
     LocalSigner,
-    MemoryStaging,
     SignatureLayer,
     dsse_envelope,
-    make_trust,
-    signature_manifest,
+    staged_signature_image,
     statement,
+    trusting,
 )
 
 DIGEST = "sha256:" + "5a" * 32
@@ -77,21 +75,14 @@ def layer(
 
 
 def run(layers: list[SignatureLayer], trust: Trust | None, limits: Limits = LIMITS) -> SbomOutcome:
-    staging = MemoryStaging()
-    manifest, blobs = signature_manifest(layers)
-    for blob in blobs.values():
-        staging.put(blob)
+    staging, artifacts = staged_signature_image(layers, "tag:sha256-5a.att")
     return verify_sboms(
         Subject(DIGEST, (REPOSITORY,), None),
-        [Artifact("tag:sha256-5a.att", staging.put(manifest))],
+        artifacts,
         trust,
         limits,
         staging,
     )
-
-
-def keys(*signers: LocalSigner) -> Trust:
-    return make_trust(load_trusted_keys((s.name, s.pem) for s in signers))
 
 
 def codes(outcome: SbomOutcome) -> list[str]:
@@ -100,7 +91,7 @@ def codes(outcome: SbomOutcome) -> list[str]:
 
 def test_a_cyclonedx_sbom_signed_by_a_trusted_key_is_read() -> None:
     signed = layer(CI)
-    outcome = run([signed], keys(CI))
+    outcome = run([signed], trusting(CI))
     assert outcome.verdict.allowed
     [sbom] = outcome.sboms
     assert (sbom.format, sbom.signer, sbom.found_at) == (
@@ -116,12 +107,12 @@ def test_a_cyclonedx_sbom_signed_by_a_trusted_key_is_read() -> None:
 
 
 def test_an_spdx_sbom_is_read() -> None:
-    [sbom] = run([layer(CI, SPDX, SPDX_DOC)], keys(CI)).sboms
+    [sbom] = run([layer(CI, SPDX, SPDX_DOC)], trusting(CI)).sboms
     assert sbom.format == "spdx" and [p.name for p in sbom.packages] == ["jinja2"]
 
 
 def test_f15b_an_sbom_signed_by_an_untrusted_key_is_ignored_and_said_so() -> None:
-    outcome = run([layer(MALLORY)], keys(CI))
+    outcome = run([layer(MALLORY)], trusting(CI))
     assert outcome.verdict.allowed and outcome.sboms == ()
     [finding] = outcome.verdict.findings
     assert finding.code == SBOM_IGNORED
@@ -135,7 +126,7 @@ def test_without_signers_no_sbom_is_read() -> None:
 
 
 def test_an_sbom_about_another_image_is_ignored() -> None:
-    outcome = run([layer(CI, digest="sha256:" + "77" * 32)], keys(CI))
+    outcome = run([layer(CI, digest="sha256:" + "77" * 32)], trusting(CI))
     assert outcome.sboms == ()
     assert outcome.verdict.findings[0].evidence["rejected"] == policy.SUBJECT_MISMATCH
 
@@ -143,20 +134,20 @@ def test_an_sbom_about_another_image_is_ignored() -> None:
 def test_g07_the_unsigned_annotation_never_makes_an_sbom() -> None:
     # Signed as a vulnerability scan, annotated as CycloneDX: not an SBOM.
     vuln = "https://cosign.sigstore.dev/attestation/vuln/v1"
-    outcome = run([layer(CI, vuln, BOM, annotation=CYCLONEDX)], keys(CI))
+    outcome = run([layer(CI, vuln, BOM, annotation=CYCLONEDX)], trusting(CI))
     assert outcome.sboms == ()
     assert policy.UNSIGNED_ANNOTATION_IGNORED in codes(outcome)
 
 
 def test_g09_an_oversized_sbom_is_not_read() -> None:
     big = {**BOM, "padding": "x" * 4096}
-    outcome = run([layer(CI, CYCLONEDX, big)], keys(CI), Limits(64 * 1024, 2048, 10))
+    outcome = run([layer(CI, CYCLONEDX, big)], trusting(CI), Limits(64 * 1024, 2048, 10))
     assert outcome.sboms == ()
     assert outcome.verdict.findings[0].evidence["rejected"] == policy.TOO_LARGE
 
 
 def test_a_signed_but_malformed_sbom_is_a_warning_naming_what_is_wrong() -> None:
-    outcome = run([layer(CI, CYCLONEDX, {"bomFormat": "CycloneDX", "components": 7})], keys(CI))
+    outcome = run([layer(CI, CYCLONEDX, {"bomFormat": "CycloneDX", "components": 7})], trusting(CI))
     assert outcome.verdict.allowed and outcome.sboms == ()
     [finding] = outcome.verdict.findings
     assert finding.code == SBOM_INVALID and finding.severity.name == "WARNING"
@@ -166,6 +157,6 @@ def test_a_signed_but_malformed_sbom_is_a_warning_naming_what_is_wrong() -> None
 
 def test_g08_attestation_floods_are_capped() -> None:
     # A manifest with more attestation layers than the limit is not read at all.
-    outcome = run([layer(CI)] * 12, keys(CI))
+    outcome = run([layer(CI)] * 12, trusting(CI))
     assert outcome.sboms == ()
     assert policy.TOO_MANY in {f.evidence.get("rejected") for f in outcome.verdict.findings}

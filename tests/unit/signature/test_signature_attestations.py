@@ -22,7 +22,6 @@ from pullguard.services.signature.attestations import (
     AttestationOutcome,
     verify_attestations,
 )
-from pullguard.services.signature.keys import load_trusted_keys
 from pullguard.services.signature.sigstore_adapter import SigstoreTrust
 from pullguard.services.signature.trust import Trust
 from pullguard.services.signature.trustroot import parse_trust_root
@@ -38,8 +37,9 @@ from tests.support.cosign import (
     make_trust,
     pem_of_cert,
     referrer_manifest,
-    signature_manifest,
+    staged_signature_image,
     statement,
+    trusting,
 )
 from tests.support.shared import conformance
 
@@ -100,21 +100,14 @@ def att_layer(
 def run(
     layers: list[SignatureLayer], trust: Trust | None, content: bytes | None = None
 ) -> AttestationOutcome:
-    staging = MemoryStaging()
-    manifest, blobs = signature_manifest(layers)
-    for blob in blobs.values():
-        staging.put(blob)
+    staging, artifacts = staged_signature_image(layers, "tag:sha256-5a.att")
     return verify_attestations(
         Subject(DIGEST, (REPOSITORY,), content),
-        [Artifact("tag:sha256-5a.att", staging.put(manifest))],
+        artifacts,
         trust,
         LIMITS,
         staging,
     )
-
-
-def keys(*signers: LocalSigner) -> Trust:
-    return make_trust(load_trusted_keys((s.name, s.pem) for s in signers))
 
 
 def codes(outcome: AttestationOutcome) -> list[str]:
@@ -122,7 +115,7 @@ def codes(outcome: AttestationOutcome) -> list[str]:
 
 
 def test_slsa_v02_provenance_from_a_cosign_att_layer(alice: LocalSigner) -> None:
-    outcome = run([att_layer(alice)], keys(alice))
+    outcome = run([att_layer(alice)], trusting(alice))
     assert outcome.verdict.allowed
     (found,) = outcome.statements
     assert (found.predicate_type, found.builder_id, found.source_repository, found.signer) == (
@@ -136,7 +129,7 @@ def test_slsa_v02_provenance_from_a_cosign_att_layer(alice: LocalSigner) -> None
 
 
 def test_slsa_v1_provenance(alice: LocalSigner) -> None:
-    outcome = run([att_layer(alice, SLSA_V1, V1_PREDICATE)], keys(alice))
+    outcome = run([att_layer(alice, SLSA_V1, V1_PREDICATE)], trusting(alice))
     (found,) = outcome.statements
     assert (found.builder_id, found.source_repository) == (
         GITHUB_BUILDER,
@@ -171,7 +164,7 @@ def test_s02_g07_unsigned_predicate_type_annotation_is_ignored(alice: LocalSigne
     # The layer claims SLSA v1; the signed statement is a vulnerability scan.
     vuln = "https://cosign.sigstore.dev/attestation/vuln/v1"
     layer = att_layer(alice, vuln, {"scanner": {}}, annotation=SLSA_V1)
-    outcome = run([layer], keys(alice))
+    outcome = run([layer], trusting(alice))
     (found,) = outcome.statements
     assert found.predicate_type == vuln
     assert (found.builder_id, found.source_repository) == ("", "")
@@ -179,13 +172,13 @@ def test_s02_g07_unsigned_predicate_type_annotation_is_ignored(alice: LocalSigne
 
 
 def test_g07_attestation_for_another_image(alice: LocalSigner) -> None:
-    outcome = run([att_layer(alice, digest="sha256:" + "77" * 32)], keys(alice))
+    outcome = run([att_layer(alice, digest="sha256:" + "77" * 32)], trusting(alice))
     assert outcome.statements == ()
     assert codes(outcome) == [policy.SUBJECT_MISMATCH]
 
 
 def test_g07_untrusted_signer(alice: LocalSigner) -> None:
-    outcome = run([att_layer(LocalSigner("mallory.pub"))], keys(alice))
+    outcome = run([att_layer(LocalSigner("mallory.pub"))], trusting(alice))
     assert outcome.statements == ()
     assert codes(outcome) == [policy.UNTRUSTED_KEY]
 
@@ -197,7 +190,7 @@ def test_g07_payload_altered_after_signing(alice: LocalSigner) -> None:
         statement(DIGEST, SLSA_V02, {**V02_PREDICATE, "builder": {"id": "evil"}})
     ).decode()
     forged = SignatureLayer(json.dumps(envelope).encode(), layer.annotations, DSSE_ENVELOPE)
-    outcome = run([forged], keys(alice))
+    outcome = run([forged], trusting(alice))
     assert outcome.statements == ()
     assert codes(outcome) == [policy.UNTRUSTED_KEY]
 
@@ -205,7 +198,7 @@ def test_g07_payload_altered_after_signing(alice: LocalSigner) -> None:
 def test_g07_two_signatures_one_untrusted(alice: LocalSigner) -> None:
     envelope = dsse_envelope([alice, LocalSigner()], statement(DIGEST, SLSA_V02, V02_PREDICATE))
     layer = SignatureLayer(json.dumps(envelope).encode(), {}, DSSE_ENVELOPE)
-    outcome = run([layer], keys(alice))
+    outcome = run([layer], trusting(alice))
     assert outcome.statements == ()
     assert codes(outcome) == [policy.INVALID]
 
@@ -214,7 +207,7 @@ def test_g07_invalid_predicate_json_is_refused(alice: LocalSigner) -> None:
     payload = b'{"_type":"https://in-toto.io/Statement/v1","subject":[{"digest":{"sha256":"'
     envelope = dsse_envelope([alice], payload + b'5a"}}],"predicateType":"x","predicate":{')
     layer = SignatureLayer(json.dumps(envelope).encode(), {}, DSSE_ENVELOPE)
-    assert codes(run([layer], keys(alice))) == [policy.INVALID]
+    assert codes(run([layer], trusting(alice))) == [policy.INVALID]
 
 
 def test_no_provenance_signers_means_no_statements(alice: LocalSigner) -> None:
@@ -225,7 +218,7 @@ def test_no_provenance_signers_means_no_statements(alice: LocalSigner) -> None:
 
 
 def test_g08_attestation_count_is_bounded(alice: LocalSigner) -> None:
-    outcome = run([att_layer(alice)] * (LIMITS.signatures + 1), keys(alice))
+    outcome = run([att_layer(alice)] * (LIMITS.signatures + 1), trusting(alice))
     assert codes(outcome) == [policy.TOO_MANY]
     assert outcome.statements == ()
 

@@ -27,6 +27,7 @@ from tests.support.cosign import (
     SignatureLayer,
     dsse_envelope,
     key_bundle,
+    trusting,
 )
 from tests.support.cosign import statement as make_statement
 from tests.unit.signature.test_signature_attestations import (
@@ -34,7 +35,6 @@ from tests.unit.signature.test_signature_attestations import (
     SLSA_V1,
     V02_PREDICATE,
     V1_PREDICATE,
-    keys,
 )
 from tests.unit.signature.test_signature_attestations import codes as attestation_codes
 from tests.unit.signature.test_signature_attestations import run as run_attestations
@@ -210,7 +210,7 @@ def test_envelope_collision_reaches_the_attestation_verdict(alice: LocalSigner) 
     doc = _envelope(alice)
     doc["PayloadType"] = "text/plain"
     layer = SignatureLayer(_dumps(doc), {}, DSSE_ENVELOPE)
-    outcome = run_attestations([layer], keys(alice))
+    outcome = run_attestations([layer], trusting(alice))
     assert outcome.statements == ()
     assert attestation_codes(outcome) == [ENVELOPE_COLLISION]
 
@@ -298,7 +298,7 @@ def test_signed_statement_collision_reaches_the_attestation_verdict(alice: Local
     predicate = {**V02_PREDICATE, "Builder": {"id": "https://evil.example/builder"}}
     body = make_statement(DIGEST, SLSA_V02, predicate, REPOSITORY)
     layer = SignatureLayer(_dumps(dsse_envelope([alice], body)), {}, DSSE_ENVELOPE)
-    outcome = run_attestations([layer], keys(alice))
+    outcome = run_attestations([layer], trusting(alice))
     assert outcome.statements == ()
     assert attestation_codes(outcome) == [STATEMENT_COLLISION]
 
