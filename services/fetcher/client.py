@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 import httpcore
@@ -54,6 +54,7 @@ from pullguard.services.fetcher.session import (
     header,
     read_small,
 )
+from pullguard.services.fetcher.threaded import body_of
 from pullguard.services.fetcher.transfer import THROUGHPUT_GRACE, Copied, TooSlow, copy_body
 from pullguard.services.runtime.config import Limits, Upstream
 from pullguard.services.runtime.digests import is_digest, parse_digest
@@ -104,9 +105,9 @@ class RegistryClient:
         max_retry_after: float = MAX_RETRY_AFTER,
         throughput_grace: float = THROUGHPUT_GRACE,
         concurrency: int = UPSTREAM_CONCURRENCY,
-        transport: httpx.AsyncBaseTransport | None = None,
         resolver: Resolver | None = None,
-        connector: httpcore.AsyncNetworkBackend | None = None,
+        connector: httpcore.NetworkBackend | None = None,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.upstream = upstream
         self._limits = limits
@@ -116,7 +117,7 @@ class RegistryClient:
         self._grace = throughput_grace
         self._slots = asyncio.Semaphore(max(1, concurrency))
         self._session = UpstreamSession(
-            upstream, limits, transport=transport, resolver=resolver, connector=connector
+            upstream, limits, resolver=resolver, connector=connector, transport=transport
         )
         self._name = self._session.name
 
@@ -337,21 +338,22 @@ class RegistryClient:
         declared = _content_length(response)
         if not codings and declared is not None and declared > limit:
             raise too_large(declared)
-        raw: AsyncIterator[bytes] = counted(self.upstream.alias, response.aiter_raw())
-        decoder = encoding.decode(raw, codings[0], limit) if codings else None
+        alias, coding = self.upstream.alias, codings[0] if codings else None
+
+        def decode(pieces: Iterator[bytes]) -> Iterator[bytes]:
+            pieces = counted(alias, pieces)
+            return encoding.decode(pieces, coding, limit) if coding else pieces
+
         try:
-            try:
-                copied = await copy_body(
-                    decoder if decoder is not None else raw,
-                    write,
-                    limit=limit,
-                    algorithm=algorithm,
-                    min_bytes_per_second=self._limits.min_bytes_per_second,
-                    grace=self._grace,
-                )
-            finally:
-                if decoder is not None:
-                    await decoder.aclose()
+            copied = await copy_body(
+                body_of(response),
+                write,
+                limit=limit,
+                algorithm=algorithm,
+                min_bytes_per_second=self._limits.min_bytes_per_second,
+                grace=self._grace,
+                decode=decode,
+            )
         except encoding.EncodedTooLarge:
             raise too_large(None) from None
         except encoding.EncodingError as exc:

@@ -22,7 +22,7 @@ failure, not a verdict.
 from __future__ import annotations
 
 import zlib
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import Iterable, Iterator
 
 #: gzip and deflate, each once; identity entries are ignored.
 SUPPORTED = frozenset({"gzip", "x-gzip", "deflate"})
@@ -67,9 +67,7 @@ def wire_limit(limit: int) -> int:
     return limit + limit // 100 + 64 * 1024
 
 
-async def decode(
-    chunks: AsyncIterator[bytes], coding: str, limit: int
-) -> AsyncGenerator[bytes, None]:
+def decode(chunks: Iterator[bytes], coding: str, limit: int) -> Iterator[bytes]:
     """Decode ``chunks`` of one coding, yielding pieces of at most :data:`PIECE` bytes.
 
     Raises :class:`EncodedTooLarge` past ``wire_limit(limit)`` encoded bytes
@@ -81,7 +79,7 @@ async def decode(
     first = True
     consumed = 0
     allowed = wire_limit(limit)
-    async for chunk in chunks:
+    for chunk in chunks:
         consumed += len(chunk)
         if consumed > allowed:
             raise EncodedTooLarge(f"more than {allowed} encoded bytes")

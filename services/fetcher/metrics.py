@@ -6,7 +6,7 @@ host a redirect named, or repository.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 
 from prometheus_client import Counter
 
@@ -31,9 +31,9 @@ def count_request(alias: str, status: int | None) -> None:
     UPSTREAM_REQUESTS.labels(bounded(alias), str(status) if status else "error").inc()
 
 
-async def counted(alias: str, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+def counted(alias: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
     """``chunks`` unchanged, each one's size added to the upstream's fetched bytes."""
     bytes_read = UPSTREAM_BYTES.labels(bounded(alias))
-    async for chunk in chunks:
+    for chunk in chunks:
         bytes_read.inc(len(chunk))
         yield chunk

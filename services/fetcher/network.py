@@ -1,7 +1,8 @@
 """Where the fetcher's connections may go, and what TLS told us about them.
 
 Every TCP connection the fetcher opens goes through :class:`GuardedBackend`,
-an httpcore network backend (T-07, T-08):
+an httpcore network backend (T-07, T-08), in the pool of
+:class:`~pullguard.services.fetcher.threaded.ThreadedTransport`:
 
 - the host is resolved here, once, with the event loop's ``getaddrinfo``
   bounded by the connect timeout;
@@ -56,6 +57,8 @@ MAX_CONNECT_ATTEMPTS = 4
 #: How long the answer to "is the upstream itself on a non-public address" is kept.
 UPSTREAM_LOCALITY_TTL = 60.0
 SocketOption = Any
+#: Seconds a connecting thread waits for the guard when no connect timeout is set.
+GUARD_WAIT = 30.0
 #: Bytes asked of a connection per read (httpcore's own default is 64 KiB).
 READ_BYTES = 1024 * 1024
 
@@ -140,31 +143,50 @@ def _parse(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         return ipaddress.IPv4Address(0)
 
 
-class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """An httpcore backend that connects only to addresses the guard approved."""
+class GuardedBackend(httpcore.NetworkBackend):
+    """An httpcore backend that connects only to addresses the guard approved.
 
-    def __init__(self, guard: AddressGuard, inner: httpcore.AsyncNetworkBackend | None = None):
+    It dials in the worker thread that asked for the connection (see
+    :mod:`threaded`), but the guard runs on the event loop the requests come
+    from (:meth:`serve_from`), where the resolver and the upstream's locality
+    cache live: one guard, one cache, whatever thread connects.
+    """
+
+    def __init__(self, guard: AddressGuard, inner: httpcore.NetworkBackend | None = None) -> None:
         self._guard = guard
-        self._inner = inner or httpcore.AnyIOBackend()
+        self._inner = inner or httpcore.SyncBackend()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def connect_tcp(
+    def serve_from(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run the guard on ``loop``, the event loop that sends the requests."""
+        self._loop = loop
+
+    def connect_tcp(
         self,
         host: str,
         port: int,
         timeout: float | None = None,
         local_address: str | None = None,
         socket_options: Iterable[SocketOption] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
+    ) -> httpcore.NetworkStream:
+        if self._loop is None:
+            raise httpcore.ConnectError("no event loop to check the address on")
+        checked = asyncio.run_coroutine_threadsafe(
+            self._guard.addresses(host, port, timeout), self._loop
+        )
         try:
-            addresses = await self._guard.addresses(host, port, timeout)
+            # The guard bounds its own lookups by ``timeout``; this bound only
+            # keeps the thread from waiting on a loop that stopped.
+            addresses = checked.result((timeout or GUARD_WAIT) + 1.0)
         except TimeoutError:
+            checked.cancel()
             raise httpcore.ConnectTimeout(f"resolving {host} timed out") from None
         except OSError as exc:
             raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from None
         failure: Exception | None = None
         for address in addresses[:MAX_CONNECT_ATTEMPTS]:
             try:
-                return await self._inner.connect_tcp(
+                return self._inner.connect_tcp(
                     address, port, timeout, local_address, socket_options
                 )
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
@@ -172,46 +194,45 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         assert failure is not None
         raise failure
 
-    async def connect_unix_socket(
+    def connect_unix_socket(
         self,
         path: str,
         timeout: float | None = None,
         socket_options: Iterable[SocketOption] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
+    ) -> httpcore.NetworkStream:
         raise httpcore.ConnectError("the fetcher does not use unix sockets")
 
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
 
 
-class GuardedTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport with its connection pool built on :class:`GuardedBackend`.
+def guarded_transport(
+    ssl_context: ssl.SSLContext, limits: httpx.Limits, backend: GuardedBackend
+) -> httpx.HTTPTransport:
+    """httpx's synchronous transport, its HTTP/1.1 pool connecting through ``backend``.
 
     httpx takes no network backend argument, so the pool it built is replaced
-    by an identical one that has ours (httpx 0.27 and 0.28 keep it as ``_pool``;
-    the check below fails loudly if that ever changes).
+    by an identical one that has ours (httpx 0.27 and 0.28 keep it as
+    ``_pool``; the check below fails loudly if that ever changes).
     """
-
-    def __init__(
-        self, ssl_context: ssl.SSLContext, limits: httpx.Limits, backend: GuardedBackend
-    ) -> None:
-        super().__init__(verify=ssl_context, trust_env=False, limits=limits)
-        if not isinstance(getattr(self, "_pool", None), httpcore.AsyncConnectionPool):
-            raise RuntimeError("this httpx version keeps no _pool: cannot guard connections")
-        # httpcore reads 64 KiB per step and offers no setting: blobs of
-        # hundreds of MiB then cost thousands of steps of the event loop.
-        if not isinstance(getattr(httpcore.AsyncHTTP11Connection, "READ_NUM_BYTES", None), int):
-            raise RuntimeError("this httpcore version has no READ_NUM_BYTES to raise")
-        httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = READ_BYTES
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context,
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            http1=True,
-            http2=False,
-            network_backend=backend,
-        )
+    transport = httpx.HTTPTransport(verify=ssl_context, trust_env=False, limits=limits)
+    if not isinstance(getattr(transport, "_pool", None), httpcore.ConnectionPool):
+        raise RuntimeError("this httpx version keeps no _pool: cannot guard connections")
+    # httpcore reads 64 KiB per step and offers no setting: blobs of hundreds
+    # of MiB then cost thousands of parser steps each.
+    if not isinstance(getattr(httpcore.HTTP11Connection, "READ_NUM_BYTES", None), int):
+        raise RuntimeError("this httpcore version has no READ_NUM_BYTES to raise")
+    httpcore.HTTP11Connection.READ_NUM_BYTES = READ_BYTES
+    transport._pool = httpcore.ConnectionPool(
+        ssl_context=ssl_context,
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        http1=True,
+        http2=False,
+        network_backend=backend,
+    )
+    return transport
 
 
 def ssl_context(upstream: Upstream) -> ssl.SSLContext:
@@ -237,7 +258,7 @@ def peer_facts(response: httpx.Response) -> PeerFacts:
     ssl_object = stream.get_extra_info("ssl_object")
     if ssl_object is None:
         return PeerFacts(address=address)
-    der = ssl_object.getpeercert(binary_form=True)
+    der = ssl_object.getpeercert(True)  # positional: the sync stream gives ssl._SSLSocket
     return PeerFacts(
         spki_sha256=spki_sha256(der) if der else "",
         tls_version=str(ssl_object.version() or ""),

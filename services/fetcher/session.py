@@ -36,11 +36,12 @@ from pullguard.services.fetcher.network import (
     AddressGuard,
     ForbiddenAddress,
     GuardedBackend,
-    GuardedTransport,
     Resolver,
+    guarded_transport,
     peer_facts,
     ssl_context,
 )
+from pullguard.services.fetcher.threaded import ThreadedTransport
 from pullguard.services.fetcher.urls import (
     Origin,
     is_loopback_host,
@@ -106,10 +107,12 @@ class UpstreamSession:
         upstream: Upstream,
         limits: Limits,
         *,
-        transport: httpx.AsyncBaseTransport | None = None,
         resolver: Resolver | None = None,
-        connector: httpcore.AsyncNetworkBackend | None = None,
+        connector: httpcore.NetworkBackend | None = None,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
+        """``transport``, a synchronous httpx transport, replaces the guarded one:
+        tests play a public internet with it. ``connector`` dials for the guard."""
         self.upstream = upstream
         self.name = f"{upstream.alias} ({upstream.url})"
         self._limits = limits
@@ -118,11 +121,10 @@ class UpstreamSession:
         pool = httpx.Limits(
             max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE
         )
-        if transport is None:
-            guard = AddressGuard(upstream, resolver) if resolver else AddressGuard(upstream)
-            transport = GuardedTransport(
-                ssl_context(upstream), pool, GuardedBackend(guard, connector)
-            )
+        guard = AddressGuard(upstream, resolver) if resolver else AddressGuard(upstream)
+        backend = GuardedBackend(guard, connector)
+        inner = transport or guarded_transport(ssl_context(upstream), pool, backend)
+        threaded = ThreadedTransport(inner, MAX_CONNECTIONS, backend)
         self._http = httpx.AsyncClient(
             follow_redirects=False,
             trust_env=False,
@@ -135,7 +137,7 @@ class UpstreamSession:
                 pool=limits.idle_timeout,
             ),
             limits=pool,
-            transport=transport,
+            transport=threaded,
         )
 
     async def aclose(self) -> None:

@@ -3,7 +3,9 @@
 Three clocks guard a body (T-09): the HTTP client's read timeout bounds each
 read (idle timeout); the caller's ``asyncio.timeout`` bounds the whole
 object (absolute deadline); and here a throughput floor refuses a trickle
-that would beat both, once a grace period has passed. The byte bound (T-03)
+that would beat both, once a grace period has passed. The body is read,
+hashed and written in a worker thread (see :mod:`threaded`); the clocks are
+watched from the event loop, which stops the thread when one runs out. The byte bound (T-03)
 is the caller's limit: at most ``limit + 1`` bytes are consumed, whatever
 ``Content-Length`` claims.
 """
@@ -12,15 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
-#: Bytes hashed and written in one step off the event loop.
-BATCH = 1024 * 1024
 #: Seconds before the throughput floor applies: connection set-up and a slow
 #: first byte are normal.
 THROUGHPUT_GRACE = 10.0
+#: Shortest wait between two looks at the floor (no busy loop at its edge).
+MIN_WATCH = 0.005
+
+T = TypeVar("T")
 
 
 class TooSlow(Exception):
@@ -28,6 +34,10 @@ class TooSlow(Exception):
 
     def __init__(self, received: int, elapsed: float, floor: int) -> None:
         super().__init__(f"{received} bytes in {elapsed:.1f} s, below the floor of {floor} bytes/s")
+
+
+class Abandoned(Exception):
+    """The copy was stopped from outside: its caller gave up on the body."""
 
 
 @dataclass(frozen=True)
@@ -40,8 +50,28 @@ class Copied:
     over_limit: bool
 
 
+class Body(Protocol):
+    """A response body that is read, piece by piece, in a worker thread."""
+
+    def start(self, copy: Callable[[Iterator[bytes]], T]) -> asyncio.Future[T]:
+        """Run ``copy(pieces)`` in a worker thread over the body's pieces."""
+        ...
+
+    def interrupt(self) -> None:
+        """Make a read blocked in that thread return at once (with an error)."""
+        ...
+
+
+@dataclass
+class _Progress:
+    """Bytes received so far, written by the copying thread, read by its watcher."""
+
+    size: int = 0
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
 async def copy_body(
-    chunks: AsyncIterator[bytes],
+    body: Body,
     write: Callable[[bytes], None],
     *,
     limit: int,
@@ -49,68 +79,78 @@ async def copy_body(
     min_bytes_per_second: int,
     grace: float = THROUGHPUT_GRACE,
     clock: Callable[[], float] = time.monotonic,
+    decode: Callable[[Iterator[bytes]], Iterator[bytes]] | None = None,
 ) -> Copied:
-    """Copy ``chunks`` to ``write`` while hashing, stopping past ``limit`` bytes.
+    """Copy ``body`` (through ``decode``, if given) to ``write`` while hashing,
+    stopping past ``limit`` bytes.
 
-    Raises :class:`TooSlow` when the running average falls below
+    The reads, the hash and the writes all happen in the body's worker thread,
+    one piece at a time: the event loop only watches. It raises
+    :class:`TooSlow` when the running average falls below
     ``min_bytes_per_second`` after ``grace`` seconds (0 disables the floor).
-    The wait for each chunk is itself bounded by the moment the floor would
-    be broken, so a stalled body is caught on time, not at the next byte:
-    one deadline for the whole transfer, moved on as bytes arrive (no timer
-    task per chunk).
-
-    Chunks are gathered into batches of :data:`BATCH` bytes; each batch is
-    hashed and written in a worker thread (hashlib and file writes release
-    the GIL) while the next one is read, so the event loop only moves bytes.
-    At most two batches are held at once.
+    The watcher wakes at the moment the floor would break, so a stalled body
+    is caught on time, not at its next byte. Whenever the copy ends early
+    (the floor, the caller's own deadline or cancellation), the thread is
+    stopped and its blocked read interrupted, and it is waited for, so no
+    write runs into a file the caller is about to discard.
     """
+    progress = _Progress()
+
+    def copy(pieces: Iterator[bytes]) -> Copied:
+        return _copy(decode(pieces) if decode else pieces, write, limit, algorithm, progress)
+
+    done = body.start(copy)
+    try:
+        return await _watch(done, progress, min_bytes_per_second, grace, clock)
+    finally:
+        if not done.done():
+            progress.stop.set()
+            body.interrupt()
+            await asyncio.wait([done])
+        if done.done() and not done.cancelled():
+            done.exception()  # retrieved: an abandoned copy's error is not news
+
+
+def _copy(
+    pieces: Iterable[bytes],
+    write: Callable[[bytes], None],
+    limit: int,
+    algorithm: str,
+    progress: _Progress,
+) -> Copied:
+    """The copy itself, in the worker thread: at most ``limit + 1`` bytes consumed."""
     hasher = hashlib.new(algorithm)
     size = 0
-    started = clock()
-    loop = asyncio.get_running_loop()
-    batch: list[bytes] = []
-    batched = 0
-    pending: asyncio.Future[None] | None = None
-
-    def consume(parts: list[bytes]) -> None:
-        for part in parts:  # not joined: no second copy of the batch
-            hasher.update(part)
-            write(part)
-
-    async def flush() -> None:
-        nonlocal pending, batch, batched
-        if pending is not None:
-            await pending
-            pending = None
-        if batch:
-            pending = loop.run_in_executor(None, consume, batch)
-            batch, batched = [], 0
-
-    floor = min_bytes_per_second > 0
-    try:
-        async with asyncio.timeout(loop.time() + grace if floor else None) as deadline:
-            async for chunk in chunks:
-                size += len(chunk)
-                if size > limit:
-                    return Copied(size, "", over_limit=True)
-                batch.append(chunk)
-                batched += len(chunk)
-                if batched >= BATCH:
-                    await flush()
-                if floor:
-                    elapsed = clock() - started
-                    if elapsed > grace and size < min_bytes_per_second * elapsed:
-                        raise TooSlow(size, elapsed, min_bytes_per_second)
-                    # The latest moment the next chunk may arrive with the floor still met.
-                    breaks_at = started + max(grace, size / min_bytes_per_second)
-                    deadline.reschedule(loop.time() + max(0.0, breaks_at - clock()))
-            deadline.reschedule(None)
-        await flush()
-        await flush()
-    except TimeoutError:
-        raise TooSlow(size, clock() - started, min_bytes_per_second) from None
-    finally:
-        if pending is not None and not pending.done():
-            # Never leave a write running into a file the caller will discard.
-            await asyncio.wait([pending])
+    for piece in pieces:
+        if progress.stop.is_set():
+            raise Abandoned()
+        size += len(piece)
+        progress.size = size
+        if size > limit:
+            return Copied(size, "", over_limit=True)
+        hasher.update(piece)
+        write(piece)
     return Copied(size, f"{algorithm}:{hasher.hexdigest()}", over_limit=False)
+
+
+async def _watch(
+    done: asyncio.Future[Copied],
+    progress: _Progress,
+    floor: int,
+    grace: float,
+    clock: Callable[[], float],
+) -> Copied:
+    """``done``'s result, or :class:`TooSlow` once the throughput floor breaks."""
+    started = clock()
+    while True:
+        wait = None
+        if floor > 0:
+            # The latest moment more bytes may arrive with the floor still met.
+            breaks_at = started + max(grace, progress.size / floor)
+            wait = max(MIN_WATCH, breaks_at - clock())
+        finished, _ = await asyncio.wait([done], timeout=wait)
+        if finished:
+            return done.result()
+        elapsed = clock() - started
+        if elapsed > grace and progress.size < floor * elapsed:
+            raise TooSlow(progress.size, elapsed, floor)

@@ -269,6 +269,27 @@ async def test_t09_blob_stalling_midway_times_out_and_stages_nothing(
     assert staged() == []
 
 
+async def test_t09_blob_deadline_interrupts_a_read_blocked_in_its_thread(
+    upstream: HostileUpstream, make_fetcher, staged
+) -> None:
+    # Limit: blob_deadline = 0.5 s; the idle timeout (30 s) and the floor would wait far longer.
+    # The body is read in a worker thread, blocked in recv: the deadline must wake that read
+    # (the socket is shut), or the fetch would only end when the idle timeout fired.
+    upstream.reply(
+        blob_path(DATA),
+        Reply(headers={"Content-Length": str(len(DATA))}, stream=stall_after(DATA[:500], 60)),
+    )
+    fetcher = make_fetcher(
+        upstream.url,
+        limits={"blob_deadline": 0.5, "idle_timeout": 30, "min_bytes_per_second": 0},
+    )
+    started = time.monotonic()
+    with pytest.raises(UpstreamTimeout, match="deadline"):
+        await fetcher.fetch_blobs("s1", "lab", REPO, [descriptor(DATA)])
+    assert time.monotonic() - started < LIMIT_NOT_FALLBACK
+    assert staged() == []
+
+
 async def test_t09_blob_trickle_below_the_floor_times_out(
     upstream: HostileUpstream, make_fetcher, staged
 ) -> None:

@@ -58,26 +58,26 @@ class FakeDns:
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
 
-class LoopbackConnector(httpcore.AsyncNetworkBackend):
+class LoopbackConnector(httpcore.NetworkBackend):
     """Dials PUBLIC addresses (and private ones a test maps) on 127.0.0.1; records each."""
 
     def __init__(self, mapped: Iterable[str] = PUBLIC) -> None:
-        self.inner = httpcore.AnyIOBackend()
+        self.inner = httpcore.SyncBackend()
         self.mapped = set(mapped)
         self.dialled: list[tuple[str, int]] = []
 
-    async def connect_tcp(
+    def connect_tcp(
         self,
         host: str,
         port: int,
         timeout: float | None = None,
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
+    ) -> httpcore.NetworkStream:
         self.dialled.append((host, port))
         target = "127.0.0.1" if host in self.mapped else host
         assert target in ("127.0.0.1", "::1"), f"test tried to dial {target}"
-        return await self.inner.connect_tcp(target, port, timeout, local_address, socket_options)
+        return self.inner.connect_tcp(target, port, timeout, local_address, socket_options)
 
     async def sleep(self, seconds: float) -> None:
         await self.inner.sleep(seconds)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -30,7 +30,7 @@ Route = Callable[[httpx.Request], httpx.Response]
 def ok(data: bytes, **extra: object) -> httpx.Response:
     """A 200 whose body streams, as from a real connection (bytes would be pre-read)."""
 
-    async def body() -> AsyncIterator[bytes]:
+    def body() -> Iterator[bytes]:
         yield data
 
     return httpx.Response(200, content=body(), **extra)  # type: ignore[arg-type]
