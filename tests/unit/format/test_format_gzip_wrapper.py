@@ -107,6 +107,17 @@ def test_member_cut_inside_its_trailer(read_size: int, missing: int) -> None:
         gunzip(blob[:-missing] + member(b"next"))
 
 
+@pytest.mark.parametrize("kept", [11, 40, 500])
+def test_member_cut_inside_its_deflate_data(read_size: int, kept: int) -> None:
+    refused(member(PAYLOAD)[:kept], "truncated")
+
+
+def test_invalid_deflate_block(read_size: int) -> None:
+    blob = bytearray(member(PAYLOAD))
+    blob[10] |= 0x07  # final block of type 3, which does not exist
+    refused(bytes(blob), "gzip member 1")
+
+
 HEADERS = {
     "fextra": {"flags": 0x04, "extra": b"AB\x04\x00\x00\x1f\x8b\x00"},
     "fname": {"flags": 0x08, "name": b"layer.tar"},
