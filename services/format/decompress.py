@@ -53,6 +53,8 @@ SNIFF_BYTES = 6
 _GZIP_MAGIC = b"\x1f\x8b"
 # Raw deflate, window of 2**15: the gzip wrapper is read by gzipwrapper.
 _RAW_DEFLATE_WBITS = -15
+# ISA-L's inflate error; isal's stub types it as an instance, not a class.
+_ISAL_ERROR = cast(type[Exception], isal_zlib.error)
 
 
 class CompressionError(Exception):
@@ -158,7 +160,7 @@ def _inflate_member(
     while True:
         try:
             out = decompressor.decompress(data, CHUNK)
-        except isal_zlib.error as exc:
+        except _ISAL_ERROR as exc:
             raise CompressionError(f"gzip member {member}: {exc}") from None
         crc = isal_zlib.crc32(out, crc)
         size += len(out)
