@@ -53,6 +53,12 @@ SNIFF_BYTES = 6
 _GZIP_MAGIC = b"\x1f\x8b"
 # Raw deflate, window of 2**15: the gzip wrapper is read by gzipwrapper.
 _RAW_DEFLATE_WBITS = -15
+# Compressed bytes given to ISA-L in its first call on a member, doubled on
+# each further call up to CHUNK. At the end of a member ISA-L copies what it
+# was given and did not use (unused_data): a read full of tiny members would
+# otherwise cost a copy of the rest of the read per member (quadratic); this
+# way the copy is at most about twice what the member itself took.
+_FIRST_PIECE = 1024
 # ISA-L's inflate error; isal's stub types it as an instance, not a class.
 _ISAL_ERROR = cast(type[Exception], isal_zlib.error)
 
@@ -139,23 +145,22 @@ def _gunzip(source: CompressedSource) -> Iterator[bytes]:
                 )
             members += 1
             read_header(pending, members)
-            yield from _inflate_member(pending, source, members)
+            yield from _inflate_member(pending, members)
     except WrapperError as exc:
         raise CompressionError(str(exc)) from None
     if members == 0:
         raise CompressionError("gzip stream is empty")
 
 
-def _inflate_member(
-    pending: PendingInput, source: CompressedSource, member: int
-) -> Iterator[bytes]:
+def _inflate_member(pending: PendingInput, member: int) -> Iterator[bytes]:
     """The output of one member's deflate data, then its trailer checked.
 
     The chunk that ends the member is yielded only after its trailer matched,
     as zlib did when the trailer arrived with the end of the data.
     """
     decompressor = isal_zlib.decompressobj(_RAW_DEFLATE_WBITS)
-    data: bytes | memoryview = pending.view()
+    piece_size = _FIRST_PIECE
+    data: bytes | memoryview = pending.piece(piece_size)
     crc = size = 0
     while True:
         try:
@@ -176,7 +181,8 @@ def _inflate_member(
         # A full chunk may leave output pending inside the inflater with no input left.
         if len(out) == CHUNK or data:
             continue
-        data = source.read(CHUNK)
+        piece_size = min(piece_size * 2, CHUNK)
+        data = pending.piece(piece_size)
         if not data:
             raise CompressionError(f"gzip member {member} is truncated")
 

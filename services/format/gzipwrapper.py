@@ -63,15 +63,33 @@ class PendingInput:
             self._offset = 0
         return self._buffer.startswith(prefix, self._offset)
 
-    def view(self) -> memoryview:
-        """All pending bytes, handed over: the caller gives back what it leaves."""
-        pending = memoryview(self._buffer)[self._offset :]
-        self._buffer, self._offset = b"", 0
-        return pending
+    def piece(self, limit: int) -> bytes | memoryview:
+        """The next pending bytes, at most ``limit``, reading when none are
+        pending; empty at the end of the source."""
+        if not self.fill():
+            return memoryview(b"")
+        if self._offset == 0 and len(self._buffer) <= limit:
+            # A whole read: handed over as it is, not kept here.
+            whole, self._buffer = self._buffer, b""
+            return whole
+        stop = min(self._offset + limit, len(self._buffer))
+        piece = memoryview(self._buffer)[self._offset : stop]
+        self._offset = stop
+        return piece
 
     def give_back(self, data: bytes) -> None:
-        """Bytes the inflater left after the end of the deflate data."""
-        self._buffer, self._offset = bytes(data), 0
+        """Bytes the inflater took from :meth:`piece` and left after the end
+        of the deflate data.
+
+        They are the bytes just before the offset, unless the inflater held
+        some from an earlier piece (from a buffer since replaced): then they
+        are put in front of what is pending, a copy of at most one read.
+        """
+        start = self._offset - len(data)
+        if start >= 0 and self._buffer.startswith(data, start):
+            self._offset = start
+        else:
+            self._buffer, self._offset = bytes(data) + self._buffer[self._offset :], 0
 
     def take(self, size: int, what: str) -> bytes:
         """Exactly ``size`` bytes (at most 65,535: a field's length), or a

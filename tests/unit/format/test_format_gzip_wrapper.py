@@ -184,6 +184,13 @@ def test_empty_member_then_a_real_one(read_size: int) -> None:
     refused(member(b"") + b"\0\0", "trailing garbage")
 
 
+def test_thousands_of_members_in_one_read() -> None:
+    # Each member ends inside a read; what follows it is given back and read on.
+    members = [member(b"%d\n" % n) for n in range(5000)]
+    assert gunzip(b"".join(members)) == b"".join(b"%d\n" % n for n in range(5000))
+    refused(b"".join(members) + b"x", "trailing garbage")
+
+
 def test_bomb_stops_after_one_chunk_too_many() -> None:
     # 512 MiB of zeros in about 500 KiB: a ratio of about a thousand.
     deflater = zlib.compressobj(9, zlib.DEFLATED, 31)
