@@ -115,7 +115,7 @@ def test_member_cut_inside_its_deflate_data(read_size: int, kept: int) -> None:
 def test_invalid_deflate_block(read_size: int) -> None:
     blob = bytearray(member(PAYLOAD))
     blob[10] |= 0x07  # final block of type 3, which does not exist
-    refused(bytes(blob), "gzip member 1")
+    refused(bytes(blob), "gzip member 1: ")
 
 
 HEADERS = {
@@ -164,6 +164,22 @@ def test_method_other_than_deflate() -> None:
 def test_header_cut(read_size: int, cut: int) -> None:
     blob = member(PAYLOAD, flags=0x0C, extra=b"xy", name=b"name")
     refused(blob[:cut], "truncated")
+
+
+@pytest.mark.parametrize("read", [16, 64, 4096])
+def test_deflate_data_ending_on_a_read_boundary(monkeypatch: pytest.MonkeyPatch, read: int) -> None:
+    # The inflater may hold a full chunk of output when its input runs out
+    # exactly at the end of a read: that output is taken before reading on.
+    monkeypatch.setattr(decompress, "CHUNK", read)
+    payload = bytes(97 * read)
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -15)
+    body = deflater.compress(payload) + deflater.flush()
+    for extra in range(read, 3 * read):
+        if (10 + 2 + extra + len(body)) % read == 0:
+            break
+    blob = member(payload, flags=0x04, extra=b"e" * extra, level=9)
+    assert (len(blob) - 8) % read == 0
+    assert gunzip(blob) == payload
 
 
 def test_stored_blocks(read_size: int) -> None:
