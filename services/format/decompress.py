@@ -11,7 +11,11 @@ runtimes) read them:
 
 - gzip: every member, one after the other (Go's multistream default), and
   nothing after the last member: trailing garbage, even zeros, is an error.
-  Each member's CRC-32 and length are checked by zlib.
+  Each member's header, CRC-32 and length are checked by
+  :mod:`~pullguard.services.format.gzipwrapper`, exactly as zlib checked
+  them; the deflate data is inflated by ISA-L (python-isal), which does the
+  same work in less than half zlib's CPU time on real, compressible layers.
+  There is no fallback to zlib: isal is a required dependency.
 - zstd: every frame, skippable frames skipped, no data after the last frame,
   a window of at most :data:`MAX_ZSTD_WINDOW` (checked by
   :class:`~pullguard.services.format.zstdframes.ZstdFrameWalker` before the
@@ -20,12 +24,18 @@ runtimes) read them:
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Iterator
 from typing import BinaryIO, cast
 
 import zstandard
+from isal import isal_zlib
 
+from pullguard.services.format.gzipwrapper import (
+    PendingInput,
+    WrapperError,
+    check_trailer,
+    read_header,
+)
 from pullguard.services.format.zstdframes import (
     ZSTD_MAGIC,
     ZstdFrameError,
@@ -41,8 +51,16 @@ MAX_ZSTD_WINDOW = 128 * 1024 * 1024
 SNIFF_BYTES = 6
 
 _GZIP_MAGIC = b"\x1f\x8b"
-# gzip wrapper, window of 2**15 (zlib's ``16 + 15``).
-_GZIP_WBITS = 31
+# Raw deflate, window of 2**15: the gzip wrapper is read by gzipwrapper.
+_RAW_DEFLATE_WBITS = -15
+# Compressed bytes given to ISA-L in its first call on a member, doubled on
+# each further call up to CHUNK. At the end of a member ISA-L copies what it
+# was given and did not use (unused_data): a read full of tiny members would
+# otherwise cost a copy of the rest of the read per member (quadratic); this
+# way the copy is at most about twice what the member itself took.
+_FIRST_PIECE = 1024
+# ISA-L's inflate error; isal's stub types it as an instance, not a class.
+_ISAL_ERROR = cast(type[Exception], isal_zlib.error)
 
 
 class CompressionError(Exception):
@@ -117,39 +135,56 @@ def uncompressed_chunks(source: CompressedSource, compression: str) -> Iterator[
 
 
 def _gunzip(source: CompressedSource) -> Iterator[bytes]:
-    data = source.read(CHUNK)
+    pending = PendingInput(source.read, CHUNK)
     members = 0
-    while data:
-        if members:
-            if len(data) < len(_GZIP_MAGIC):
-                data += source.read(CHUNK)
-            if not data.startswith(_GZIP_MAGIC):
+    try:
+        while pending.fill():
+            if members and not pending.startswith(_GZIP_MAGIC):
                 raise CompressionError(
                     f"data after gzip member {members} is not a gzip member (trailing garbage)"
                 )
-        members += 1
-        decompressor = zlib.decompressobj(_GZIP_WBITS)
-        while True:
-            try:
-                out = decompressor.decompress(data, CHUNK)
-            except zlib.error as exc:
-                raise CompressionError(f"gzip member {members}: {exc}") from None
-            data = decompressor.unconsumed_tail
-            if out:
-                yield out
-            if decompressor.eof:
-                data = decompressor.unused_data
-                break
-            # A full chunk may leave output pending inside zlib with no input left.
-            if len(out) == CHUNK or data:
-                continue
-            data = source.read(CHUNK)
-            if not data:
-                raise CompressionError(f"gzip member {members} is truncated")
-        if not data:
-            data = source.read(CHUNK)
+            members += 1
+            read_header(pending, members)
+            yield from _inflate_member(pending, members)
+    except WrapperError as exc:
+        raise CompressionError(str(exc)) from None
     if members == 0:
         raise CompressionError("gzip stream is empty")
+
+
+def _inflate_member(pending: PendingInput, member: int) -> Iterator[bytes]:
+    """The output of one member's deflate data, then its trailer checked.
+
+    The chunk that ends the member is yielded only after its trailer matched,
+    as zlib did when the trailer arrived with the end of the data.
+    """
+    decompressor = isal_zlib.decompressobj(_RAW_DEFLATE_WBITS)
+    piece_size = _FIRST_PIECE
+    data: bytes | memoryview = pending.piece(piece_size)
+    crc = size = 0
+    while True:
+        try:
+            out = decompressor.decompress(data, CHUNK)
+        except _ISAL_ERROR as exc:
+            raise CompressionError(f"gzip member {member}: {exc}") from None
+        crc = isal_zlib.crc32(out, crc)
+        size += len(out)
+        if decompressor.eof:
+            pending.give_back(decompressor.unused_data)
+            check_trailer(pending, member, crc, size)
+            if out:
+                yield out
+            return
+        if out:
+            yield out
+        data = decompressor.unconsumed_tail
+        # A full chunk may leave output pending inside the inflater with no input left.
+        if len(out) == CHUNK or data:
+            continue
+        piece_size = min(piece_size * 2, CHUNK)
+        data = pending.piece(piece_size)
+        if not data:
+            raise CompressionError(f"gzip member {member} is truncated")
 
 
 def _unzstd(source: CompressedSource) -> Iterator[bytes]:
