@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -20,6 +21,10 @@ import yaml
 from pullguard.services.runtime.config import LAYERS
 
 _handed_out: set[int] = set()
+#: Starts of one stack when a port it was given is taken by then (see Pullguard._move).
+PORT_ATTEMPTS = 3
+#: How ``pullguard up`` (and each layer) says its address is taken.
+_TAKEN_RE = re.compile(r"cannot listen on (?P<address>127\.0\.0\.1:\d+)\b.*Address already in use")
 
 
 def _worker_share() -> tuple[int, int]:
@@ -79,6 +84,19 @@ class Pullguard:
 
     def start(self, timeout: float = 60) -> None:
         self.output = self.config_path.with_suffix(".log")
+        for attempt in range(PORT_ATTEMPTS):
+            taken = self._start(timeout)
+            if taken is None:
+                return
+            if attempt + 1 < PORT_ATTEMPTS:
+                self._move(taken)
+        raise AssertionError(f"pullguard up exited: {self.log()}")
+
+    def _start(self, timeout: float) -> str | None:
+        """Start ``pullguard up`` and wait until it is ready; the address another
+        process took meanwhile (``up`` then starts nothing and exits), if so."""
+        assert self.output is not None
+        logged = self.output.stat().st_size if self.output.exists() else 0
         with self.output.open("ab") as log:
             self.process = subprocess.Popen(
                 [*pullguard_command(), "up", "--config", str(self.config_path), *self.up_args],
@@ -89,13 +107,27 @@ class Pullguard:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                taken = _TAKEN_RE.search(self.log()[logged:])
+                if taken is not None:
+                    return taken["address"]
                 raise AssertionError(f"pullguard up exited: {self.log()}")
             up = self.state_dir / "up.json"
             if up.exists():
                 self.services = json.loads(up.read_text())
-                return
+                return None
             time.sleep(0.1)
         raise AssertionError(f"pullguard up not ready in {timeout}s: {self.log()}")
+
+    def _move(self, address: str) -> None:
+        """Give the listener at ``address`` a fresh port, in the file and in ``config``.
+
+        free_port's port was free when the config was written; an outgoing
+        connection of another test may have taken it since. That is the test's
+        race, not pullguard's: pullguard rightly refuses to start.
+        """
+        fresh = f"127.0.0.1:{free_port()}"
+        self.config_path.write_text(self.config_path.read_text().replace(address, fresh))
+        self.config = _replaced(self.config, address, fresh)
 
     def log(self) -> str:
         return (
@@ -142,6 +174,15 @@ class Pullguard:
                 stderr=log,
                 start_new_session=True,
             )
+
+
+def _replaced(value: Any, old: str, new: str) -> Any:
+    """``value`` (a config) with every string equal to ``old`` replaced by ``new``."""
+    if isinstance(value, dict):
+        return {key: _replaced(item, old, new) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_replaced(item, old, new) for item in value]
+    return new if value == old else value
 
 
 def write_config(tmp_path: Path, upstream: str, **extra: Any) -> tuple[Path, dict[str, Any]]:
