@@ -807,6 +807,19 @@ def dsse_envelope(
     }
 
 
+def attestation_layer(
+    signer: LocalSigner, payload: bytes, predicate_type_annotation: str | None = None
+) -> SignatureLayer:
+    """A cosign attestation layer: ``signer``'s DSSE envelope over the statement
+    ``payload``, with cosign's annotations (``predicateType`` only when given:
+    it is unsigned, so tests set it to lie)."""
+    annotations = {"dev.cosignproject.cosign/signature": ""}
+    if predicate_type_annotation is not None:
+        annotations["predicateType"] = predicate_type_annotation
+    envelope = dsse_envelope([signer], payload)
+    return SignatureLayer(json.dumps(envelope).encode(), annotations, DSSE_ENVELOPE)
+
+
 def key_bundle(
     content: Mapping[str, object],
     tlog_entries: Sequence[object] = (),

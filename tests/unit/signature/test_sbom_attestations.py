@@ -7,7 +7,6 @@ the unsigned predicateType annotation never decides), G-09 (size).
 from __future__ import annotations
 
 import hashlib
-import json
 
 from pullguard.services.signature import policy
 from pullguard.services.signature.sbom import SBOM_INVALID
@@ -20,10 +19,9 @@ from pullguard.services.signature.sboms import (
 from pullguard.services.signature.trust import Trust
 from pullguard.services.signature.verifier import Limits, Subject
 from tests.support.cosign import (
-    DSSE_ENVELOPE,
     LocalSigner,
     SignatureLayer,
-    dsse_envelope,
+    attestation_layer,
     staged_signature_image,
     statement,
     trusting,
@@ -67,11 +65,9 @@ def layer(
     digest: str = DIGEST,
     annotation: str | None = None,
 ) -> SignatureLayer:
-    envelope = dsse_envelope([signer], statement(digest, predicate_type, predicate, REPOSITORY))
-    annotations = {"dev.cosignproject.cosign/signature": ""}
-    if annotation is not None:
-        annotations["predicateType"] = annotation
-    return SignatureLayer(json.dumps(envelope).encode(), annotations, DSSE_ENVELOPE)
+    return attestation_layer(
+        signer, statement(digest, predicate_type, predicate, REPOSITORY), annotation
+    )
 
 
 def run(layers: list[SignatureLayer], trust: Trust | None, limits: Limits = LIMITS) -> SbomOutcome:

@@ -33,6 +33,7 @@ from tests.support.cosign import (
     MemoryStaging,
     OfflineSigstore,
     SignatureLayer,
+    attestation_layer,
     dsse_envelope,
     make_trust,
     pem_of_cert,
@@ -90,11 +91,9 @@ def att_layer(
     digest: str = DIGEST,
     annotation: str | None = None,
 ) -> SignatureLayer:
-    envelope = dsse_envelope([signer], statement(digest, predicate_type, predicate, REPOSITORY))
-    annotations = {"dev.cosignproject.cosign/signature": ""}
-    if annotation is not None:
-        annotations["predicateType"] = annotation
-    return SignatureLayer(json.dumps(envelope).encode(), annotations, DSSE_ENVELOPE)
+    return attestation_layer(
+        signer, statement(digest, predicate_type, predicate, REPOSITORY), annotation
+    )
 
 
 def run(
