@@ -34,7 +34,7 @@ from tests.support.images import build_image, push
 from tests.support.osv import osv_folder
 from tests.support.registry_process import RegistryProcess
 from tests.support.signers.cosign_cli import attest, sign_tag
-from tests.support.stack import Pullguard, write_config
+from tests.support.stack import Pullguard, report_findings, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -156,16 +156,6 @@ def stack() -> Iterator[Stack]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _findings(report: dict[str, Any], layer: str, code: str) -> list[dict[str, Any]]:
-    return [
-        finding
-        for step in report["layers"]
-        if step["layer"] == layer
-        for finding in step["findings"]
-        if finding["code"] == code
-    ]
-
-
 def test_a_signed_sbom_names_a_vulnerable_module_the_scan_cannot_see(stack: Stack) -> None:
     ok, stderr = stack.pull("sbom/static")
     assert not ok, "an image whose signed SBOM lists a vulnerable module was admitted"
@@ -173,7 +163,7 @@ def test_a_signed_sbom_names_a_vulnerable_module_the_scan_cannot_see(stack: Stac
 
     report = stack.check("sbom/static")
     assert report["decision"] == "DENY"
-    [finding] = _findings(report, "vulnerability", "vulnerability.advisory")
+    [finding] = report_findings(report, "vulnerability", "vulnerability.advisory")
     assert finding["evidence"]["package"] == "golang.org/x/net"
     assert finding["evidence"]["installed_version"] == XNET
     [sbom] = report["vulnerabilities"]["sboms"]
@@ -182,7 +172,7 @@ def test_a_signed_sbom_names_a_vulnerable_module_the_scan_cannot_see(stack: Stac
     assert "not found by the scan" in finding["message"]
     # The disagreement: only the SBOM lists the module (the SBOM lists two
     # of the real status file's packages: the rest are only in the scan).
-    disagreements = _findings(report, "vulnerability", "vulnerability.sbom_disagrees")
+    disagreements = report_findings(report, "vulnerability", "vulnerability.sbom_disagrees")
     [only] = [f for f in disagreements if f["evidence"]["disagreement"] == "sbom_only"]
     assert only["evidence"]["package"] == "golang.org/x/net"
     assert only["evidence"]["sbom"] == sbom["digest"]
@@ -194,7 +184,7 @@ def test_an_sbom_signed_by_an_untrusted_key_is_ignored(stack: Stack) -> None:
     assert ok, stderr + stack.pg.log()[-3000:]
     report = stack.check("sbom/untrusted")
     assert report["decision"] == "ALLOW"
-    ignored = _findings(report, "signature", "signature.sbom_ignored")
+    ignored = report_findings(report, "signature", "signature.sbom_ignored")
     assert ignored and ignored[0]["evidence"]["rejected"] == "signature.untrusted_key", ignored
     assert "sboms" not in report["vulnerabilities"]
     assert all(m["origin"] == "scan" for m in report["vulnerabilities"]["matches"])
@@ -207,12 +197,12 @@ def test_a_signed_sbom_listing_a_fixed_version_hides_nothing(stack: Stack) -> No
 
     report = stack.check("sbom/hiding")
     assert report["decision"] == "DENY"
-    [finding] = _findings(report, "vulnerability", "vulnerability.advisory")
+    [finding] = report_findings(report, "vulnerability", "vulnerability.advisory")
     assert finding["evidence"]["installed_version"] == VULNERABLE
     assert finding["evidence"]["origin"] == "scan"
     [sbom] = report["vulnerabilities"]["sboms"]
     assert sbom["format"] == "spdx"
-    disagreements = _findings(report, "vulnerability", "vulnerability.sbom_disagrees")
+    disagreements = report_findings(report, "vulnerability", "vulnerability.sbom_disagrees")
     [version] = [f for f in disagreements if f["evidence"]["disagreement"] == "version"]
     assert (version["evidence"]["scan_version"], version["evidence"]["sbom_version"]) == (
         VULNERABLE,

@@ -72,7 +72,7 @@ from tests.support.signers.keyless import (
     node_ready,
     workflow_identity,
 )
-from tests.support.stack import Pullguard, pullguard_command
+from tests.support.stack import Pullguard, pullguard_command, report_findings
 
 StartPullguard = Callable[..., Pullguard]
 TestFunction = Callable[..., Any]
@@ -311,16 +311,6 @@ def _allowed_report(pg: Pullguard, digest: str) -> dict[str, Any]:
         if report["digest"] == digest and report["decision"] == "ALLOW":
             return report
     raise AssertionError(f"no ALLOW decision for {digest}")
-
-
-def _findings(report: dict[str, Any], layer: str | None = None) -> list[dict[str, Any]]:
-    """Every finding of every step (of ``layer``), any severity."""
-    return [
-        finding
-        for step in report["layers"]
-        if layer is None or step["layer"] == layer
-        for finding in step["findings"]
-    ]
 
 
 def _accepted(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -635,7 +625,7 @@ def test_f15_referrer_with_another_subject_is_not_a_signature(
 
     codes, report = _denied(pg, world.repo)
 
-    assert "signature.subject_mismatch" in codes | {f["code"] for f in _findings(report)}
+    assert "signature.subject_mismatch" in codes | {f["code"] for f in report_findings(report)}
     assert not _accepted(report)
 
 
@@ -838,7 +828,7 @@ def test_warn_mode_admits_an_unsigned_image_and_reports_it(
 
     report = _pull_passes(pg, tmp_path / "out", world.digest, world.repo)
 
-    warnings = [f for f in _findings(report, "signature") if f["severity"] == "WARNING"]
+    warnings = [f for f in report_findings(report, "signature") if f["severity"] == "WARNING"]
     assert [f["code"] for f in warnings] == ["signature.missing"]
     assert report["decision"] == "ALLOW" and report["admitted"]
 
@@ -852,7 +842,9 @@ def test_warn_mode_admits_a_foreign_signature_and_reports_it(
 
     report = _pull_passes(pg, tmp_path / "out", world.digest, world.repo)
 
-    warnings = {f["code"] for f in _findings(report, "signature") if f["severity"] == "WARNING"}
+    warnings = {
+        f["code"] for f in report_findings(report, "signature") if f["severity"] == "WARNING"
+    }
     assert warnings == {"signature.untrusted_key"}
 
 
@@ -938,7 +930,7 @@ def test_provenance_from_an_untrusted_signer_denied(world: World, signed_stack: 
 
     report = _provenance_denied(pg, world.repo, "source.provenance_missing")
     # It was found and refused for its signer, not overlooked.
-    assert "signature.untrusted_key" in {f["code"] for f in _findings(report)}
+    assert "signature.untrusted_key" in {f["code"] for f in report_findings(report)}
 
 
 @pytest.mark.parametrize(

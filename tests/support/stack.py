@@ -176,6 +176,20 @@ class Pullguard:
             )
 
 
+def report_findings(
+    report: dict[str, Any], layer: str | None = None, code: str | None = None
+) -> list[dict[str, Any]]:
+    """The findings of a decision report (``pullguard decisions --json``), of every
+    step or of ``layer``'s, of any code or of ``code``, in report order."""
+    return [
+        finding
+        for step in report["layers"]
+        if layer is None or step["layer"] == layer
+        for finding in step["findings"]
+        if code is None or finding["code"] == code
+    ]
+
+
 def _replaced(value: Any, old: str, new: str) -> Any:
     """``value`` (a config) with every string equal to ``old`` replaced by ``new``."""
     if isinstance(value, dict):
