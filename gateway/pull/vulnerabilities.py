@@ -31,6 +31,10 @@ from pullguard.services.runtime.protoconv import (
 )
 from pullguard.v1 import format_pb2, inventory_pb2, vulnerability_pb2
 
+#: A package's fields in a report, and read back from one (both directions list them once).
+_PACKAGE_FIELDS = ("ecosystem", "name", "version", "purl", "source_name", "source_version")
+#: A signed SBOM's text fields in a report, and read back from one.
+_SBOM_FIELDS = ("digest", "format", "predicate_type", "signer", "found_at")
 #: Packages and matches kept in a report (the decision record stays bounded).
 REPORT_PACKAGES = 20_000
 REPORT_MATCHES = 500
@@ -117,12 +121,14 @@ async def rejudge_recorded(pull: Pull) -> None:
 
 
 def _package_from_record(entry: Any) -> inventory_pb2.Package:
-    """A package as a report recorded it; what is not a string is left empty."""
-    fields = ("ecosystem", "name", "version", "purl", "source_name", "source_version")
+    """A package as a report recorded it (:func:`_package`); what is not a string is left empty."""
+    return inventory_pb2.Package(**_strings(entry, _PACKAGE_FIELDS))
+
+
+def _strings(entry: Any, fields: tuple[str, ...]) -> dict[str, Any]:
+    """The ``fields`` of a recorded ``entry`` that are strings (a record may be damaged)."""
     data = entry if isinstance(entry, dict) else {}
-    return inventory_pb2.Package(
-        **{name: data[name] for name in fields if isinstance(data.get(name), str)}
-    )
+    return {name: data[name] for name in fields if isinstance(data.get(name), str)}
 
 
 def _records(value: Any) -> list[Any]:
@@ -131,11 +137,7 @@ def _records(value: Any) -> list[Any]:
 
 def _sbom(sbom: inventory_pb2.Sbom) -> dict[str, Any]:
     return {
-        "digest": sbom.digest,
-        "format": sbom.format,
-        "predicate_type": sbom.predicate_type,
-        "signer": sbom.signer,
-        "found_at": sbom.found_at,
+        **{name: getattr(sbom, name) for name in _SBOM_FIELDS},
         "skipped": sbom.skipped,
         "incomplete": list(sbom.incomplete),
         "packages": [_package(p) for p in sbom.packages[:REPORT_SBOM_PACKAGES]],
@@ -145,10 +147,7 @@ def _sbom(sbom: inventory_pb2.Sbom) -> dict[str, Any]:
 def _sbom_from_record(entry: Any) -> inventory_pb2.Sbom:
     """A signed SBOM as an admission recorded it (verified then); odd fields left empty."""
     data = entry if isinstance(entry, dict) else {}
-    fields = ("digest", "format", "predicate_type", "signer", "found_at")
-    sbom = inventory_pb2.Sbom(
-        **{name: data[name] for name in fields if isinstance(data.get(name), str)}
-    )
+    sbom = inventory_pb2.Sbom(**_strings(data, _SBOM_FIELDS))
     sbom.packages.extend(
         _package_from_record(p) for p in _records(data.get("packages"))[:REPORT_SBOM_PACKAGES]
     )
@@ -156,14 +155,7 @@ def _sbom_from_record(entry: Any) -> inventory_pb2.Sbom:
 
 
 def _package(package: inventory_pb2.Package) -> dict[str, Any]:
-    return {
-        "ecosystem": package.ecosystem,
-        "name": package.name,
-        "version": package.version,
-        "purl": package.purl,
-        "source_name": package.source_name,
-        "source_version": package.source_version,
-    }
+    return {name: getattr(package, name) for name in _PACKAGE_FIELDS}
 
 
 def _match(match: vulnerability_pb2.VulnerabilityMatch) -> dict[str, Any]:
