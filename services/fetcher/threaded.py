@@ -9,7 +9,7 @@ decryption and the HTTP parser of several blobs then run on several cores at
 once, where on the event loop they took turns on one. A blob body is copied
 whole in its thread (read, hash, write: :func:`transfer.copy_body`), so the
 event loop is not woken per piece (issue 9: a cold pull of 256 MiB in four
-layers cost the fetcher 0.60-0.63 CPU-s on the event loop, 0.42-0.44 here).
+layers cost the fetcher 0.60-0.68 CPU-s on the event loop, 0.42-0.48 here).
 
 Timeouts are the sync transport's: the connect, idle-read and pool timeouts
 of the request's ``timeout`` extension apply to each blocking call. The
