@@ -13,13 +13,15 @@ claim that hashverify checks by reading the bytes itself.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import errno
 import fcntl
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -30,6 +32,33 @@ from pullguard.services.runtime.errors import StagingError, StagingFull
 
 #: Errors that mean the staging filesystem is full (or the quota used up).
 _FULL = (errno.ENOSPC, errno.EDQUOT)
+
+#: Bytes written between two starts of write-back (see StagedWriter.write).
+WRITEBACK_STEP = 8 << 20
+#: sync_file_range(2)'s "start writing these pages out, do not wait".
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _load_sync_file_range() -> Callable[[int, int, int], None] | None:
+    """Linux's sync_file_range(2) from the C library, or None where there is none."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        call = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    call.restype = ctypes.c_int
+
+    def start_writeback(fd: int, offset: int, length: int) -> None:
+        # A hint only: its result is not checked, because the fsync at
+        # commit writes whatever is left and reports any error itself.
+        call(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+
+    return start_writeback
+
+
+#: Starts the kernel writing a range of a file to disk without waiting for it.
+start_writeback = _load_sync_file_range()
 
 #: A gateway replica's folder name (see ``replica_id`` in the README).
 REPLICA_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
@@ -62,7 +91,13 @@ class FileStamp:
 
 
 class StagedWriter:
-    """A temporary file that becomes visible under a key only on commit."""
+    """A temporary file that becomes visible under a key only on commit.
+
+    Every :data:`WRITEBACK_STEP` bytes it asks the kernel to start writing the
+    new bytes to disk, without waiting: the disk works while the body still
+    arrives, and the fsync at commit only waits for the last step. Without
+    this, a 64 MiB blob waited about 0.1 s at commit for all of its pages.
+    """
 
     def __init__(self, store: StagingStore, session: str) -> None:
         self._store = store
@@ -75,11 +110,19 @@ class StagedWriter:
         self._temp = Path(name)
         self._committed = False
         self.size = 0
+        #: Bytes already handed to the kernel's write-back.
+        self._written_back = 0
 
     def write(self, data: bytes) -> None:
         with _full_is_staging_full():
             self._file.write(data)
-        self.size += len(data)
+            self.size += len(data)
+            if self.size - self._written_back >= WRITEBACK_STEP and start_writeback is not None:
+                self._file.flush()
+                start_writeback(
+                    self._file.fileno(), self._written_back, self.size - self._written_back
+                )
+                self._written_back = self.size
 
     def commit(self, key: str) -> Path:
         """Flush, fsync and rename into place under ``key``."""
