@@ -26,7 +26,7 @@ from aiohttp import web
 from pullguard.gateway.attest import AttachmentStore, is_attachment_tag
 from pullguard.gateway.attest.documents import OCI_MANIFEST, sha256
 from pullguard.gateway.decisions import DecisionLog
-from pullguard.gateway.httpserver import API_HEADERS, error_body
+from pullguard.gateway.httpserver import API_HEADERS, FileBody, error_body
 from pullguard.gateway.observe import requester_context
 from pullguard.gateway.public import Scrubber, warning_header
 from pullguard.gateway.pull import Puller, PullResult
@@ -308,11 +308,7 @@ class FrontDoor:
         if not stat.S_ISREG(info.st_mode):
             handle.close()
             raise Refusal(BlobUnreadable(f"{digest} cannot be read now; retry"))
-        headers["Content-Length"] = str(info.st_size)
-        if request.method == "HEAD":
-            handle.close()
-            return web.Response(status=200, headers=headers)
-        return web.Response(status=200, body=handle, headers=headers)
+        return FileBody(handle, info.st_size, headers)
 
     @staticmethod
     def _unreadable(digest: str, exc: OSError) -> Refusal:

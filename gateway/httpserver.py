@@ -22,9 +22,10 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, BinaryIO
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
@@ -205,3 +206,50 @@ class DoorRunner(web.AppRunner):
             header_timeout=self._header_timeout,
             **server._kwargs,
         )
+
+
+class FileBody(web.StreamResponse):
+    """A 200 whose body is an open file, sent by the kernel (``sendfile(2)``).
+
+    The file is the one the handler opened and checked: the response takes it
+    and closes it. Its body never passes through Python, so a 256 MiB layer
+    costs a few system calls, not thousands of reads in a worker thread and
+    writes through aiohttp. Where the kernel cannot send (TLS), asyncio reads
+    and writes in its place. A file that ends before ``size`` bytes (cut short
+    under the door) ends the connection, so the client sees a short body, not
+    the next response in its place.
+    """
+
+    def __init__(self, handle: BinaryIO, size: int, headers: dict[str, str]) -> None:
+        super().__init__(status=200, headers=headers)
+        self.content_length = size
+        self._handle = handle
+        self._size = size
+        self._sent = 0
+
+    @property
+    def body_length(self) -> int:
+        """Bytes sent, headers included, as aiohttp counts for a written body."""
+        return super().body_length + self._sent
+
+    async def prepare(self, request: BaseRequest) -> AbstractStreamWriter | None:
+        try:
+            writer = await super().prepare(request)
+            if request.method != "HEAD" and self._size > 0 and not self._sent:
+                transport = request.transport
+                if transport is None:
+                    raise ConnectionResetError("the client went away")
+                loop = asyncio.get_running_loop()
+                self._sent = await loop.sendfile(transport, self._handle, 0, self._size)
+                if self._sent != self._size:
+                    log.error(
+                        "front door: file ended after %d of %d bytes; connection closed",
+                        self._sent,
+                        self._size,
+                    )
+                    transport.abort()
+                    raise ConnectionResetError("file shorter than its Content-Length")
+            await self.write_eof()
+            return writer
+        finally:
+            self._handle.close()
