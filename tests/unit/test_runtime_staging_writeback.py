@@ -31,7 +31,7 @@ def test_each_step_of_new_bytes_is_handed_to_write_back_once_flushed(
 
     monkeypatch.setattr(staging, "start_writeback", record)
     # Smaller than Python's buffer, and steps do not fall on piece edges.
-    piece = os.urandom(5003)
+    piece = os.urandom(1001)
     pieces = (2 * WRITEBACK_STEP + WRITEBACK_STEP // 2) // len(piece)
     store = StagingStore(tmp_path)
     with store.writer("s1") as writer:
