@@ -29,6 +29,7 @@ from pullguard.gateway.httpserver import DoorRunner
 from pullguard.gateway.notify.sender import outbox_for, start_sender
 from pullguard.gateway.observe import (
     GatewayMetrics,
+    LayerHealth,
     PullObserver,
     StoreSizes,
     access_log,
@@ -48,7 +49,7 @@ log = logging.getLogger("pullguard.gateway")
 
 
 def build_pipeline(
-    config: Config, observer: PullObserver | None = None
+    config: Config, observer: PullObserver | None = None, clients: LayerClients | None = None
 ) -> tuple[Pipeline, DecisionLog, AdmittedStore, Quarantine]:
     state: Path = config.state_dir
     decisions = DecisionLog(state, config.database)
@@ -64,7 +65,8 @@ def build_pipeline(
     if config.replica_id:
         staging.claim_replica(config.replica_id)
         staging.clear_replica(config.replica_id)
-    clients = LayerClients(config.services, config.limits.layer_timeout, config.services_tls)
+    if clients is None:
+        clients = LayerClients(config.services, config.limits.layer_timeout, config.services_tls)
     publisher = Publisher.for_target(config, admitted, decisions)
     pipeline = Pipeline(
         config, clients, decisions, admitted, quarantine, staging, publisher, observer
@@ -83,7 +85,10 @@ async def serve_gateway(config: Config) -> None:
     """Serve until SIGINT/SIGTERM: NOT_SERVING, then the front door, then gRPC drain."""
     metrics = GatewayMetrics()
     observer = PullObserver(metrics)
-    pipeline, decisions, admitted, quarantine = build_pipeline(config, observer)
+    clients = LayerClients(config.services, config.limits.layer_timeout, config.services_tls)
+    # Checked from now on: the first pull does not wait for the layers' connections.
+    clients.watch_health()
+    pipeline, decisions, admitted, quarantine = build_pipeline(config, observer, clients)
     metrics.registry.register(
         StoreSizes(
             lambda: len(decisions.list_quarantine()),
@@ -91,6 +96,7 @@ async def serve_gateway(config: Config) -> None:
             admitted.root / "blobs",
         )
     )
+    metrics.registry.register(LayerHealth(clients.serving))
     notifier = start_sender(config, decisions, metrics.registry)
     ratelog.install()
     raise_open_file_limit()

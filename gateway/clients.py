@@ -73,6 +73,7 @@ RECONNECT_WAIT = 2.0
 #: How often each layer's health service is asked.
 HEALTH_INTERVAL = 1.0
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+_SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 def _annotated(span: Span, response: Any) -> Any:
@@ -130,7 +131,7 @@ class LayerClients:
         timings: list[CallTiming] | None = None,
     ) -> Any:
         """Call ``layer.method`` and translate every failure (see module doc)."""
-        self._watch_health()
+        self.watch_health()
         if self.health.get(layer) == _NOT_SERVING and layer not in self._replicated:
             raise LayerUnavailable(
                 layer, f"{layer}: not serving (its health check fails)", "layer_not_serving"
@@ -160,8 +161,19 @@ class LayerClients:
                 if timings is not None:
                     timings.append(CallTiming(layer, (time.monotonic() - started) * 1000))
 
-    def _watch_health(self) -> None:
-        """Start one health poller per layer, once, on the running event loop."""
+    def serving(self) -> dict[str, bool]:
+        """Each layer, and whether its last health check said SERVING (False
+        when it said otherwise, failed, or has not answered yet)."""
+        return {layer: self.health.get(layer) == _SERVING for layer in LAYERS}
+
+    def watch_health(self) -> None:
+        """Start one health poller per layer, once, on the running event loop.
+
+        The gateway starts them when it starts: each poller's first Check
+        opens its layer's channel, so the first pull does not wait for seven
+        connections (and knows which layers are down). A call starts them
+        too, where no gateway did (tests, tools).
+        """
         if not self._watchers:
             self._watchers = [asyncio.create_task(self._poll(layer)) for layer in LAYERS]
 

@@ -25,7 +25,7 @@ import contextvars
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -374,6 +374,29 @@ class StoreSizes(Collector):
             "Bytes of the admitted store's blobs and manifests.",
             value=directory_bytes(self._admitted_blobs),
         )
+
+
+class LayerHealth(Collector):
+    """Whether each layer answered its last health check with SERVING, read at scrape.
+
+    The gateway checks every layer from its start (see
+    ``LayerClients.watch_health``): a 0 means pulls that need that layer are
+    refused as an outage, before any client tries one.
+    """
+
+    def __init__(self, serving: Callable[[], Mapping[str, bool]]) -> None:
+        self._serving = serving
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "pullguard_layer_serving",
+            "1 when the layer's last health check answered SERVING; 0 when it answered"
+            " otherwise, failed, or has not answered yet.",
+            labels=("layer",),
+        )
+        for layer, up in sorted(self._serving().items()):
+            family.add_metric((layer,), 1.0 if up else 0.0)
+        yield family
 
 
 def directory_bytes(root: Path, depth: int = 2) -> int:

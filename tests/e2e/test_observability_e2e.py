@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from pullguard.services.runtime.config import LAYERS
 from tests.support.images import BuiltImage, build_image, pull, push, random_layers
 from tests.support.registry_process import RegistryProcess
 from tests.support.stack import Pullguard, free_port, pullguard_command, write_config
@@ -271,3 +272,28 @@ def test_a_cli_commands_private_stack_opens_no_metrics_listener(
             timeout=300,
         )
     assert checked.returncode == 0, checked.stderr
+
+
+def test_the_gateway_checks_every_layer_from_its_start(
+    upstream: RegistryProcess, pullguard_factory: StartPullguard, tmp_path: Path
+) -> None:
+    """Before any pull, /metrics says each layer answered its health check.
+
+    The checks (and so the layers' connections) start with the gateway, not
+    with the first pull, which would otherwise wait for them.
+    """
+    pg, _ = _stack(tmp_path, upstream, pullguard_factory)
+    console = pg.config["console_listen"]
+    deadline = time.monotonic() + 30
+    while True:
+        samples = scrape(console)
+        serving = {
+            dict(labels)["layer"]: v
+            for (name, labels), v in samples.items()
+            if name == "pullguard_layer_serving"
+        }
+        if set(serving) == set(LAYERS) and all(v == 1.0 for v in serving.values()):
+            break
+        assert time.monotonic() < deadline, f"layers not seen serving: {serving}"
+        time.sleep(0.2)
+    assert _outcomes(pg) == {}, "the test needs a gateway that has made no pull"

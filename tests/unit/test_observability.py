@@ -14,11 +14,11 @@ import httpx
 import pytest
 from aiohttp.test_utils import make_mocked_request
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pullguard.gateway.console import ConsoleContext, refuse_open_bind, start_console
-from pullguard.gateway.observe import logged_path, step_label
+from pullguard.gateway.observe import LayerHealth, logged_path, step_label
 from pullguard.services.runtime.config import ConfigErrors, LogSettings, Telemetry
 from pullguard.services.runtime.errors import ConfigError
 from pullguard.services.runtime.logs import JsonFormatter, TextFormatter, fields, scrub
@@ -231,3 +231,16 @@ def test_sampling_and_resource_come_from_otel_environment(
     attributes = provider.resource.attributes
     assert attributes["deployment.environment"] == "lab"
     assert attributes["service.name"] == "pullguard-fetcher"
+
+
+def test_layer_health_is_one_only_for_a_layer_seen_serving() -> None:
+    registry = CollectorRegistry()
+    registry.register(LayerHealth(lambda: {"format": True, "source": False, "fetcher": False}))
+    text = generate_latest(registry).decode()
+    values = {
+        sample.labels["layer"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "pullguard_layer_serving"
+    }
+    assert values == {"format": 1.0, "source": 0.0, "fetcher": 0.0}
