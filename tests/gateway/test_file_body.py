@@ -7,6 +7,7 @@ client sees when the file is shorter than the length the door promised.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -121,4 +122,25 @@ async def test_an_empty_file_is_an_empty_200(tmp_path: Path, serve: Serve) -> No
     async with httpx.AsyncClient(timeout=10) as client:
         got = await client.get(url)
     assert (got.status_code, got.headers["Content-Length"], got.content) == (200, "0", b"")
+    assert _closed(answered) == [True]
+
+
+async def test_a_client_that_leaves_mid_body_does_not_leave_the_file_open(
+    tmp_path: Path, serve: Serve
+) -> None:
+    size = 64 * 1024 * 1024
+    path = tmp_path / "blob"
+    with path.open("wb") as handle:
+        handle.truncate(size)
+    url, answered = await serve(path, size)
+    host, port = url.removeprefix("http://").split("/")[0].split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET /blob HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    await reader.readexactly(1024 * 1024)  # headers and the first MiB of the body
+    writer.transport.abort()
+    for _ in range(200):
+        if answered and _closed(answered) == [True]:
+            break
+        await asyncio.sleep(0.05)
     assert _closed(answered) == [True]
