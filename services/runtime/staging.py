@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import os
@@ -42,7 +41,9 @@ _SYNC_FILE_RANGE_WRITE = 2
 def _load_sync_file_range() -> Callable[[int, int, int], None] | None:
     """Linux's sync_file_range(2) from the C library, or None where there is none."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        # The running program's own symbols: libc's among them, found without
+        # find_library (which runs ldconfig in a subprocess).
+        libc = ctypes.CDLL(None, use_errno=True)
         call = libc.sync_file_range
     except (OSError, AttributeError):
         return None
