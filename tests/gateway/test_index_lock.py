@@ -27,7 +27,9 @@ def _add_names(root: str, replica: str) -> None:
 def test_two_processes_adding_names_lose_none(tmp_path: Path) -> None:
     root = tmp_path / "admitted"
     AdmittedStore(root)
-    context = multiprocessing.get_context("fork")
+    # Spawned, not forked: a fork of a test worker copies whatever threads
+    # earlier tests left (gRPC's among them) mid-call, and one such child hung.
+    context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_add_names, args=(str(root), r)) for r in ("a", "b", "c")]
     for worker in workers:
         worker.start()
