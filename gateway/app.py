@@ -48,6 +48,11 @@ from pullguard.services.runtime.staging import StagingStore
 log = logging.getLogger("pullguard.gateway")
 
 
+def layer_clients(config: Config) -> LayerClients:
+    """The gateway's clients of the configured layer services."""
+    return LayerClients(config.services, config.limits.layer_timeout, config.services_tls)
+
+
 def build_pipeline(
     config: Config, observer: PullObserver | None = None, clients: LayerClients | None = None
 ) -> tuple[Pipeline, DecisionLog, AdmittedStore, Quarantine]:
@@ -66,7 +71,7 @@ def build_pipeline(
         staging.claim_replica(config.replica_id)
         staging.clear_replica(config.replica_id)
     if clients is None:
-        clients = LayerClients(config.services, config.limits.layer_timeout, config.services_tls)
+        clients = layer_clients(config)
     publisher = Publisher.for_target(config, admitted, decisions)
     pipeline = Pipeline(
         config, clients, decisions, admitted, quarantine, staging, publisher, observer
@@ -85,7 +90,7 @@ async def serve_gateway(config: Config) -> None:
     """Serve until SIGINT/SIGTERM: NOT_SERVING, then the front door, then gRPC drain."""
     metrics = GatewayMetrics()
     observer = PullObserver(metrics)
-    clients = LayerClients(config.services, config.limits.layer_timeout, config.services_tls)
+    clients = layer_clients(config)
     # Checked from now on: the first pull does not wait for the layers' connections.
     clients.watch_health()
     pipeline, decisions, admitted, quarantine = build_pipeline(config, observer, clients)

@@ -43,7 +43,7 @@ def _load_sync_file_range() -> Callable[[int, int, int], None] | None:
     try:
         # The running program's own symbols: libc's among them, found without
         # find_library (which runs ldconfig in a subprocess).
-        libc = ctypes.CDLL(None, use_errno=True)
+        libc = ctypes.CDLL(None)
         call = libc.sync_file_range
     except (OSError, AttributeError):
         return None
