@@ -33,9 +33,16 @@ def test_two_processes_adding_names_lose_none(tmp_path: Path) -> None:
     workers = [context.Process(target=_add_names, args=(str(root), r)) for r in ("a", "b", "c")]
     for worker in workers:
         worker.start()
-    for worker in workers:
-        worker.join(120)
-        assert worker.exitcode == 0
+    try:
+        for worker in workers:
+            worker.join(120)
+            assert worker.exitcode == 0
+    finally:
+        # A writer that hangs is stopped here, by its PID, not left running.
+        for worker in workers:
+            if worker.is_alive():
+                worker.kill()
+                worker.join(10)
 
     index = json.loads((root / "index.json").read_text())
     names = {m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]}
